@@ -1,0 +1,153 @@
+"""Bundle writer: assembles exported graphs, the tokenizer and ``manifest.json`` into a bundle.
+
+The contract is ``docs/bundle.md``. Writing is atomic: everything goes into a temporary
+sibling folder that is renamed into place only once complete, so an interrupted write
+leaves nothing under ``out`` and an existing bundle is replaced only by a complete one.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Mapping
+
+from mmedge import BUNDLE_FORMAT
+from mmedge.errors import ExportError
+
+__all__ = ["write_bundle", "zip_bundle", "sha256_file", "graph_entries"]
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def graph_entries(manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every graph entry of a manifest: ``encoders[m].graphs[p]`` and ``members[i].graphs[p]``."""
+    for encoder in (manifest.get("encoders") or {}).values():
+        yield from (encoder.get("graphs") or {}).values()
+    for member in manifest.get("members") or []:
+        yield from (member.get("graphs") or {}).values()
+
+
+def _check_relpath(relpath: str) -> str:
+    pure = PurePosixPath(relpath)
+    if not relpath or "\\" in relpath or pure.is_absolute() or ".." in pure.parts or relpath == "manifest.json":
+        raise ExportError(f"bundle file path {relpath!r} must be a relative POSIX path inside the bundle "
+                          "(no '..', no backslashes, not manifest.json)")
+    return str(pure)
+
+
+def _check_references(manifest: Mapping[str, Any], files: Mapping[str, Path]) -> None:
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ExportError(f"manifest format must be {BUNDLE_FORMAT!r}, got {manifest.get('format')!r}")
+    for entry in graph_entries(manifest):
+        if "file" in entry and entry["file"] not in files:
+            raise ExportError(f"manifest references {entry['file']!r} but no such file was given; "
+                              f"given: {sorted(files)}")
+    tokenizer = ((manifest.get("inputs") or {}).get("text") or {}).get("tokenizer_file")
+    if tokenizer is not None and tokenizer not in files:
+        raise ExportError(f"manifest names tokenizer {tokenizer!r} but no such file was given")
+
+
+def _fill_hashes(manifest: dict[str, Any], folder: Path, relpaths: list[str]) -> None:
+    hashes = {rel: sha256_file(folder / rel) for rel in relpaths}
+    for entry in graph_entries(manifest):
+        if "file" in entry:
+            entry["sha256"] = hashes[entry["file"]]
+            entry["bytes"] = (folder / entry["file"]).stat().st_size
+    manifest["files"] = dict(sorted(hashes.items()))
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """Moves the complete ``tmp`` folder to ``out``, replacing an existing ``out`` last."""
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    had_old = out.exists()
+    if had_old:
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if had_old:
+            os.replace(old, out)
+        raise
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_bundle(out: Path, manifest: Mapping[str, Any], files: Mapping[str, Path]) -> Path:
+    """Writes a bundle folder atomically.
+
+    Args:
+        out: The bundle folder to create (replaced if it exists, only once the new one is complete).
+        manifest: The manifest (``docs/bundle.md``); not modified. Graph entries'
+            ``sha256``/``bytes`` and the top-level ``files`` map are filled in here.
+        files: Relative bundle path (POSIX, e.g. ``"encoders/image.fp32.onnx"``) -> source file.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ExportError: a wrong format, a missing source file, a bad relative path, or a
+            manifest entry naming a file that is not in ``files``.
+    """
+    out = Path(out)
+    files = {_check_relpath(rel): Path(src) for rel, src in files.items()}
+    manifest = copy.deepcopy(dict(manifest))
+    _check_references(manifest, files)
+    missing = [str(src) for src in files.values() if not src.is_file()]
+    if missing:
+        raise ExportError(f"bundle source files not found: {missing}; export them first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()
+        for rel, src in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / rel)
+        _fill_hashes(manifest, tmp, list(files))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def zip_bundle(folder: Path, dst: Path) -> Path:
+    """Zips a bundle folder into a single ``.mmedge`` file (``manifest.json`` at the zip root).
+
+    Args:
+        folder: A bundle folder written by ``write_bundle``.
+        dst: The ``.mmedge`` file to write (written to a temporary sibling, then renamed).
+
+    Returns:
+        ``dst``.
+    """
+    folder, dst = Path(folder), Path(dst)
+    if not (folder / "manifest.json").is_file():
+        raise ExportError(f"{folder} is not a bundle folder (no manifest.json); write it with write_bundle")
+    if dst.suffix != ".mmedge":
+        raise ExportError(f"bundle archive name must end in .mmedge, got {dst.name}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                zf.write(path, path.relative_to(folder).as_posix())
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dst

@@ -1,0 +1,121 @@
+"""Checkpoint folders: ``recipe.json`` (every setting), ``weights.pt`` (weights_only
+loadable), ``metrics.json``, ``tokenizer.json``. Written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from mmedge import CHECKPOINT_FORMAT, __version__
+from mmedge.config import Recipe
+from mmedge.encoders import ENCODERS, Encoder, create_encoder, freeze
+from mmedge.errors import CheckpointError
+from mmedge.model import MultimodalEnsemble, build_head
+
+RECIPE_FILE, WEIGHTS_FILE, METRICS_FILE, TOKENIZER_FILE = "recipe.json", "weights.pt", "metrics.json", "tokenizer.json"
+
+
+def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], metrics: Mapping[str, Any],
+                    tokenizer_file: Path | None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Writes the checkpoint folder ``out`` atomically (temporary folder, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        meta = {
+            "format": CHECKPOINT_FORMAT, "mmedge_version": __version__, "torch_version": torch.__version__,
+            "recipe": model.recipe.to_dict(), "labels": list(labels),
+            "encoders": {m: {"name": model.recipe.encoders[m], "dim": e.dim, "source": e.pretrained_source,
+                             "trained_here": e.trained_here, "input_names": list(e.input_names)}
+                         for m, e in model.encoders.items()},
+            "members": [{"name": mb.name, "temperature": t, "weight": w, "inputs": list(model.heads[mb.name].input_names())}
+                        for mb, t, w in zip(model.recipe.members, model.temperatures, model.weights)],
+            **(extra or {}),
+        }
+        (tmp / RECIPE_FILE).write_text(json.dumps(meta, indent=2))
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        torch.save(_trained_state(model), tmp / WEIGHTS_FILE)
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _trained_state(model: MultimodalEnsemble) -> dict[str, torch.Tensor]:
+    """Heads and trained-here encoders; pretrained encoders come from their packages."""
+    state = {f"heads.{k}": v for k, v in model.heads.state_dict().items()}
+    for m, enc in model.encoders.items():
+        if enc.trained_here:
+            state.update({f"encoders.{m}.{k}": v for k, v in enc.state_dict().items()})
+    return state
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The parsed ``recipe.json`` of a checkpoint, with its format checked."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist; train one with `mmedge train --recipe digits-av -o {path}`")
+    missing = [f for f in (RECIPE_FILE, WEIGHTS_FILE) if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{path} is not an mmedge checkpoint: missing {missing}")
+    try:
+        meta = json.loads((path / RECIPE_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path / RECIPE_FILE} is not valid JSON ({e}); re-train or restore the file") from None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {fmt!r}; this mmedge ({__version__}) reads {CHECKPOINT_FORMAT!r}. "
+            "Re-train it with this version of mmedge."
+        )
+    return meta
+
+
+def load_checkpoint(path: Path) -> tuple[MultimodalEnsemble, dict[str, Any]]:
+    """Loads a checkpoint folder into a ``MultimodalEnsemble`` (eval mode) and its metadata."""
+    meta = read_checkpoint_meta(path)
+    recipe = Recipe.from_dict(meta["recipe"])
+    state = torch.load(Path(path) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    encoders = _load_encoders(recipe, state)
+    dims = {m: e.dim for m, e in encoders.items()}
+    heads = {mb.name: build_head(mb, recipe, dims, len(meta["labels"])) for mb in recipe.members}
+    model = MultimodalEnsemble(recipe, encoders, heads, [m["temperature"] for m in meta["members"]],
+                               [m["weight"] for m in meta["members"]])
+    head_state = {k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")}
+    try:
+        model.heads.load_state_dict(head_state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: head weights do not match recipe.json ({e})") from None
+    return model.eval(), meta
+
+
+def _load_encoders(recipe: Recipe, state: Mapping[str, torch.Tensor]) -> dict[str, Encoder]:
+    encoders = {}
+    for m, name in recipe.encoders.items():
+        if not getattr(ENCODERS.get(name), "trained_here", False):
+            encoders[m] = freeze(create_encoder(name))
+            continue
+        enc = create_encoder(name)
+        prefix = f"encoders.{m}."
+        enc.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        encoders[m] = freeze(enc)
+    return encoders

@@ -1,0 +1,65 @@
+"""Encoder interface and registry.
+
+An encoder maps one modality's preprocessed input to three tensors:
+``pooled`` (B, D), ``seq`` (B, N, D) token/patch/frame sequence, and ``mask`` (B, N)
+float (1 = valid position). Cross-attention heads need the sequences; the others use
+the pooled vectors.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from mmedge.registry import Registry
+
+ENCODERS: Registry[Callable[..., "Encoder"]] = Registry("encoder")
+FEATURE_NAMES = ("pooled", "seq", "mask")
+
+
+class Encoder(nn.Module):
+    """Base class of every encoder.
+
+    Attributes:
+        modality: "image" | "text" | "audio".
+        dim: Feature size D of ``pooled`` and ``seq``.
+        input_names: Names of the preprocessed inputs ``forward`` takes, in order.
+        pretrained_source: Where the weights come from (recorded in the checkpoint).
+    """
+
+    modality: str = ""
+    dim: int = 0
+    input_names: tuple[str, ...] = ()
+    pretrained_source: str = ""
+    trained_here: bool = False
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def output_names(self) -> tuple[str, ...]:
+        """Output names, e.g. ("image_pooled", "image_seq", "image_mask")."""
+        return tuple(f"{self.modality}_{n}" for n in FEATURE_NAMES)
+
+
+def register_encoder(name: str) -> Callable[[Any], Any]:
+    """Registers an encoder factory under ``name``."""
+    return ENCODERS.register(name)
+
+
+def create_encoder(name: str, **kwargs: Any) -> Encoder:
+    """Builds the encoder registered as ``name`` (unknown names list the valid ones)."""
+    return ENCODERS.get(name)(**kwargs)
+
+
+def list_encoders() -> list[str]:
+    """Names of all registered encoders."""
+    return ENCODERS.names()
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Puts ``module`` in eval mode with gradients off."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

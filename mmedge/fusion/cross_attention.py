@@ -1,0 +1,86 @@
+"""Cross-attention fusion, exactly the seed article's section 4.1:
+
+``Q = H1 Wq``, ``K = H2 Wk``, ``A = softmax(Q K^T / sqrt(d))``, ``H1~ = A H2``, ``H2~ = A^T H1``.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from mmedge.fusion.base import Features, FusionHead, mlp, register_fusion_head
+
+
+def cross_attention(
+    h1: torch.Tensor, h2: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor,
+    mask1: torch.Tensor, mask2: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bidirectional cross-attention between two sequences.
+
+    Args:
+        h1: (B, N1, d) sequence of modality 1.
+        h2: (B, N2, d) sequence of modality 2.
+        wq, wk: (d, d) query / key matrices.
+        mask1, mask2: (B, N1), (B, N2) float, 1 = valid position. Padded keys get zero
+            weight and padded queries are left out of ``A^T H1``, so the result on valid
+            positions equals the formulas on the unpadded sequences.
+
+    Returns:
+        ``A`` (B, N1, N2) with rows summing to 1, ``H1~ = A H2`` (B, N1, d),
+        ``H2~ = A^T H1`` (B, N2, d).
+    """
+    d = h1.shape[-1]
+    scores = (h1 @ wq) @ (h2 @ wk).transpose(1, 2) / math.sqrt(d)  # (B, N1, N2)
+    scores = scores.masked_fill(mask2[:, None, :] < 0.5, -1e9)
+    a = torch.softmax(scores, dim=-1)  # (B, N1, N2)
+    h1_tilde = a @ h2  # (B, N1, d)
+    h2_tilde = (a * mask1[:, :, None]).transpose(1, 2) @ h1  # (B, N2, d)
+    return a, h1_tilde, h2_tilde
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, N, d) over valid positions of ``mask`` (B, N) -> (B, d)."""
+    return (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+
+
+@register_fusion_head("cross_attention")
+class CrossAttentionHead(FusionHead):
+    """Cross-attention over token/patch/frame sequences for every pair of modalities.
+
+    Each modality's sequence is projected to ``hidden`` (H_m = LN(seq) W_m). For each pair
+    (m1, m2): ``A``, ``H1~``, ``H2~`` as above, mean-pooled over valid positions. The
+    classifier sees the pooled ``H1~``, ``H2~`` of every pair and the pooled ``H_m``.
+    """
+
+    uses = ("seq", "mask")
+    min_modalities = 2
+
+    def __init__(self, **cfg) -> None:
+        super().__init__(**cfg)
+        d = self.hidden
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(self.dims[m]), nn.Linear(self.dims[m], d)) for m in self.modalities})
+        self.pairs = list(itertools.combinations(self.modalities, 2))
+        self.wq = nn.ParameterList([nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in self.pairs])
+        self.wk = nn.ParameterList([nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in self.pairs])
+        width = d * (2 * len(self.pairs) + len(self.modalities))
+        self.classifier = mlp(width, d, self.num_classes, self.dropout_p)
+
+    def attend(self, feats: Features) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(A, H1~, H2~) for every pair, in ``self.pairs`` order."""
+        h = {m: self.proj[m](feats[f"{m}_seq"]) for m in self.modalities}  # (B, N_m, d)
+        return [
+            cross_attention(h[m1], h[m2], self.wq[i], self.wk[i], feats[f"{m1}_mask"], feats[f"{m2}_mask"])
+            for i, (m1, m2) in enumerate(self.pairs)
+        ]
+
+    def forward(self, feats: Features) -> torch.Tensor:
+        h = {m: self.proj[m](feats[f"{m}_seq"]) for m in self.modalities}
+        parts = []
+        for i, (m1, m2) in enumerate(self.pairs):
+            k1, k2 = feats[f"{m1}_mask"], feats[f"{m2}_mask"]
+            _, t1, t2 = cross_attention(h[m1], h[m2], self.wq[i], self.wk[i], k1, k2)
+            parts += [masked_mean(t1, k1), masked_mean(t2, k2)]
+        parts += [masked_mean(h[m], feats[f"{m}_mask"]) for m in self.modalities]
+        return self.classifier(torch.cat(parts, dim=-1))  # (B, C)

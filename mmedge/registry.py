@@ -1,0 +1,47 @@
+"""A small name -> factory registry (as timm's ``@register_model``)."""
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from mmedge.errors import RegistryError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to factories; a duplicate name or an unknown lookup is an error.
+
+    Args:
+        kind: What the registry holds ("fusion head", "encoder"...), used in messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name``."""
+
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise RegistryError(f"{self.kind} {name!r} is already registered; pick another name.")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        """Returns the factory registered under ``name``."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items

@@ -1,0 +1,1 @@
+"""mmedge.runtime: the light, torch-free runtime (numpy + onnxruntime or tensorrt)."""

@@ -1,0 +1,212 @@
+"""Preprocessing for every modality, shared by training and the device runtime.
+
+Images and text live here; audio lives in ``mmedge.runtime.audio`` and is re-exported.
+numpy, cv2 and tokenizers only: never torch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from mmedge.errors import BundleError, InputError
+from mmedge.runtime.audio import fit_clip, load_audio, log_mel, mel_filterbank, preprocess_audio, resample
+from mmedge.runtime.specs import ImageSpec, TextSpec
+
+__all__ = [
+    "load_image",
+    "preprocess_images",
+    "TextTokenizer",
+    "load_audio",
+    "resample",
+    "fit_clip",
+    "log_mel",
+    "mel_filterbank",
+    "preprocess_audio",
+]
+
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}
+_COLOR_ORDERS = ("RGB", "BGR")
+_FLOAT_RANGE = (-0.01, 1.01)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def load_image(source, *, color_order: str = "RGB") -> np.ndarray:
+    """Loads an image as an RGB uint8 array.
+
+    Args:
+        source: a file path (str or ``os.PathLike``), encoded PNG/JPEG bytes, or an
+            ndarray (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped), uint8 or
+            float in [0, 1].
+        color_order: channel order of an ndarray ``source``: "RGB" or "BGR" (OpenCV
+            camera frames). Files and bytes are always decoded correctly.
+
+    Returns:
+        uint8 (H, W, 3), RGB, contiguous.
+
+    Raises:
+        InputError: a missing file, empty or undecodable bytes, or an array of the wrong
+            shape, dtype or value range.
+    """
+    if color_order not in _COLOR_ORDERS:
+        raise InputError(f"color_order must be one of {list(_COLOR_ORDERS)}, got {color_order!r}")
+    if isinstance(source, (str, os.PathLike)):
+        return _decode(_read_file(Path(source)), f"file {source}")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(np.frombuffer(source, dtype=np.uint8), "bytes")
+    if isinstance(source, np.ndarray):
+        rgb = _to_rgb_channels(_to_uint8(source))
+        return np.ascontiguousarray(rgb[..., ::-1] if color_order == "BGR" else rgb)
+    raise InputError(f"image source must be a path, encoded bytes or a numpy array, got {type(source).__name__}")
+
+
+def _read_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}; check the path")
+    return np.fromfile(path, dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
+
+
+def _decode(buf: np.ndarray, what: str) -> np.ndarray:
+    if buf.size == 0:
+        raise InputError(f"image {what} is empty (0 bytes); pass PNG or JPEG data")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8, alpha dropped
+    if bgr is None:
+        raise InputError(f"cannot decode image {what} ({buf.size} bytes); pass PNG or JPEG data")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.size == 0:
+        raise InputError(f"image array is empty (shape {image.shape}); pass an (H, W, 3) image")
+    if image.dtype == np.uint8:
+        return image
+    if not np.issubdtype(image.dtype, np.floating):
+        raise InputError(f"unsupported image dtype {image.dtype}; pass uint8 (0-255) or float (0-1)")
+    if not np.isfinite(image).all():
+        raise InputError("float image contains NaN or Inf values; clean it before passing it")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < _FLOAT_RANGE[0] or hi > _FLOAT_RANGE[1]:
+        raise InputError(f"float image has values in [{lo:g}, {hi:g}]: looks like 0-255 floats; "
+                         "pass uint8 or divide by 255")
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def _to_rgb_channels(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)  # grayscale -> 3 equal channels
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise InputError(f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[:, :, :3]
+
+
+def preprocess_images(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarray:
+    """Builds the image encoder input for a batch of RGB images.
+
+    Each image is resized to ``spec.size`` x ``spec.size`` with the interpolation named by
+    ``spec.resize``, scaled to [0, 1], normalized by ``spec.mean`` / ``spec.std``
+    (per channel, in ``spec.channel_order``) and laid out NCHW.
+
+    Args:
+        images: uint8 (H, W, 3) RGB arrays, e.g. from ``load_image``; sizes may differ.
+        spec: the image spec.
+
+    Returns:
+        float32 (N, 3, size, size), contiguous.
+    """
+    interpolation = INTERPOLATIONS.get(spec.resize)
+    if interpolation is None:
+        raise InputError(f"unknown ImageSpec.resize {spec.resize!r}; valid: {sorted(INTERPOLATIONS)}")
+    if spec.channel_order not in _COLOR_ORDERS:
+        raise InputError(f"unknown ImageSpec.channel_order {spec.channel_order!r}; valid: {list(_COLOR_ORDERS)}")
+    if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
+        raise InputError("preprocess_images takes a non-empty list of (H, W, 3) uint8 RGB arrays")
+    size = (spec.size, spec.size)
+    batch = np.stack([cv2.resize(_check_rgb(im, i), size, interpolation=interpolation)
+                      for i, im in enumerate(images)])  # (N, S, S, 3) uint8 RGB
+    if spec.channel_order == "BGR":
+        batch = batch[..., ::-1]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    inv_std = 1.0 / np.asarray(spec.std, dtype=np.float32)
+    x = (batch.astype(np.float32) * np.float32(1.0 / 255.0) - mean) * inv_std  # (N, S, S, 3)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, 3, S, S)
+
+
+def _check_rgb(image, index: int) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"images[{index}] is {what}; pass (H, W, 3) uint8 RGB (use load_image)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"images[{index}] is empty (shape {image.shape})")
+    return image
+
+
+# ----------------------------------------------------------------------------- text
+
+
+class TextTokenizer:
+    """Fixed-length tokenizer over a HuggingFace ``tokenizer.json``.
+
+    Truncates and pads every text to exactly ``spec.max_length`` tokens with the
+    tokenizer's ``[PAD]`` token. If ``spec.lowercase`` is true, texts are lowercased
+    before encoding (harmless when the tokenizer's normalizer lowercases too).
+
+    Args:
+        path: the ``tokenizer.json`` file, or a folder holding ``spec.tokenizer_file``.
+        spec: the text spec.
+
+    Raises:
+        BundleError: the file is missing, unreadable, or has no ``[PAD]`` token.
+    """
+
+    def __init__(self, path, spec: TextSpec) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / spec.tokenizer_file
+        if not path.is_file():
+            raise BundleError(f"tokenizer file not found: {path}; check the bundle or pass the tokenizer.json path")
+        if spec.max_length <= 0:
+            raise InputError(f"TextSpec.max_length must be positive, got {spec.max_length}")
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise BundleError(f"cannot read tokenizer file {path}: {exc}; re-export the bundle") from exc
+        pad_id = self._tokenizer.token_to_id("[PAD]")
+        if pad_id is None:
+            raise BundleError(f"tokenizer {path} has no [PAD] token; use a tokenizer.json with one")
+        self._tokenizer.enable_truncation(max_length=spec.max_length)
+        self._tokenizer.enable_padding(length=spec.max_length, pad_id=pad_id, pad_token="[PAD]")
+        self.spec = spec
+        self.path = path
+        self.pad_id = pad_id
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenizes a batch of texts.
+
+        Args:
+            texts: non-empty strings.
+
+        Returns:
+            ``{"input_ids": int64 (N, L), "attention_mask": int64 (N, L)}``, L = max_length.
+        """
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
+            raise InputError("TextTokenizer takes a non-empty list of strings (wrap a single text in a list)")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"texts[{i}] is a {type(text).__name__}, not a str; pass strings")
+            if not text.strip():
+                raise InputError(f"texts[{i}] is empty or whitespace only; pass some text")
+        if self.spec.lowercase:
+            texts = [t.lower() for t in texts]
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)  # (N, L)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)  # (N, L)
+        return {"input_ids": ids, "attention_mask": mask}
