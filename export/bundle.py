@@ -22,6 +22,7 @@ from mmedge.errors import ExportError
 __all__ = ["write_bundle", "zip_bundle", "sha256_file", "graph_entries"]
 
 _CHUNK = 1 << 20
+_TEXT_SUFFIXES = (".json", ".txt", ".md")  # deflated; weights barely compress and are stored as is
 
 
 def sha256_file(path: Path) -> str:
@@ -143,9 +144,10 @@ def zip_bundle(folder: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zipfile.ZipFile(tmp, "w") as zf:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                zf.write(path, path.relative_to(folder).as_posix())
+                method = zipfile.ZIP_DEFLATED if path.suffix in _TEXT_SUFFIXES else zipfile.ZIP_STORED
+                zf.write(path, path.relative_to(folder).as_posix(), compress_type=method)
         os.replace(tmp, dst)
     finally:
         if tmp.exists():

@@ -7,6 +7,7 @@ The legacy TorchScript exporter is a fallback, accepted only when parity passes.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ from mmedge.export.parity import check_parity, require_parity, torch_fn
 SEQUENCE_AXES: dict[str, dict[int, str]] = {
     "input_ids": {1: "tokens"}, "attention_mask": {1: "tokens"},
     "text_seq": {1: "tokens"}, "text_mask": {1: "tokens"},
-    "mel": {3: "frames"}, "audio_seq": {1: "frames"}, "audio_mask": {1: "frames"},
+    "mel": {3: "frames"}, "audio_seq": {1: "audio_steps"}, "audio_mask": {1: "audio_steps"},
 }
+# Output dims computed from an input dim (the audio CNN pools frames /16) get these labels.
+DERIVED_DIMS = {"frames": "audio_steps", "tokens": "tokens", "batch": "batch"}
 LEGACY_OPSET = 17
 
 
@@ -156,18 +159,23 @@ def _run_exporter(exporter: str, module: Any, path: Path, inputs: tuple[str, ...
     import torch
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in inputs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            dims = {d: torch.export.Dim(d) for a in axes.values() for d in a.values()}
-            shapes = tuple({ax: dims[d] for ax, d in axes[n].items()} for n in inputs)
-            torch.onnx.export(module, args, str(path), dynamo=True, dynamic_shapes=(shapes,), external_data=False,
-                              input_names=list(inputs), output_names=list(outputs), verbose=False)
-        else:
-            out_axes = {o: {0: "batch"} for o in outputs}
-            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=LEGACY_OPSET,
-                              input_names=list(inputs), output_names=list(outputs),
-                              dynamic_axes={**axes, **out_axes})
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # silences "torchvision is not installed" notices
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                dims = {d: torch.export.Dim(d) for a in axes.values() for d in a.values()}
+                shapes = tuple({ax: dims[d] for ax, d in axes[n].items()} for n in inputs)
+                torch.onnx.export(module, args, str(path), dynamo=True, dynamic_shapes=(shapes,), external_data=False,
+                                  input_names=list(inputs), output_names=list(outputs), verbose=False)
+            else:
+                torch.onnx.export(module, args, str(path), dynamo=False, opset_version=LEGACY_OPSET,
+                                  input_names=list(inputs), output_names=list(outputs),
+                                  dynamic_axes={**axes, **{o: {0: "batch"} for o in outputs}})
+    finally:
+        logger.setLevel(level)
     onnx.checker.check_model(str(path))
 
 
@@ -176,7 +184,7 @@ def _probe_sizes(example: Mapping[str, np.ndarray], axes: dict[str, dict[int, st
     if dim == "batch":
         return [1, 3]
     n = next(example[k].shape[a] for k, ax in axes.items() for a, d in ax.items() if d == dim and k in example)
-    return [max(1, n // 2), n + max(1, n // 2)] if dim != "frames" else [n + 16, n * 2]
+    return [max(1, n // 2), n + max(1, n // 2)] if dim != "frames" else [n + 16, n * 2]  # frames: >= 16
 
 
 def vary_axis(example: Mapping[str, np.ndarray], axes: Mapping[str, Mapping[int, str]], dim: str, size: int) -> dict[str, np.ndarray]:
@@ -211,7 +219,10 @@ def _dims(value_info: Any) -> list[int | str]:
     dims = []
     for d in value_info.type.tensor_type.shape.dim:
         name = d.dim_param
-        dims.append(name.strip("()") if name else int(d.dim_value))
+        if name and not name.isidentifier():  # e.g. "((frames - 1)//8) + 1"
+            base = next((k for k in DERIVED_DIMS if k in name), "dynamic")
+            name = DERIVED_DIMS.get(base, "dynamic")
+        dims.append(name if name else int(d.dim_value))
     return dims
 
 

@@ -111,6 +111,7 @@ def compare_outputs(graph: str, ref: Mapping[str, np.ndarray], got: Mapping[str,
 
 def check_parity(
     module_fn: ModuleFn, onnx_path: str | Path, cases: Sequence[Mapping[str, np.ndarray]], *, atol: float = 1e-4,
+    mask_padding: bool = False,
 ) -> ParityReport:
     """Runs every case through PyTorch (``module_fn``) and ONNX Runtime and compares outputs.
 
@@ -120,6 +121,7 @@ def check_parity(
         onnx_path: The graph to check.
         cases: Inputs, e.g. at batch 1, 2 and 7 and two token lengths.
         atol: Tolerance recorded in the report (``require_parity`` enforces it).
+        mask_padding: Zero ``{m}_seq`` positions where ``{m}_mask`` is 0 in both outputs.
 
     Returns:
         A ``ParityReport`` with max abs diff and min per-row cosine per output and case.
@@ -130,6 +132,7 @@ def check_parity(
     for case in cases:
         ref = {k: np.asarray(v, dtype=np.float64) for k, v in module_fn(case).items()}
         got = dict(zip(names, sess.run(names, dict(case))))
+        got = mask_sequences(got) if mask_padding else got
         results += compare_outputs(Path(onnx_path).name, ref, got, case_name(case))
     return ParityReport(graph=Path(onnx_path).name, atol=atol, results=results)
 
@@ -161,6 +164,8 @@ def check_reduced_precision(
 ) -> dict[str, Any]:
     """Report-only comparison of an fp16 / int8 graph against fp32 (a graph or PyTorch).
 
+    Sequence outputs are compared on valid positions only (``{m}_seq`` rows zeroed where
+    ``{m}_mask`` is 0): padded positions carry no information and every head masks them.
     Emits a ``UserWarning`` (never raises) when the min row cosine falls below
     ``min_cosine`` (default ``MIN_COSINE[precision]``: fp16 0.999, int8 0.95).
 
@@ -168,13 +173,27 @@ def check_reduced_precision(
         The report dict plus ``precision``, ``min_cosine_required`` and ``within_threshold``.
     """
     ref_fn = onnx_fn(reference) if isinstance(reference, (str, Path)) else reference
-    report = check_parity(ref_fn, onnx_path, cases, atol=float("inf"))
+    report = check_parity(_masked(ref_fn), onnx_path, cases, atol=float("inf"), mask_padding=True)
     threshold = MIN_COSINE.get(precision, 0.95) if min_cosine is None else min_cosine
     ok = report.min_cosine >= threshold
     if not ok:
         warnings.warn(f"{report.graph} ({precision}): min row cosine {report.min_cosine:.4f} vs fp32 is below "
                       f"{threshold}; check calibration data or keep sensitive layers in float", stacklevel=2)
     return {**report.to_dict(), "precision": precision, "min_cosine_required": threshold, "within_threshold": ok}
+
+
+def mask_sequences(outputs: Mapping[str, np.ndarray]) -> Arrays:
+    """Zeroes padded positions of every ``{m}_seq`` (B, N, D) using ``{m}_mask`` (B, N)."""
+    out = dict(outputs)
+    for name, seq in outputs.items():
+        mask = outputs.get(name[: -len("_seq")] + "_mask") if name.endswith("_seq") else None
+        if mask is not None and mask.shape == seq.shape[:2]:
+            out[name] = seq * (mask[:, :, None] > 0.5)
+    return out
+
+
+def _masked(fn: ModuleFn) -> ModuleFn:
+    return lambda case: mask_sequences(fn(case))
 
 
 def onnx_fn(onnx_path: str | Path) -> ModuleFn:

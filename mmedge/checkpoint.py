@@ -13,7 +13,7 @@ import torch
 
 from mmedge import CHECKPOINT_FORMAT, __version__
 from mmedge.config import Recipe
-from mmedge.encoders import ENCODERS, Encoder, create_encoder, freeze
+from mmedge.encoders import Encoder, create_encoder, freeze
 from mmedge.errors import CheckpointError
 from mmedge.model import MultimodalEnsemble, build_head
 
@@ -109,13 +109,16 @@ def load_checkpoint(path: Path) -> tuple[MultimodalEnsemble, dict[str, Any]]:
 
 
 def _load_encoders(recipe: Recipe, state: Mapping[str, torch.Tensor]) -> dict[str, Encoder]:
+    """Pretrained encoders from their packages; trained or fine-tuned ones from ``weights.pt``."""
     encoders = {}
     for m, name in recipe.encoders.items():
-        if not getattr(ENCODERS.get(name), "trained_here", False):
-            encoders[m] = freeze(create_encoder(name))
-            continue
         enc = create_encoder(name)
         prefix = f"encoders.{m}."
-        enc.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if own:
+            enc.load_state_dict(own)
+            enc.trained_here = True
+        elif enc.trained_here:
+            raise CheckpointError(f"weights.pt has no weights for the {m} encoder ({name}), which is trained by mmedge")
         encoders[m] = freeze(enc)
     return encoders

@@ -44,7 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     patience: int = 8
-    audio_encoder_epochs: int = 12
+    encoder_epochs: int = 12
     seed: int = 0
 
 
@@ -60,6 +60,8 @@ class Recipe:
         encoders: modality -> registered encoder name.
         members: The ensemble members.
         ensemble: How member outputs are combined.
+        unfreeze: modality -> number of last encoder blocks fine-tuned on the labels before
+            the heads train (0 = frozen, features cached as they are).
         baselines: Train single-modality baselines for the metrics table.
         subset: Use only this many training samples (tests, quick runs); None = all.
     """
@@ -75,6 +77,7 @@ class Recipe:
     image: ImageSpec = ImageSpec()
     text: TextSpec = TextSpec()
     audio: AudioSpec = AudioSpec()
+    unfreeze: Mapping[str, int] = field(default_factory=dict)
     baselines: bool = True
     subset: int | None = None
 
@@ -84,6 +87,9 @@ class Recipe:
         enc = {m: self.encoders.get(m, DEFAULT_ENCODERS.get(m, "")) for m in self.modalities}
         object.__setattr__(self, "encoders", enc)
         object.__setattr__(self, "ensemble", parse_method(self.ensemble))
+        bad = {m: n for m, n in self.unfreeze.items() if m not in self.modalities or int(n) < 0}
+        if bad:
+            raise ConfigError(f"unfreeze {bad}: keys must be the recipe's modalities {list(self.modalities)}, values >= 0")
         names = [mb.name for mb in self.members]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"a recipe needs at least one member, with unique names; got {names}")
@@ -104,6 +110,7 @@ class Recipe:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.update(
             modalities=list(self.modalities), encoders=dict(self.encoders), ensemble=self.ensemble.value,
+            unfreeze=dict(self.unfreeze),
             members=[dict(dataclasses.asdict(m), modalities=list(m.modalities)) for m in self.members],
             train=dataclasses.asdict(self.train),
             image=spec_to_dict(self.image), text=spec_to_dict(self.text), audio=spec_to_dict(self.audio),
@@ -154,11 +161,11 @@ def _four_heads(modalities: tuple[str, ...]) -> tuple[MemberConfig, ...]:
 
 RECIPES.register("digits-av")(Recipe(
     name="digits-av", dataset="digits-av", task="classification",
-    modalities=("image", "text", "audio"), members=_four_heads(("image", "text", "audio")),
+    modalities=("image", "text", "audio"), members=_four_heads(("image", "text", "audio")), unfreeze={"image": 2},
 ))
 RECIPES.register("digits-match")(Recipe(
     name="digits-match", dataset="digits-match", task="matching",
-    modalities=("image", "text"), members=_four_heads(("image", "text")),
+    modalities=("image", "text"), members=_four_heads(("image", "text")), unfreeze={"image": 2},
 ))
 
 

@@ -8,14 +8,17 @@ from typing import Any
 import numpy as np
 
 from mmedge.config import MemberConfig, Recipe
-from mmedge.encoders import ENCODERS, Encoder, create_encoder, freeze
+from mmedge.encoders import Encoder, create_encoder, freeze
 from mmedge.encoders.text import MiniLMEncoder
 from mmedge.errors import DataError
 from mmedge.features import FeatureSet, batched_inputs, encode
 from mmedge.model import MultimodalEnsemble
 from mmedge.progress import log
 from mmedge.runtime.ensemble import EnsembleMethod, combine, softmax
-from mmedge.train import accuracy, fit_temperature, fit_weights, predict_logits, train_audio_encoder, train_member
+import torch
+
+from mmedge.train import (TailTraining, accuracy, augment_mel, fit_temperature, fit_weights, predict_logits,
+                          train_member, train_tail)
 
 
 @dataclass
@@ -69,16 +72,43 @@ def check_data(recipe: Recipe, data) -> None:
 
 
 def build_trained_encoders(recipe: Recipe, data) -> dict[str, Encoder]:
-    """Pretrained encoders frozen as they are; trained-here ones (audio CNN) trained first."""
+    """The recipe's encoders, frozen. Trained-here ones (the audio CNN) are trained first, and
+    pretrained ones with ``recipe.unfreeze[m] > 0`` get their last blocks fine-tuned."""
     encoders = {}
     for m, name in recipe.encoders.items():
-        if getattr(ENCODERS.get(name), "trained_here", False):
-            mel = np.concatenate([b["mel"] for b in batched_inputs(data, m, recipe, None)])
-            tr, va = data.splits["train"], data.splits["val"]
-            encoders[m] = train_audio_encoder(mel[tr], data.y[tr], mel[va], data.y[va], len(data.labels), recipe.train, name)
-        else:
-            encoders[m] = freeze(create_encoder(name))
+        enc = create_encoder(name)
+        blocks = recipe.unfreeze.get(m, 0)
+        if enc.trained_here or blocks:
+            acc = _fit_encoder(enc, m, blocks, recipe, data)
+            enc.trained_here = True
+            log(f"  {m} encoder trained ({'all' if not blocks else f'last {blocks} blocks'}): val accuracy {acc:.4f}")
+        encoders[m] = freeze(enc)
     return encoders
+
+
+def _fit_encoder(enc: Encoder, modality: str, blocks: int, recipe: Recipe, data) -> float:
+    if blocks:
+        trunk, tail, forward = enc.split_for_finetune(blocks)
+        spec = TailTraining(forward, tail, enc.dim)
+    else:
+        trunk, spec = None, TailTraining(enc, enc, enc.dim, augment_mel if modality == "audio" else None)
+    x, y = {}, {}
+    for split in ("train", "val"):
+        part = data.subset(data.splits[split])
+        with torch.no_grad():
+            x[split] = torch.cat([_trunk_out(trunk, enc, b) for b in batched_inputs(part, modality, recipe, _tokenizer(recipe))])
+        y[split] = torch.as_tensor(part.y, dtype=torch.long)
+    return train_tail(spec, x, y, len(data.labels), epochs=recipe.train.encoder_epochs, seed=recipe.train.seed,
+                      desc=f"training {modality} encoder")
+
+
+def _trunk_out(trunk, enc: Encoder, batch: dict) -> torch.Tensor:
+    inputs = [torch.from_numpy(batch[n]) for n in enc.input_names]
+    return trunk(*inputs) if trunk is not None else inputs[0]
+
+
+def _tokenizer(recipe: Recipe) -> Path | None:
+    return MiniLMEncoder.tokenizer_file() if "text" in recipe.modalities else None
 
 
 def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> TrainingResult:
@@ -92,7 +122,7 @@ def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> Train
     data = limit_data(data if data is not None else load_recipe_data(recipe, seed=recipe.train.seed), recipe.subset)
     check_data(recipe, data)
     log(f"[bold]{recipe.name}[/]: {len(data)} samples, modalities {list(recipe.modalities)}")
-    tokenizer_file = MiniLMEncoder.tokenizer_file() if "text" in recipe.modalities else None
+    tokenizer_file = _tokenizer(recipe)
     encoders = build_trained_encoders(recipe, data)
     feats = encode(encoders, data, recipe, tokenizer_file)
     split = {s: feats.take(data.splits[s]) for s in ("train", "val", "test")}

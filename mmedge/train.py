@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from mmedge.config import MemberConfig, Recipe, TrainConfig
-from mmedge.encoders import Encoder, create_encoder, freeze
 from mmedge.features import FeatureSet
 from mmedge.fusion import FusionHead
 from mmedge.model import build_head
@@ -58,7 +57,7 @@ def _epoch(head: FusionHead, opt, data: FeatureSet, cfg: TrainConfig, gen: torch
         opt.zero_grad()
         loss.backward()
         opt.step()
-        total, n = total + float(loss) * len(idx), n + len(idx)
+        total, n = total + float(loss.detach()) * len(idx), n + len(idx)
     return total / max(n, 1)
 
 
@@ -121,38 +120,51 @@ def fit_weights(member_probs: np.ndarray, y: np.ndarray, steps: int = 300) -> np
     return torch.softmax(a, 0).detach().numpy()
 
 
-def train_audio_encoder(mel_train: np.ndarray, y_train: np.ndarray, mel_val: np.ndarray, y_val: np.ndarray,
-                        num_classes: int, cfg: TrainConfig, name: str = "audio_cnn") -> Encoder:
-    """Trains the small audio CNN (plus a linear probe) on log-mels; returns it frozen."""
-    torch.manual_seed(cfg.seed)
-    enc = create_encoder(name)
-    probe = torch.nn.Linear(enc.dim, num_classes)
-    model = torch.nn.ModuleDict({"enc": enc, "probe": probe})
-    xt, yt = torch.from_numpy(mel_train), torch.as_tensor(y_train, dtype=torch.long)
-    xv, yv = torch.from_numpy(mel_val), torch.as_tensor(y_val, dtype=torch.long)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=cfg.audio_encoder_epochs * (-(-len(xt) // 64)))
-    gen = torch.Generator().manual_seed(cfg.seed)
+@dataclass
+class TailTraining:
+    """What ``train_tail`` fine-tunes: ``forward(x) -> (pooled, seq, mask)`` with ``tail``'s parameters."""
+
+    forward: Callable[[torch.Tensor], tuple]
+    tail: torch.nn.Module
+    dim: int
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+
+
+def train_tail(spec: TailTraining, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], num_classes: int,
+               *, epochs: int, seed: int, desc: str) -> float:
+    """Trains an encoder's trainable part with a linear probe on the labels; keeps the best
+    validation state. ``x``/``y`` map "train"/"val" to inputs (after the frozen trunk) and labels.
+
+    Returns:
+        The best validation accuracy of the probe.
+    """
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(spec.dim, num_classes)
+    params = [*spec.tail.parameters(), *probe.parameters()]
+    steps = epochs * -(-len(x["train"]) // 64)
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 1))
+    gen = torch.Generator().manual_seed(seed)
     best, best_state = -1.0, None
-    for _ in track(range(cfg.audio_encoder_epochs), "training audio encoder"):
-        model.train()
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            x = _augment_mel(xt[idx], gen)
-            loss = F.cross_entropy(probe(enc(x)[0]), yt[idx], label_smoothing=0.05)
+    for _ in track(range(epochs), desc):
+        spec.tail.train()
+        for idx in torch.randperm(len(x["train"]), generator=gen).split(64):
+            xb = spec.augment(x["train"][idx], gen) if spec.augment else x["train"][idx]
+            loss = F.cross_entropy(probe(spec.forward(xb)[0]), y["train"][idx], label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-        model.eval()
+        spec.tail.eval()
         with torch.no_grad():
-            acc = float((probe(enc(xv)[0]).argmax(-1) == yv).float().mean())
+            acc = float((probe(spec.forward(x["val"])[0]).argmax(-1) == y["val"]).float().mean())
         if acc > best:
-            best, best_state = acc, copy.deepcopy(enc.state_dict())
-    enc.load_state_dict(best_state)
-    return freeze(enc)
+            best, best_state = acc, copy.deepcopy(spec.tail.state_dict())
+    spec.tail.load_state_dict(best_state)
+    return best
 
 
-def _augment_mel(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment_mel(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random time shift and one frequency mask per batch (SpecAugment-lite)."""
     shift = int(torch.randint(-8, 9, (1,), generator=gen))
     x = torch.roll(x, shifts=shift, dims=-1)

@@ -33,6 +33,8 @@ class BaseRunner(abc.ABC):
     Args:
         path: The graph (``.onnx``) or engine file this runner executes.
         threads: CPU threads for backends that use them (None: the backend's default).
+        source_sha256: sha256 of the bundle graph this runner stands for; backends that run a
+            compiled artifact (TensorRT engines) check it against the artifact's build record.
 
     Attributes:
         name: The backend name this runner is registered under (``"ort"``, ``"tensorrt"``...).
@@ -42,9 +44,10 @@ class BaseRunner(abc.ABC):
     name: ClassVar[str] = ""
     install_hint: ClassVar[str] = ""
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
+        self.source_sha256 = source_sha256
         self.is_active = False
         self._inputs: tuple[TensorMeta, ...] = ()
         self._outputs: tuple[TensorMeta, ...] = ()

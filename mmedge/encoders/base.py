@@ -37,6 +37,17 @@ class Encoder(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def split_for_finetune(self, blocks: int) -> tuple[Callable[..., torch.Tensor], nn.Module, Callable[[torch.Tensor], tuple]]:
+        """Splits the encoder to fine-tune its last ``blocks`` blocks.
+
+        Returns:
+            ``trunk(*inputs) -> h`` (frozen part), the trainable ``tail`` module, and
+            ``tail_forward(h) -> (pooled, seq, mask)``.
+        """
+        from mmedge.errors import ConfigError
+
+        raise ConfigError(f"encoder {type(self).__name__} does not support unfreezing blocks; set unfreeze to 0 for it")
+
     def output_names(self) -> tuple[str, ...]:
         """Output names, e.g. ("image_pooled", "image_seq", "image_mask")."""
         return tuple(f"{self.modality}_{n}" for n in FEATURE_NAMES)

@@ -65,8 +65,18 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalized RGB -> (B, 1280, H/32, W/32) feature map."""
+        return self.tail(self.trunk(x, len(self._blocks)), len(self._blocks))
+
+    def trunk(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        """Stem and every block but the last ``tail_blocks``."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[: len(self._blocks) - tail_blocks]:
+            x = block(x)
+        return x
+
+    def tail(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        """The last ``tail_blocks`` blocks and the 1x1 conv head."""
+        for block in self._blocks[len(self._blocks) - tail_blocks:]:
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
@@ -108,7 +118,19 @@ class Lite0Encoder(Encoder):
         self.backbone = load_lite0_imagenet()
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmap = self.backbone.features(pixel_values)  # (B, 1280, h, w)
+        return self._outputs(self.backbone.features(pixel_values))
+
+    @staticmethod
+    def _outputs(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seq = fmap.flatten(2).transpose(1, 2)  # (B, h*w, 1280)
         mask = torch.ones_like(seq[:, :, 0])  # (B, h*w)
         return seq.mean(dim=1), seq, mask
+
+    def split_for_finetune(self, blocks: int):
+        """Frozen stem + first blocks; trainable last ``blocks`` MBConv blocks + conv head."""
+        n = len(self.backbone._blocks)
+        if not 1 <= blocks <= n:
+            raise ConfigError(f"efficientnet_lite0 has {n} blocks; unfreeze between 1 and {n}, got {blocks}")
+        bb = self.backbone
+        tail = nn.ModuleList([*bb._blocks[n - blocks:], bb._conv_head, bb._bn1])
+        return (lambda x: bb.trunk(x, blocks)), tail, (lambda h: self._outputs(bb.tail(h, blocks)))

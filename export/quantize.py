@@ -1,0 +1,297 @@
+"""FP16 conversion and NNCF INT8 post-training quantization of exported ONNX graphs.
+
+Two INT8 variants from the same NNCF calibration (DESIGN.md, "INT8 on ONNX Runtime"):
+
+- ``kind="cpu"``: per-tensor activations whose QuantizeLinear zero points are shifted from
+  int8 to uint8 (+128, same scale: lossless) so ORT fuses Conv/MatMul into integer
+  kernels; s8 per-channel weights; ``Gather`` (embedding tables) left in float.
+- ``kind="trt"``: signed, symmetric int8 everywhere (zero point 0), as TensorRT wants.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.errors import CalibrationError, ExportError
+
+KINDS = ("cpu", "trt")
+MODEL_TYPES = ("cnn", "transformer", "head")
+# Op types kept in float by default, per model type.
+DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
+    "cnn": (),
+    "transformer": ("Gather",),  # MiniLM's 30522x384 word-embedding table
+    # Heads: attention weights, the contrastive logit scale and L2 normalization stay float.
+    "head": ("Gather", "Softmax", "Exp", "Mul", "Div", "ReduceSum", "ReduceL2"),
+}
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Converts weights and compute to float16, keeping float32 graph inputs and outputs.
+
+    Uses ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``,
+    which inserts the Casts at the graph boundary and leaves integer/shape ops alone.
+
+    Args:
+        src: fp32 ONNX graph.
+        dst: Destination of the fp16 graph.
+
+    Returns:
+        What was done, for the manifest.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    try:
+        half = convert_float_to_float16(model, keep_io_types=True)
+    except Exception as err:  # noqa: BLE001 - surface any converter failure as an ExportError
+        raise ExportError(f"fp16 conversion of {Path(src).name} failed: {err}") from err
+    _toposort(half.graph)  # the converter appends its input Casts after their consumers
+    onnx.checker.check_model(half)
+    onnx.save(half, str(dst))
+    return {"tool": "onnxruntime.transformers.float16", "weights": "fp16", "compute": "fp16",
+            "io": "float32 (Cast at graph inputs/outputs)"}
+
+
+def _toposort(graph: Any) -> None:
+    """Reorders ``graph.node`` so every node comes after the producers of its inputs."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = [n for n in pending if not all(i in ready for i in n.input)]
+        done = [n for n in pending if all(i in ready for i in n.input)]
+        if not done:
+            raise ExportError(f"graph {graph.name!r} has a cycle or an undefined input near node {rest[0].name!r}")
+        ordered += done
+        ready.update(o for n in done for o in n.output)
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def quantize_int8(
+    src: str | Path, dst: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *, kind: str = "cpu",
+    model_type: str = "cnn", ignored_types: Sequence[str] | None = None, subset_size: int = 300,
+) -> dict[str, Any]:
+    """Quantizes an fp32 ONNX graph to INT8 QDQ with NNCF post-training quantization.
+
+    Args:
+        src: fp32 ONNX graph.
+        dst: Destination of the QDQ graph.
+        calib: Calibration batches, ``dict[input_name, ndarray]`` (see ``mmedge.export.calibration``).
+        kind: "cpu" (u8 activations / s8 weights for ONNX Runtime) or "trt" (s8 symmetric).
+        model_type: "cnn", "transformer" (NNCF's transformer scheme) or "head".
+        ignored_types: Op types left in float; default ``DEFAULT_IGNORED[model_type]``.
+        subset_size: At most this many calibration batches are used.
+
+    Returns:
+        A manifest-ready description: tool, activations, weights, ignored op types,
+        counts of quantized nodes and op types.
+    """
+    import nncf
+    import onnx
+
+    _check_choice("kind", kind, KINDS)
+    _check_choice("model_type", model_type, MODEL_TYPES)
+    batches = [dict(b) for b in calib]
+    if not batches:
+        raise CalibrationError(f"no calibration batches for {Path(src).name}; pass at least one dict[input_name, ndarray]")
+    ignored = tuple(DEFAULT_IGNORED[model_type] if ignored_types is None else ignored_types)
+    model = onnx.load(str(src))
+    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=min(subset_size, len(batches)),
+                              **_nncf_options(kind, model_type, _present(model, ignored)))
+    changed = shift_activations_to_uint8(quantized) if kind == "cpu" else make_trt_symmetric(quantized)
+    onnx.checker.check_model(quantized)
+    onnx.save(quantized, str(dst))
+    summary = qdq_summary(dst)
+    if kind == "trt":
+        assert_trt_qdq(dst)
+    return _describe(kind, model_type, ignored, changed, summary, len(batches))
+
+
+def _nncf_options(kind: str, model_type: str, ignored: Sequence[str]) -> dict[str, Any]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    # Per-tensor activations: ORT's integer conv has no per-channel activations, TensorRT neither.
+    # (signedness_to_force=True is refused by NNCF's HW config for post-ReLU tensors: the trt
+    # variant's unsigned quantizers are made signed afterwards by make_trt_symmetric.)
+    acts = QuantizationParameters(per_channel=False)
+    options: dict[str, Any] = {
+        "preset": nncf.QuantizationPreset.PERFORMANCE if kind == "trt" else nncf.QuantizationPreset.MIXED,
+        "advanced_parameters": AdvancedQuantizationParameters(activations_quantization_params=acts),
+    }
+    if model_type == "transformer":
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    if ignored:
+        options["ignored_scope"] = nncf.IgnoredScope(types=list(ignored), validate=False)
+    return options
+
+
+def _present(model: Any, types: Sequence[str]) -> list[str]:
+    ops = {n.op_type for n in model.graph.node}
+    return [t for t in types if t in ops]
+
+
+def _describe(kind: str, model_type: str, ignored: Sequence[str], changed: int, summary: dict[str, Any],
+              samples: int) -> dict[str, Any]:
+    import nncf
+
+    acts = "u8 per-tensor (asymmetric; NNCF int8 zero points shifted +128)" if kind == "cpu" else "s8 per-tensor symmetric, zero point 0"
+    notes = (f"{changed} activation QuantizeLinear zero points shifted int8 -> uint8" if kind == "cpu"
+             else f"{changed} unsigned QuantizeLinear rewritten to signed int8")
+    return {
+        "tool": f"nncf {nncf.__version__} (ONNX backend, post-training quantization)", "kind": kind,
+        "model_type": model_type, "activations": acts, "weights": "s8 per-channel symmetric",
+        "ignored": list(ignored), "calibration_batches": samples,
+        "quantized_nodes": summary["quantized_ops"], "quantize_linear": summary["quantize_linear"],
+        "dequantize_linear": summary["dequantize_linear"], "notes": notes,
+    }
+
+
+def _check_choice(what: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ExportError(f"unknown {what} {value!r}; valid: {list(valid)}")
+
+
+# --- QDQ graph surgery -------------------------------------------------------------------
+
+
+def _qdq_pairs(model: Any) -> list[tuple[Any, list[Any]]]:
+    """Activation QuantizeLinear nodes (input not an initializer) with their DequantizeLinear consumers."""
+    inits = {i.name for i in model.graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return [
+        (n, [c for c in consumers.get(n.output[0], []) if c.op_type == "DequantizeLinear"])
+        for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+    ]
+
+
+def _set_qparams(model: Any, nodes: Sequence[Any], scale: np.ndarray, zero_point: np.ndarray, tag: str) -> None:
+    """Points the scale / zero-point inputs of ``nodes`` at fresh initializers."""
+    from onnx import numpy_helper
+
+    base = nodes[0].output[0]
+    s_name, z_name = f"{base}_{tag}_scale", f"{base}_{tag}_zero_point"
+    model.graph.initializer.extend([numpy_helper.from_array(scale, s_name), numpy_helper.from_array(zero_point, z_name)])
+    for node in nodes:
+        del node.input[1:]
+        node.input.extend([s_name, z_name])
+    # The quantized tensor's recorded type changes with the zero point's: drop it, ORT re-infers.
+    stale = {nodes[0].output[0]}
+    kept = [v for v in model.graph.value_info if v.name not in stale]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+
+
+def _qparams(model: Any, node: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, zero point) of a Q/DQ node; a missing zero point is 0 of the ONNX default type."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    scale = numpy_helper.to_array(inits[node.input[1]])
+    if len(node.input) > 2 and node.input[2]:
+        return scale, numpy_helper.to_array(inits[node.input[2]])
+    dtype = np.uint8
+    if node.op_type == "DequantizeLinear" and node.input[0] in inits:  # zero point defaults to x's type
+        dtype = numpy_helper.to_array(inits[node.input[0]]).dtype
+    return scale, np.zeros(scale.shape, dtype)
+
+
+def shift_activations_to_uint8(model: Any) -> int:
+    """Moves int8 activation zero points to uint8 (+128, same scale); returns how many.
+
+    The grid ``scale * (q - zp)`` is unchanged, so this is lossless; ORT's CPU integer
+    Conv / MatMul kernels need u8 activations to fuse.
+    """
+    count = 0
+    for q, dqs in _qdq_pairs(model):
+        scale, zp = _qparams(model, q)
+        if zp.dtype != np.int8:
+            continue
+        _set_qparams(model, [q, *dqs], scale, (zp.astype(np.int16) + 128).astype(np.uint8), "u8")
+        count += 1
+    return count
+
+
+def make_trt_symmetric(model: Any) -> int:
+    """Rewrites unsigned zero-point-0 activation quantizers to signed int8 zero point 0.
+
+    The range ``[0, 255 * scale]`` is kept by widening the scale to ``scale * 255 / 127``.
+    An asymmetric (non-zero) zero point cannot be made symmetric here and raises.
+
+    Returns:
+        How many quantizers were rewritten.
+    """
+    count = 0
+    for q, dqs in _qdq_pairs(model):
+        scale, zp = _qparams(model, q)
+        if zp.dtype == np.int8 and not zp.any():
+            continue
+        if zp.any():
+            raise ExportError(f"QuantizeLinear {q.name!r} is asymmetric (zero point {zp.ravel()[:4]}); "
+                              "quantize with kind='trt' (symmetric preset) to get a TensorRT graph")
+        wide = (scale.astype(np.float64) * 255.0 / 127.0).astype(scale.dtype)
+        _set_qparams(model, [q, *dqs], wide, np.zeros(zp.shape, np.int8), "s8")
+        count += 1
+    return count
+
+
+def qdq_summary(path: str | Path) -> dict[str, Any]:
+    """Counts QuantizeLinear / DequantizeLinear nodes, their zero-point dtypes and values.
+
+    Returns:
+        ``{"quantize_linear", "dequantize_linear", "activations": {count, zero_point_dtypes,
+        zero_point_values, per_channel}, "weights": {...}, "quantized_ops": {op_type: n}}``;
+        activations are QuantizeLinear nodes, weights are DequantizeLinear of initializers.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {i.name for i in model.graph.initializer}
+    acts = [n for n, _ in _qdq_pairs(model)]
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    ops = Counter(n.op_type for n in model.graph.node
+                  if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dq_outputs & set(n.input))
+    return {
+        "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
+        "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
+        "activations": _zp_stats(model, acts), "weights": _zp_stats(model, weights), "quantized_ops": dict(ops),
+    }
+
+
+def _zp_stats(model: Any, nodes: Sequence[Any]) -> dict[str, Any]:
+    dtypes: Counter[str] = Counter()
+    values: set[int] = set()
+    per_channel = 0
+    for node in nodes:
+        scale, zp = _qparams(model, node)
+        dtypes[zp.dtype.name] += 1
+        values.update(int(v) for v in np.unique(zp))
+        per_channel += int(scale.size > 1)
+    return {"count": len(nodes), "zero_point_dtypes": dict(dtypes), "zero_point_values": sorted(values),
+            "per_channel": per_channel}
+
+
+def assert_trt_qdq(path: str | Path) -> None:
+    """Raises ``ExportError`` unless every QuantizeLinear / DequantizeLinear is s8 with zero point 0."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        _, zp = _qparams(model, node)
+        if zp.dtype != np.int8 or zp.any():
+            raise ExportError(
+                f"{Path(path).name}: {node.op_type} {node.name!r} has a {zp.dtype.name} zero point "
+                f"{np.unique(zp)[:4].tolist()}; TensorRT needs signed int8 with zero point 0. "
+                "Re-quantize with quantize_int8(kind='trt')."
+            )

@@ -1,0 +1,350 @@
+"""``Session``: runs a bundle's encoders once per call, every member head, and the ensemble.
+
+numpy + onnxruntime (or TensorRT): never torch. One Session may be shared by threads.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from mmedge.errors import BundleError, ConfigError, InputError
+from mmedge.runtime import inputs as _inputs
+from mmedge.runtime.bundle import Bundle, MemberInfo
+from mmedge.runtime.ensemble import combine, softmax
+from mmedge.runtime.prediction import CacheInfo, Prediction, TextCache
+from mmedge.runtime.runner_base import BaseRunner
+from mmedge.runtime.runners import BackendChoice, TensorRTRunner, resolve_backend, runner_class
+
+__all__ = ["Session", "Prediction"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    members: tuple[MemberInfo, ...]
+    modalities: tuple[str, ...]
+    skipped: tuple[str, ...]
+    note: str
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class Session:
+    """Runs a bundle on one backend at one precision.
+
+    Args:
+        bundle: A ``Bundle`` or a path to a bundle folder / ``.mmedge`` file.
+        precision: A precision the bundle has with status ok (``bundle.precisions()``).
+        backend: ``"auto"`` or a backend name (``available_backends()``).
+        threads: CPU threads per graph (ONNX Runtime ``intra_op_num_threads``); None: all cores.
+        text_cache_size: Strings kept in the text-embedding LRU cache (0 disables it).
+        engine_dir: Where ``mmedge build`` put TensorRT engines (default ``<bundle>/engines``).
+
+    Attributes:
+        backend: The backend name in use; ``backend_reason`` says why it was chosen.
+
+    Raises:
+        BundleError: an invalid bundle or a precision it does not have (valid ones listed).
+        BackendUnavailable: the backend cannot run here (what can, and how to install it).
+    """
+
+    def __init__(self, bundle: Bundle | str | Path, *, precision: str = "fp32", backend: str = "auto",
+                 threads: int | None = None, text_cache_size: int = 256,
+                 engine_dir: str | Path | None = None) -> None:
+        _check_config(threads, text_cache_size)
+        self._owns_bundle = not isinstance(bundle, Bundle)
+        self.bundle = Bundle.open(bundle) if self._owns_bundle else bundle
+        self._runners: dict[str, BaseRunner] = {}
+        try:
+            problem = self.bundle.precision_problem(precision)
+            if problem:
+                raise BundleError(problem)
+            self.precision = precision
+            self._engine_dir = Path(engine_dir) if engine_dir is not None else None
+            self._choice = resolve_backend(backend, engines_ready=self._engines_ready())
+            self._start_runners(runner_class(self._choice.name), threads)
+            self._tokenizer = self._make_tokenizer()
+        except BaseException:
+            self.close()
+            raise
+        self._text_cache = TextCache(text_cache_size)
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _engines_ready(self) -> bool:
+        graphs = [self.bundle.graph_path(c, self.precision) for c in self.bundle.components()]
+        return all(TensorRTRunner.artifact(g, engine_dir=self._engine_dir).is_file() for g in graphs)
+
+    def _start_runners(self, cls: type[BaseRunner], threads: int | None) -> None:
+        for component in self.bundle.components():
+            graph = self.bundle.graph_path(component, self.precision)
+            sha = self.bundle.graph_entry(component, self.precision).sha256
+            runner = cls(cls.artifact(graph, engine_dir=self._engine_dir), threads=threads, source_sha256=sha)
+            runner.activate()
+            self._runners[component] = runner
+
+    def _make_tokenizer(self) -> Any:
+        if "text" not in self.bundle.modalities:
+            return None
+        from mmedge.runtime.preprocess import TextTokenizer
+
+        return TextTokenizer(self.bundle.tokenizer_path, self.bundle.specs["text"])
+
+    @property
+    def backend(self) -> str:
+        """The backend in use."""
+        return self._choice.name
+
+    @property
+    def backend_reason(self) -> str:
+        """Why this backend was chosen."""
+        return self._choice.reason
+
+    @property
+    def backend_choice(self) -> BackendChoice:
+        """The backend in use and the reason, together."""
+        return self._choice
+
+    # -- planning ------------------------------------------------------------------------
+
+    def _plan(self, given: Sequence[str]) -> _Plan:
+        bundle = self.bundle
+        unknown = [m for m in given if m not in bundle.modalities]
+        if unknown:
+            raise InputError(f"this bundle takes {list(bundle.modalities)}; it has no {unknown} "
+                             "(leave those arguments out)")
+        if not given:
+            raise InputError(f"pass at least one input: this bundle takes {list(bundle.modalities)}")
+        missing = [m for m in bundle.modalities if m not in given]
+        required = [m for m in missing if m not in bundle.optional_modalities]
+        if required:
+            raise InputError(f"this bundle needs {required} as well (it takes {list(bundle.modalities)}; "
+                             f"optional: {list(bundle.optional_modalities)}); pass {', '.join(m + '=' for m in required)}")
+        members = tuple(m for m in bundle.members if set(m.modalities) <= set(given))
+        skipped = tuple(m.name for m in bundle.members if m not in members)
+        if not members:
+            raise InputError(f"no ensemble member can run without {missing}; pass them")
+        if sum(m.weight for m in members) <= 0 and bundle.ensemble.method != "soft_vote":
+            raise InputError(f"the members that can run without {missing} ({[m.name for m in members]}) all "
+                             "have weight 0; pass the missing modalities")
+        note = (f"optional modalities {missing} not given: ran {[m.name for m in members]}, skipped "
+                f"{list(skipped)}, ensemble weights re-normalized over the members that ran") if skipped else ""
+        modalities = tuple(m for m in bundle.modalities if any(m in mb.modalities for mb in members))
+        return _Plan(members, modalities, skipped, note)
+
+    # -- encoders ------------------------------------------------------------------------
+
+    def _feed(self, component: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runner = self._runners[component]
+        if len(runner.input_names) == 1 and len(arrays) == 1:
+            return {runner.input_names[0]: next(iter(arrays.values()))}
+        missing = [n for n in runner.input_names if n not in arrays]
+        if missing:
+            raise BundleError(f"{component} expects inputs {list(runner.input_names)}, preprocessing gives "
+                              f"{sorted(arrays)}; re-export the bundle")
+        return {n: arrays[n] for n in runner.input_names}
+
+    def _run_encoder(self, modality: str, arrays: dict[str, np.ndarray], timings: dict[str, float]
+                     ) -> dict[str, np.ndarray]:
+        component = f"encoder.{modality}"
+        start = time.perf_counter()
+        out = self._runners[component].infer(self._feed(component, arrays))
+        timings[component] = timings.get(component, 0.0) + _ms(start)
+        return out
+
+    def _encode_image(self, items: list, color_order: str, timings: dict[str, float]) -> dict[str, np.ndarray]:
+        from mmedge.runtime.preprocess import load_image, preprocess_images
+
+        start = time.perf_counter()
+        rgb = [load_image(item, color_order=color_order) for item in items]
+        x = preprocess_images(rgb, self.bundle.specs["image"])  # (B, 3, S, S)
+        timings["preprocess.image"] = _ms(start)
+        return self._run_encoder("image", {"pixel_values": x}, timings)
+
+    def _encode_audio(self, items: list, timings: dict[str, float]) -> dict[str, np.ndarray]:
+        from mmedge.runtime.audio import preprocess_audio
+
+        start = time.perf_counter()
+        mel = preprocess_audio(_inputs.load_waves(items), self.bundle.specs["audio"])  # (B, 1, M, T)
+        timings["preprocess.audio"] = _ms(start)
+        return self._run_encoder("audio", {"mel": mel}, timings)
+
+    def _encode_text_uncached(self, texts: list[str], timings: dict[str, float]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        tokens = self._tokenizer(texts)  # input_ids, attention_mask: (n, L) int64
+        timings["preprocess.text"] = timings.get("preprocess.text", 0.0) + _ms(start)
+        return self._run_encoder("text", tokens, timings)
+
+    def _encode_text(self, texts: list[str], timings: dict[str, float]) -> dict[str, np.ndarray]:
+        return self._text_cache.lookup(texts, lambda misses: self._encode_text_uncached(misses, timings))
+
+    def encode_texts(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
+        """Encodes texts with the text encoder through the cache (pre-warms it for fixed prompts).
+
+        Args:
+            texts: A string or a list of strings.
+
+        Returns:
+            The text encoder outputs (``text_pooled``, ``text_seq``, ``text_mask``), each (B, ...).
+
+        Raises:
+            InputError: the bundle has no text, or a text is empty.
+        """
+        if self._tokenizer is None:
+            raise InputError(f"this bundle has no text encoder (modalities {list(self.bundle.modalities)})")
+        return self._encode_text(_inputs.text_items(texts), {})
+
+    def text_cache_info(self) -> CacheInfo:
+        """Hits, misses, size and text-encoder runs of the text cache."""
+        return self._text_cache.info()
+
+    # -- predict ---------------------------------------------------------------------------
+
+    def predict(self, *, image: Any = None, text: Any = None, audio: Any = None, audio_rate: int | None = None,
+                image_color_order: str = "RGB") -> Prediction:
+        """Predicts a batch.
+
+        Args:
+            image: One image or a list: HxWx3 uint8 RGB arrays (BGR camera frames with
+                ``image_color_order="BGR"``), file paths or encoded PNG/JPEG bytes.
+            text: A string or a list of strings.
+            audio: One wave or a list: float/int16/int32 arrays at ``audio_rate`` (resampled
+                to the bundle's rate), or wav/flac file paths.
+            audio_rate: Sample rate (Hz) of audio arrays.
+            image_color_order: ``"RGB"`` or ``"BGR"``, for image arrays.
+
+        Returns:
+            The ensemble ``Prediction``.
+
+        Raises:
+            InputError: a bad input, a modality the bundle lacks, a required modality
+                missing, or batch sizes that differ.
+        """
+        start, timings = time.perf_counter(), {}
+        given = {"image": image, "text": text, "audio": audio}
+        plan = self._plan([m for m, v in given.items() if v is not None])
+        items = self._split(plan.modalities, given, audio_rate)
+        feats: dict[str, np.ndarray] = {}
+        for modality in plan.modalities:
+            feats.update(self._encode(modality, items[modality], image_color_order, timings))
+        logits = {m.name: self._run_head(m, feats, timings) for m in plan.members}
+        pred = self._combine(plan, logits, timings)
+        timings["total"] = _ms(start)
+        return pred
+
+    def _split(self, modalities: Sequence[str], given: dict[str, Any], audio_rate: int | None
+               ) -> dict[str, list]:
+        splitters = {"image": _inputs.image_items, "text": _inputs.text_items,
+                     "audio": lambda a: _inputs.audio_items(a, audio_rate)}
+        items = {m: splitters[m](given[m]) for m in modalities}
+        _inputs.check_batch_sizes({m: len(v) for m, v in items.items()})
+        return items
+
+    def _encode(self, modality: str, items: list, color_order: str, timings: dict[str, float]
+                ) -> dict[str, np.ndarray]:
+        encoders = {"image": lambda: self._encode_image(items, color_order, timings),
+                    "text": lambda: self._encode_text(items, timings),
+                    "audio": lambda: self._encode_audio(items, timings)}
+        return encoders[modality]()
+
+    def _run_head(self, member: MemberInfo, feats: dict[str, np.ndarray], timings: dict[str, float]) -> np.ndarray:
+        component = f"head.{member.name}"
+        start = time.perf_counter()
+        out = self._runners[component].infer({n: feats[n] for n in member.inputs})
+        timings[component] = _ms(start)
+        if member.output not in out:
+            raise BundleError(f"{component} has no output {member.output!r} (it has {sorted(out)}); re-export")
+        return out[member.output]  # (B, C)
+
+    def _combine(self, plan: _Plan, logits: dict[str, np.ndarray], timings: dict[str, float]) -> Prediction:
+        start = time.perf_counter()
+        members = plan.members
+        probs = combine([logits[m.name] for m in members], method=self.bundle.ensemble.method,
+                        weights=[m.weight for m in members], temperatures=[m.temperature for m in members])
+        member_probs = {m.name: softmax(logits[m.name], m.temperature) for m in members}
+        indices = probs.argmax(axis=1).astype(np.int64)  # (B,)
+        timings["ensemble"] = _ms(start)
+        return Prediction(labels=[self.bundle.labels[i] for i in indices], indices=indices, probabilities=probs,
+                          member_probabilities=member_probs, timings_ms=timings, backend=self.backend,
+                          precision=self.precision, members=tuple(m.name for m in members),
+                          skipped_members=plan.skipped, note=plan.note)
+
+    # -- video -----------------------------------------------------------------------------
+
+    def stream(self, source: int | str | Path, *, text: str | Sequence[str] | None = None, every: int = 1,
+               max_frames: int | None = None) -> Iterator[tuple[np.ndarray, Prediction]]:
+        """Predicts on frames of a camera or video file.
+
+        Args:
+            source: A camera index (``0``) or a video file path (anything ``cv2.VideoCapture`` opens).
+            text: Text to pair with each frame (a list of K prompts scores each frame against all K).
+            every: Predict on every ``every``-th frame only.
+            max_frames: Stop after this many predictions (None: until the source ends).
+
+        Yields:
+            ``(frame_bgr, Prediction)``; the capture is released when the generator ends.
+
+        Raises:
+            InputError: the source cannot be opened, or bad ``every`` / ``max_frames``.
+        """
+        import cv2
+
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InputError(f"every must be a positive integer, got {every!r}")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise InputError(f"max_frames must be a positive integer or None, got {max_frames!r}")
+        capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        if not capture.isOpened():
+            capture.release()
+            raise InputError(f"cannot open video source {source!r}; pass a camera index (e.g. 0) or a readable "
+                             "video file")
+        return self._frames(capture, text, every, max_frames)
+
+    def _frames(self, capture: Any, text: Any, every: int, max_frames: int | None
+                ) -> Iterator[tuple[np.ndarray, Prediction]]:
+        try:
+            index = produced = 0
+            while max_frames is None or produced < max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                index += 1
+                if (index - 1) % every:
+                    continue
+                images = [frame] * len(text) if isinstance(text, (list, tuple)) else frame
+                yield frame, self.predict(image=images, text=text, image_color_order="BGR")
+                produced += 1
+        finally:
+            capture.release()
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Frees every runner (and the bundle's temporary folder if this Session opened it)."""
+        for runner in getattr(self, "_runners", {}).values():
+            runner.deactivate()
+        self._runners = {}
+        if getattr(self, "_owns_bundle", False) and getattr(self, "bundle", None) is not None:
+            self.bundle.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Session({self.bundle.name!r}, precision={getattr(self, 'precision', None)!r}, "
+                f"backend={self._choice.name!r})")
+
+
+def _check_config(threads: int | None, text_cache_size: int) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(text_cache_size, bool) or not isinstance(text_cache_size, int) or text_cache_size < 0:
+        raise ConfigError(f"text_cache_size must be an integer >= 0, got {text_cache_size!r}")

@@ -1,0 +1,171 @@
+"""FP16 conversion, NNCF INT8 (CPU u8 / TensorRT s8 symmetric) and calibration validation."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from mmedge.encoders import create_encoder, freeze
+from mmedge.errors import CalibrationError, ExportError
+from mmedge.export.calibration import calibration_batches, check_calibration
+from mmedge.export.onnx_export import export_encoder, export_head
+from mmedge.export.parity import check_reduced_precision, ort_session
+from mmedge.export.quantize import assert_trt_qdq, qdq_summary, quantize_int8, to_fp16
+from mmedge.fusion import create_fusion_head
+
+DIMS = {"image": 1280, "text": 384}
+
+
+def _images(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Real photos (scikit-image) and digits (scikit-learn), preprocessed as the runtime does."""
+    import skimage.data
+    from sklearn.datasets import load_digits
+
+    from mmedge.runtime.preprocess import preprocess_images
+    from mmedge.runtime.specs import ImageSpec
+
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    digits = load_digits().images[seed * n: seed * n + n]
+    images = photos + [np.repeat((255 - d * 15.9).astype(np.uint8)[:, :, None], 3, 2) for d in digits]
+    return [{"pixel_values": preprocess_images([im], ImageSpec(size=128))[0]} for im in images[:n]]
+
+
+def _sentences() -> list[dict[str, np.ndarray]]:
+    from mmedge.encoders.text import MiniLMEncoder
+    from mmedge.runtime.preprocess import TextTokenizer
+    from mmedge.runtime.specs import TextSpec
+
+    texts = ["A cat sleeps on the warm windowsill.", "The rocket lifted off at dawn.", "Say the number seven.",
+             "She poured a cup of coffee.", "Two dogs chased a ball across the park.", "The digit three, thick strokes.",
+             "Heavy snow closed the pass overnight.", "A robot picked up the red block.", "The moon was bright."]
+    enc = TextTokenizer(MiniLMEncoder.tokenizer_file(), TextSpec(max_length=16))(texts)
+    return [{k: v[i] for k, v in enc.items()} for i in range(len(texts))]
+
+
+def _feats(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+    text_mask = np.ones((batch, 12), np.float32)
+    text_mask[1:, 6:] = 0
+    return {"image_seq": rng.standard_normal((batch, 16, 1280)).astype(np.float32),
+            "image_mask": np.ones((batch, 16), np.float32),
+            "text_seq": rng.standard_normal((batch, 12, 384)).astype(np.float32), "text_mask": text_mask}
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """fp32 graphs of the image and text encoders and a cross-attention head, with calibration sets."""
+    out = tmp_path_factory.mktemp("quantize")
+    img, txt = _images(12, 0), _sentences()
+    image = freeze(create_encoder("efficientnet_lite0"))
+    info_i = export_encoder(image, out / "image.onnx", example_inputs=next(calibration_batches(img, ["pixel_values"], batch=2)))
+    text = freeze(create_encoder("minilm_l6"))
+    info_t = export_encoder(text, out / "text.onnx", example_inputs=next(calibration_batches(txt, text.input_names, batch=2)))
+    torch.manual_seed(0)
+    head = create_fusion_head("cross_attention", modalities=("image", "text"), dims=DIMS, num_classes=5, hidden=64)
+    rng = np.random.default_rng(0)
+    info_h = export_head(head, out / "head.onnx", example_feats=_feats(rng, 2))
+    with pytest.warns(UserWarning, match="only"):
+        calib = {"image": check_calibration(calibration_batches(img[:8], ["pixel_values"]), info_i.inputs),
+                 "text": check_calibration(calibration_batches(txt[:6], text.input_names), info_t.inputs),
+                 "head": check_calibration([_feats(rng, 2) for _ in range(4)], info_h.inputs)}
+    evals = {"image": list(calibration_batches(img[8:], ["pixel_values"])),
+             "text": list(calibration_batches(txt[6:], text.input_names, batch=3)), "head": [_feats(rng, 3)]}
+    return out, {"image": info_i, "text": info_t, "head": info_h}, calib, evals
+
+
+MODEL_TYPES = {"image": "cnn", "text": "transformer", "head": "head"}
+
+
+@pytest.fixture(scope="module")
+def int8(graphs):
+    out, infos, calib, _ = graphs
+    done = {}
+    for name in ("image", "text", "head"):
+        for kind in ("cpu", "trt"):
+            dst = out / f"{name}.{kind}.onnx"
+            done[name, kind] = dst, quantize_int8(infos[name].file, dst, calib[name], kind=kind,
+                                                  model_type=MODEL_TYPES[name])
+    return done
+
+
+@pytest.mark.parametrize("name", ["image", "text", "head"])
+def test_fp16_cosine(graphs, name):
+    out, infos, _, evals = graphs
+    dst = out / f"{name}.fp16.onnx"
+    to_fp16(infos[name].file, dst)
+    sess = ort_session(dst)
+    assert all(i.type == "tensor(float)" or i.name in ("input_ids", "attention_mask") for i in sess.get_inputs())
+    assert all(o.type == "tensor(float)" for o in sess.get_outputs())
+    report = check_reduced_precision(infos[name].file, dst, evals[name], precision="fp16")
+    assert report["min_cosine"] >= 0.999 and report["within_threshold"]
+
+
+@pytest.mark.parametrize("name", ["image", "text", "head"])
+def test_int8_trt_is_signed_symmetric(int8, graphs, name):
+    path, desc = int8[name, "trt"]
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers and desc["quantize_linear"] == len(quantizers)
+    for node in model.graph.node:  # every Q and DQ: explicit int8 zero point, all zeros
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zp = inits[node.input[2]]
+            assert zp.dtype == np.int8 and not zp.any(), node.name
+    assert_trt_qdq(path)
+    _, infos, _, evals = graphs
+    report = check_reduced_precision(infos[name].file, path, evals[name], precision="int8-trt", min_cosine=0.9)
+    assert report["min_cosine"] >= 0.9
+
+
+@pytest.mark.parametrize("name", ["image", "text", "head"])
+def test_int8_cpu_has_u8_activations(int8, graphs, name):
+    path, desc = int8[name, "cpu"]
+    summary = qdq_summary(path)
+    assert summary["activations"]["count"] > 0
+    assert summary["activations"]["zero_point_dtypes"] == {"uint8": summary["activations"]["count"]}
+    assert summary["activations"]["per_channel"] == 0
+    assert set(summary["weights"]["zero_point_dtypes"]) <= {"int8"} and summary["weights"]["zero_point_values"] == [0]
+    assert desc["quantized_nodes"] == summary["quantized_ops"]
+    with pytest.raises(ExportError, match="uint8 zero point"):
+        assert_trt_qdq(path)
+    _, infos, _, evals = graphs
+    report = check_reduced_precision(infos[name].file, path, evals[name], precision="int8", min_cosine=0.9)
+    assert report["min_cosine"] >= 0.9
+
+
+def test_text_int8_leaves_embeddings_in_float(int8):
+    model = onnx.load(str(int8["text", "cpu"][0]))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    gathers = [n for n in model.graph.node if n.op_type == "Gather"]
+    assert gathers and all(producers.get(n.input[0]) is None for n in gathers)  # tables read straight from float
+
+
+def test_calibration_errors(graphs):
+    _, infos, calib, _ = graphs
+    text_inputs = infos["text"].inputs
+    good = calib["text"][0]
+    with pytest.raises(CalibrationError, match="missing inputs \\['attention_mask'\\]"):
+        check_calibration([{"input_ids": good["input_ids"]}], text_inputs)
+    with pytest.raises(CalibrationError, match="unexpected inputs \\['token_type_ids'\\]"):
+        check_calibration([{**good, "token_type_ids": good["input_ids"]}], text_inputs)
+    with pytest.raises(CalibrationError, match="'input_ids' is int32.*int64"):
+        check_calibration([{**good, "input_ids": good["input_ids"].astype(np.int32)}], text_inputs)
+    with pytest.raises(CalibrationError, match="rank 1"):
+        check_calibration([{k: v[0] for k, v in good.items()}], text_inputs)
+    pix = calib["image"][0]["pixel_values"]
+    with pytest.raises(CalibrationError, match="axis 2"):
+        check_calibration([{"pixel_values": pix[:, :, :64]}], infos["image"].inputs)
+    with pytest.raises(CalibrationError, match="empty"):
+        check_calibration([], text_inputs)
+    with pytest.raises(CalibrationError, match="lacks inputs"):
+        list(calibration_batches([{"input_ids": good["input_ids"][0]}], ["input_ids", "attention_mask"]))
+
+
+def test_calibration_batches_stack_and_select():
+    samples = [{"a": np.full(3, i, np.float32), "b": np.zeros(2), "unused": np.ones(1)} for i in range(5)]
+    batches = list(calibration_batches(samples, ["a", "b"], batch=2))
+    assert [b["a"].shape for b in batches] == [(2, 3), (2, 3), (1, 3)] and set(batches[0]) == {"a", "b"}
+    with pytest.warns(UserWarning, match="only 5 samples"):
+        check_calibration(batches, [{"name": "a", "dtype": "float32", "shape": ["batch", 3]},
+                                    {"name": "b", "dtype": "float64", "shape": ["batch", 2]}])
