@@ -99,6 +99,9 @@ def metrics_table(metrics: dict) -> Table:
     return table
 
 
+from mmedge import cli_bundle  # noqa: E402,F401  (registers export, inspect, run)
+
+
 def main() -> None:
     """Console entry point."""
     app()

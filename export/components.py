@@ -1,0 +1,112 @@
+"""One exportable component (an encoder or a member's fusion head) and its four precisions.
+
+Each component is exported to fp32 ONNX (parity against PyTorch enforced), then turned
+into fp16, CPU int8 (NNCF, u8 activations) and TensorRT int8 (NNCF, s8 symmetric)
+graphs whose fidelity against fp32 is measured and recorded.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.export.onnx_export import GraphInfo, export_encoder, export_head, head_forward
+from mmedge.export.parity import check_parity, check_reduced_precision, require_parity, torch_fn
+from mmedge.export.quantize import quantize_int8, to_fp16
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-trt")
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Component:
+    """An encoder or a fusion head, with where its graphs go in the bundle.
+
+    Attributes:
+        key: "encoder.image", "head.concat", ...
+        stem: Bundle path without suffix, e.g. "encoders/image".
+        module: The torch module (an ``Encoder`` or a ``FusionHead``).
+        kind: "encoder" or "head".
+        model_type: NNCF scheme: "cnn", "transformer" or "head".
+    """
+
+    key: str
+    stem: str
+    module: Any
+    kind: str
+    model_type: str
+    info: GraphInfo | None = None
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.module.input_names) if self.kind == "encoder" else tuple(self.module.input_names())
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.module.output_names()) if self.kind == "encoder" else ("logits",)
+
+    def rel(self, precision: str) -> str:
+        """Bundle-relative path of this component's graph at ``precision``."""
+        return f"{self.stem}.{precision}.onnx"
+
+    def torch_fn(self) -> Callable[[Mapping[str, np.ndarray]], Arrays]:
+        """PyTorch reference: inputs dict -> outputs dict."""
+        module = self.module if self.kind == "encoder" else head_forward(self.module)
+        return torch_fn(module, self.input_names, self.output_names)
+
+
+def export_fp32(comp: Component, work: Path, example: Arrays, cases: Sequence[Arrays], *, atol: float) -> None:
+    """Exports the fp32 graph and enforces parity with PyTorch on ``cases`` (raises ParityError)."""
+    path = work / comp.rel("fp32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export = export_encoder if comp.kind == "encoder" else export_head
+    key = "example_inputs" if comp.kind == "encoder" else "example_feats"
+    comp.info = export(comp.module, path, **{key: {n: example[n] for n in comp.input_names}})
+    report = require_parity(check_parity(comp.torch_fn(), path, [_pick(c, comp.input_names) for c in cases],
+                                         atol=atol, mask_padding=True))
+    comp.graphs["fp32"] = {"file": comp.rel("fp32"), "status": "ok", "exporter": comp.info.exporter,
+                           "opset": comp.info.opset, "notes": list(comp.info.notes), "parity": _summary(report.to_dict())}
+
+
+def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
+    """Builds the fp16 / int8 / int8-trt graph from fp32 and records its fidelity against fp32."""
+    src, dst = work / comp.rel("fp32"), work / comp.rel(precision)
+    if precision == "fp16":
+        how = to_fp16(src, dst)
+    else:
+        batches = [_pick(c, comp.input_names) for c in calib]
+        kind = "trt" if precision == "int8-trt" else "cpu"
+        how = quantize_int8(src, dst, batches, kind=kind, model_type=comp.model_type)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fidelity = check_reduced_precision(src, dst, [_pick(c, comp.input_names) for c in cases], precision=precision)
+    comp.graphs[precision] = {"file": comp.rel(precision), "status": "ok", "quantization": how,
+                              "fidelity": _summary(fidelity), "warnings": [str(w.message) for w in caught]}
+
+
+def keep_float(comp: Component, precision: str, reason: str) -> None:
+    """Makes ``precision`` of this component point at its fp32 graph (a sensitive component)."""
+    entry = dict(comp.graphs["fp32"], kept_float=reason)
+    entry.pop("parity", None)
+    comp.graphs[precision] = entry
+
+
+def _pick(case: Mapping[str, np.ndarray], names: Sequence[str]) -> Arrays:
+    return {n: case[n] for n in names}
+
+
+def _summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Worst-case figures per output over all cases, plus the case list (manifest-sized)."""
+    out = {k: v for k, v in report.items() if k != "cases"}
+    worst: dict[str, dict[str, float]] = {}
+    for r in report.get("cases", []):
+        w = worst.setdefault(r["output"], {"max_abs_diff": 0.0, "min_cosine": 1.0})
+        w["max_abs_diff"] = max(w["max_abs_diff"], r["max_abs_diff"])
+        w["min_cosine"] = min(w["min_cosine"], r["min_cosine"])
+    out["outputs"] = worst
+    out["cases"] = sorted({r["case"] for r in report.get("cases", [])})
+    return out

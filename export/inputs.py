@@ -1,0 +1,70 @@
+"""Everything an export reads: the checkpoint, its data, parity cases and calibration set."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedge.checkpoint import TOKENIZER_FILE, load_checkpoint
+from mmedge.config import Recipe
+from mmedge.errors import CalibrationError
+from mmedge.export.calib_source import default_calibration_file, load_calibration, take
+from mmedge.export.samples import Arrays, calibration_set, parity_cases, rows_items
+from mmedge.progress import log
+
+
+@dataclass
+class ExportInputs:
+    """The loaded checkpoint and the real samples the export uses.
+
+    Attributes:
+        cases: Parity cases (batch 1, 2, 7; two text lengths) with PyTorch features.
+        calib: Calibration batches for every component.
+        calib_source: Where the calibration samples came from (recorded in the manifest).
+        test_rows: Held-out rows evaluated per precision.
+    """
+
+    checkpoint: Path
+    model: Any
+    meta: dict[str, Any]
+    recipe: Recipe
+    data: Any
+    test_rows: np.ndarray
+    tokenizer_file: Path | None
+    cases: list[Arrays]
+    calib: list[Arrays]
+    calib_source: str
+
+    @classmethod
+    def load(cls, checkpoint: Path, config) -> "ExportInputs":
+        """Loads the checkpoint, its dataset, and builds the parity and calibration samples."""
+        from mmedge.pipeline import load_recipe_data
+
+        model, meta = load_checkpoint(checkpoint)
+        recipe = Recipe.from_dict(meta["recipe"])
+        tokenizer = checkpoint / TOKENIZER_FILE if (checkpoint / TOKENIZER_FILE).is_file() else None
+        data = load_recipe_data(recipe, seed=meta.get("dataset", {}).get("seed", recipe.train.seed))
+        test_rows = np.asarray(data.splits["test"])[: config.eval_samples]
+        cases = parity_cases(model, recipe, rows_items(data, test_rows[:7], recipe.modalities), tokenizer)
+        items, source = _calibration_items(recipe, data, config, model)
+        try:
+            calib = calibration_set(model, recipe, items, tokenizer)
+        except Exception as e:  # preprocessing/shape problems of user data, named
+            raise CalibrationError(f"calibration data from {source} does not fit the model's inputs: {e}") from e
+        log(f"calibration: {len(calib)} samples from {source}")
+        return cls(checkpoint, model, meta, recipe, data, test_rows, tokenizer, cases, calib, source)
+
+
+def _calibration_items(recipe: Recipe, data, config, model) -> tuple[dict[str, list], str]:
+    labels = list(data.labels)
+    if config.calib is not None:
+        items = load_calibration(config.calib, recipe.modalities, labels=labels, rate=recipe.audio.sample_rate)
+        return take(items, config.calib_samples), str(config.calib)
+    default = default_calibration_file(recipe.dataset)
+    if default is not None:
+        items = load_calibration(default, recipe.modalities, labels=labels, rate=recipe.audio.sample_rate)
+        return take(items, config.calib_samples), f"calibration_data/{recipe.dataset}"
+    rows = np.asarray(data.splits["train"])[: config.calib_samples]
+    return rows_items(data, rows, recipe.modalities), f"{recipe.dataset} training split"

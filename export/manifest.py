@@ -1,0 +1,57 @@
+"""The bundle manifest (docs/bundle.md) built from the exported components."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmedge import BUNDLE_FORMAT, __version__
+from mmedge.export.bundle import graph_entries
+from mmedge.runtime.specs import spec_to_dict
+
+
+def _versions(opset: int) -> dict[str, Any]:
+    import nncf
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"mmedge": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
+            "nncf": nncf.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _inputs(recipe) -> dict[str, Any]:
+    specs = {"image": recipe.image, "text": recipe.text, "audio": recipe.audio}
+    return {m: spec_to_dict(specs[m]) for m in recipe.modalities}
+
+
+def build_manifest(src, comps, config) -> dict[str, Any]:
+    """The manifest; each graph table is the component's own dict (later fallbacks show up)."""
+    recipe, model = src.recipe, src.model
+    encoders = {c.key.split(".", 1)[1]: c for c in comps if c.kind == "encoder"}
+    heads = {c.key.split(".", 1)[1]: c for c in comps if c.kind == "head"}
+    return {
+        "format": BUNDLE_FORMAT, "name": recipe.name, "task": recipe.task, "labels": list(src.meta["labels"]),
+        "modalities": list(recipe.modalities), "optional_modalities": [], "inputs": _inputs(recipe),
+        "encoders": {m: {"name": recipe.encoders[m], "inputs": c.info.inputs, "outputs": c.info.outputs,
+                         "graphs": c.graphs} for m, c in encoders.items()},
+        "members": [{"name": mb.name, "head": mb.head, "modalities": list(mb.modalities),
+                     "inputs": list(heads[mb.name].input_names), "output": "logits",
+                     "temperature": t, "weight": w, "graphs": heads[mb.name].graphs}
+                    for mb, t, w in zip(recipe.members, model.temperatures, model.weights)],
+        "ensemble": {"method": recipe.ensemble.value, "weights": list(model.weights),
+                     "temperatures": list(model.temperatures)},
+        "precisions": {p: "ok" for p in config.precisions},
+        "metrics": {},
+        "calibration": {"source": src.calib_source, "samples": len(src.calib)},
+        "dataset": dict(src.meta.get("dataset", {})),
+        "source_checkpoint": str(Path(src.checkpoint).resolve()),
+        "versions": _versions(max(c.info.opset for c in comps)),
+    }
+
+
+def bundle_files(manifest: dict[str, Any], work: Path, tokenizer_file: Path | None) -> dict[str, Path]:
+    """Bundle-relative path -> file on disk, for every graph the manifest references."""
+    files = {e["file"]: work / e["file"] for e in graph_entries(manifest) if "file" in e}
+    if "text" in manifest["inputs"] and tokenizer_file is not None:
+        files[manifest["inputs"]["text"]["tokenizer_file"]] = tokenizer_file
+    return files

@@ -1,0 +1,91 @@
+"""``mmedge export``: checkpoint -> bundle (ONNX fp32/fp16/int8/int8-trt, parity, accuracy).
+
+The bundle is assembled in a temporary folder next to the output and renamed into place,
+so an interrupted export leaves nothing under the output name.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmedge.config import Recipe
+from mmedge.errors import ConfigError
+from mmedge.export.components import PRECISIONS, Component, export_fp32, make_reduced
+from mmedge.export.manifest import build_manifest, bundle_files
+from mmedge.export.report import assess_precisions
+from mmedge.progress import log, track
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of one export.
+
+    Attributes:
+        precisions: Precisions to build (fp32 is always built: the others derive from it).
+        max_drop: Largest accepted ensemble accuracy drop vs PyTorch, in points.
+        calib: A user calibration JSONL or folder; None = the default set for the dataset.
+        calib_samples: Calibration samples used per component.
+        eval_samples: Held-out samples evaluated per precision (None = the whole test split).
+        atol: fp32 parity tolerance (max abs diff) against PyTorch.
+        threads: ONNX Runtime threads for evaluation (None = all cores).
+    """
+
+    precisions: tuple[str, ...] = PRECISIONS
+    max_drop: float = 1.0
+    calib: Path | None = None
+    calib_samples: int = 200
+    eval_samples: int | None = None
+    atol: float = 1e-4
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:
+            raise ConfigError(f"unknown precisions {unknown}; valid: {list(PRECISIONS)}")
+        if self.max_drop < 0 or self.calib_samples < 1:
+            raise ConfigError("max_drop must be >= 0 and calib_samples >= 1")
+        ordered = tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)
+        object.__setattr__(self, "precisions", ordered)
+
+
+def components_of(model, recipe: Recipe) -> list[Component]:
+    """Every encoder and every member head of the ensemble, in bundle order."""
+    types = {"image": "cnn", "audio": "cnn", "text": "transformer"}
+    comps = [Component(f"encoder.{m}", f"encoders/{m}", enc, "encoder", types[m]) for m, enc in model.encoders.items()]
+    comps += [Component(f"head.{n}", f"heads/{n}", head, "head", "head") for n, head in model.heads.items()]
+    return comps
+
+
+def export_checkpoint(checkpoint: Path, out: Path, *, config: ExportConfig = ExportConfig()) -> dict[str, Any]:
+    """Exports a trained checkpoint to a bundle folder ``out``; returns the manifest.
+
+    Raises:
+        CheckpointError: a missing checkpoint or one of another format version.
+        CalibrationError: calibration data that does not match the model's inputs.
+        ParityError: an fp32 graph that does not reproduce PyTorch within ``config.atol``.
+    """
+    from mmedge.export.inputs import ExportInputs
+
+    src = ExportInputs.load(Path(checkpoint), config)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))
+    try:
+        comps = components_of(src.model, src.recipe)
+        for comp in track(comps, "exporting fp32 + parity"):
+            export_fp32(comp, work, src.cases[1], src.cases, atol=config.atol)
+        for precision in config.precisions[1:]:
+            for comp in track(comps, f"building {precision}"):
+                make_reduced(comp, precision, work, src.calib, src.cases)
+        manifest = build_manifest(src, comps, config)
+        assess_precisions(manifest, comps, src, work, config)
+        from mmedge.export.bundle import write_bundle
+
+        write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))
+        log(f"bundle written to {out}")
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""Accuracy of every precision of the whole ensemble (runtime on the held-out split), with
+accuracy-aware fallback: sensitive components are kept in float until the drop is within
+``max_drop``; a precision that still loses too much is marked failed, never shipped silently."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedge.export.bundle import write_bundle
+from mmedge.export.components import Component, keep_float
+from mmedge.export.evaluate import evaluate_bundle, evaluate_torch
+from mmedge.export.manifest import bundle_files
+from mmedge.progress import log
+
+
+def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, work: Path, config) -> None:
+    """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (fallbacks applied in place)."""
+    reference = evaluate_torch(src.model, src.recipe, src.data, src.test_rows, src.tokenizer_file)
+    ref_pred = reference.pop("predictions")
+    manifest["metrics"] = {"split": "test", "samples": int(len(src.test_rows)), "pytorch": reference,
+                           "evaluated_with": "mmedge.runtime.Session, ONNX Runtime CPU (int8-trt: QDQ simulated)"}
+    for precision in config.precisions:
+        result, actions = _evaluate_with_fallback(manifest, comps, src, work, precision, reference["ensemble"], config)
+        pred = result.pop("predictions")
+        drop = 100.0 * (reference["ensemble"] - result["ensemble"])
+        result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == np.asarray(ref_pred))),
+                      drop_points=drop, fallback=actions)
+        manifest["metrics"][precision] = result
+        if result.pop("all_float", False):
+            manifest["precisions"][precision] = "failed: every component had to stay fp32 to keep the accuracy"
+        elif drop > config.max_drop:
+            manifest["precisions"][precision] = (f"failed: ensemble accuracy {result['ensemble']:.4f} is {drop:.2f} points "
+                                                 f"below PyTorch ({reference['ensemble']:.4f}) > max_drop {config.max_drop}")
+        log(f"  {precision}: ensemble accuracy {result['ensemble']:.4f} (PyTorch {reference['ensemble']:.4f}), "
+            f"{manifest['precisions'][precision]}")
+
+
+def _evaluate(manifest, src, work: Path, precision: str, threads) -> dict[str, Any]:
+    candidate = work / "candidate"
+    write_bundle(candidate, manifest, bundle_files(manifest, work, src.tokenizer_file))
+    return evaluate_bundle(candidate, precision, src.data, src.test_rows, threads=threads)
+
+
+def fallback_plan(comps: list[Component], precision: str) -> list[list[Component]]:
+    """Groups kept in float one step at a time: the heads first (small, cheap in float), then
+    encoders from the least faithful (lowest min cosine vs fp32) on."""
+    heads = [c for c in comps if c.kind == "head"]
+    encoders = sorted((c for c in comps if c.kind == "encoder"),
+                      key=lambda c: c.graphs[precision].get("fidelity", {}).get("min_cosine", 1.0))
+    return [heads] + [[e] for e in encoders]
+
+
+def _evaluate_with_fallback(manifest, comps, src, work, precision, ref_acc, config) -> tuple[dict, list[str]]:
+    result = _evaluate(manifest, src, work, precision, config.threads)
+    actions: list[str] = []
+    if precision == "fp32":
+        return result, actions
+    for group in fallback_plan(comps, precision):
+        if 100.0 * (ref_acc - result["ensemble"]) <= config.max_drop:
+            break
+        for comp in group:
+            keep_float(comp, precision, f"accuracy drop > {config.max_drop} points with {precision}")
+        actions.append(f"kept {', '.join(c.key for c in group)} in fp32")
+        result = _evaluate(manifest, src, work, precision, config.threads)
+    result["all_float"] = all("kept_float" in c.graphs[precision] for c in comps)
+    return result, actions

@@ -1,0 +1,177 @@
+"""`mmedge export` end to end on a small real checkpoint: bundle, parity, QDQ, accuracy, errors."""
+import dataclasses
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from mmedge.cli import app
+from mmedge.config import MemberConfig, get_recipe
+from mmedge.errors import CalibrationError, CheckpointError
+from mmedge.export.pipeline import ExportConfig, export_checkpoint
+from mmedge.pipeline import train_recipe
+
+pytestmark = pytest.mark.slow
+FAST = dict(calib_samples=24, eval_samples=48)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    base = get_recipe("digits-av")
+    recipe = base.replace(
+        subset=240, baselines=False,
+        members=(MemberConfig("concat", "concat", base.modalities),
+                 MemberConfig("cross_attention", "cross_attention", base.modalities, hidden=32, seed=2)),
+        train=dataclasses.replace(base.train, epochs=6, encoder_epochs=2),
+    )
+    out = tmp_path_factory.mktemp("ckpt") / "small"
+    train_recipe(recipe, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "small"
+    manifest = export_checkpoint(checkpoint, out, config=ExportConfig(**FAST))
+    return out, manifest
+
+
+def test_manifest_schema_and_hashes(bundle):
+    out, manifest = bundle
+    on_disk = json.loads((out / "manifest.json").read_text())
+    for key in ("format", "task", "labels", "inputs", "encoders", "members", "ensemble", "metrics", "versions",
+                "precisions", "parity" if "parity" in on_disk else "calibration"):
+        assert key in on_disk
+    assert on_disk["format"] == "mmedge.bundle/1"
+    assert set(on_disk["encoders"]) == {"image", "text", "audio"}
+    assert [m["name"] for m in on_disk["members"]] == ["concat", "cross_attention"]
+    for rel, digest in on_disk["files"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+    assert on_disk["versions"]["opset"] >= 17
+    assert not any(p.name.startswith(".small") for p in out.parent.iterdir())  # no temp folders left
+
+
+def test_fp32_parity_recorded_for_every_component(bundle):
+    _, manifest = bundle
+    graphs = [e["graphs"]["fp32"] for e in manifest["encoders"].values()] + [m["graphs"]["fp32"] for m in manifest["members"]]
+    for g in graphs:
+        assert g["parity"]["ok"] and g["parity"]["max_abs_diff"] <= 1e-4
+        batches = {c.split("[")[1].split("x")[0] for c in g["parity"]["cases"]}
+        assert {"1", "2", "7"} <= batches
+    text_cases = manifest["encoders"]["text"]["graphs"]["fp32"]["parity"]["cases"]
+    assert len({c for c in text_cases if "input_ids[7x" in c}) == 2  # two token lengths
+
+
+def test_graphs_are_valid_onnx_with_dynamic_batch(bundle):
+    out, manifest = bundle
+    for enc in manifest["encoders"].values():
+        model = onnx.load(str(out / enc["graphs"]["fp32"]["file"]))
+        onnx.checker.check_model(model)
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+
+
+def test_int8_trt_graphs_are_signed_symmetric(bundle):
+    out, manifest = bundle
+    entries = [e["graphs"]["int8-trt"] for e in manifest["encoders"].values()] + [m["graphs"]["int8-trt"] for m in manifest["members"]]
+    checked = 0
+    for entry in entries:
+        if "kept_float" in entry:
+            continue
+        model = onnx.load(str(out / entry["file"]))
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type == "QuantizeLinear":
+                zp = inits[node.input[2]]
+                assert zp.dtype == np.int8 and not zp.any(), node.name
+                checked += 1
+    assert checked > 0
+
+
+def test_cpu_int8_activations_are_unsigned(bundle):
+    out, manifest = bundle
+    model = onnx.load(str(out / manifest["encoders"]["image"]["graphs"]["int8"]["file"]))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+
+
+def test_every_precision_has_an_accuracy_report(bundle):
+    _, manifest = bundle
+    metrics = manifest["metrics"]
+    assert metrics["samples"] == FAST["eval_samples"]
+    for p in ("fp32", "fp16", "int8", "int8-trt"):
+        r = metrics[p]
+        assert set(r["members"]) == {"concat", "cross_attention"}
+        assert manifest["precisions"][p] == "ok" or manifest["precisions"][p].startswith("failed:")
+    assert metrics["fp32"]["agreement_with_pytorch"] == 1.0
+    assert abs(metrics["fp32"]["ensemble"] - metrics["pytorch"]["ensemble"]) < 1e-9
+
+
+def test_int8_files_are_much_smaller(bundle):
+    out, manifest = bundle
+    size = {p: sum((out / e["graphs"][p]["file"]).stat().st_size for e in manifest["encoders"].values()) for p in ("fp32", "int8")}
+    assert size["int8"] <= 0.35 * size["fp32"]
+
+
+def test_inspect_prints_components(bundle):
+    out, _ = bundle
+    result = CliRunner().invoke(app, ["inspect", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "encoder.image" in result.output and "int8-trt" in result.output
+
+
+def test_bad_checkpoint_path(tmp_path):
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and not (tmp_path / "b").exists()
+
+
+def test_checkpoint_of_another_format_version(checkpoint, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.loads((checkpoint / "recipe.json").read_text())
+    (old / "recipe.json").write_text(json.dumps({**meta, "format": "mmedge.checkpoint/0"}))
+    (old / "weights.pt").write_bytes((checkpoint / "weights.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="mmedge.checkpoint/0"):
+        export_checkpoint(old, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_missing_a_modality(checkpoint, tmp_path):
+    import cv2
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
+    with pytest.raises(CalibrationError, match="has no \\['text', 'audio'\\] samples"):
+        export_checkpoint(checkpoint, tmp_path / "b", config=ExportConfig(calib=folder, **FAST))
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_row_with_missing_file(checkpoint, tmp_path):
+    jl = tmp_path / "c.jsonl"
+    jl.write_text(json.dumps({"image": "nope.png", "text": "x", "audio": "a.wav"}) + "\n")
+    with pytest.raises(CalibrationError, match="c.jsonl:1: image file .*nope.png not found"):
+        export_checkpoint(checkpoint, tmp_path / "b", config=ExportConfig(calib=jl, **FAST))
+
+
+def test_killed_export_leaves_nothing_under_the_output_name(checkpoint, tmp_path):
+    out = tmp_path / "killed"
+    code = (f"from mmedge.export.pipeline import export_checkpoint, ExportConfig; "
+            f"export_checkpoint({str(checkpoint)!r}, {str(out)!r}, config=ExportConfig(calib_samples=24, eval_samples=48))")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".killed.work.*/encoders/*.onnx")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".killed.work.*")), "the export never started writing"
+    assert not out.exists()
