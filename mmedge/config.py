@@ -44,6 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     patience: int = 8
+    modality_dropout: float = 0.0
     encoder_epochs: int = 12
     seed: int = 0
 

@@ -50,7 +50,8 @@ def _epoch(head: FusionHead, opt, data: FeatureSet, cfg: TrainConfig, gen: torch
         if len(idx) < 2:
             continue
         b = data.take(idx)
-        loss = F.cross_entropy(head(b.feats), b.y, label_smoothing=0.05)
+        feats = drop_modalities(b.feats, head.modalities, cfg.modality_dropout, gen)
+        loss = F.cross_entropy(head(feats), b.y, label_smoothing=0.05)
         extra = head.extra_loss(b.feats, b.y)
         if extra is not None:
             loss = loss + extra
@@ -59,6 +60,23 @@ def _epoch(head: FusionHead, opt, data: FeatureSet, cfg: TrainConfig, gen: torch
         opt.step()
         total, n = total + float(loss.detach()) * len(idx), n + len(idx)
     return total / max(n, 1)
+
+
+def drop_modalities(feats: Mapping[str, torch.Tensor], modalities, p: float, gen: torch.Generator) -> dict:
+    """Modality dropout (ModDrop): zeroes each sample's features of a modality with probability
+    ``p`` (never all of a sample's modalities), so heads don't lean on a single modality."""
+    if p <= 0 or len(modalities) < 2:
+        return dict(feats)
+    n = next(iter(feats.values())).shape[0]
+    drop = torch.rand(n, len(modalities), generator=gen) < p  # (B, M)
+    drop[drop.all(1)] = False
+    out = dict(feats)
+    for j, m in enumerate(modalities):
+        keep = (~drop[:, j]).float()
+        for name in (f"{m}_pooled", f"{m}_seq"):
+            if name in out:
+                out[name] = out[name] * keep.view(-1, *[1] * (out[name].dim() - 1))
+    return out
 
 
 def train_head(head: FusionHead, train: FeatureSet, val: FeatureSet, cfg: TrainConfig, *, seed: int, desc: str) -> HeadResult:

@@ -44,6 +44,9 @@ class Session:
         threads: CPU threads per graph (ONNX Runtime ``intra_op_num_threads``); None: all cores.
         text_cache_size: Strings kept in the text-embedding LRU cache (0 disables it).
         engine_dir: Where ``mmedge build`` put TensorRT engines (default ``<bundle>/engines``).
+        members: Run only these ensemble members (and only the encoders they use), with the
+            ensemble weights re-normalized over them; None: all (used by ``mmedge bench`` to time
+            a single member against the ensemble).
 
     Attributes:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
@@ -55,12 +58,13 @@ class Session:
 
     def __init__(self, bundle: Bundle | str | Path, *, precision: str = "fp32", backend: str = "auto",
                  threads: int | None = None, text_cache_size: int = 256,
-                 engine_dir: str | Path | None = None) -> None:
+                 engine_dir: str | Path | None = None, members: Sequence[str] | None = None) -> None:
         _check_config(threads, text_cache_size)
         self._owns_bundle = not isinstance(bundle, Bundle)
         self.bundle = Bundle.open(bundle) if self._owns_bundle else bundle
         self._runners: dict[str, BaseRunner] = {}
         try:
+            self._members = self.bundle.members if members is None else tuple(map(self.bundle.member, members))
             problem = self.bundle.precision_problem(precision)
             if problem:
                 raise BundleError(problem)
@@ -76,12 +80,16 @@ class Session:
 
     # -- setup ---------------------------------------------------------------------------
 
+    def _components(self) -> list[str]:
+        used = {m for mb in self._members for m in mb.modalities}
+        return [f"encoder.{m}" for m in self.bundle.encoders if m in used] + [f"head.{m.name}" for m in self._members]
+
     def _engines_ready(self) -> bool:
-        graphs = [self.bundle.graph_path(c, self.precision) for c in self.bundle.components()]
+        graphs = [self.bundle.graph_path(c, self.precision) for c in self._components()]
         return all(TensorRTRunner.artifact(g, engine_dir=self._engine_dir).is_file() for g in graphs)
 
     def _start_runners(self, cls: type[BaseRunner], threads: int | None) -> None:
-        for component in self.bundle.components():
+        for component in self._components():
             graph = self.bundle.graph_path(component, self.precision)
             sha = self.bundle.graph_entry(component, self.precision).sha256
             runner = cls(cls.artifact(graph, engine_dir=self._engine_dir), threads=threads, source_sha256=sha)
@@ -125,8 +133,8 @@ class Session:
         if required:
             raise InputError(f"this bundle needs {required} as well (it takes {list(bundle.modalities)}; "
                              f"optional: {list(bundle.optional_modalities)}); pass {', '.join(m + '=' for m in required)}")
-        members = tuple(m for m in bundle.members if set(m.modalities) <= set(given))
-        skipped = tuple(m.name for m in bundle.members if m not in members)
+        members = tuple(m for m in self._members if set(m.modalities) <= set(given))
+        skipped = tuple(m.name for m in self._members if m not in members)
         if not members:
             raise InputError(f"no ensemble member can run without {missing}; pass them")
         if sum(m.weight for m in members) <= 0 and bundle.ensemble.method != "soft_vote":

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The reference comparison on the default bundle: runtime fp32 / int8 vs PyTorch eager,
+# the ensemble vs its best single member, batch 1 and 8, interleaved, warm-up excluded.
+#
+#   benchmarks/run_reference.sh            # writes benchmarks/results.json and benchmarks/latency.png
+#
+# Overrides (environment): BUNDLE (bundles/digits-av), CHECKPOINT (runs/digits-av),
+# THREADS (2, as the measurements in DESIGN.md), ITERS (100), WARMUP (10), BATCH (1,8),
+# PRECISIONS (the bundle's fp32/int8 that are "ok"), ACCURACY_SAMPLES (200),
+# DATA (only if the bundle's manifest does not name its dataset).
+# Run it on an otherwise idle machine: other processes skew every absolute number
+# (the interleaved ratios suffer less).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUNDLE=${BUNDLE:-bundles/digits-av}
+CHECKPOINT=${CHECKPOINT:-runs/digits-av}
+THREADS=${THREADS:-2}
+ITERS=${ITERS:-100}
+WARMUP=${WARMUP:-10}
+BATCH=${BATCH:-1,8}
+ACCURACY_SAMPLES=${ACCURACY_SAMPLES:-200}
+
+if [[ ! -d "$CHECKPOINT" ]]; then
+  echo "error: no checkpoint at $CHECKPOINT; train it first: mmedge train --recipe digits-av -o $CHECKPOINT" >&2
+  exit 2
+fi
+if [[ ! -e "$BUNDLE" ]]; then
+  echo "error: no bundle at $BUNDLE; export it first from $CHECKPOINT with mmedge export (see mmedge export --help)" >&2
+  exit 2
+fi
+if [[ -z "${PRECISIONS:-}" ]]; then
+  PRECISIONS=$(python -c "import sys; from mmedge.runtime import Bundle
+ok = Bundle.open(sys.argv[1]).precisions()
+print(','.join(p for p in ('fp32', 'int8') if p in ok))" "$BUNDLE")
+fi
+
+# Same thread count for ONNX Runtime and torch, and recorded in the JSON's environment.env.
+export OMP_NUM_THREADS="$THREADS"
+
+mmedge bench "$BUNDLE" \
+  --precision "$PRECISIONS" --backend ort --batch "$BATCH" \
+  --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" \
+  --baseline torch --checkpoint "$CHECKPOINT" \
+  --accuracy-samples "$ACCURACY_SAMPLES" --members-compare \
+  ${DATA:+--data "$DATA"} \
+  --json benchmarks/results.json --plot benchmarks/latency.png
