@@ -104,12 +104,53 @@ def quantize_int8(
     quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=min(subset_size, len(batches)),
                               **_nncf_options(kind, model_type, _present(model, ignored)))
     changed = shift_activations_to_uint8(quantized) if kind == "cpu" else make_trt_symmetric(quantized)
+    tables = compress_gather_tables(quantized) if kind == "cpu" else []
     onnx.checker.check_model(quantized)
     onnx.save(quantized, str(dst))
     summary = qdq_summary(dst)
     if kind == "trt":
         assert_trt_qdq(dst)
-    return _describe(kind, model_type, ignored, changed, summary, len(batches))
+    info = _describe(kind, model_type, ignored, changed, summary, len(batches))
+    if tables:
+        info["embedding_tables"] = f"{', '.join(tables)}: s8 per-row, gathered before dequantization"
+    return info
+
+
+def compress_gather_tables(model: Any, *, min_elements: int = 1 << 20) -> list[str]:
+    """Stores large float ``Gather`` tables (word embeddings) as s8 with per-row scales.
+
+    ``Gather(W, ids)`` becomes ``Cast(Gather(W_s8, ids)) * Unsqueeze(Gather(scale, ids), -1)``:
+    only the gathered rows are dequantized, so the call costs what the float Gather did,
+    while the table is 4x smaller (NNCF's QDQ on the table would dequantize all of it on
+    every call; DESIGN.md). Returns the names of the tables rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    done, nodes = [], []
+    for node in model.graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        w = numpy_helper.to_array(table) if table is not None else None
+        if w is None or w.dtype != np.float32 or w.ndim != 2 or w.size < min_elements or axis != 0:
+            nodes.append(node)
+            continue
+        scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0  # (rows,)
+        q, name = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8), node.input[0]
+        model.graph.initializer.remove(table)
+        model.graph.initializer.extend([numpy_helper.from_array(q, f"{name}_s8"), numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
+                                        numpy_helper.from_array(np.array([-1], np.int64), f"{name}_axes")])
+        ids, out, p = node.input[1], node.output[0], f"{name}_deq"
+        nodes += [helper.make_node("Gather", [f"{name}_s8", ids], [f"{p}_q"], axis=0),
+                  helper.make_node("Cast", [f"{p}_q"], [f"{p}_f"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("Gather", [f"{name}_scale", ids], [f"{p}_s"], axis=0),
+                  helper.make_node("Unsqueeze", [f"{p}_s", f"{name}_axes"], [f"{p}_su"]),
+                  helper.make_node("Mul", [f"{p}_f", f"{p}_su"], [out])]
+        done.append(name)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return done
 
 
 def _nncf_options(kind: str, model_type: str, ignored: Sequence[str]) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def metrics_table(metrics: dict) -> Table:
     return table
 
 
-from mmedge import cli_bench, cli_bundle  # noqa: E402,F401  (registers export, inspect, run, bench)
+from mmedge import cli_bench, cli_bundle, cli_demo  # noqa: E402,F401  (registers export, inspect, run, bench, demo)
 
 
 def main() -> None:

@@ -162,11 +162,13 @@ def _four_heads(modalities: tuple[str, ...]) -> tuple[MemberConfig, ...]:
 
 RECIPES.register("digits-av")(Recipe(
     name="digits-av", dataset="digits-av", task="classification",
-    modalities=("image", "text", "audio"), members=_four_heads(("image", "text", "audio")), unfreeze={"image": 2},
+    modalities=("image", "text", "audio"), members=_four_heads(("image", "text", "audio")),
+    encoders={"image": "efficientnet_lite0_s16"}, train=TrainConfig(modality_dropout=0.2),
 ))
 RECIPES.register("digits-match")(Recipe(
     name="digits-match", dataset="digits-match", task="matching",
-    modalities=("image", "text"), members=_four_heads(("image", "text")), unfreeze={"image": 2},
+    modalities=("image", "text"), members=_four_heads(("image", "text")),
+    encoders={"image": "efficientnet_lite0_s16"},
 ))
 
 

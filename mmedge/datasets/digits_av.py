@@ -49,13 +49,13 @@ class DigitsAVConfig:
         workers: Parallel espeak-ng processes.
     """
 
-    variants_per_image: int = 2
+    variants_per_image: int = 4
     image_size: int = 32
     tint_max: float = 40.0
     occlusion_frac: tuple[float, float] = (0.45, 0.7)
-    pixel_noise_std: float = 40.0
+    pixel_noise_std: float = 8.0
     contrast_range: tuple[float, float] = (0.35, 1.0)
-    snr_db_range: tuple[float, float] = (-8.0, 4.0)
+    snr_db_range: tuple[float, float] = (-6.0, 4.0)
     clips_per_digit: int = 48
     speed_range: tuple[int, int] = (120, 220)
     pitch_range: tuple[int, int] = (20, 80)

@@ -48,7 +48,7 @@ class DigitsMatchConfig:
         split_fractions: Train/val/test fractions of the source images.
     """
 
-    pairs_per_image: int = 2
+    pairs_per_image: int = 4
     match_fraction: float = 0.5
     hard_fraction: float = 0.5
     image_size: int = 32

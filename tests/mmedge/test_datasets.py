@@ -13,7 +13,7 @@ from mmedge.datasets import (
 )
 from mmedge.datasets.base import MultimodalDataset
 from mmedge.datasets.digits_av import mix_at_snr
-from mmedge.datasets.digits_match import CONFUSABLE, KIND_HARD, KIND_MATCH, KIND_RANDOM
+from mmedge.datasets.digits_match import CONFUSABLE, KIND_HARD, KIND_MATCH, KIND_RANDOM, DigitsMatchConfig
 from mmedge.errors import DataError, RegistryError
 
 
@@ -65,7 +65,8 @@ def test_splits_disjoint_cover_and_group_by_source(which, request):
     assert len(all_rows) == len(ds) == len(np.unique(all_rows))
     sources = [set(ds.meta["source"][p].tolist()) for p in parts]
     assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
-    assert len(ds) == 2 * 1797
+    per_image = DigitsAVConfig().variants_per_image if which == "av" else DigitsMatchConfig().pairs_per_image
+    assert len(ds) == per_image * 1797
 
 
 @pytest.mark.parametrize("which", ["av", "match"])
@@ -97,8 +98,9 @@ def test_split_and_subset(av):
 def test_digits_av_shapes_dtypes(av):
     assert av.task == "classification" and av.labels[0] == "zero" and av.labels[9] == "nine"
     assert av.modalities == ("image", "text", "audio")
-    assert av.images.shape == (3594, 32, 32, 3) and av.images.dtype == np.uint8
-    assert av.audio.shape == (3594, 16000) and av.audio.dtype == np.float32
+    n = 1797 * DigitsAVConfig().variants_per_image
+    assert av.images.shape == (n, 32, 32, 3) and av.images.dtype == np.uint8
+    assert av.audio.shape == (n, 16000) and av.audio.dtype == np.float32
     assert av.y.dtype == np.int64 and av.audio_rate == 16000
     assert all(v.dtype == np.int64 for v in av.splits.values())
     assert np.bincount(av.y).min() > 300
@@ -146,7 +148,7 @@ def test_mix_at_snr_realises_the_snr():
 def test_digits_match_balance_and_negatives(match):
     assert match.task == "matching" and match.labels == ("no_match", "match")
     assert match.modalities == ("image", "text")
-    assert match.images.shape == (3594, 32, 32, 3) and match.images.dtype == np.uint8
+    assert match.images.shape == (1797 * DigitsMatchConfig().pairs_per_image, 32, 32, 3) and match.images.dtype == np.uint8
     assert 0.45 < match.y.mean() < 0.55
     kind, digit, named = match.meta["kind"], match.meta["digit"], match.meta["named"]
     assert np.array_equal(match.y == 1, kind == KIND_MATCH)

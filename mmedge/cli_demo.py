@@ -1,0 +1,82 @@
+"""``mmedge demo``: the main job on the built-in default, end to end."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mmedge.cli import _fail, app, console, metrics_table
+from mmedge.errors import MmedgeError
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("."), help="Where runs/, bundles/ and benchmarks/ go."),
+    recipe: str = typer.Option("digits-av", help="Built-in recipe."),
+    iters: int = typer.Option(100, help="Timed iterations per benchmark configuration."),
+    threads: int = typer.Option(2, help="CPU threads for ONNX Runtime and PyTorch."),
+) -> None:
+    """Train the reference ensemble, export it (fp32/fp16/int8/int8-trt), run it, benchmark it vs PyTorch."""
+    from mmedge import progress
+
+    progress.enable()
+    ckpt, bundle = workdir / "runs" / recipe, workdir / "bundles" / recipe
+    try:
+        _train(recipe, ckpt)
+        _export(ckpt, bundle)
+        _run(bundle)
+        _bench(bundle, ckpt, workdir / "benchmarks", iters, threads)
+    except MmedgeError as e:
+        _fail(e)
+
+
+def _train(recipe: str, ckpt: Path) -> None:
+    from mmedge.config import get_recipe
+    from mmedge.pipeline import train_recipe
+
+    console.rule(f"1/4 train {recipe}")
+    result = train_recipe(get_recipe(recipe), ckpt)
+    console.print(metrics_table(result.metrics))
+
+
+def _export(ckpt: Path, bundle: Path) -> None:
+    from mmedge.cli_bundle import accuracy_table, components_table
+    from mmedge.export.pipeline import export_checkpoint
+
+    console.rule("2/4 export")
+    manifest = export_checkpoint(ckpt, bundle)
+    console.print(components_table(manifest))
+    console.print(accuracy_table(manifest))
+
+
+def _run(bundle: Path, n: int = 6) -> None:
+    import numpy as np
+
+    from mmedge.datasets import build_dataset
+    from mmedge.export.evaluate import raw_inputs
+    from mmedge.runtime import Session
+
+    console.rule("3/4 run (mmedge.runtime, no torch in the loop)")
+    with Session(bundle, precision="int8", backend="auto") as session:
+        data = build_dataset(session.bundle.manifest["dataset"]["name"], seed=session.bundle.manifest["dataset"].get("seed", 0))
+        rows = np.asarray(data.splits["test"])[:n]
+        pred = session.predict(**raw_inputs(data, rows), audio_rate=data.audio_rate)
+        for i, row in enumerate(rows):
+            text = f" / {data.texts[row]!r}" if data.texts is not None else ""
+            console.print(f"  truth {data.labels[data.y[row]]:>8}{text} -> {pred.labels[i]} "
+                          f"(p={pred.probabilities[i].max():.3f})")
+        console.print(f"  backend {session.backend} ({session.backend_reason}); batch of {n}: "
+                      f"{pred.timings_ms['total']:.1f} ms")
+
+
+def _bench(bundle: Path, ckpt: Path, out: Path, iters: int, threads: int) -> None:
+    from mmedge.benchmark import BenchOptions, run_bench, write_json
+    from mmedge.cli_bench import _print_report, plot_latency
+
+    console.rule("4/4 bench vs PyTorch eager")
+    opts = BenchOptions(bundle=bundle, precisions=("fp32", "int8"), batches=(1,), iters=iters, warmup=10,
+                        threads=threads, baseline="torch", checkpoint=ckpt, command=("mmedge", "demo"))
+    report = run_bench(opts, log=lambda msg: console.print(f"[dim]{msg}[/]"))
+    _print_report(report)
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(f"JSON: {write_json(report, out / 'demo.json')}, plot: {plot_latency(report, out / 'demo.png')}")
