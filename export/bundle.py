@@ -7,7 +7,6 @@ leaves nothing under ``out`` and an existing bundle is replaced only by a comple
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -18,20 +17,11 @@ from typing import Any, Iterator, Mapping
 
 from mmedge import BUNDLE_FORMAT
 from mmedge.errors import ExportError
+from mmedge.runtime.bundle import sha256_file
 
 __all__ = ["write_bundle", "zip_bundle", "sha256_file", "graph_entries"]
 
-_CHUNK = 1 << 20
 _TEXT_SUFFIXES = (".json", ".txt", ".md")  # deflated; weights barely compress and are stored as is
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def graph_entries(manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

@@ -92,7 +92,8 @@ def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
     return obj[key]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
@@ -208,7 +209,7 @@ def _verify_files(root: Path, files: Any, graphs: list[GraphEntry]) -> None:
         path = root / rel
         if not path.is_file():
             raise BundleError(f"bundle file {rel} is missing from {root}; {_FIX}")
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise BundleError(f"bundle file {rel} was modified or corrupted: sha256 expected {expected}, "
                               f"got {actual}; {_FIX}")

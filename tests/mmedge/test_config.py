@@ -22,8 +22,8 @@ def test_unknown_recipe_lists_valid_choices():
 
 
 def test_unknown_encoder_lists_valid_choices():
-    assert list_encoders() == ["audio_cnn", "efficientnet_lite0", "minilm_l6"]
-    with pytest.raises(RegistryError, match="unknown encoder 'resnet50'.*audio_cnn, efficientnet_lite0, minilm_l6"):
+    assert list_encoders() == ["audio_cnn", "efficientnet_lite0", "efficientnet_lite0_s16", "minilm_l6"]
+    with pytest.raises(RegistryError, match="unknown encoder 'resnet50'.*audio_cnn, efficientnet_lite0, efficientnet_lite0_s16, minilm_l6"):
         create_encoder("resnet50")
 
 

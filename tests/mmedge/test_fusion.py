@@ -167,5 +167,5 @@ def test_contrastive_logit_scale_is_clamped_at_100():
     head = create_fusion_head("contrastive", modalities=("image", "text"), dims=DIMS, num_classes=3, hidden=8)
     with torch.no_grad():
         head.logit_scale.fill_(10.0)
-    assert float(head.scale()) == 100.0
+    assert float(head.scale().detach()) == 100.0
     assert "contrastive" in FUSION_HEADS
