@@ -94,6 +94,7 @@ def quantize_int8(
     import nncf
     import onnx
 
+    _quiet()
     _check_choice("kind", kind, KINDS)
     _check_choice("model_type", model_type, MODEL_TYPES)
     batches = [dict(b) for b in calib]
@@ -114,6 +115,17 @@ def quantize_int8(
     if tables:
         info["embedding_tables"] = f"{', '.join(tables)}: s8 per-row, gathered before dequantization"
     return info
+
+
+def _quiet() -> None:
+    """NNCF's INFO lines and ORT's unused-initializer warnings say nothing a user can act on."""
+    import logging
+
+    import nncf
+    import onnxruntime
+
+    nncf.set_log_level(logging.ERROR)
+    onnxruntime.set_default_logger_severity(3)
 
 
 def compress_gather_tables(model: Any, *, min_elements: int = 1 << 20) -> list[str]:

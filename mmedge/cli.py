@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +14,8 @@ from mmedge.errors import MmedgeError
 
 app = typer.Typer(help="mmedge: multimodal fusion models from PyTorch to the edge.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
+# Pipes and CI logs get 140 columns instead of rich's 80, so the wide tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 

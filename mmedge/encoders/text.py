@@ -34,7 +34,9 @@ class MiniLMEncoder(Encoder):
     def __init__(self) -> None:
         super().__init__()
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         self.bert = AutoModel.from_pretrained(str(minilm_dir()), attn_implementation="eager").eval()
 
     @staticmethod

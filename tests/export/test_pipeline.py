@@ -178,3 +178,21 @@ def test_killed_export_leaves_nothing_under_the_output_name(checkpoint, tmp_path
     proc.wait()
     assert list(tmp_path.glob(".killed.work.*")), "the export never started writing"
     assert not out.exists()
+
+
+def test_runtime_reproduces_the_export_report(bundle, checkpoint):
+    """The runtime on the held-out rows gives exactly the accuracy the export recorded."""
+    from mmedge.checkpoint import read_checkpoint_meta
+    from mmedge.config import Recipe
+    from mmedge.export.evaluate import evaluate_bundle
+    from mmedge.pipeline import load_recipe_data
+
+    out, manifest = bundle
+    recipe = Recipe.from_dict(read_checkpoint_meta(checkpoint)["recipe"])
+    data = load_recipe_data(recipe)
+    rows = np.asarray(data.splits["test"])[: FAST["eval_samples"]]
+    for precision, status in manifest["precisions"].items():
+        if status == "ok":
+            got = evaluate_bundle(out, precision, data, rows)
+            assert got["ensemble"] == manifest["metrics"][precision]["ensemble"]
+            assert got["members"] == manifest["metrics"][precision]["members"]
