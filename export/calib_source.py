@@ -107,10 +107,8 @@ def _warn_coverage(path: Path, items: Items, modalities: Sequence[str], found: l
 
 
 def take(items: Items, n: int, seed: int = 0) -> Items:
-    """At most ``n`` items per modality, a deterministic random choice."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for m, values in items.items():
-        idx = rng.permutation(len(values))[:n] if len(values) > n else np.arange(len(values))
-        out[m] = [values[i] for i in sorted(idx)]
-    return out
+    """At most ``n`` rows, a deterministic random choice; row i of every modality stays
+    together (the heads calibrate on aligned samples)."""
+    rows = min(len(v) for v in items.values())
+    idx = np.sort(np.random.default_rng(seed).permutation(rows)[:n])
+    return {m: [values[i] for i in idx] for m, values in items.items()}

@@ -47,7 +47,8 @@ class ExportInputs:
         tokenizer = checkpoint / TOKENIZER_FILE if (checkpoint / TOKENIZER_FILE).is_file() else None
         data = load_recipe_data(recipe, seed=meta.get("dataset", {}).get("seed", recipe.train.seed))
         test_rows = np.asarray(data.splits["test"])[: config.eval_samples]
-        cases = parity_cases(model, recipe, rows_items(data, test_rows[:7], recipe.modalities), tokenizer)
+        parity_rows = np.asarray(data.splits["test"])[:7]  # batch 1, 2 and 7, whatever eval_samples is
+        cases = parity_cases(model, recipe, rows_items(data, parity_rows, recipe.modalities), tokenizer)
         items, source = _calibration_items(recipe, data, config, model)
         try:
             calib = calibration_set(model, recipe, items, tokenizer)

@@ -5,6 +5,7 @@ so an interrupted export leaves nothing under the output name.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class ExportConfig:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
             raise ConfigError(f"unknown precisions {unknown}; valid: {list(PRECISIONS)}")
-        if self.max_drop < 0 or self.calib_samples < 1:
-            raise ConfigError("max_drop must be >= 0 and calib_samples >= 1")
+        if self.max_drop < 0 or self.calib_samples < 1 or (self.eval_samples is not None and self.eval_samples < 1):
+            raise ConfigError(f"need max_drop >= 0, calib_samples >= 1 and eval_samples >= 1 (or None); got "
+                              f"{self.max_drop}, {self.calib_samples}, {self.eval_samples}")
         ordered = tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)
         object.__setattr__(self, "precisions", ordered)
 
@@ -86,6 +88,6 @@ def export_checkpoint(checkpoint: Path, out: Path, *, config: ExportConfig = Exp
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))
         log(f"bundle written to {out}")
-        return manifest
+        return json.loads((out / "manifest.json").read_text())  # with the hashes and sizes filled in
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -64,4 +64,6 @@ def rows_items(data, rows: Sequence[int], modalities: Sequence[str]) -> dict[str
     from mmedge.export.evaluate import raw_inputs
 
     raw = raw_inputs(data, rows)
+    if "audio" in raw:  # (wave, rate): preprocessing resamples to the spec's rate as training did
+        raw["audio"] = [(w, data.audio_rate) for w in raw["audio"]]
     return {m: raw[m] for m in modalities}

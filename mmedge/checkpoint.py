@@ -26,6 +26,7 @@ def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the checkpoint is a normal folder
     try:
         meta = {
             "format": CHECKPOINT_FORMAT, "mmedge_version": __version__, "torch_version": torch.__version__,

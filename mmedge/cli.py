@@ -71,13 +71,13 @@ def _train(recipe_name, data, task, out, subset, epochs, ensemble):
         from mmedge.datasets import load_jsonl
 
         dataset = load_jsonl(data, task=task)
-        r = recipe_for_data(str(data), dataset.modalities, task=task)
+        r = recipe_for_data(str(data.resolve()), dataset.modalities, task=task)
     else:
         r = get_recipe(recipe_name)
-    changes = {"subset": subset} if subset else {}
-    if epochs:
+    changes = {"subset": subset} if subset is not None else {}
+    if epochs is not None:
         changes["train"] = dataclasses.replace(r.train, epochs=epochs)
-    if ensemble:
+    if ensemble is not None:
         changes["ensemble"] = ensemble
     return train_recipe(r.replace(**changes), out, data=dataset)
 

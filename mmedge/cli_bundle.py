@@ -52,7 +52,7 @@ def accuracy_table(manifest: dict) -> Table:
         if r is None:
             table.add_row(p, status, *[""] * (len(members) + 3))
             continue
-        table.add_row(p, status if len(status) < 12 else status[:40] + "...", f"{r['ensemble']:.2%}",
+        table.add_row(p, status if len(status) <= 40 else status[:40] + "...", f"{r['ensemble']:.2%}",
                       *[f"{r['members'].get(m, float('nan')):.2%}" for m in members], f"{r['drop_points']:+.2f}",
                       "; ".join(r.get("fallback", [])))
     return table

@@ -48,6 +48,12 @@ class TrainConfig:
     encoder_epochs: int = 12
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        small = {k: getattr(self, k) for k in ("epochs", "batch_size", "patience", "encoder_epochs") if getattr(self, k) < 1}
+        if small or not 0.0 <= self.modality_dropout < 1.0 or self.lr <= 0:
+            raise ConfigError(f"invalid training settings {small or ''}: epochs, batch_size, patience and "
+                              f"encoder_epochs must be >= 1, lr > 0, 0 <= modality_dropout < 1")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -88,6 +94,8 @@ class Recipe:
         enc = {m: self.encoders.get(m, DEFAULT_ENCODERS.get(m, "")) for m in self.modalities}
         object.__setattr__(self, "encoders", enc)
         object.__setattr__(self, "ensemble", parse_method(self.ensemble))
+        if self.subset is not None and self.subset < 2:
+            raise ConfigError(f"subset must be at least 2 training samples, got {self.subset}")
         bad = {m: n for m, n in self.unfreeze.items() if m not in self.modalities or int(n) < 0}
         if bad:
             raise ConfigError(f"unfreeze {bad}: keys must be the recipe's modalities {list(self.modalities)}, values >= 0")

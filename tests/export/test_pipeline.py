@@ -20,6 +20,9 @@ from mmedge.pipeline import train_recipe
 
 pytestmark = pytest.mark.slow
 FAST = dict(calib_samples=24, eval_samples=48)
+# The tiny checkpoint's accuracy on 48 rows is noisy: no fallback here, so every precision's
+# graphs are the quantized ones whose structure the tests check (fallback_plan is tested alone).
+STRUCTURE = dict(FAST, max_drop=100.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundle(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "small"
-    manifest = export_checkpoint(checkpoint, out, config=ExportConfig(**FAST))
+    manifest = export_checkpoint(checkpoint, out, config=ExportConfig(**STRUCTURE))
     return out, manifest
 
 
@@ -123,6 +126,21 @@ def test_int8_files_are_much_smaller(bundle):
     assert size["int8"] <= 0.35 * size["fp32"]
 
 
+def test_fallback_keeps_heads_then_least_faithful_encoders_in_float():
+    from mmedge.export.components import Component
+    from mmedge.export.report import fallback_plan
+
+    def comp(key, kind, cos):
+        c = Component(key, key, None, kind, "cnn")
+        c.graphs["int8"] = {"fidelity": {"min_cosine": cos}}
+        return c
+
+    comps = [comp("encoder.image", "encoder", 0.99), comp("encoder.text", "encoder", 0.95),
+             comp("head.a", "head", 0.9), comp("head.b", "head", 0.999)]
+    plan = [[c.key for c in group] for group in fallback_plan(comps, "int8")]
+    assert plan == [["head.a", "head.b"], ["encoder.text"], ["encoder.image"]]
+
+
 def test_inspect_prints_components(bundle):
     out, _ = bundle
     result = CliRunner().invoke(app, ["inspect", str(out)])
@@ -196,3 +214,11 @@ def test_runtime_reproduces_the_export_report(bundle, checkpoint):
             got = evaluate_bundle(out, precision, data, rows)
             assert got["ensemble"] == manifest["metrics"][precision]["ensemble"]
             assert got["members"] == manifest["metrics"][precision]["members"]
+
+
+@pytest.mark.parametrize("bad", [dict(precisions=("int4",)), dict(eval_samples=0), dict(max_drop=-1.0)])
+def test_bad_export_settings_are_errors(bad):
+    from mmedge.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ExportConfig(**bad)

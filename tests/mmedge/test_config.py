@@ -53,3 +53,16 @@ def test_recipe_for_user_data():
     assert r.modalities == ("image", "text") and len(r.members) == 4
     single = recipe_for_data("my.jsonl", ("audio",))
     assert {m.head for m in single.members} == {"concat"}
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(encoder_epochs=0), dict(modality_dropout=1.0)])
+def test_bad_training_settings_are_errors(bad):
+    from mmedge.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="invalid training settings"):
+        TrainConfig(**bad)
+
+
+def test_subset_must_be_at_least_two():
+    with pytest.raises(ConfigError, match="subset must be at least 2"):
+        get_recipe("digits-av").replace(subset=1)
