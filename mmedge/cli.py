@@ -1,7 +1,6 @@
 """The ``mmedge`` command line (Typer + rich)."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional

@@ -15,7 +15,7 @@ from mmedge.features import FeatureSet
 from mmedge.fusion import FusionHead
 from mmedge.model import build_head
 from mmedge.progress import track
-from mmedge.runtime.ensemble import combine, softmax
+from mmedge.runtime.ensemble import softmax
 
 TEMPERATURE_GRID = np.geomspace(0.05, 20.0, 400)
 
@@ -191,7 +191,3 @@ def augment_mel(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x[:, :, f0:f0 + int(torch.randint(0, 8, (1,), generator=gen))] = x.mean()
     return x
 
-
-def ensemble_probs(member_logits: list[np.ndarray], temperatures, weights, method) -> np.ndarray:
-    """Ensemble probabilities of the members' logits with the fitted calibration and weights."""
-    return combine(member_logits, method=method, weights=weights, temperatures=temperatures)
