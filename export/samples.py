@@ -11,7 +11,8 @@ import torch
 
 from mmedge.config import Recipe
 from mmedge.runtime.audio import preprocess_audio
-from mmedge.runtime.preprocess import TextTokenizer, preprocess_images
+from mmedge.features import tokenizer
+from mmedge.runtime.preprocess import preprocess_images
 
 Arrays = dict[str, np.ndarray]
 
@@ -24,7 +25,7 @@ def encoder_inputs(items: dict[str, list], recipe: Recipe, tokenizer_file: Path 
         out["pixel_values"] = preprocess_images(items["image"], recipe.image)
     if "text" in items:
         spec = dataclasses.replace(recipe.text, max_length=text_length or recipe.text.max_length)
-        out.update(TextTokenizer(tokenizer_file, spec)(items["text"]))
+        out.update(tokenizer(tokenizer_file, spec)(items["text"]))
     if "audio" in items:
         out["mel"] = preprocess_audio(items["audio"], recipe.audio)
     return out

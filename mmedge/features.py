@@ -5,6 +5,7 @@ sees exactly what the device will compute.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,6 +18,7 @@ from mmedge.encoders import Encoder
 from mmedge.errors import DataError
 from mmedge.progress import track
 from mmedge.runtime.preprocess import TextTokenizer, preprocess_audio, preprocess_images
+from mmedge.runtime.specs import TextSpec
 
 BATCH = 64
 
@@ -37,6 +39,12 @@ class FeatureSet:
         return len(self.y)
 
 
+@functools.lru_cache(maxsize=8)
+def tokenizer(tokenizer_file: Path | None, spec: TextSpec) -> TextTokenizer:
+    """The runtime's tokenizer for ``tokenizer_file`` and ``spec``, loaded once."""
+    return TextTokenizer(tokenizer_file, spec)
+
+
 def modality_inputs(
     data, modality: str, rows: Sequence[int], recipe: Recipe, tokenizer_file: Path | None
 ) -> dict[str, np.ndarray]:
@@ -44,7 +52,7 @@ def modality_inputs(
     if modality == "image":
         return {"pixel_values": preprocess_images([data.images[i] for i in rows], recipe.image)}
     if modality == "text":
-        return TextTokenizer(tokenizer_file, recipe.text)([data.texts[i] for i in rows])
+        return tokenizer(tokenizer_file, recipe.text)([data.texts[i] for i in rows])
     if modality == "audio":
         return {"mel": preprocess_audio([(data.audio[i], data.audio_rate) for i in rows], recipe.audio)}
     raise DataError(f"unknown modality {modality!r}")
