@@ -21,6 +21,7 @@ def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, wor
     ref_pred = reference.pop("predictions")
     manifest["metrics"] = {"split": "test", "samples": int(len(src.test_rows)), "pytorch": reference,
                            "evaluated_with": "mmedge.runtime.Session, ONNX Runtime CPU (int8-trt: QDQ simulated)"}
+    _write_candidate(manifest, src, work)
     for precision in config.precisions:
         result, actions = _evaluate_with_fallback(manifest, comps, src, work, precision, reference["ensemble"], config)
         pred = result.pop("predictions")
@@ -37,10 +38,13 @@ def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, wor
             f"{manifest['precisions'][precision]}")
 
 
-def _evaluate(manifest, src, work: Path, precision: str, threads) -> dict[str, Any]:
-    candidate = work / "candidate"
-    write_bundle(candidate, manifest, bundle_files(manifest, work, src.tokenizer_file))
-    return evaluate_bundle(candidate, precision, src.data, src.test_rows, threads=threads)
+def _write_candidate(manifest, src, work: Path) -> None:
+    """(Re)writes the bundle the runtime evaluates: once, and again after each fallback step."""
+    write_bundle(work / "candidate", manifest, bundle_files(manifest, work, src.tokenizer_file))
+
+
+def _evaluate(src, work: Path, precision: str, threads) -> dict[str, Any]:
+    return evaluate_bundle(work / "candidate", precision, src.data, src.test_rows, threads=threads)
 
 
 def fallback_plan(comps: list[Component], precision: str) -> list[list[Component]]:
@@ -53,7 +57,7 @@ def fallback_plan(comps: list[Component], precision: str) -> list[list[Component
 
 
 def _evaluate_with_fallback(manifest, comps, src, work, precision, ref_acc, config) -> tuple[dict, list[str]]:
-    result = _evaluate(manifest, src, work, precision, config.threads)
+    result = _evaluate(src, work, precision, config.threads)
     actions: list[str] = []
     if precision == "fp32":
         return result, actions
@@ -63,6 +67,7 @@ def _evaluate_with_fallback(manifest, comps, src, work, precision, ref_acc, conf
         for comp in group:
             keep_float(comp, precision, f"accuracy drop > {config.max_drop} points with {precision}")
         actions.append(f"kept {', '.join(c.key for c in group)} in fp32")
-        result = _evaluate(manifest, src, work, precision, config.threads)
+        _write_candidate(manifest, src, work)
+        result = _evaluate(src, work, precision, config.threads)
     result["all_float"] = all("kept_float" in c.graphs[precision] for c in comps)
     return result, actions

@@ -130,8 +130,8 @@ def _raw_inputs(data: Any, modalities: Sequence[str], rows: Sequence[int]) -> di
 class TorchBaseline:
     """The checkpoint's PyTorch ensemble, timed stage by stage like the runtime.
 
-    Preprocessing is the runtime's numpy code (``mmedge.features.modality_inputs`` for image
-    and audio; the same ``TextTokenizer`` for text, built once rather than per call).
+    Preprocessing is the runtime's numpy code (``mmedge.features.modality_inputs``; its
+    tokenizer is loaded once, not per call).
 
     Args:
         checkpoint: The checkpoint folder (``mmedge train`` output).
@@ -142,20 +142,15 @@ class TorchBaseline:
         import torch
 
         from mmedge.checkpoint import TOKENIZER_FILE, load_checkpoint
-        from mmedge.runtime.preprocess import TextTokenizer
 
         torch.set_num_threads(threads)
         self.model, self.meta = load_checkpoint(Path(checkpoint))
         self.recipe = self.model.recipe
         self.tokenizer_file = Path(checkpoint) / TOKENIZER_FILE
-        text = "text" in self.recipe.modalities
-        self._tokenizer = TextTokenizer(self.tokenizer_file, self.recipe.text) if text else None
 
     def _inputs(self, data: Any, modality: str, rows: Sequence[int]) -> dict[str, np.ndarray]:
         from mmedge.features import modality_inputs
 
-        if modality == "text":
-            return self._tokenizer([data.texts[i] for i in rows])
         return modality_inputs(data, modality, rows, self.recipe, self.tokenizer_file)
 
     def predict(self, data: Any, rows: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mmedge.config import MemberConfig, Recipe
 from mmedge.encoders import Encoder, create_encoder, freeze
@@ -15,8 +16,6 @@ from mmedge.features import FeatureSet, batched_inputs, encode
 from mmedge.model import MultimodalEnsemble
 from mmedge.progress import log
 from mmedge.runtime.ensemble import EnsembleMethod, combine, softmax
-import torch
-
 from mmedge.train import (TailTraining, accuracy, augment_mel, fit_temperature, fit_weights, predict_logits,
                           train_member, train_tail)
 
@@ -96,7 +95,7 @@ def _fit_encoder(enc: Encoder, modality: str, blocks: int, recipe: Recipe, data)
     for split in ("train", "val"):
         part = data.subset(data.splits[split])
         with torch.no_grad():
-            x[split] = torch.cat([_trunk_out(trunk, enc, b) for b in batched_inputs(part, modality, recipe, _tokenizer(recipe))])
+            x[split] = torch.cat([_trunk_out(trunk, enc, b) for b in batched_inputs(part, modality, recipe, _tokenizer_file(recipe))])
         y[split] = torch.as_tensor(part.y, dtype=torch.long)
     return train_tail(spec, x, y, len(data.labels), epochs=recipe.train.encoder_epochs, seed=recipe.train.seed,
                       desc=f"training {modality} encoder")
@@ -107,7 +106,7 @@ def _trunk_out(trunk, enc: Encoder, batch: dict) -> torch.Tensor:
     return trunk(*inputs) if trunk is not None else inputs[0]
 
 
-def _tokenizer(recipe: Recipe) -> Path | None:
+def _tokenizer_file(recipe: Recipe) -> Path | None:
     return MiniLMEncoder.tokenizer_file() if "text" in recipe.modalities else None
 
 
@@ -122,7 +121,7 @@ def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> Train
     data = limit_data(data if data is not None else load_recipe_data(recipe, seed=recipe.train.seed), recipe.subset)
     check_data(recipe, data)
     log(f"[bold]{recipe.name}[/]: {len(data)} samples, modalities {list(recipe.modalities)}")
-    tokenizer_file = _tokenizer(recipe)
+    tokenizer_file = _tokenizer_file(recipe)
     encoders = build_trained_encoders(recipe, data)
     feats = encode(encoders, data, recipe, tokenizer_file)
     split = {s: feats.take(data.splits[s]) for s in ("train", "val", "test")}
