@@ -1,7 +1,7 @@
 """Latency and fidelity of fp32 / fp16 / int8 encoder graphs in ONNX Runtime (CPU).
 
 Exports EfficientNet-Lite0 (128x128) and all-MiniLM-L6-v2 (32 tokens), converts them to
-fp16 and quantizes them with NNCF (``kind="cpu"`` and ``kind="trt"``), then measures
+fp16 and quantizes them with NNCF (the ``int8`` and ``int8-trt`` policies), then measures
 median batch-1 latency over interleaved runs (2 ORT threads) and the int8 feature cosine
 against fp32 on real inputs: scikit-image sample photos, scikit-learn digits rendered at
 128x128, and English sentences. Nothing is downloaded.
@@ -85,22 +85,21 @@ def text_inputs(sentences: list[str]) -> list[dict[str, np.ndarray]]:
 
 def build(name: str, enc, calib, evals, out: Path, model_type: str) -> dict[str, Path]:
     from mmedge.export.onnx_export import export_encoder
-    from mmedge.export.quantize import quantize_int8, to_fp16
+    from mmedge.export.quantization import POLICIES
 
     example = {k: np.concatenate([evals[0][k], evals[1][k]]) for k in evals[0]}
     paths = {p: out / f"{name}.{p}.onnx" for p in ("fp32", "fp16", "int8", "int8-trt")}
     export_encoder(enc, paths["fp32"], example_inputs=example)
-    to_fp16(paths["fp32"], paths["fp16"])
-    for kind, p in (("cpu", "int8"), ("trt", "int8-trt")):
-        quantize_int8(paths["fp32"], paths[p], calib, kind=kind, model_type=model_type)
+    for p in ("fp16", "int8", "int8-trt"):
+        POLICIES[p].build(paths["fp32"], paths[p], calib=calib, model_type=model_type)
     return paths
 
 
 def latency(paths: dict[str, Path], feed: dict[str, np.ndarray], runs: int) -> dict[str, float]:
     """Median ms per precision, runs interleaved so drift hits every variant alike."""
-    from mmedge.export.parity import ort_session
+    from mmedge.runtime.backends.ort import create_session
 
-    sessions = {p: ort_session(path, threads=2) for p, path in paths.items() if p != "int8-trt"}
+    sessions = {p: create_session(path, threads=2) for p, path in paths.items() if p != "int8-trt"}
     times: dict[str, list[float]] = {p: [] for p in sessions}
     for _ in range(10):
         for s in sessions.values():

@@ -1,8 +1,8 @@
 """One exportable component (an encoder or a member's fusion head) and its four precisions.
 
 Each component is exported to fp32 ONNX (parity against PyTorch enforced), then turned
-into fp16, CPU int8 (NNCF, u8 activations) and TensorRT int8 (NNCF, s8 symmetric)
-graphs whose fidelity against fp32 is measured and recorded.
+into each reduced precision by its policy (``mmedge.export.quantization``), whose
+fidelity against fp32 is measured and recorded.
 """
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ import numpy as np
 
 from mmedge.export.onnx_export import GraphInfo, export_encoder, export_head, head_forward
 from mmedge.export.parity import check_parity, check_reduced_precision, mask_sequences, require_parity, torch_fn
-from mmedge.export.quantize import quantize_int8, to_fp16
-
-PRECISIONS = ("fp32", "fp16", "int8", "int8-trt")
+from mmedge.export.quantization import policy
 Arrays = dict[str, np.ndarray]
 
 
@@ -76,12 +74,9 @@ def export_fp32(comp: Component, work: Path, example: Arrays, cases: Sequence[Ar
 def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
     """Builds the fp16 / int8 / int8-trt graph from fp32 and records its fidelity against fp32."""
     src, dst = work / comp.rel("fp32"), work / comp.rel(precision)
-    if precision == "fp16":
-        how = to_fp16(src, dst)
-    else:
-        batches = [_pick(c, comp.input_names) for c in calib]
-        kind = "trt" if precision == "int8-trt" else "cpu"
-        how = quantize_int8(src, dst, batches, kind=kind, model_type=comp.model_type)
+    builder = policy(precision)
+    batches = [_pick(c, comp.input_names) for c in calib] if builder.needs_calibration else []
+    how = builder.build(src, dst, calib=batches, model_type=comp.model_type)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fidelity = check_reduced_precision(src, dst, [_pick(c, comp.input_names) for c in cases], precision=precision)

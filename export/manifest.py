@@ -41,12 +41,21 @@ def build_manifest(src, comps, config) -> dict[str, Any]:
         "ensemble": {"method": recipe.ensemble.value, "weights": list(model.weights),
                      "temperatures": list(model.temperatures)},
         "precisions": {p: "ok" for p in config.precisions},
-        "metrics": {},
+        "metrics": {"validation": _validation_metrics(src.meta)},
         "calibration": {"source": src.calib_source, "samples": len(src.calib)},
         "dataset": dict(src.meta.get("dataset", {})),
         "source_checkpoint": str(Path(src.checkpoint).resolve()),
         "versions": _versions(max(c.info.opset for c in comps)),
     }
+
+
+def _validation_metrics(meta: dict[str, Any]) -> dict[str, Any]:
+    """Per-member accuracy on the whole validation split, as training measured it (the bench
+    picks the single member it compares with the ensemble from these)."""
+    metrics = meta.get("metrics", {})
+    return {"split": "val", "samples": metrics.get("samples", {}).get("val"),
+            "members": {name: m["val_accuracy"] for name, m in metrics.get("members", {}).items()
+                        if "val_accuracy" in m}}
 
 
 def bundle_files(manifest: dict[str, Any], work: Path, tokenizer_file: Path | None) -> dict[str, Path]:

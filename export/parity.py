@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import ParityError
+from mmedge.runtime.backends.ort import create_session
 
 Arrays = dict[str, np.ndarray]
 ModuleFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -86,16 +87,6 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min()) if cos.size else 1.0
 
 
-def ort_session(onnx_path: str | Path, *, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session (``threads`` 0 lets ORT choose)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-
 def compare_outputs(graph: str, ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], case: str) -> list[OutputParity]:
     """Per-output figures of ``got`` against the reference outputs ``ref``."""
     rows = []
@@ -126,7 +117,7 @@ def check_parity(
     Returns:
         A ``ParityReport`` with max abs diff and min per-row cosine per output and case.
     """
-    sess = ort_session(onnx_path)
+    sess = create_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     results: list[OutputParity] = []
     for case in cases:
@@ -198,7 +189,7 @@ def _masked(fn: ModuleFn) -> ModuleFn:
 
 def onnx_fn(onnx_path: str | Path) -> ModuleFn:
     """A ``ModuleFn`` that runs an ONNX graph in ONNX Runtime (a reference for fp16/int8)."""
-    sess = ort_session(onnx_path)
+    sess = create_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     return lambda case: dict(zip(names, sess.run(names, dict(case))))
 

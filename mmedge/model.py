@@ -1,6 +1,7 @@
 """The trained multimodal ensemble as one PyTorch module: shared encoders + member heads."""
 from __future__ import annotations
 
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import nn
 from mmedge.config import Recipe
 from mmedge.encoders import Encoder
 from mmedge.fusion import FusionHead, create_fusion_head
-from mmedge.runtime.ensemble import combine
+from mmedge.runtime.ensemble import combine, softmax
 
 
 def build_head(member, recipe: Recipe, dims: Mapping[str, int], num_classes: int) -> FusionHead:
@@ -44,22 +45,59 @@ class MultimodalEnsemble(nn.Module):
         self.temperatures = list(map(float, temperatures))
         self.weights = list(map(float, weights))
 
-    def features(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Runs each encoder once: preprocessed inputs -> ``{modality}_{pooled,seq,mask}``."""
+    def features(self, inputs: Mapping[str, torch.Tensor], *,
+                 timings: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+        """Runs each encoder once: preprocessed inputs -> ``{modality}_{pooled,seq,mask}``.
+
+        Args:
+            inputs: Preprocessed encoder inputs by name (``pixel_values``, ``input_ids``...).
+            timings: If given, receives ``encoder.<modality>`` milliseconds.
+        """
         feats: dict[str, torch.Tensor] = {}
-        for enc in self.encoders.values():
+        for modality, enc in self.encoders.items():
+            start = time.perf_counter()
             outs = enc(*[inputs[n] for n in enc.input_names])
             feats.update(zip(enc.output_names(), outs))
+            _record(timings, f"encoder.{modality}", start)
         return feats
 
     @torch.no_grad()
-    def member_logits(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Logits (B, C) of every member."""
-        feats = self.features(inputs)
-        return {name: head(feats) for name, head in self.heads.items()}
+    def member_logits(self, inputs: Mapping[str, torch.Tensor], *,
+                      timings: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+        """Logits (B, C) of every member; ``timings`` (if given) gets encoder and ``head.<name>`` ms."""
+        feats = self.features(inputs, timings=timings)
+        logits = {}
+        for name, head in self.heads.items():
+            start = time.perf_counter()
+            logits[name] = head(feats)
+            _record(timings, f"head.{name}", start)
+        return logits
+
+    @torch.inference_mode()
+    def predict(self, inputs: Mapping[str, torch.Tensor], *,
+                timings: dict[str, float] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The reference forward: ensemble probabilities (B, C) and each member's calibrated ones.
+
+        This is the one PyTorch forward of the ensemble that export's accuracy report, the
+        bench's PyTorch baseline and the tests compare the runtime against.
+
+        Args:
+            inputs: Preprocessed encoder inputs by name.
+            timings: If given, receives per-stage milliseconds (encoders, heads, ``ensemble``).
+        """
+        logits = {k: v.numpy() for k, v in self.member_logits(inputs, timings=timings).items()}
+        start = time.perf_counter()
+        probs = combine(list(logits.values()), method=self.recipe.ensemble, weights=self.weights,
+                        temperatures=self.temperatures)
+        _record(timings, "ensemble", start)
+        members = {n: softmax(lg, t) for (n, lg), t in zip(logits.items(), self.temperatures)}
+        return probs, members
 
     def predict_proba(self, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
         """Ensemble probabilities (B, C) with the recipe's combination rule."""
-        logits = [v.numpy() for v in self.member_logits(inputs).values()]
-        return combine(logits, method=self.recipe.ensemble, weights=self.weights, temperatures=self.temperatures)
+        return self.predict(inputs)[0]
 
+
+def _record(timings: dict[str, float] | None, stage: str, start: float) -> None:
+    if timings is not None:
+        timings[stage] = (time.perf_counter() - start) * 1000.0

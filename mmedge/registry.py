@@ -1,15 +1,18 @@
 """A small name -> factory registry (as timm's ``@register_model``)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Callable, TypeVar
 
 from mmedge.errors import RegistryError
 
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
+class Registry(Mapping[str, T]):
     """Maps names to factories; a duplicate name or an unknown lookup is an error.
+
+    A read-only ``Mapping`` (``reg[name]``, ``list(reg)``, ``name in reg``); ``register`` adds.
 
     Args:
         kind: What the registry holds ("fusion head", "encoder"...), used in messages.
@@ -42,6 +45,15 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._items)
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -19,17 +19,17 @@ _LAZY = {
     "Session": "mmedge.runtime.session",
     "Prediction": "mmedge.runtime.prediction",
     "Bundle": "mmedge.runtime.bundle",
-    "available_backends": "mmedge.runtime.runners",
-    "resolve_backend": "mmedge.runtime.runners",
-    "RUNNERS": "mmedge.runtime.runners",
-    "BaseRunner": "mmedge.runtime.runner_base",
+    "available_backends": "mmedge.runtime.backends",
+    "resolve_backend": "mmedge.runtime.backends",
+    "RUNNERS": "mmedge.runtime.backends",
+    "BaseRunner": "mmedge.runtime.backends.base",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmedge.runtime.bundle import Bundle
     from mmedge.runtime.prediction import Prediction
-    from mmedge.runtime.runner_base import BaseRunner
-    from mmedge.runtime.runners import RUNNERS, available_backends, resolve_backend
+    from mmedge.runtime.backends.base import BaseRunner
+    from mmedge.runtime.backends import RUNNERS, available_backends, resolve_backend
     from mmedge.runtime.session import Session
 
 

@@ -12,12 +12,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from mmedge.errors import BundleError, ConfigError, InputError
-from mmedge.runtime import inputs as _inputs
+from mmedge.runtime import user_inputs as _inputs
 from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import combine, softmax
 from mmedge.runtime.prediction import CacheInfo, Prediction, TextCache
-from mmedge.runtime.runner_base import BaseRunner
-from mmedge.runtime.runners import BackendChoice, TensorRTRunner, resolve_backend, runner_class
+from mmedge.runtime.backends.base import BaseRunner
+from mmedge.runtime.backends import BackendChoice, TensorRTRunner, resolve_backend, runner_class
 
 __all__ = ["Session", "Prediction"]
 

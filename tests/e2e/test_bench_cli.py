@@ -1,12 +1,11 @@
 """``mmedge bench`` end to end: a short real run on a real small bundle, with the PyTorch baseline.
 
-The bundle is the runtime tests' fixture (``tests/runtime/conftest.py``, loaded by path);
+The bundle is the shared fixture of ``tests/conftest.py``;
 the checkpoint is written from the same torch modules, and the data is a small JSONL
 dataset of real files. No timing is asserted: only that every section is there.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,13 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mmedge.cli import app
-from mmedge.runtime.bench import validate_report
-
-_spec = importlib.util.spec_from_file_location("mmedge_runtime_test_fixtures",
-                                               Path(__file__).resolve().parents[1] / "runtime" / "conftest.py")
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-built = _fixtures.built  # the session-scoped real bundle fixture
+from mmedge.bench import validate_report
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +29,15 @@ def checkpoint(built, tmp_path_factory) -> Path:
     recipe = Recipe(name="runtime-test", dataset="test.jsonl", task="classification",
                     modalities=("image", "text", "audio"), members=members,
                     encoders={"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "audio_cnn"},
-                    image=built.image_spec, text=_fixtures.TEXT_SPEC, audio=built.audio_spec)
+                    image=built.image_spec, text=built.text_spec, audio=built.audio_spec)
     model = MultimodalEnsemble(recipe, built.encoders, built.heads, [t for *_, t in built.members],
                                [w for *_, w, _ in built.members])
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "run", model, labels=_fixtures.LABELS, metrics={},
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "run", model, labels=built.labels, metrics={},
                            tokenizer_file=MiniLMEncoder.tokenizer_file())
 
 
 @pytest.fixture(scope="module")
-def jsonl(tmp_path_factory) -> Path:
+def jsonl(built, tmp_path_factory) -> Path:
     """Ten test rows (one per label) of real PNG images, WAV clips and captions."""
     import cv2
     import soundfile
@@ -52,7 +45,7 @@ def jsonl(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     lines = []
-    for i, label in enumerate(_fixtures.LABELS):
+    for i, label in enumerate(built.labels):
         cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
         soundfile.write(folder / f"{i}.wav", (rng.standard_normal(8000) * 0.1).astype(np.float32), 16000)
         lines.append(json.dumps({"image": f"{i}.png", "audio": f"{i}.wav", "text": f"the digit {label}",
@@ -84,20 +77,25 @@ def test_short_bench_run_writes_every_section(built, checkpoint, jsonl, tmp_path
     heads = {k for k in member["stages_ms"] if k.startswith("head.")}
     assert heads == {f"head.{member['members'][0]}"}  # Session(members=[...]) ran that head only
     names = [c["name"] for c in report["comparisons"]]
-    assert any("PyTorch eager" in n for n in names) and any("single member" in n for n in names)
+    assert any("PyTorch eager" in n for n in names) and any("most accurate member on validation (cross_attention)" in n for n in names)
     assert set(report["accuracy"]) == {"fp32/ort", "torch/eager"}
     assert report["accuracy"]["fp32/ort"]["samples"] == 4
     assert report["import"][0]["torch_imported"] is False
-    assert report["device"]["tegrastats"]["available"] is False
+    tegra = report["device"]["tegrastats"]
+    assert isinstance(tegra["available"], bool) and (tegra["available"] or "not available" in tegra["note"])
+    assert report["member_choice"]["chosen"] == "cross_attention"  # 0.7 > 0.5 on validation
+    footprint = report["memory"]["torch_free_process"]["fp32"]
+    assert footprint["heavy_modules_imported"] == [] and footprint["rss_after_predict_bytes"] > 0
+    assert footprint["first_prediction_s"] > 0
     assert set(report["flops"]["per_sample"]) == {"encoder.image", "encoder.text", "encoder.audio",
                                                    "head.concat", "head.cross_attention"}
     assert report["environment"]["threads"] == {"ort_intra_op": 1, "torch": 1}
     assert report["bundle"]["sha256"] and report["bundle"]["size_bytes"] > 0
-    assert "end-to-end latency" in result.output and "not available" in result.output
+    assert "end-to-end latency" in result.output and "tegrastats" in result.output
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--precision", "fp64"], "unknown precision"),
+    (["--precision", "fp64"], "precision 'fp64' is not in the bundle"),
     (["--precision", "int8"], "precision 'int8' has status"),
     (["--batch", "one"], "comma-separated integers"),
     ([], "pass --data"),

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from mmedge.cli import app
 from mmedge.config import MemberConfig, get_recipe
 from mmedge.errors import CalibrationError, CheckpointError
-from mmedge.export.pipeline import ExportConfig, export_checkpoint
-from mmedge.pipeline import train_recipe
+from mmedge.export.exporter import ExportConfig, export_checkpoint
+from mmedge.training import train_recipe
 
 pytestmark = pytest.mark.slow
 FAST = dict(calib_samples=24, eval_samples=48)
@@ -128,7 +128,7 @@ def test_int8_files_are_much_smaller(bundle):
 
 def test_fallback_keeps_heads_then_least_faithful_encoders_in_float():
     from mmedge.export.components import Component
-    from mmedge.export.report import fallback_plan
+    from mmedge.export.accuracy import fallback_plan
 
     def comp(key, kind, cos):
         c = Component(key, key, None, kind, "cnn")
@@ -186,7 +186,7 @@ def test_calibration_row_with_missing_file(checkpoint, tmp_path):
 
 def test_killed_export_leaves_nothing_under_the_output_name(checkpoint, tmp_path):
     out = tmp_path / "killed"
-    code = (f"from mmedge.export.pipeline import export_checkpoint, ExportConfig; "
+    code = (f"from mmedge.export.exporter import export_checkpoint, ExportConfig; "
             f"export_checkpoint({str(checkpoint)!r}, {str(out)!r}, config=ExportConfig(calib_samples=24, eval_samples=48))")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 120
@@ -202,8 +202,8 @@ def test_runtime_reproduces_the_export_report(bundle, checkpoint):
     """The runtime on the held-out rows gives exactly the accuracy the export recorded."""
     from mmedge.checkpoint import read_checkpoint_meta
     from mmedge.config import Recipe
-    from mmedge.export.evaluate import evaluate_bundle
-    from mmedge.pipeline import load_recipe_data
+    from mmedge.evaluation import evaluate_bundle
+    from mmedge.training import load_recipe_data
 
     out, manifest = bundle
     recipe = Recipe.from_dict(read_checkpoint_meta(checkpoint)["recipe"])

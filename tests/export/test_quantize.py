@@ -9,10 +9,11 @@ from onnx import numpy_helper
 
 from mmedge.encoders import create_encoder, freeze
 from mmedge.errors import CalibrationError, ExportError
-from mmedge.export.calibration import calibration_batches, check_calibration
+from mmedge.export.calibration_batches import calibration_batches, check_calibration
 from mmedge.export.onnx_export import export_encoder, export_head
-from mmedge.export.parity import check_reduced_precision, ort_session
-from mmedge.export.quantize import assert_trt_qdq, qdq_summary, quantize_int8, to_fp16
+from mmedge.export.parity import check_reduced_precision
+from mmedge.export.quantization import POLICIES, assert_trt_qdq, qdq_summary
+from mmedge.runtime.backends.ort import create_session
 from mmedge.fusion import create_fusion_head
 
 DIMS = {"image": 1280, "text": 384}
@@ -82,10 +83,10 @@ def int8(graphs):
     out, infos, calib, _ = graphs
     done = {}
     for name in ("image", "text", "head"):
-        for kind in ("cpu", "trt"):
-            dst = out / f"{name}.{kind}.onnx"
-            done[name, kind] = dst, quantize_int8(infos[name].file, dst, calib[name], kind=kind,
-                                                  model_type=MODEL_TYPES[name])
+        for precision in ("int8", "int8-trt"):
+            dst = out / f"{name}.{precision}.onnx"
+            done[name, precision] = dst, POLICIES[precision].build(infos[name].file, dst, calib=calib[name],
+                                                                   model_type=MODEL_TYPES[name])
     return done
 
 
@@ -93,8 +94,8 @@ def int8(graphs):
 def test_fp16_cosine(graphs, name):
     out, infos, _, evals = graphs
     dst = out / f"{name}.fp16.onnx"
-    to_fp16(infos[name].file, dst)
-    sess = ort_session(dst)
+    POLICIES["fp16"].build(infos[name].file, dst)
+    sess = create_session(dst)
     assert all(i.type == "tensor(float)" or i.name in ("input_ids", "attention_mask") for i in sess.get_inputs())
     assert all(o.type == "tensor(float)" for o in sess.get_outputs())
     report = check_reduced_precision(infos[name].file, dst, evals[name], precision="fp16")
@@ -103,7 +104,7 @@ def test_fp16_cosine(graphs, name):
 
 @pytest.mark.parametrize("name", ["image", "text", "head"])
 def test_int8_trt_is_signed_symmetric(int8, graphs, name):
-    path, desc = int8[name, "trt"]
+    path, desc = int8[name, "int8-trt"]
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -120,7 +121,7 @@ def test_int8_trt_is_signed_symmetric(int8, graphs, name):
 
 @pytest.mark.parametrize("name", ["image", "text", "head"])
 def test_int8_cpu_has_u8_activations(int8, graphs, name):
-    path, desc = int8[name, "cpu"]
+    path, desc = int8[name, "int8"]
     summary = qdq_summary(path)
     assert summary["activations"]["count"] > 0
     assert summary["activations"]["zero_point_dtypes"] == {"uint8": summary["activations"]["count"]}
@@ -135,7 +136,7 @@ def test_int8_cpu_has_u8_activations(int8, graphs, name):
 
 
 def test_text_int8_leaves_embeddings_in_float(int8):
-    model = onnx.load(str(int8["text", "cpu"][0]))
+    model = onnx.load(str(int8["text", "int8"][0]))
     producers = {o: n for n in model.graph.node for o in n.output}
     gathers = [n for n in model.graph.node if n.op_type == "Gather"]
     assert gathers and all(producers.get(n.input[0]) is None for n in gathers)  # tables read straight from float

@@ -10,7 +10,7 @@ from mmedge.checkpoint import load_checkpoint, read_checkpoint_meta
 from mmedge.config import MemberConfig, get_recipe
 from mmedge.errors import CheckpointError, DataError
 from mmedge.features import batched_inputs
-from mmedge.pipeline import check_data, limit_data, load_recipe_data, train_recipe
+from mmedge.training import check_data, limit_data, load_recipe_data, train_recipe
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""The bench harness primitives (``mmedge.runtime.bench``): statistics, interleaving, schema.
+"""The bench primitives: statistics and interleaving (``mmedge.runtime.timing``), device probes
+(``mmedge.runtime.probes``), roofline arithmetic and the report schema (``mmedge.bench``).
 
 No test asserts a timing: only counts, orders, shapes of results, and arithmetic.
 """
@@ -10,8 +11,10 @@ import math
 import numpy as np
 import pytest
 
-from mmedge.runtime import bench
-from mmedge.runtime.bench import LatencyStats, run_interleaved
+from mmedge.bench import roofline as bench_roofline
+from mmedge.bench import schema
+from mmedge.runtime import probes
+from mmedge.runtime.timing import LatencyStats, run_interleaved, stage_stats
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 100, 1001])
@@ -85,51 +88,51 @@ def test_interleaving_rejects_bad_counts(iters, warmup):
 
 def test_stage_stats_from_prediction_timings():
     timings = [{"encoder.image": 2.0, "total": 5.0}, {"encoder.image": 4.0, "encoder.text": 1.0, "total": 7.0}]
-    stats = bench.stage_stats(timings, batch=2)
+    stats = stage_stats(timings, batch=2)
     assert stats["encoder.image"].p50 == 3.0 and stats["encoder.image"].n == 2
     assert stats["encoder.text"].n == 1  # a stage missing in some calls (text cache hit)
     assert stats["total"].batch == 2
 
 
 def test_memory_readings():
-    current = bench.rss_bytes()
-    assert current > 0 and bench.peak_rss_bytes() >= current
+    current = probes.rss_bytes()
+    assert current > 0 and probes.peak_rss_bytes() >= current
 
 
 def test_tegrastats_parser():
     jp5 = ("RAM 2448/7620MB (lfb 1x4MB) CPU [4%@1420,2%@1420] EMC_FREQ 0% GR3D_FREQ 37% "
            "cpu@47.5C VDD_IN 5123mW/5000mW VDD_CPU_GPU_CV 1234mW/1200mW VDD_SOC 1500mW/1490mW")
-    parsed = bench.parse_tegrastats(jp5)
+    parsed = probes.parse_tegrastats(jp5)
     assert parsed["gpu_load_pct"] == 37.0 and parsed["ram_used_mb"] == 2448.0
     assert parsed["power_mw"] == {"VDD_IN": 5123.0, "VDD_CPU_GPU_CV": 1234.0, "VDD_SOC": 1500.0}
     old = "RAM 1500/3964MB CPU [10%@102] GR3D_FREQ 0%@76 POM_5V_IN 3064/3064 POM_5V_GPU 0/0"
-    parsed = bench.parse_tegrastats(old)
+    parsed = probes.parse_tegrastats(old)
     assert parsed["gpu_load_pct"] == 0.0 and parsed["power_mw"] == {"POM_5V_IN": 3064.0, "POM_5V_GPU": 0.0}
-    assert bench.parse_tegrastats("nothing here") == {}
+    assert probes.parse_tegrastats("nothing here") == {}
 
 
 def test_tegrastats_absent_says_not_available(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no tegrastats, as on any non-Jetson
-    with bench.TegrastatsSampler() as sampler:
+    with probes.TegrastatsSampler() as sampler:
         pass
     summary = sampler.summary()
     assert summary["available"] is False and "not available" in summary["note"]
 
 
 def test_roofline_arithmetic():
-    r = bench.roofline(2e9, 4, 100.0, 200.0)  # 8 GFLOP in 0.1 s = 80 GFLOP/s of 200
+    r = bench_roofline.roofline(2e9, 4, 100.0, 200.0)  # 8 GFLOP in 0.1 s = 80 GFLOP/s of 200
     assert r["achieved_gops"] == pytest.approx(80.0)
     assert r["pct_of_peak"] == pytest.approx(40.0)
     assert r["floor_ms"] == pytest.approx(40.0)
 
 
 def test_numpy_peak_reports_a_measurement():
-    peak = bench.numpy_matmul_peak(sizes=(64,), repeats=1)
+    peak = probes.numpy_matmul_peak(sizes=(64,), repeats=1)
     assert peak["size"] == 64 and math.isfinite(peak["gops"]) and "numpy" in peak["method"]
 
 
 def test_runtime_import_does_not_pull_in_torch():
-    result = bench.measure_import_ms("import mmedge.runtime.bench, mmedge.runtime.session", repeats=1)
+    result = probes.measure_import_ms("import mmedge.runtime.timing, mmedge.runtime.probes, mmedge.runtime.session", repeats=1)
     assert result["torch_imported"] is False and len(result["samples_ms"]) == 1
 
 
@@ -141,10 +144,10 @@ def test_comparisons_pair_configs_of_one_batch():
 
     records = [rec("fp32/ort/b1", "ensemble", "fp32", 10.0), rec("int8/ort/b1", "ensemble", "int8", 5.0),
                rec("fp32/ort/member=a/b1", "member", "fp32", 8.0, ("a",)), rec("torch/eager/b1", "torch", "fp32", 40.0)]
-    ratios = {c["name"]: c["ratio_p50"] for c in bench.comparisons(records)}
+    ratios = {c["name"]: c["ratio_p50"] for c in schema.comparisons(records)}
     assert ratios == {"runtime fp32/ort / PyTorch eager": 0.25, "runtime int8/ort / PyTorch eager": 0.125,
                       "int8/ort / fp32/ort": 0.5, "ensemble fp32/ort / best single member a": 1.25}
-    first = bench.comparisons(records)[0]
+    first = schema.comparisons(records)[0]
     assert first["stage_ratios_p50"] == {"encoder.image": 0.25, "total": 0.25}
 
 
@@ -170,7 +173,7 @@ def minimal_report():
 
 
 def test_validator_accepts_a_valid_report():
-    assert bench.validate_report(minimal_report()) == []
+    assert schema.validate_report(minimal_report()) == []
 
 
 @pytest.mark.parametrize("breakage, expected", [
@@ -187,14 +190,14 @@ def test_validator_accepts_a_valid_report():
 def test_validator_names_what_is_wrong(breakage, expected):
     report = minimal_report()
     breakage(report)
-    errors = bench.validate_report(report)
+    errors = schema.validate_report(report)
     assert errors and any(expected in e for e in errors), errors
 
 
 def test_write_json_round_trips_and_nulls_non_finite(tmp_path):
     report = minimal_report()
     report["peak"] = {"fp32": {"gops": math.inf}, "n": np.float32(1.5)}
-    path = bench.write_json(report, tmp_path / "sub" / "r.json")
+    path = schema.write_json(report, tmp_path / "sub" / "r.json")
     back = json.loads(path.read_text())
     assert back["peak"] == {"fp32": {"gops": None}, "n": 1.5}
-    assert bench.validate_report(back) == []
+    assert schema.validate_report(back) == []

@@ -357,7 +357,7 @@ def _head_feed(batch=2):
 
 
 def test_ort_runner_interface_and_feed_validation(bundle_path):
-    from mmedge.runtime.runners import RUNNERS, OrtRunner
+    from mmedge.runtime.backends import RUNNERS, OrtRunner
 
     assert set(RUNNERS) == {"tensorrt", "ort-trt", "ort-cuda", "ort"} and RUNNERS["ort"] is OrtRunner
     runner = OrtRunner(bundle_path / "heads/concat.fp32.onnx", threads=1)
@@ -382,7 +382,7 @@ def test_ort_runner_interface_and_feed_validation(bundle_path):
 
 
 def test_resolve_backend_auto_and_named():
-    from mmedge.runtime.runners import resolve_backend
+    from mmedge.runtime.backends import resolve_backend
 
     choice = resolve_backend("auto")
     assert choice.name == [b for b in available_backends() if b != "tensorrt"][0]
@@ -417,8 +417,8 @@ def _build_engine(onnx_path: Path, engine_path: Path) -> None:
 def test_tensorrt_runner_matches_ort(bundle_path, tmp_path):
     pytest.importorskip("tensorrt")
     from mmedge.errors import EngineMismatch
-    from mmedge.runtime.runners import OrtRunner, TensorRTRunner
-    from mmedge.runtime.trt_runner import _gpu_identity, _import_backend, engine_path
+    from mmedge.runtime.backends import OrtRunner, TensorRTRunner
+    from mmedge.runtime.backends.trt import _gpu_identity, _import_backend, engine_path
 
     trt, cudart = _import_backend()
     graph = bundle_path / "heads/concat.fp32.onnx"

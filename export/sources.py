@@ -10,13 +10,13 @@ import numpy as np
 from mmedge.checkpoint import TOKENIZER_FILE, load_checkpoint
 from mmedge.config import Recipe
 from mmedge.errors import CalibrationError
-from mmedge.export.calib_source import default_calibration_file, load_calibration, take
-from mmedge.export.samples import Arrays, calibration_set, parity_cases, rows_items
+from mmedge.export.calibration_reader import default_calibration_file, load_calibration, take
+from mmedge.export.reference_samples import Arrays, calibration_set, parity_cases, rows_items
 from mmedge.progress import log
 
 
 @dataclass
-class ExportInputs:
+class ExportSources:
     """The loaded checkpoint and the real samples the export uses.
 
     Attributes:
@@ -38,9 +38,9 @@ class ExportInputs:
     calib_source: str
 
     @classmethod
-    def load(cls, checkpoint: Path, config) -> "ExportInputs":
+    def load(cls, checkpoint: Path, config) -> "ExportSources":
         """Loads the checkpoint, its dataset, and builds the parity and calibration samples."""
-        from mmedge.pipeline import load_recipe_data
+        from mmedge.training import load_recipe_data
 
         model, meta = load_checkpoint(checkpoint)
         recipe = Recipe.from_dict(meta["recipe"])

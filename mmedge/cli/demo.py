@@ -5,11 +5,11 @@ from pathlib import Path
 
 import typer
 
-from mmedge.cli import _fail, app, console, metrics_table
+from mmedge.cli.console import console, fail
+from mmedge.cli.tables import accuracy_table, components_table, metrics_table, print_bench_report
 from mmedge.errors import MmedgeError
 
 
-@app.command()
 def demo(
     workdir: Path = typer.Option(Path("."), help="Where runs/, bundles/ and benchmarks/ go."),
     recipe: str = typer.Option("digits-av", help="Built-in recipe."),
@@ -27,12 +27,12 @@ def demo(
         _run(bundle)
         _bench(bundle, ckpt, workdir / "benchmarks", iters, threads)
     except MmedgeError as e:
-        _fail(e)
+        fail(e)
 
 
 def _train(recipe: str, ckpt: Path) -> None:
     from mmedge.config import get_recipe
-    from mmedge.pipeline import train_recipe
+    from mmedge.training import train_recipe
 
     console.rule(f"1/4 train {recipe}")
     result = train_recipe(get_recipe(recipe), ckpt)
@@ -40,8 +40,7 @@ def _train(recipe: str, ckpt: Path) -> None:
 
 
 def _export(ckpt: Path, bundle: Path) -> None:
-    from mmedge.cli_bundle import accuracy_table, components_table
-    from mmedge.export.pipeline import export_checkpoint
+    from mmedge.export.exporter import export_checkpoint
 
     console.rule("2/4 export")
     manifest = export_checkpoint(ckpt, bundle)
@@ -53,14 +52,14 @@ def _run(bundle: Path, n: int = 6) -> None:
     import numpy as np
 
     from mmedge.datasets import build_dataset
-    from mmedge.export.evaluate import raw_inputs
+    from mmedge.evaluation import raw_inputs
     from mmedge.runtime import Session
 
     console.rule("3/4 run (mmedge.runtime, no torch in the loop)")
     with Session(bundle, precision=_precisions(bundle)[-1], backend="auto") as session:
         data = build_dataset(session.bundle.manifest["dataset"]["name"], seed=session.bundle.manifest["dataset"].get("seed", 0))
         rows = np.asarray(data.splits["test"])[:n]
-        pred = session.predict(**raw_inputs(data, rows), audio_rate=data.audio_rate)
+        pred = session.predict(**raw_inputs(data, rows, session.bundle.modalities))
         for i, row in enumerate(rows):
             text = f" / {data.texts[row]!r}" if data.texts is not None else ""
             console.print(f"  truth {data.labels[data.y[row]]:>8}{text} -> {pred.labels[i]} "
@@ -70,14 +69,14 @@ def _run(bundle: Path, n: int = 6) -> None:
 
 
 def _bench(bundle: Path, ckpt: Path, out: Path, iters: int, threads: int) -> None:
-    from mmedge.benchmark import BenchOptions, run_bench, write_json
-    from mmedge.cli_bench import _print_report, plot_latency
+    from mmedge.bench import BenchOptions, run_bench, write_json
+    from mmedge.bench.plot import plot_latency
 
     console.rule("4/4 bench vs PyTorch eager")
     opts = BenchOptions(bundle=bundle, precisions=_precisions(bundle), batches=(1,), iters=iters, warmup=10,
                         threads=threads, baseline="torch", checkpoint=ckpt, command=("mmedge", "demo"))
     report = run_bench(opts, log=lambda msg: console.print(f"[dim]{msg}[/]"))
-    _print_report(report)
+    print_bench_report(report)
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"JSON: {write_json(report, out / 'demo.json')}, plot: {plot_latency(report, out / 'demo.png')}")
 
@@ -89,3 +88,8 @@ def _precisions(bundle: Path) -> tuple[str, ...]:
     with Bundle.open(bundle, verify=False) as b:
         ok = b.precisions()
     return tuple(p for p in ("fp32", "int8") if p in ok)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``demo`` to ``app``."""
+    app.command()(demo)

@@ -16,7 +16,7 @@ from mmedge.features import FeatureSet, batched_inputs, encode
 from mmedge.model import MultimodalEnsemble
 from mmedge.progress import log
 from mmedge.runtime.ensemble import EnsembleMethod, combine, softmax
-from mmedge.train import (TailTraining, accuracy, augment_mel, fit_temperature, fit_weights, predict_logits,
+from mmedge.head_training import (TailTraining, accuracy, augment_mel, fit_temperature, fit_weights, predict_logits,
                           train_member, train_tail)
 
 

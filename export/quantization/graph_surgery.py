@@ -1,62 +1,20 @@
-"""FP16 conversion and NNCF INT8 post-training quantization of exported ONNX graphs.
-
-Two INT8 variants from the same NNCF calibration (DESIGN.md, "INT8 on ONNX Runtime"):
-
-- ``kind="cpu"``: per-tensor activations whose QuantizeLinear zero points are shifted from
-  int8 to uint8 (+128, same scale: lossless) so ORT fuses Conv/MatMul into integer
-  kernels; s8 per-channel weights; ``Gather`` (embedding tables) left in float.
-- ``kind="trt"``: signed, symmetric int8 everywhere (zero point 0), as TensorRT wants.
-"""
+"""ONNX graph surgery shared by the quantization targets: Q/DQ parameters, zero-point
+rewrites, embedding-table compression, topological order, and Q/DQ summaries and checks."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from mmedge.errors import CalibrationError, ExportError
+from mmedge.errors import ExportError
 
-KINDS = ("cpu", "trt")
-MODEL_TYPES = ("cnn", "transformer", "head")
-# Op types kept in float by default, per model type.
-DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
-    "cnn": (),
-    "transformer": ("Gather",),  # MiniLM's 30522x384 word-embedding table
-    # Heads: attention weights, the contrastive logit scale and L2 normalization stay float.
-    "head": ("Gather", "Softmax", "Exp", "Mul", "Div", "ReduceSum", "ReduceL2"),
-}
+__all__ = ["toposort", "compress_gather_tables", "shift_activations_to_uint8", "make_trt_symmetric",
+           "qdq_summary", "assert_trt_qdq", "present_op_types"]
 
 
-def to_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
-    """Converts weights and compute to float16, keeping float32 graph inputs and outputs.
-
-    Uses ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``,
-    which inserts the Casts at the graph boundary and leaves integer/shape ops alone.
-
-    Args:
-        src: fp32 ONNX graph.
-        dst: Destination of the fp16 graph.
-
-    Returns:
-        What was done, for the manifest.
-    """
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(src))
-    try:
-        half = convert_float_to_float16(model, keep_io_types=True)
-    except Exception as err:  # noqa: BLE001 - surface any converter failure as an ExportError
-        raise ExportError(f"fp16 conversion of {Path(src).name} failed: {err}") from err
-    _toposort(half.graph)  # the converter appends its input Casts after their consumers
-    onnx.checker.check_model(half)
-    onnx.save(half, str(dst))
-    return {"tool": "onnxruntime.transformers.float16", "weights": "fp16", "compute": "fp16",
-            "io": "float32 (Cast at graph inputs/outputs)"}
-
-
-def _toposort(graph: Any) -> None:
+def toposort(graph: Any) -> None:
     """Reorders ``graph.node`` so every node comes after the producers of its inputs."""
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending, ordered = list(graph.node), []
@@ -70,62 +28,6 @@ def _toposort(graph: Any) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
-
-
-def quantize_int8(
-    src: str | Path, dst: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *, kind: str = "cpu",
-    model_type: str = "cnn", ignored_types: Sequence[str] | None = None, subset_size: int = 300,
-) -> dict[str, Any]:
-    """Quantizes an fp32 ONNX graph to INT8 QDQ with NNCF post-training quantization.
-
-    Args:
-        src: fp32 ONNX graph.
-        dst: Destination of the QDQ graph.
-        calib: Calibration batches, ``dict[input_name, ndarray]`` (see ``mmedge.export.calibration``).
-        kind: "cpu" (u8 activations / s8 weights for ONNX Runtime) or "trt" (s8 symmetric).
-        model_type: "cnn", "transformer" (NNCF's transformer scheme) or "head".
-        ignored_types: Op types left in float; default ``DEFAULT_IGNORED[model_type]``.
-        subset_size: At most this many calibration batches are used.
-
-    Returns:
-        A manifest-ready description: tool, activations, weights, ignored op types,
-        counts of quantized nodes and op types.
-    """
-    import nncf
-    import onnx
-
-    _quiet()
-    _check_choice("kind", kind, KINDS)
-    _check_choice("model_type", model_type, MODEL_TYPES)
-    batches = [dict(b) for b in calib]
-    if not batches:
-        raise CalibrationError(f"no calibration batches for {Path(src).name}; pass at least one dict[input_name, ndarray]")
-    ignored = tuple(DEFAULT_IGNORED[model_type] if ignored_types is None else ignored_types)
-    model = onnx.load(str(src))
-    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=min(subset_size, len(batches)),
-                              **_nncf_options(kind, model_type, _present(model, ignored)))
-    changed = shift_activations_to_uint8(quantized) if kind == "cpu" else make_trt_symmetric(quantized)
-    tables = compress_gather_tables(quantized) if kind == "cpu" else []
-    onnx.checker.check_model(quantized)
-    onnx.save(quantized, str(dst))
-    summary = qdq_summary(dst)
-    if kind == "trt":
-        assert_trt_qdq(dst)
-    info = _describe(kind, model_type, ignored, changed, summary, len(batches))
-    if tables:
-        info["embedding_tables"] = f"{', '.join(tables)}: s8 per-row, gathered before dequantization"
-    return info
-
-
-def _quiet() -> None:
-    """NNCF's INFO lines and ORT's unused-initializer warnings say nothing a user can act on."""
-    import logging
-
-    import nncf
-    import onnxruntime
-
-    nncf.set_log_level(logging.ERROR)
-    onnxruntime.set_default_logger_severity(3)
 
 
 def compress_gather_tables(model: Any, *, min_elements: int = 1 << 20) -> list[str]:
@@ -165,52 +67,9 @@ def compress_gather_tables(model: Any, *, min_elements: int = 1 << 20) -> list[s
     return done
 
 
-def _nncf_options(kind: str, model_type: str, ignored: Sequence[str]) -> dict[str, Any]:
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
-
-    # Per-tensor activations: ORT's integer conv has no per-channel activations, TensorRT neither.
-    # (signedness_to_force=True is refused by NNCF's HW config for post-ReLU tensors: the trt
-    # variant's unsigned quantizers are made signed afterwards by make_trt_symmetric.)
-    acts = QuantizationParameters(per_channel=False)
-    options: dict[str, Any] = {
-        "preset": nncf.QuantizationPreset.PERFORMANCE if kind == "trt" else nncf.QuantizationPreset.MIXED,
-        "advanced_parameters": AdvancedQuantizationParameters(activations_quantization_params=acts),
-    }
-    if model_type == "transformer":
-        options["model_type"] = nncf.ModelType.TRANSFORMER
-    if ignored:
-        options["ignored_scope"] = nncf.IgnoredScope(types=list(ignored), validate=False)
-    return options
-
-
-def _present(model: Any, types: Sequence[str]) -> list[str]:
+def present_op_types(model: Any, types: Sequence[str]) -> list[str]:
     ops = {n.op_type for n in model.graph.node}
     return [t for t in types if t in ops]
-
-
-def _describe(kind: str, model_type: str, ignored: Sequence[str], changed: int, summary: dict[str, Any],
-              samples: int) -> dict[str, Any]:
-    import nncf
-
-    acts = "u8 per-tensor (asymmetric; NNCF int8 zero points shifted +128)" if kind == "cpu" else "s8 per-tensor symmetric, zero point 0"
-    notes = (f"{changed} activation QuantizeLinear zero points shifted int8 -> uint8" if kind == "cpu"
-             else f"{changed} unsigned QuantizeLinear rewritten to signed int8")
-    return {
-        "tool": f"nncf {nncf.__version__} (ONNX backend, post-training quantization)", "kind": kind,
-        "model_type": model_type, "activations": acts, "weights": "s8 per-channel symmetric",
-        "ignored": list(ignored), "calibration_batches": samples,
-        "quantized_nodes": summary["quantized_ops"], "quantize_linear": summary["quantize_linear"],
-        "dequantize_linear": summary["dequantize_linear"], "notes": notes,
-    }
-
-
-def _check_choice(what: str, value: str, valid: Sequence[str]) -> None:
-    if value not in valid:
-        raise ExportError(f"unknown {what} {value!r}; valid: {list(valid)}")
-
-
-# --- QDQ graph surgery -------------------------------------------------------------------
 
 
 def _qdq_pairs(model: Any) -> list[tuple[Any, list[Any]]]:
@@ -289,7 +148,7 @@ def make_trt_symmetric(model: Any) -> int:
             continue
         if zp.any():
             raise ExportError(f"QuantizeLinear {q.name!r} is asymmetric (zero point {zp.ravel()[:4]}); "
-                              "quantize with kind='trt' (symmetric preset) to get a TensorRT graph")
+                              "build it with the int8-trt policy (NNCF's symmetric preset) to get a TensorRT graph")
         wide = (scale.astype(np.float64) * 255.0 / 127.0).astype(scale.dtype)
         _set_qparams(model, [q, *dqs], wide, np.zeros(zp.shape, np.int8), "s8")
         count += 1
@@ -346,5 +205,5 @@ def assert_trt_qdq(path: str | Path) -> None:
             raise ExportError(
                 f"{Path(path).name}: {node.op_type} {node.name!r} has a {zp.dtype.name} zero point "
                 f"{np.unique(zp)[:4].tolist()}; TensorRT needs signed int8 with zero point 0. "
-                "Re-quantize with quantize_int8(kind='trt')."
+                "Re-export the int8-trt precision (mmedge.export.quantization.tensorrt_qdq)."
             )

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from mmedge.errors import BackendUnavailable, EngineMismatch
-from mmedge.runtime.runner_base import BaseRunner, TensorMeta
+from mmedge.runtime.backends.base import BaseRunner, TensorMeta, register_runner
 
 __all__ = ["TensorRTRunner", "engine_path", "ENGINE_SUFFIX", "RECORD_SUFFIX"]
 
@@ -88,6 +88,7 @@ def _check_record(engine: Path, source_sha256: str | None, trt_version: str, gpu
         raise EngineMismatch(f"engine {engine} was built elsewhere ({'; '.join(diffs)}); {rebuild}")
 
 
+@register_runner
 class TensorRTRunner(BaseRunner):
     """Runs a serialized TensorRT 10 engine (``execute_async_v3`` on its own CUDA stream).
 

@@ -10,24 +10,27 @@ import numpy as np
 
 from mmedge.export.bundle import write_bundle
 from mmedge.export.components import Component, keep_float
-from mmedge.export.evaluate import evaluate_bundle, evaluate_torch
 from mmedge.export.manifest import bundle_files
+from mmedge.export.quantization import CPU_ACCURACY, policy
+from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log
 
 
 def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, work: Path, config) -> None:
     """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (fallbacks applied in place)."""
-    reference = evaluate_torch(src.model, src.recipe, src.data, src.test_rows, src.tokenizer_file)
+    torch_ref = TorchReference(src.model, src.tokenizer_file)
+    reference = score(torch_ref.predictor(src.data), src.test_rows, np.asarray(src.data.y))
+    reference.pop("samples")
     ref_pred = reference.pop("predictions")
-    manifest["metrics"] = {"split": "test", "samples": int(len(src.test_rows)), "pytorch": reference,
-                           "evaluated_with": "mmedge.runtime.Session, ONNX Runtime CPU (int8-trt: QDQ simulated)"}
+    manifest["metrics"].update(split="test", samples=int(len(src.test_rows)), pytorch=reference,
+                               evaluated_with="mmedge.runtime.Session on ONNX Runtime (CPU)")
     _write_candidate(manifest, src, work)
     for precision in config.precisions:
         result, actions = _evaluate_with_fallback(manifest, comps, src, work, precision, reference["ensemble"], config)
         pred = result.pop("predictions")
         drop = 100.0 * (reference["ensemble"] - result["ensemble"])
         result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == np.asarray(ref_pred))),
-                      drop_points=drop, fallback=actions)
+                      drop_points=drop, fallback=actions, measured_on=measured_on(precision))
         manifest["metrics"][precision] = result
         if result.pop("all_float", False):
             manifest["precisions"][precision] = "failed: every component had to stay fp32 to keep the accuracy"
@@ -38,13 +41,20 @@ def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, wor
             f"{manifest['precisions'][precision]}")
 
 
+def measured_on(precision: str) -> str:
+    """How export's accuracy figure of ``precision`` was obtained (a simulation is labelled so)."""
+    return CPU_ACCURACY if precision == "fp32" else policy(precision).accuracy_measured_on
+
+
 def _write_candidate(manifest, src, work: Path) -> None:
     """(Re)writes the bundle the runtime evaluates: once, and again after each fallback step."""
     write_bundle(work / "candidate", manifest, bundle_files(manifest, work, src.tokenizer_file))
 
 
 def _evaluate(src, work: Path, precision: str, threads) -> dict[str, Any]:
-    return evaluate_bundle(work / "candidate", precision, src.data, src.test_rows, threads=threads)
+    result = evaluate_bundle(work / "candidate", precision, src.data, src.test_rows, threads=threads)
+    result.pop("samples")
+    return result
 
 
 def fallback_plan(comps: list[Component], precision: str) -> list[list[Component]]:

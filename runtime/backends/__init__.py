@@ -1,4 +1,5 @@
-"""Backend registry: name -> runner class, and the choice of a backend for ``"auto"``.
+"""Inference backends: one module per backend, each a runner registered in ``RUNNERS``,
+and the choice of a backend for ``"auto"``.
 
 | name       | runner              | runs                                                    |
 |------------|---------------------|---------------------------------------------------------|
@@ -10,19 +11,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Mapping
 
 from mmedge.errors import BackendUnavailable
-from mmedge.runtime.ort_runner import OrtCudaRunner, OrtRunner, OrtTensorRTRunner
-from mmedge.runtime.runner_base import BaseRunner, TensorMeta
-from mmedge.runtime.trt_runner import TensorRTRunner
+from mmedge.runtime.backends.base import RUNNERS, BaseRunner, TensorMeta, register_runner
+from mmedge.runtime.backends.ort import OrtCudaRunner, OrtRunner, OrtTensorRTRunner, create_session
+from mmedge.runtime.backends.trt import TensorRTRunner
 
 __all__ = ["RUNNERS", "AUTO_ORDER", "BackendChoice", "BaseRunner", "TensorMeta", "OrtRunner", "OrtCudaRunner",
-           "OrtTensorRTRunner", "TensorRTRunner", "available_backends", "resolve_backend", "runner_class"]
-
-RUNNERS: Mapping[str, type[BaseRunner]] = MappingProxyType(
-    {cls.name: cls for cls in (TensorRTRunner, OrtTensorRTRunner, OrtCudaRunner, OrtRunner)})
+           "OrtTensorRTRunner", "TensorRTRunner", "available_backends", "create_session", "register_runner",
+           "resolve_backend", "runner_class"]
 AUTO_ORDER: tuple[str, ...] = ("tensorrt", "ort-trt", "ort-cuda", "ort")  # fastest first
 
 
@@ -41,11 +38,9 @@ def available_backends() -> list[str]:
 
 def runner_class(name: str) -> type[BaseRunner]:
     """The runner class registered as ``name``; an unknown name lists the valid ones."""
-    try:
-        return RUNNERS[name]
-    except KeyError:
-        raise BackendUnavailable(f"unknown backend {name!r}; valid: ['auto', {', '.join(map(repr, RUNNERS))}]") \
-            from None
+    if name not in RUNNERS:
+        raise BackendUnavailable(f"unknown backend {name!r}; valid: ['auto', {', '.join(map(repr, RUNNERS))}]")
+    return RUNNERS[name]
 
 
 def resolve_backend(requested: str = "auto", *, engines_ready: bool = False) -> BackendChoice:

@@ -62,9 +62,10 @@ def calibration_set(model, recipe: Recipe, items: dict[str, list], tokenizer_fil
 
 def rows_items(data, rows: Sequence[int], modalities: Sequence[str]) -> dict[str, list]:
     """Raw items of dataset rows for the given modalities."""
-    from mmedge.export.evaluate import raw_inputs
+    from mmedge.evaluation import raw_inputs
 
-    raw = raw_inputs(data, rows)
+    raw = raw_inputs(data, rows, modalities)
     if "audio" in raw:  # (wave, rate): preprocessing resamples to the spec's rate as training did
-        raw["audio"] = [(w, data.audio_rate) for w in raw["audio"]]
-    return {m: raw[m] for m in modalities}
+        rate = raw.pop("audio_rate")
+        raw["audio"] = [(w, rate) for w in raw["audio"]]
+    return raw

@@ -1,4 +1,6 @@
-"""The runner interface (after Polygraphy's ``BaseRunner``): one small class per backend.
+"""The runner interface (after Polygraphy's ``BaseRunner``) and the backend registry.
+
+One small class per backend, registered by name in ``RUNNERS`` with ``@register_runner``.
 
 ``activate()`` loads the graph or engine, ``infer(feed)`` maps input names to arrays and
 returns output names to arrays, ``deactivate()`` frees everything. Runners are context
@@ -14,8 +16,9 @@ from typing import ClassVar, Mapping
 import numpy as np
 
 from mmedge.errors import InputError
+from mmedge.registry import Registry
 
-__all__ = ["BaseRunner", "TensorMeta"]
+__all__ = ["BaseRunner", "TensorMeta", "RUNNERS", "register_runner"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +158,13 @@ def _check_array(graph: str, meta: TensorMeta, value: object) -> None:
         if want is not None and want != got:
             raise InputError(f"{graph}: input {meta.name!r} axis {axis} must be {want} "
                              f"(shape {list(meta.shape)}), got shape {value.shape}")
+
+
+RUNNERS: Registry[type[BaseRunner]] = Registry("backend")
+
+
+def register_runner(cls: type[BaseRunner]) -> type[BaseRunner]:
+    """Class decorator: registers a runner under its ``name`` (a duplicate name is an error)."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name' to be registered")
+    return RUNNERS.register(cls.name)(cls)

@@ -1,4 +1,4 @@
-"""A small REAL bundle, built once per test session.
+"""Shared fixtures: a small REAL bundle, built once per test session (runtime, bench, e2e tests).
 
 Real encoders (EfficientNet-Lite0 with ImageNet weights, all-MiniLM-L6-v2, a randomly
 initialised audio CNN) and two seeded fusion heads (concat over image+text,
@@ -102,7 +102,10 @@ def make_manifest(encoders: dict, members: list) -> dict:
         "ensemble": {"method": "weighted_mean", "weights": [m["weight"] for m in members],
                      "temperatures": [m["temperature"] for m in members]},
         "precisions": {"fp32": "ok", "int8": "failed: not built for this test bundle"},
-        "metrics": {}, "versions": {"mmedge": __version__},
+        # Validation accuracy per member, as export records it from training (fixture values:
+        # the heads are untrained); the bench picks the member it compares from these.
+        "metrics": {"validation": {"split": "val", "samples": 10, "members": {"concat": 0.5, "cross_attention": 0.7}}},
+        "versions": {"mmedge": __version__},
     }
 
 
@@ -122,7 +125,8 @@ def built(tmp_path_factory):
     manifest = make_manifest(enc_entries, members)
     path = write_bundle(tmp_path_factory.mktemp("bundles") / "bundle", manifest, files)
     return types.SimpleNamespace(path=path, encoders=encoders, heads=heads, manifest=manifest, files=files,
-                                 tokenizer=tokenizer, members=MEMBERS, image_spec=IMAGE_SPEC, audio_spec=AUDIO_SPEC)
+                                 tokenizer=tokenizer, members=MEMBERS, image_spec=IMAGE_SPEC, audio_spec=AUDIO_SPEC,
+                                 text_spec=TEXT_SPEC, labels=LABELS)
 
 
 def clone(src: Path, dst: Path, *, copy: tuple[str, ...] = ()) -> Path:

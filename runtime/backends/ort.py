@@ -1,14 +1,20 @@
-"""ONNX Runtime runners: one class per execution-provider list, all sharing ``OrtRunner``."""
+"""ONNX Runtime: the one session factory for bundle graphs, and one runner per execution-provider list.
+
+``create_session`` is how every bundle graph is opened with ONNX Runtime, by the runtime,
+by export's parity and accuracy checks, by the bench and by the tests, so all of them run
+the graph with the same options.
+"""
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from mmedge.errors import BundleError
-from mmedge.runtime.runner_base import BaseRunner, TensorMeta
+from mmedge.runtime.backends.base import BaseRunner, TensorMeta, register_runner
 
-__all__ = ["OrtRunner", "OrtCudaRunner", "OrtTensorRTRunner"]
+__all__ = ["create_session", "session_options", "OrtRunner", "OrtCudaRunner", "OrtTensorRTRunner"]
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -17,11 +23,47 @@ _ORT_DTYPES = {
 }
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The runtime's ``onnxruntime.SessionOptions``: all graph optimizations, no spinning pool threads.
+
+    Args:
+        threads: ``intra_op_num_threads`` (None: ONNX Runtime's default, all cores).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    options.inter_op_num_threads = 1
+    # A session runs several graphs in turn: idle pool threads must sleep, not spin, or
+    # each graph's threads steal the cores from the next one (measured: 2-5x slower).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    return options
+
+
+def create_session(graph: str | Path | bytes, *, threads: int | None = None,
+                   providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+    """An ``onnxruntime.InferenceSession`` for a bundle graph, with the runtime's options.
+
+    Args:
+        graph: An ONNX file, or a serialized model.
+        threads: Intra-op threads (None: all cores).
+        providers: Execution providers in priority order.
+    """
+    import onnxruntime as ort
+
+    source = graph if isinstance(graph, bytes) else str(graph)
+    return ort.InferenceSession(source, sess_options=session_options(threads), providers=list(providers))
+
+
 def _meta(node) -> TensorMeta:
     shape = tuple(d if isinstance(d, int) else None for d in node.shape)
     return TensorMeta(node.name, np.dtype(_ORT_DTYPES.get(node.type, np.float32)), shape)
 
 
+@register_runner
 class OrtRunner(BaseRunner):
     """Runs an ONNX graph with ONNX Runtime on the CPU execution provider.
 
@@ -49,20 +91,8 @@ class OrtRunner(BaseRunner):
         return None
 
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
-        options.inter_op_num_threads = 1
-        # A session runs several graphs in turn: idle pool threads must sleep, not spin, or
-        # each graph's threads steal the cores from the next one (measured: 2-5x slower).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.threads is not None:
-            options.intra_op_num_threads = int(self.threads)
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options,
-                                                 providers=list(self.providers))
+            self._session = create_session(self.path, threads=self.threads, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise BundleError(f"onnxruntime cannot load {self.path}: {exc}; re-export the bundle") from exc
         return (tuple(_meta(n) for n in self._session.get_inputs()),
@@ -81,6 +111,7 @@ class OrtRunner(BaseRunner):
         return list(self._session.get_providers()) if self.is_active else []
 
 
+@register_runner
 class OrtCudaRunner(OrtRunner):
     """ONNX Runtime on the CUDA execution provider (CPU fallback for unsupported nodes)."""
 
@@ -90,6 +121,7 @@ class OrtCudaRunner(OrtRunner):
                                    "(with the CUDA and cuDNN versions it was built for)")
 
 
+@register_runner
 class OrtTensorRTRunner(OrtRunner):
     """ONNX Runtime on its TensorRT execution provider, then CUDA, then CPU."""
 

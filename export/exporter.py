@@ -14,9 +14,10 @@ from typing import Any
 
 from mmedge.config import Recipe
 from mmedge.errors import ConfigError
-from mmedge.export.components import PRECISIONS, Component, export_fp32, make_reduced
+from mmedge.export.components import Component, export_fp32, make_reduced
+from mmedge.export.quantization import PRECISIONS
 from mmedge.export.manifest import build_manifest, bundle_files
-from mmedge.export.report import assess_precisions
+from mmedge.export.accuracy import assess_precisions
 from mmedge.progress import log, track
 
 
@@ -69,9 +70,9 @@ def export_checkpoint(checkpoint: Path, out: Path, *, config: ExportConfig = Exp
         CalibrationError: calibration data that does not match the model's inputs.
         ParityError: an fp32 graph that does not reproduce PyTorch within ``config.atol``.
     """
-    from mmedge.export.inputs import ExportInputs
+    from mmedge.export.sources import ExportSources
 
-    src = ExportInputs.load(Path(checkpoint), config)
+    src = ExportSources.load(Path(checkpoint), config)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))

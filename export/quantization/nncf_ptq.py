@@ -1,0 +1,99 @@
+"""NNCF post-training quantization of an ONNX graph: the calibration run every int8 target shares.
+
+The targets differ only in the preset and in the graph surgery they apply afterwards
+(``ort_cpu``: u8 activations; ``tensorrt_qdq``: s8 symmetric).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.errors import CalibrationError, ExportError
+from mmedge.export.quantization.graph_surgery import present_op_types
+
+__all__ = ["MODEL_TYPES", "DEFAULT_IGNORED", "nncf_quantize", "describe"]
+
+MODEL_TYPES = ("cnn", "transformer", "head")
+# Op types kept in float by default, per model type.
+DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
+    "cnn": (),
+    "transformer": ("Gather",),  # MiniLM's 30522x384 word-embedding table
+    # Heads: attention weights, the contrastive logit scale and L2 normalization stay float.
+    "head": ("Gather", "Softmax", "Exp", "Mul", "Div", "ReduceSum", "ReduceL2"),
+}
+
+
+def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *, model_type: str, preset: str,
+                  ignored_types: Sequence[str] | None = None, subset_size: int = 300) -> tuple[Any, tuple[str, ...], int]:
+    """Runs NNCF PTQ on the fp32 graph ``src``.
+
+    Args:
+        src: fp32 ONNX graph.
+        calib: Calibration batches, ``dict[input_name, ndarray]``.
+        model_type: "cnn", "transformer" (NNCF's transformer scheme) or "head".
+        preset: "performance" (symmetric) or "mixed" (asymmetric activations).
+        ignored_types: Op types left in float; default ``DEFAULT_IGNORED[model_type]``.
+        subset_size: At most this many calibration batches are used.
+
+    Returns:
+        (the quantized ``onnx.ModelProto``, the ignored op types, the number of batches).
+    """
+    import nncf
+    import onnx
+
+    _quiet()
+    if model_type not in MODEL_TYPES:
+        raise ExportError(f"unknown model_type {model_type!r}; valid: {list(MODEL_TYPES)}")
+    batches = [dict(b) for b in calib]
+    if not batches:
+        raise CalibrationError(f"no calibration batches for {Path(src).name}; pass at least one dict[input_name, ndarray]")
+    ignored = tuple(DEFAULT_IGNORED[model_type] if ignored_types is None else ignored_types)
+    model = onnx.load(str(src))
+    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=min(subset_size, len(batches)),
+                              **_options(preset, model_type, present_op_types(model, ignored)))
+    return quantized, ignored, len(batches)
+
+
+def _quiet() -> None:
+    """NNCF's INFO lines and ORT's unused-initializer warnings say nothing a user can act on."""
+    import logging
+
+    import nncf
+    import onnxruntime
+
+    nncf.set_log_level(logging.ERROR)
+    onnxruntime.set_default_logger_severity(3)
+
+
+def _options(preset: str, model_type: str, ignored: Sequence[str]) -> dict[str, Any]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    # Per-tensor activations: ORT's integer conv has no per-channel activations, TensorRT neither.
+    acts = QuantizationParameters(per_channel=False)
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    options: dict[str, Any] = {
+        "preset": presets[preset],
+        "advanced_parameters": AdvancedQuantizationParameters(activations_quantization_params=acts),
+    }
+    if model_type == "transformer":
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    if ignored:
+        options["ignored_scope"] = nncf.IgnoredScope(types=list(ignored), validate=False)
+    return options
+
+
+def describe(*, target: str, model_type: str, activations: str, ignored: Sequence[str], notes: str,
+             summary: Mapping[str, Any], batches: int) -> dict[str, Any]:
+    """The manifest's ``quantization`` entry of an NNCF-quantized graph."""
+    import nncf
+
+    return {
+        "tool": f"nncf {nncf.__version__} (ONNX backend, post-training quantization)", "target": target,
+        "model_type": model_type, "activations": activations, "weights": "s8 per-channel symmetric",
+        "ignored": list(ignored), "calibration_batches": batches,
+        "quantized_nodes": summary["quantized_ops"], "quantize_linear": summary["quantize_linear"],
+        "dequantize_linear": summary["dequantize_linear"], "notes": notes,
+    }

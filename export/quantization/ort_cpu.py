@@ -1,0 +1,43 @@
+"""``int8``: the ONNX Runtime CPU target (DESIGN.md, "INT8 on ONNX Runtime").
+
+NNCF's mixed preset, then every activation QuantizeLinear's int8 zero point shifted +128 to
+uint8 (same scale, same grid: lossless) so ORT fuses Conv/MatMul into integer kernels; s8
+per-channel weights; ``Gather`` left to NNCF in float and large embedding tables stored s8
+per row instead (only the gathered rows are dequantized).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.export.quantization.base import PrecisionPolicy, register_policy
+from mmedge.export.quantization.graph_surgery import compress_gather_tables, qdq_summary, shift_activations_to_uint8
+from mmedge.export.quantization.nncf_ptq import describe, nncf_quantize
+
+
+@register_policy
+class Int8OrtCpu(PrecisionPolicy):
+    """u8 activations / s8 weights, for ONNX Runtime's integer CPU kernels."""
+
+    name = "int8"
+    target = "onnxruntime-cpu"
+    needs_calibration = True
+
+    def build(self, src: Path, dst: Path, *, calib: Sequence[Mapping[str, np.ndarray]] = (),
+              model_type: str = "cnn") -> dict[str, Any]:
+        import onnx
+
+        model, ignored, batches = nncf_quantize(src, calib, model_type=model_type, preset="mixed")
+        shifted = shift_activations_to_uint8(model)
+        tables = compress_gather_tables(model)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(dst))
+        info = describe(target=self.target, model_type=model_type, ignored=ignored, batches=batches,
+                        activations="u8 per-tensor (asymmetric; NNCF int8 zero points shifted +128)",
+                        notes=f"{shifted} activation QuantizeLinear zero points shifted int8 -> uint8",
+                        summary=qdq_summary(dst))
+        if tables:
+            info["embedding_tables"] = f"{', '.join(tables)}: s8 per-row, gathered before dequantization"
+        return info

@@ -1,0 +1,4 @@
+"""``python -m mmedge``: the ``mmedge`` command."""
+from mmedge.cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""``mmedge bench``: orchestration, baselines and the report, in one place.
+
+| module        | what it holds                                                        |
+|---------------|----------------------------------------------------------------------|
+| `options`     | ``BenchOptions``, the typed settings                                  |
+| `context`     | the test split, the checkpoint, bundle / environment descriptions     |
+| `orchestrate` | ``run_bench``: sessions, PyTorch baseline, accuracy, interleaved timing |
+| `roofline`    | FLOPs against the measured matmul peak                                |
+| `schema`      | the ``mmedge.bench/1`` report: comparisons, validation, JSON writing  |
+| `plot`        | the latency plot                                                     |
+| `results`     | ``benchmarks/RESULTS.md`` generated from report JSON                  |
+
+The torch-free primitives it builds on (statistics, interleaving, device probes, the
+torch-free footprint process) are in ``mmedge.runtime.timing``, ``.probes`` and ``.footprint``.
+"""
+from __future__ import annotations
+
+from mmedge.bench.options import BenchOptions
+from mmedge.bench.orchestrate import run_bench
+from mmedge.bench.schema import SCHEMA, validate_report, write_json
+
+__all__ = ["SCHEMA", "BenchOptions", "run_bench", "validate_report", "write_json"]

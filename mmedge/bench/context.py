@@ -1,0 +1,100 @@
+"""What a bench run measures on: the bundle's test split, the PyTorch checkpoint, and the
+descriptions of bundle, settings and environment that go into the report."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mmedge.bench.options import BenchOptions
+from mmedge.errors import CheckpointError, DataError
+from mmedge.runtime.probes import environment
+
+__all__ = ["load_test_split", "checkpoint_path", "bundle_info", "settings", "environment_info", "graph_bytes",
+           "most_accurate_member"]
+
+
+def load_test_split(bundle: Any, data: str | None) -> tuple[Any, str]:
+    from mmedge.datasets import build_dataset, list_datasets, load_jsonl
+
+    spec = bundle.manifest.get("dataset")
+    if data is None and not spec:
+        raise DataError(f"bundle {bundle.name!r} does not name its dataset (no manifest 'dataset'); pass "
+                        f"--data with a JSONL file or one of {list_datasets()}")
+    if data is not None and Path(data).suffix == ".jsonl":
+        task = "matching" if bundle.task == "matching" else "classification"
+        ds, source = load_jsonl(data, labels=list(bundle.labels), task=task), str(data)
+    else:
+        name, seed = (data, 0) if data is not None else (spec["name"], int(spec.get("seed", 0)))
+        ds, source = build_dataset(name, seed=seed), f"{name} (seed {seed})"
+    missing = [m for m in bundle.modalities if m not in ds.modalities and m not in bundle.optional_modalities]
+    if missing:
+        raise DataError(f"dataset {source} lacks {missing}, which bundle {bundle.name!r} needs")
+    return ds.split("test"), source
+
+
+def checkpoint_path(opts: BenchOptions, bundle: Any) -> Path:
+    from mmedge.checkpoint import read_checkpoint_meta
+
+    source = bundle.manifest.get("source_checkpoint")
+    candidates = [opts.checkpoint] if opts.checkpoint is not None else \
+        [Path(source), bundle.source.parent / source] if source else []
+    for path in candidates:
+        if path.is_dir():
+            read_checkpoint_meta(path)  # a typed error now, not after minutes of timing
+            return path
+    named = f"--checkpoint {opts.checkpoint}" if opts.checkpoint else f"the bundle's source_checkpoint {source}"
+    raise CheckpointError(f"--baseline torch needs the PyTorch checkpoint, but {named} is not a folder; "
+                          "pass --checkpoint PATH (the folder `mmedge train` wrote)")
+
+
+def bundle_info(bundle: Any, opts: BenchOptions) -> dict[str, Any]:
+    source = Path(opts.bundle)
+    files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+    pinned = source if source.is_file() else source / "manifest.json"
+    return {"path": str(source), "name": bundle.name, "sha256": hashlib.sha256(pinned.read_bytes()).hexdigest(),
+            "size_bytes": int(sum(p.stat().st_size for p in files)), "task": bundle.task,
+            "modalities": list(bundle.modalities), "members": [m.name for m in bundle.members],
+            "precisions": bundle.precisions(), "dataset": bundle.manifest.get("dataset")}
+
+
+def settings(opts: BenchOptions) -> dict[str, Any]:
+    out = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+           for k, v in asdict(opts).items() if k not in ("bundle", "command")}
+    return {**out, "text_cache_size": 0}
+
+
+def environment_info(opts: BenchOptions) -> dict[str, Any]:
+    env = environment(opts.threads)
+    if opts.baseline == "torch" and "torch" in sys.modules:
+        env["threads"]["torch"] = int(sys.modules["torch"].get_num_threads())
+    return env
+
+
+def graph_bytes(bundle: Any, precision: str, member: str | None) -> int:
+    members = [bundle.member(member)] if member else list(bundle.members)
+    used = {m for mb in members for m in mb.modalities}
+    entries = [e.graphs[precision] for k, e in bundle.encoders.items() if k in used] + [m.graphs[precision] for m in members]
+    return int(sum((bundle.root / e.file).stat().st_size for e in entries if e.file))
+
+
+def most_accurate_member(bundle: Any) -> tuple[str | None, dict[str, Any]]:
+    """The member with the highest accuracy on the whole validation split, and how it was chosen.
+
+    Ties go to the member listed first in the bundle (said in the returned note). A bundle
+    whose manifest has no validation accuracies (exported before mmedge recorded them) gets
+    ``None``: no member is compared rather than one picked by another rule.
+    """
+    validation = bundle.manifest.get("metrics", {}).get("validation") or {}
+    scores = {m.name: validation["members"][m.name] for m in bundle.members
+              if m.name in (validation.get("members") or {})}
+    if len(scores) != len(bundle.members):
+        return None, {"rule": "most accurate member on the validation split", "chosen": None,
+                      "note": "the bundle records no validation accuracy per member; re-export it to compare"}
+    best = max(scores, key=lambda n: scores[n])  # first in bundle order among equals
+    ties = [n for n, v in scores.items() if v == scores[best] and n != best]
+    return best, {"rule": "most accurate member on the validation split", "chosen": best,
+                  "validation_samples": validation.get("samples"), "validation_accuracy": scores,
+                  "note": f"tied with {ties}; the first in bundle order was taken" if ties else ""}

@@ -1,0 +1,55 @@
+"""Typed options of ``mmedge bench``."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmedge.errors import ConfigError
+
+__all__ = ["BenchOptions", "BASELINES"]
+
+BASELINES = (None, "torch")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``run_bench`` measures (validated on construction; ``ConfigError`` names the bad value).
+
+    Attributes:
+        baseline: ``"torch"`` times the checkpoint's PyTorch ensemble interleaved with the
+            runtime, in the same process; None skips it.
+        members_compare: Also time the member that is most accurate on the validation split.
+        footprint: Measure each precision in a fresh torch-free process (resident memory,
+            time to first prediction).
+    """
+
+    bundle: Path
+    precisions: tuple[str, ...] = ("fp32",)
+    backends: tuple[str, ...] = ("ort",)
+    batches: tuple[int, ...] = (1,)
+    iters: int = 50
+    warmup: int = 5
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    baseline: str | None = None
+    checkpoint: Path | None = None
+    data: str | None = None
+    accuracy_samples: int = 200
+    members_compare: bool = True
+    seed: int = 0
+    import_repeats: int = 3
+    footprint: bool = True
+    command: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.precisions:
+            raise ConfigError("give at least one precision, e.g. --precision fp32,int8 (the bundle says which it has)")
+        if not self.backends:
+            raise ConfigError("give at least one backend, e.g. --backend ort")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigError(f"batch sizes must be positive integers, got {list(self.batches)}")
+        if self.iters < 1 or self.warmup < 0 or self.accuracy_samples < 0 or self.threads < 1:
+            raise ConfigError(f"need iters >= 1, warmup >= 0, accuracy-samples >= 0, threads >= 1; got "
+                              f"{self.iters}, {self.warmup}, {self.accuracy_samples}, {self.threads}")
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"unknown baseline {self.baseline!r}; valid: {[b for b in BASELINES if b]}")

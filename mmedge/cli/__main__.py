@@ -1,0 +1,4 @@
+"""``python -m mmedge.cli``."""
+from mmedge.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""``mmedge bench``: runs ``mmedge.bench.run_bench``; rich tables, JSON, PNG plot."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmedge.cli.console import console, err_console, fail, int_list, split_list
+from mmedge.cli.tables import print_bench_report
+from mmedge.errors import MmedgeError
+
+
+def bench(
+    bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
+    precision: str = typer.Option("fp32", help="Comma-separated precisions: fp32,fp16,int8,int8-trt."),
+    backend: str = typer.Option("ort", help="Comma-separated backends: ort,tensorrt,ort-cuda,ort-trt."),
+    batch: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,8."),
+    iters: int = typer.Option(50, help="Timed iterations per configuration."),
+    warmup: int = typer.Option(5, help="Untimed warm-up iterations (excluded from every statistic)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ORT and torch (default: all cores)."),
+    baseline: Optional[str] = typer.Option(None, help="'torch': time the checkpoint's PyTorch ensemble too."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --baseline torch (default: the "
+                                                         "bundle's source_checkpoint)."),
+    data: Optional[str] = typer.Option(None, help="Dataset name or JSONL file (default: the bundle's dataset)."),
+    accuracy_samples: int = typer.Option(200, help="Test samples for the accuracy check (0: skip)."),
+    members_compare: bool = typer.Option(True, "--members-compare/--no-members-compare",
+                                         help="Also time the member most accurate on the validation split, to compare with the ensemble."),
+    footprint: bool = typer.Option(True, "--footprint/--no-footprint",
+                                   help="Measure each precision in a fresh torch-free process (RSS, first prediction)."),
+    seed: int = typer.Option(0, help="Seed of the interleaving order and the accuracy subset."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
+    plot: Optional[Path] = typer.Option(None, help="Write a latency-distribution PNG here."),
+) -> None:
+    """Benchmark a bundle: latency, per-stage times, memory, accuracy, roofline, vs PyTorch."""
+    from mmedge.bench import BenchOptions, run_bench, write_json
+
+    try:
+        opts = BenchOptions(
+            bundle=bundle, precisions=split_list(precision, "--precision"), backends=split_list(backend, "--backend"),
+            batches=int_list(batch, "--batch"), iters=iters, warmup=warmup, threads=threads or (os.cpu_count() or 1),
+            baseline=baseline, checkpoint=checkpoint, data=data, accuracy_samples=accuracy_samples,
+            members_compare=members_compare, footprint=footprint, seed=seed, command=tuple(["mmedge", "bench", *sys.argv[2:]])
+            if len(sys.argv) > 1 and sys.argv[1] == "bench" else tuple(sys.argv))
+        report = run_bench(opts, log=lambda msg: err_console.print(f"[dim]{msg}[/]"))
+    except MmedgeError as e:
+        fail(e)
+    print_bench_report(report)
+    if json_out is not None:
+        console.print(f"JSON report written to [bold]{write_json(report, json_out)}[/]")
+    if plot is not None:
+        from mmedge.bench.plot import plot_latency
+
+        console.print(f"latency plot written to [bold]{plot_latency(report, plot)}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``bench`` to ``app``."""
+    app.command("bench")(bench)

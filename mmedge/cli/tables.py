@@ -1,0 +1,161 @@
+"""Rich tables shared by the commands: training metrics, bundle contents and accuracy, bench reports."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.table import Table
+
+from mmedge.cli.console import console
+
+__all__ = ["metrics_table", "accuracy_table", "components_table", "summary_table", "stage_table",
+           "comparison_table", "print_bench_report"]
+
+
+def metrics_table(metrics: dict) -> Table:
+    """A rich table of test accuracy: baselines, members, ensemble."""
+    table = Table(title="test accuracy")
+    table.add_column("model")
+    table.add_column("kind")
+    table.add_column("test accuracy", justify="right")
+    for m, v in metrics.get("baselines", {}).items():
+        table.add_row(f"{m} only", "single-modality baseline", f"{v['test_accuracy']:.2%}")
+    for name, v in metrics["members"].items():
+        table.add_row(name, f"member ({v['head']})", f"{v['test_accuracy']:.2%}")
+    ens = metrics["ensemble"]
+    for key, v in ens.items():
+        if key.startswith("test_accuracy_"):
+            method = key[len("test_accuracy_"):]
+            star = " (used)" if method == ens["method"] else ""
+            table.add_row("ensemble", f"{method}{star}", f"{v:.2%}")
+    return table
+
+
+def accuracy_table(manifest: dict) -> Table:
+    """Ensemble and member accuracy per precision, next to PyTorch."""
+    metrics = manifest.get("metrics", {})
+    members = [m["name"] for m in manifest["members"]]
+    table = Table(title=f"{manifest['name']}: accuracy on {metrics.get('samples', '?')} held-out samples")
+    for col in ["precision", "status", "ensemble", *members, "drop (pts)", "fallback"]:
+        table.add_column(col)
+    if "pytorch" in metrics:
+        ref = metrics["pytorch"]
+        table.add_row("pytorch", "reference", f"{ref['ensemble']:.2%}", *[f"{ref['members'][m]:.2%}" for m in members], "", "")
+    for p, status in manifest.get("precisions", {}).items():
+        r = metrics.get(p)
+        if r is None:
+            table.add_row(p, status, *[""] * (len(members) + 3))
+            continue
+        table.add_row(p, status if len(status) <= 40 else status[:40] + "...", f"{r['ensemble']:.2%}",
+                      *[f"{r['members'].get(m, float('nan')):.2%}" for m in members], f"{r['drop_points']:+.2f}",
+                      "; ".join(r.get("fallback", [])))
+    return table
+
+
+def components_table(manifest: dict) -> Table:
+    """One row per component and precision: file size, parity / fidelity, quantization."""
+    table = Table(title="components")
+    for col in ("component", "precision", "MB", "vs reference", "notes"):
+        table.add_column(col)
+    rows = [(f"encoder.{k}", v["graphs"]) for k, v in manifest["encoders"].items()]
+    rows += [(f"head.{mb['name']}", mb["graphs"]) for mb in manifest["members"]]
+    for name, graphs in rows:
+        for p, g in graphs.items():
+            check = g.get("parity") or g.get("fidelity") or {}
+            fig = f"max|d| {check.get('max_abs_diff', float('nan')):.2e}, cos {check.get('min_cosine', float('nan')):.5f}" if check else ""
+            note = g.get("kept_float") and "kept fp32" or (g.get("quantization") or {}).get("tool", "")
+            table.add_row(name, p, f"{g.get('bytes', 0) / 1e6:.2f}", fig, note)
+    return table
+
+
+def print_bench_report(report: Mapping[str, Any]) -> None:
+    """Prints a ``mmedge.bench/1`` report: summary, per-stage and ratio tables, extra lines."""
+    env, info = report["environment"], report["bundle"]
+    console.print(f"[bold]{info['name']}[/] ({info['size_bytes'] / 1e6:.1f} MB, sha256 {info['sha256'][:12]}) on "
+                  f"{env['cpu_model']}, {env['threads']['ort_intra_op']} threads; medians of "
+                  f"{report['settings']['iters']} interleaved runs, {report['settings']['warmup']} warm-up excluded")
+    console.print(summary_table(report))
+    for batch in report["settings"]["batches"]:
+        console.print(stage_table(report, batch))
+    if report["comparisons"]:
+        console.print(comparison_table(report))
+    for line in _extra_lines(report):
+        console.print(line)
+
+
+def _peak_line(peak: Mapping[str, Any]) -> str:
+    parts = [f"{k} {v['gops']:.0f} GOP/s" for k, v in peak.items() if isinstance(v, dict)]
+    return "matrix-multiply peak: " + ", ".join(parts)
+
+
+def _extra_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = [f"import: {i['statement']!r} {i['median_ms']:.1f} ms (fresh interpreter"
+             f"{'; pulled in torch!' if i['torch_imported'] else ', no torch'})" for i in report["import"]]
+    lines.append(_peak_line(report["peak"]))
+    if report["flops"]["per_sample"] is None:
+        lines.append(f"roofline: {report['flops']['note']}")
+    mem = report["memory"]
+    lines.append(f"peak RSS {mem['peak_rss_bytes'] / 2**20:.0f} MiB (start {mem['rss_start_bytes'] / 2**20:.0f} MiB)")
+    for precision, fp in mem.get("torch_free_process", {}).items():
+        lines.append(f"torch-free process, {precision}: RSS {fp['rss_after_predict_bytes'] / 2**20:.0f} MiB after "
+                     f"load and first prediction; first prediction {fp['first_prediction_s']:.2f} s after process start")
+    choice = report.get("member_choice") or {}
+    if choice.get("note"):
+        lines.append(f"member comparison: {choice['note']}")
+    tegra = report["device"]["tegrastats"]
+    lines.append("tegrastats: " + (tegra.get("note", "") if not tegra["available"] else
+                                   f"GPU load {tegra['gpu_load_pct']}, power mW {tegra['power_mw_mean']}"))
+    return lines
+
+
+def _accuracy_of(report: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
+    if cfg["kind"] == "torch":
+        acc = report["accuracy"].get("torch/eager")
+        return f"{acc['ensemble']:.1%}" if acc else "-"
+    acc = report["accuracy"].get(f"{cfg['precision']}/{cfg['backend']}")
+    if not acc:
+        return "-"
+    value = acc["ensemble"] if cfg["kind"] == "ensemble" else acc["members"].get(cfg["members"][0])
+    return f"{value:.1%}" if value is not None else "-"
+
+
+def summary_table(report: Mapping[str, Any]) -> Table:
+    """One row per configuration: end-to-end latency, throughput, load, memory, roofline, accuracy."""
+    table = Table(title="end-to-end latency (ms)")
+    for col in ("configuration", "p50", "p90", "p99", "mean", "min", "max", "samples/s", "load ms", "RSS Δ MiB",
+                "% of peak", "accuracy"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for cfg in report["configs"]:
+        lat, roof = cfg["latency_ms"], cfg["roofline"]
+        pct = f"{roof['compute']['pct_of_peak']:.1f}" if roof else "-"
+        table.add_row(cfg["id"], *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p99", "mean", "min", "max")),
+                      f"{lat['throughput_per_s']:.1f}", f"{cfg['load_ms']:.0f}",
+                      f"{cfg['rss_delta_bytes'] / 2**20:.0f}", pct, _accuracy_of(report, cfg))
+    table.caption = "% of peak: FLOPs of the encoders and heads / their summed median stage time, vs the measured " \
+                    "matrix-multiply peak (int8 peak for int8 on ort)"
+    return table
+
+
+def stage_table(report: Mapping[str, Any], batch: int) -> Table:
+    """Median (p90) milliseconds per stage, one column per configuration at ``batch``."""
+    configs = [c for c in report["configs"] if c["batch"] == batch]
+    stages = list(dict.fromkeys(s for c in configs for s in c["stages_ms"]))
+    table = Table(title=f"per-stage p50 (p90) ms, batch {batch}")
+    table.add_column("stage")
+    for c in configs:
+        table.add_column(c["id"].rsplit("/b", 1)[0], justify="right")
+    for stage in stages:
+        cells = [f"{c['stages_ms'][stage]['p50']:.2f} ({c['stages_ms'][stage]['p90']:.2f})"
+                 if stage in c["stages_ms"] else "-" for c in configs]
+        table.add_row(stage, *cells)
+    return table
+
+
+def comparison_table(report: Mapping[str, Any]) -> Table:
+    """Ratios of medians from the same interleaved run (< 1: the numerator is faster)."""
+    table = Table(title="ratios of medians (interleaved A/B; < 1 = faster)")
+    for col in ("comparison", "batch", "total", "per stage"):
+        table.add_column(col, justify="left" if col in ("comparison", "per stage") else "right")
+    for c in report["comparisons"]:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in c["stage_ratios_p50"].items() if k != "total")
+        table.add_row(c["name"], str(c["batch"]), f"{c['ratio_p50']:.2f}", stages)
+    return table

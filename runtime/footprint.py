@@ -1,0 +1,113 @@
+"""What a bundle costs a fresh, torch-free process: resident memory and time to first prediction.
+
+``measure_footprint`` starts ``python -m mmedge.runtime.footprint`` in a new interpreter in
+which importing torch is an error, so the figures are those of the runtime alone (the base
+install on a device), never flattered or inflated by a co-resident PyTorch. The child opens
+a ``Session``, runs one prediction on real inputs, and prints one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["measure_footprint"]
+
+_BLOCKED = ("torch", "onnx", "nncf")
+
+
+def measure_footprint(bundle: str | Path, precision: str, inputs: Mapping[str, Any], *, threads: int | None = None,
+                      timeout_s: float = 300.0) -> dict[str, Any]:
+    """Runs ``bundle`` at ``precision`` in a fresh torch-free interpreter and measures it.
+
+    Args:
+        bundle: Bundle folder or ``.mmedge`` file.
+        precision: The precision to load.
+        inputs: ``Session.predict`` keyword arguments (lists of images, texts, waves; ``audio_rate``).
+        threads: ONNX Runtime threads (None: all cores).
+
+    Returns:
+        ``{"precision", "rss_after_import_bytes", "rss_after_load_bytes", "rss_after_predict_bytes",
+        "import_ms", "load_ms", "first_predict_ms", "first_prediction_s" (process creation to the
+        first prediction, interpreter start-up included), "heavy_modules_imported"}``.
+
+    Raises:
+        RuntimeError: the child process failed (its stderr is in the message).
+    """
+    with tempfile.TemporaryDirectory(prefix="mmedge-footprint-") as tmp:
+        npz = Path(tmp) / "inputs.npz"
+        _save_inputs(npz, inputs)
+        cmd = [sys.executable, "-m", "mmedge.runtime.footprint", str(bundle), precision, str(npz),
+               str(threads if threads is not None else 0)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"footprint child failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _save_inputs(path: Path, inputs: Mapping[str, Any]) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for modality in ("image", "audio"):
+        for i, value in enumerate(inputs.get(modality) or []):
+            arrays[f"{modality}_{i:05d}"] = np.asarray(value)
+    if inputs.get("text") is not None:
+        arrays["text"] = np.asarray(list(inputs["text"]), dtype=str)
+    if inputs.get("audio_rate") is not None:
+        arrays["audio_rate"] = np.asarray(int(inputs["audio_rate"]))
+    np.savez(path, **arrays)
+
+
+def _load_inputs(path: str) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as z:
+        out: dict[str, Any] = {}
+        for modality in ("image", "audio"):
+            keys = sorted(k for k in z.files if k.startswith(f"{modality}_"))
+            if keys:
+                out[modality] = [z[k] for k in keys]
+        if "text" in z.files:
+            out["text"] = [str(t) for t in z["text"]]
+        if "audio_rate" in z.files:
+            out["audio_rate"] = int(z["audio_rate"])
+    return out
+
+
+class _Blocker:
+    """A meta-path finder that makes importing torch, onnx or nncf fail in the child."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name.split(".")[0] in _BLOCKED:
+            raise ImportError(f"{name} is blocked: the runtime must run without it")
+        return None
+
+
+def _child(bundle: str, precision: str, npz: str, threads: int) -> dict[str, Any]:
+    import psutil
+
+    sys.meta_path.insert(0, _Blocker())
+    proc = psutil.Process()
+    t0 = time.perf_counter()
+    from mmedge.runtime import Session
+
+    import_ms, rss_import = (time.perf_counter() - t0) * 1000.0, proc.memory_info().rss
+    inputs = _load_inputs(npz)
+    t1 = time.perf_counter()
+    with Session(bundle, precision=precision, backend="ort", threads=threads or None) as session:
+        load_ms, rss_load = (time.perf_counter() - t1) * 1000.0, proc.memory_info().rss
+        t2 = time.perf_counter()
+        session.predict(**inputs)
+        predict_ms, done = (time.perf_counter() - t2) * 1000.0, time.time()
+        rss_predict = proc.memory_info().rss
+    return {"precision": precision, "rss_after_import_bytes": rss_import, "rss_after_load_bytes": rss_load,
+            "rss_after_predict_bytes": rss_predict, "import_ms": import_ms, "load_ms": load_ms,
+            "first_predict_ms": predict_ms, "first_prediction_s": done - proc.create_time(),
+            "heavy_modules_imported": sorted(m for m in _BLOCKED if m in sys.modules)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
