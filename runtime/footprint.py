@@ -20,6 +20,7 @@ import numpy as np
 __all__ = ["measure_footprint"]
 
 _BLOCKED = ("torch", "onnx", "nncf")
+_LISTS = ("image", "audio")  # per-item arrays, stored as "<modality>.<index>"
 
 
 def measure_footprint(bundle: str | Path, precision: str, inputs: Mapping[str, Any], *, threads: int | None = None,
@@ -53,9 +54,9 @@ def measure_footprint(bundle: str | Path, precision: str, inputs: Mapping[str, A
 
 def _save_inputs(path: Path, inputs: Mapping[str, Any]) -> None:
     arrays: dict[str, np.ndarray] = {}
-    for modality in ("image", "audio"):
+    for modality in _LISTS:
         for i, value in enumerate(inputs.get(modality) or []):
-            arrays[f"{modality}_{i:05d}"] = np.asarray(value)
+            arrays[f"{modality}.{i:05d}"] = np.asarray(value)
     if inputs.get("text") is not None:
         arrays["text"] = np.asarray(list(inputs["text"]), dtype=str)
     if inputs.get("audio_rate") is not None:
@@ -66,8 +67,8 @@ def _save_inputs(path: Path, inputs: Mapping[str, Any]) -> None:
 def _load_inputs(path: str) -> dict[str, Any]:
     with np.load(path, allow_pickle=False) as z:
         out: dict[str, Any] = {}
-        for modality in ("image", "audio"):
-            keys = sorted(k for k in z.files if k.startswith(f"{modality}_"))
+        for modality in _LISTS:
+            keys = sorted(k for k in z.files if k.startswith(f"{modality}."))
             if keys:
                 out[modality] = [z[k] for k in keys]
         if "text" in z.files:
