@@ -1,0 +1,240 @@
+"""``mmedge.client``: predict against a Triton server (``mmedge serve``, or a repository from ``mmedge triton``).
+
+A thin layer over ``tritonclient``: the same arguments as ``Session.predict``, the same
+``mmedge.runtime.Prediction`` back. Images given as files or encoded bytes are decoded here
+(``mmedge.runtime.preprocess.load_image``) and sent as RGB pixels; audio files are read here.
+Everything else (resize, normalization, tokenization, log-mel) runs on the server, exactly as
+in-process.
+
+>>> from mmedge.client import Client
+>>> with Client("http://127.0.0.1:8000") as client:
+...     pred = client.predict(image="cat.png", text="a cat")
+
+A ``Client`` is not thread-safe (``tritonclient``'s clients are not): use one per thread.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmedge.errors import BackendUnavailable, ConfigError, InputError, MmedgeError
+from mmedge.runtime import user_inputs as _inputs
+from mmedge.serve.config import DEFAULT_MODEL_NAME, check_model_name
+from mmedge.serve.protocol import AUDIO, AUDIO_RATE, IMAGE, INPUTS, OUTPUTS, TEXT, decode_outputs
+
+__all__ = ["Client", "ServerError", "predict"]
+
+_SPECS = {t.name: t for t in INPUTS}
+_INSTALL = "the mmedge client needs tritonclient: pip install 'mmedge[serve]' (or 'tritonclient[http,grpc]')"
+
+
+class ServerError(MmedgeError):
+    """The server refused a request or failed; the message is the server's."""
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    protocol: str
+    address: str
+
+
+def _endpoint(url: str) -> _Endpoint:
+    for scheme in ("http", "grpc"):
+        if url.startswith(f"{scheme}://"):
+            return _Endpoint(scheme, url[len(scheme) + 3:].rstrip("/"))
+    if "://" in url:
+        raise ConfigError(f"url {url!r}: the scheme must be http:// or grpc://")
+    return _Endpoint("http", url.rstrip("/"))
+
+
+def _import(protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as exc:
+        raise BackendUnavailable(f"{_INSTALL} ({exc})") from exc
+    return module
+
+
+class Client:
+    """A connection to one model on a Triton server.
+
+    Args:
+        url: ``http://host:port`` (default port 8000) or ``grpc://host:port`` (8001).
+        model: The Triton model name (``mmedge serve --model-name``; default ``mmedge``).
+        timeout_s: Network timeout per request, in seconds.
+        max_batch: Rows per request (None: the model's ``max_batch_size``, asked once).
+
+    Raises:
+        BackendUnavailable: tritonclient is not installed.
+        ConfigError: a bad url or model name.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", *, model: str = DEFAULT_MODEL_NAME,
+                 timeout_s: float = 60.0, max_batch: int | None = None) -> None:
+        self.endpoint = _endpoint(url)
+        self.model = check_model_name(model)
+        self._tc = _import(self.endpoint.protocol)
+        self._timeout_s = float(timeout_s)
+        self._max_batch = max_batch
+        kwargs = ({"connection_timeout": timeout_s, "network_timeout": timeout_s}
+                  if self.endpoint.protocol == "http" else {})
+        self._client = self._tc.InferenceServerClient(self.endpoint.address, **kwargs)
+
+    # -- health ---------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Whether the server and the model are ready (False while starting or unreachable)."""
+        try:
+            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
+        except Exception:  # tritonclient raises transport-specific errors while the server starts
+            return False
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Blocks until ``ready()``; raises ``ServerError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise ServerError(f"model {self.model!r} at {self.endpoint.address} not ready after {timeout_s:g} s")
+            time.sleep(0.1)
+
+    def max_batch(self) -> int:
+        """Rows per request: the model's ``max_batch_size`` (asked once)."""
+        if self._max_batch is None:
+            config = self._call(self._client.get_model_config, self.model)
+            config = config.get("config", config) if isinstance(config, dict) else config.config
+            size = config["max_batch_size"] if isinstance(config, dict) else config.max_batch_size
+            self._max_batch = max(1, int(size))
+        return self._max_batch
+
+    # -- predict ----------------------------------------------------------------------------
+
+    def predict(self, *, image: Any = None, text: Any = None, audio: Any = None, audio_rate: int | None = None,
+                image_color_order: str = "RGB") -> Any:
+        """Predicts a batch on the server; arguments as ``Session.predict``.
+
+        Returns:
+            The ``mmedge.runtime.Prediction``; ``timings_ms`` holds the round trip
+            (``request``) and the server's stages (``server.<stage>``).
+
+        Raises:
+            InputError: a bad input (checked here before sending).
+            ServerError: the server refused the request (its message) or cannot be reached.
+        """
+        rows = _rows(image, text, audio, audio_rate, image_color_order)
+        size = _inputs.check_batch_sizes({m: len(v) for m, v in rows.items()})
+        preds = [self._send({m: v[a:b] for m, v in rows.items()}) for a, b in self._chunks(rows, size)]
+        return preds[0] if len(preds) == 1 else _concat(preds)
+
+    def _chunks(self, rows: dict[str, list], size: int) -> list[tuple[int, int]]:
+        """Consecutive row ranges of equal image / audio shapes, each at most ``max_batch()`` rows."""
+        def shape(i: int) -> tuple:
+            return tuple(np.shape(rows[m][i] if m != AUDIO else rows[m][i][0]) for m in (IMAGE, AUDIO) if m in rows)
+
+        chunks, start, limit = [], 0, self.max_batch()
+        for i in range(1, size + 1):
+            if i == size or i - start == limit or shape(i) != shape(start):
+                chunks.append((start, i))
+                start = i
+        return chunks
+
+    def _send(self, rows: dict[str, list]) -> Any:
+        arrays = _arrays(rows)
+        inputs = []
+        for name, array in arrays.items():
+            inp = self._tc.InferInput(name, list(array.shape), _SPECS[name].triton_dtype)
+            inp.set_data_from_numpy(array)
+            inputs.append(inp)
+        outputs = [self._tc.InferRequestedOutput(n) for n in OUTPUTS]
+        start = time.perf_counter()
+        kwargs = {"client_timeout": self._timeout_s} if self.endpoint.protocol == "grpc" else {}
+        result = self._call(self._client.infer, self.model, inputs, outputs=outputs, **kwargs)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        return decode_outputs({n: result.as_numpy(n) for n in OUTPUTS}, request_ms=elapsed)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as exc:
+            raise ServerError(f"{self.endpoint.protocol}://{self.endpoint.address} model {self.model!r}: "
+                              f"{_message(exc)}") from None
+        except (ConnectionError, OSError) as exc:
+            raise ServerError(f"cannot reach {self.endpoint.address} ({exc}); is `mmedge serve` running?") from None
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self._client.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _message(exc: Any) -> str:
+    text = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    text = text or str(exc)
+    lines = [ln for ln in str(text).splitlines() if ln.strip()]
+    for line in reversed(lines):  # a model error carries a traceback: keep its last, typed line
+        if "Error:" in line:
+            return line.strip()
+    return " ".join(lines)[:2000]
+
+
+def _rows(image: Any, text: Any, audio: Any, audio_rate: int | None, color_order: str) -> dict[str, list]:
+    from mmedge.runtime.preprocess import load_image
+
+    rows: dict[str, list] = {}
+    if image is not None:
+        rows[IMAGE] = [load_image(i, color_order=color_order) for i in _inputs.image_items(image)]
+    if text is not None:
+        rows[TEXT] = _inputs.text_items(text)
+    if audio is not None:
+        rows[AUDIO] = _inputs.load_waves(_inputs.audio_items(audio, audio_rate))
+    if not rows:
+        raise InputError("pass at least one of image=, text=, audio=")
+    return rows
+
+
+def _arrays(rows: dict[str, list]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    if IMAGE in rows:
+        arrays[IMAGE] = np.stack(rows[IMAGE])  # (b, H, W, 3) uint8
+    if TEXT in rows:
+        arrays[TEXT] = np.array([[t.encode("utf-8")] for t in rows[TEXT]], dtype=object)  # (b, 1)
+    if AUDIO in rows:
+        arrays[AUDIO] = np.stack([w for w, _ in rows[AUDIO]]).astype(np.float32)  # (b, samples)
+        arrays[AUDIO_RATE] = np.array([[r] for _, r in rows[AUDIO]], dtype=np.int32)  # (b, 1)
+    return arrays
+
+
+def _concat(preds: Sequence[Any]) -> Any:
+    from mmedge.runtime.prediction import Prediction
+
+    first = preds[0]
+    members = {n: np.concatenate([p.member_probabilities[n] for p in preds]) for n in first.member_probabilities}
+    total = {"request": sum(p.timings_ms.get("request", 0.0) for p in preds)}
+    return Prediction(labels=[lb for p in preds for lb in p.labels], indices=np.concatenate([p.indices for p in preds]),
+                      probabilities=np.concatenate([p.probabilities for p in preds]), member_probabilities=members,
+                      timings_ms=total, backend=first.backend, precision=first.precision, members=first.members,
+                      skipped_members=first.skipped_members, note=first.note)
+
+
+def predict(*, url: str = "http://127.0.0.1:8000", model: str = DEFAULT_MODEL_NAME, image: Any = None,
+            text: Any = None, audio: Any = None, audio_rate: int | None = None, image_color_order: str = "RGB") -> Any:
+    """One prediction against a server (opens and closes a ``Client``); arguments as ``Session.predict``.
+
+    Returns:
+        The ``mmedge.runtime.Prediction``.
+    """
+    with Client(url, model=model) as client:
+        return client.predict(image=image, text=text, audio=audio, audio_rate=audio_rate,
+                              image_color_order=image_color_order)

@@ -1,0 +1,85 @@
+"""Settings of ``mmedge serve`` (frozen, checked at construction)."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from mmedge.errors import ConfigError
+from mmedge.serve.protocol import Limits
+
+__all__ = ["ServeConfig", "DEFAULT_MODEL_NAME"]
+
+DEFAULT_MODEL_NAME = "mmedge"
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if Triton accepts it as a model name, else a ``ConfigError``."""
+    if not name or set(name) - _NAME_CHARS:
+        raise ConfigError(f"model name {name!r} may only hold letters, digits, '.', '_' and '-'")
+    return name
+
+
+def _check_port(name: str, port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{name} must be a port number 1-65535, got {port!r}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How ``mmedge serve`` runs a bundle on Triton.
+
+    Attributes:
+        host: Address the HTTP, gRPC and metrics endpoints bind to (loopback by default;
+            ``0.0.0.0`` serves other machines).
+        http_port: HTTP/REST (KServe v2) port; health at ``/v2/health/ready``.
+        grpc_port: gRPC port.
+        metrics_port: Prometheus metrics port (``/metrics``).
+        model_name: The Triton model name clients call.
+        precision: Bundle precision to serve (``bundle.precisions()``).
+        backend: mmedge runtime backend (``auto``, ``ort``, ``tensorrt``...).
+        max_batch: Triton's ``max_batch_size``: the most rows one execution gets.
+        batching: Dynamic batching (requests queued up to ``queue_delay_us`` and merged).
+        queue_delay_us: Longest wait for more requests to batch, in microseconds.
+        instances: Model instances (each its own Session and Triton instance).
+        threads: CPU threads per graph per instance (None: cores // instances, at least 1).
+        limits: Payload limits per request row.
+        log_verbose: Triton's verbose log level (0: info only).
+    """
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_name: str = DEFAULT_MODEL_NAME
+    precision: str = "fp32"
+    backend: str = "auto"
+    max_batch: int = 16
+    batching: bool = True
+    queue_delay_us: int = 2000
+    instances: int = 1
+    threads: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    log_verbose: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise ConfigError(f"host must be an IP address (127.0.0.1, 0.0.0.0, ::1), got {self.host!r}") from None
+        for name in ("http_port", "grpc_port", "metrics_port"):
+            _check_port(name, getattr(self, name))
+        if len({self.http_port, self.grpc_port, self.metrics_port}) != 3:
+            raise ConfigError(f"HTTP, gRPC and metrics ports must differ, got {self.http_port}, {self.grpc_port}, "
+                              f"{self.metrics_port}")
+        check_model_name(self.model_name)
+        for name, low in (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
+
+    def instance_threads(self, cores: int) -> int:
+        """CPU threads per graph of each instance."""
+        return self.threads if self.threads is not None else max(1, cores // self.instances)

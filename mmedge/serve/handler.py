@@ -1,0 +1,81 @@
+"""The inference callable a Triton model instance runs: requests in, one ``Session.predict`` per batch, responses out.
+
+No pytriton import here: the callable takes anything with a ``.data`` mapping (PyTriton's
+``Request``) or plain mappings, so it is tested without a server.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.runtime.audio import load_audio, resample
+from mmedge.serve.protocol import AUDIO, IMAGE, TEXT, Limits, RequestRows, decode_request, encode_outputs
+
+__all__ = ["BundleHandler"]
+
+
+def _data(request: Any) -> Mapping[str, np.ndarray]:
+    return request.data if hasattr(request, "data") else request
+
+
+class BundleHandler:
+    """Runs a dynamic batch of Triton requests through one ``mmedge.runtime.Session``.
+
+    Requests that give the same modalities are merged into one ``Session.predict`` call
+    (so the encoders see the whole batch); each request gets its own rows back.
+
+    Args:
+        session: The ``Session`` this model instance uses (shared sessions are fine: thread-safe).
+        limits: Payload limits checked per request before anything runs.
+    """
+
+    def __init__(self, session: Any, *, limits: Limits = Limits()) -> None:
+        self.session = session
+        self.limits = limits
+        self._members = tuple(m.name for m in session.bundle.members)
+        audio_spec = session.bundle.specs.get(AUDIO)
+        self._rate = audio_spec.sample_rate if audio_spec is not None else None
+
+    def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
+        """Answers a batch of requests, in order.
+
+        Raises:
+            InputError: a request is malformed (the whole batch fails: Triton's Python backend
+                reports errors per batch; the mmedge client checks its rows before sending).
+        """
+        decoded = [decode_request(_data(r), self.limits) for r in requests]
+        responses: list[dict[str, np.ndarray] | None] = [None] * len(decoded)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, rows in enumerate(decoded):
+            groups.setdefault(rows.modalities, []).append(i)
+        for indices in groups.values():
+            self._run_group([decoded[i] for i in indices], indices, responses)
+        return responses  # type: ignore[return-value]
+
+    def _run_group(self, group: list[RequestRows], indices: list[int],
+                   responses: list[dict[str, np.ndarray] | None]) -> None:
+        merged: dict[str, list] = {m: [] for m in group[0].modalities}
+        for rows in group:
+            for m in rows.modalities:
+                merged[m].extend(rows.items[m])
+        pred = self.session.predict(**self._arguments(merged))
+        start = 0
+        for i, rows in zip(indices, group):
+            responses[i] = encode_outputs(pred, self._members, slice(start, start + rows.size))
+            start += rows.size
+
+    def _arguments(self, merged: dict[str, list]) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if IMAGE in merged:
+            args["image"] = merged[IMAGE]
+        if TEXT in merged:
+            args["text"] = merged[TEXT]
+        if AUDIO in merged and self._rate is not None:
+            # Each request row has its own rate: resample here, as Session would, then pass
+            # every wave at the bundle's rate (resampling to the same rate is the identity).
+            args["audio"] = [resample(*load_audio(w, sample_rate=r), self._rate) for w, r in merged[AUDIO]]
+            args["audio_rate"] = self._rate
+        elif AUDIO in merged:
+            args["audio"] = [w for w, _ in merged[AUDIO]]  # the Session says the bundle has no audio
+        return args
