@@ -1,0 +1,144 @@
+"""The steps the Python-backend models of a generated repository run: numpy in, numpy out.
+
+``triton_models/model.py`` is the Triton glue (``pb_utils`` tensors <-> numpy); it builds one
+of these from the model's ``parameters`` (``create_step``). They reuse the runtime's own
+preprocessing and ensemble rule, so a repository predicts what ``Session.predict`` predicts.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from mmedge.errors import BundleError, ConfigError
+from mmedge.serve.protocol import AUDIO, IMAGE, TEXT, Limits, decode_request, encode_outputs
+
+__all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "STEPS"]
+
+
+class Preprocess:
+    """One modality's preprocessing: contract inputs (``image``...) -> its encoder's inputs.
+
+    Args:
+        modality: ``image``, ``text`` or ``audio``.
+        spec: The bundle's ``inputs.<modality>`` (an ``ImageSpec`` / ``TextSpec`` / ``AudioSpec`` dict).
+        outputs: Encoder input name -> preprocessing array name (``pixel_values``, ``input_ids``,
+            ``attention_mask``, ``mel``).
+        folder: The model version folder (holds ``tokenizer.json`` for text).
+    """
+
+    def __init__(self, modality: str, spec: Mapping[str, Any], outputs: Mapping[str, str], folder: Path) -> None:
+        from mmedge.runtime.bundle import SPEC_CLASSES
+        from mmedge.runtime.specs import spec_from_dict
+
+        if modality not in SPEC_CLASSES:
+            raise ConfigError(f"unknown modality {modality!r}; valid: {list(SPEC_CLASSES)}")
+        self.modality, self.outputs = modality, dict(outputs)
+        self.spec = spec_from_dict(SPEC_CLASSES[modality], spec)
+        self._tokenizer = None
+        if modality == TEXT:
+            from mmedge.runtime.preprocess import TextTokenizer
+
+            self._tokenizer = TextTokenizer(Path(folder) / self.spec.tokenizer_file, self.spec)
+
+    def _arrays(self, items: list) -> dict[str, np.ndarray]:
+        from mmedge.runtime.preprocess import preprocess_audio, preprocess_images
+
+        if self.modality == IMAGE:
+            return {"pixel_values": preprocess_images(items, self.spec)}  # (b, 3, S, S)
+        if self.modality == TEXT:
+            return self._tokenizer(items)  # input_ids, attention_mask: (b, L) int64
+        return {"mel": preprocess_audio(items, self.spec)}  # (b, 1, M, T)
+
+    def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = decode_request(data, Limits())
+        arrays = self._arrays(rows.items[self.modality])
+        if len(self.outputs) == 1 and len(arrays) == 1:
+            return {next(iter(self.outputs)): next(iter(arrays.values()))}
+        return {name: arrays[source] for name, source in self.outputs.items()}
+
+
+class Combine:
+    """The ensemble rule over members' logits -> the contract outputs (``protocol.encode_outputs``).
+
+    Args:
+        method: ``weighted_mean`` | ``soft_vote`` | ``majority_vote``.
+        labels: The class names.
+        members: ``[{"name", "weight", "temperature"}]`` of the members this ensemble runs.
+        all_members: Every member of the bundle, in order.
+        backend: What ran the graphs (reported in ``meta``).
+        precision: The bundle precision served.
+        note: Why members were left out (a variant without an optional modality).
+    """
+
+    def __init__(self, method: str, labels: list[str], members: list[dict], all_members: list[str],
+                 backend: str, precision: str, note: str = "") -> None:
+        self.method, self.labels, self.members = method, list(labels), list(members)
+        self.all_members, self.backend, self.precision, self.note = list(all_members), backend, precision, note
+
+    def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mmedge.runtime.ensemble import combine, softmax
+        from mmedge.runtime.prediction import Prediction
+
+        start = time.perf_counter()
+        logits = [np.asarray(data[f"logits.{m['name']}"], dtype=np.float32) for m in self.members]  # K x (b, C)
+        probs = combine(logits, method=self.method, weights=[m["weight"] for m in self.members],
+                        temperatures=[m["temperature"] for m in self.members])
+        member_probs = {m["name"]: softmax(lg, m["temperature"]) for m, lg in zip(self.members, logits)}
+        indices = probs.argmax(axis=1).astype(np.int64)
+        ran = tuple(m["name"] for m in self.members)
+        pred = Prediction(labels=[self.labels[i] for i in indices], indices=indices, probabilities=probs,
+                          member_probabilities=member_probs,
+                          timings_ms={"ensemble": (time.perf_counter() - start) * 1000.0}, backend=self.backend,
+                          precision=self.precision, members=ran,
+                          skipped_members=tuple(n for n in self.all_members if n not in ran), note=self.note)
+        return encode_outputs(pred, self.all_members, slice(0, len(indices)))
+
+
+class OnnxGraph:
+    """A bundle graph run by onnxruntime inside the Python backend (Triton builds without its ORT backend)."""
+
+    def __init__(self, graph: Path, threads: int | None = None) -> None:
+        from mmedge.runtime.backends.ort import create_session
+
+        if not Path(graph).is_file():
+            raise BundleError(f"graph {graph} is missing; regenerate the repository with `mmedge triton`")
+        self._session = create_session(graph, threads=threads)
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outputs, self._session.run(None, dict(data))))
+
+
+def _preprocess(params: Mapping[str, str], folder: Path) -> Preprocess:
+    return Preprocess(params["modality"], json.loads(params["spec"]), json.loads(params["outputs"]), folder)
+
+
+def _combine(params: Mapping[str, str], folder: Path) -> Combine:
+    return Combine(params["method"], json.loads(params["labels"]), json.loads(params["members"]),
+                   json.loads(params["all_members"]), params["backend"], params["precision"], params.get("note", ""))
+
+
+def _onnx_graph(params: Mapping[str, str], folder: Path) -> OnnxGraph:
+    return OnnxGraph(Path(folder) / "model.onnx", threads=int(params["threads"]) if params.get("threads") else None)
+
+
+STEPS: Mapping[str, Callable[[Mapping[str, str], Path], Any]] = {
+    "preprocess": _preprocess, "combine": _combine, "onnx_graph": _onnx_graph}
+
+
+def create_step(params: Mapping[str, str], folder: Path) -> Callable[[Mapping[str, np.ndarray]], dict]:
+    """The step named by ``params["step"]``, built from the model's string parameters.
+
+    Args:
+        params: The model config's ``parameters`` (string values).
+        folder: The model version folder (``<model>/1``).
+    """
+    step = params.get("step")
+    if step not in STEPS:
+        raise ConfigError(f"model parameter step={step!r} is not one of {sorted(STEPS)}; regenerate the "
+                          "repository with `mmedge triton`")
+    return STEPS[step](params, Path(folder))
