@@ -11,6 +11,8 @@ and the ``mmedge`` script all run ``main()``, so they list the same commands.
 | device   | inspect, run                    | device (torch-free) |
 | bench    | bench                           | device              |
 | demo     | demo                            | both, end to end    |
+| triton   | triton (model repository)       | server (torch-free) |
+| serve    | serve (Triton via PyTriton)     | server, `[serve]`   |
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import typer
 
 __all__ = ["app", "main", "COMMAND_MODULES"]
 
-COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "bench", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "bench", "demo", "triton", "serve")
 
 app = typer.Typer(help="mmedge: multimodal fusion models from PyTorch to the edge.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
