@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.export.bundle import write_bundle
+from mmedge.export.bundle_writer import write_bundle
 from mmedge.export.components import Component, keep_float
 from mmedge.export.manifest import bundle_files
 from mmedge.export.quantization import CPU_ACCURACY, policy

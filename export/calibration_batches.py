@@ -1,4 +1,6 @@
-"""Calibration batches: the one protocol NNCF, ORT and the TensorRT calibrator share.
+"""Calibration batches: the one protocol every int8 precision is calibrated with (NNCF).
+
+TensorRT gets INT8 from the explicit Q/DQ graphs built from it, never from a calibrator.
 
 A calibration set is an iterable of ``dict[input_name, ndarray]`` batches matching a
 graph's inputs. ``calibration_batches`` builds them from per-sample dicts;

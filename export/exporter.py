@@ -15,7 +15,7 @@ from typing import Any
 from mmedge.config import Recipe
 from mmedge.errors import ConfigError
 from mmedge.export.components import Component, export_fp32, make_reduced
-from mmedge.export.quantization import PRECISIONS
+from mmedge.export.quantization import PRECISIONS, precisions
 from mmedge.export.manifest import build_manifest, bundle_files
 from mmedge.export.accuracy import assess_precisions
 from mmedge.progress import log, track
@@ -44,13 +44,13 @@ class ExportConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        unknown = [p for p in self.precisions if p not in precisions()]
         if unknown:
-            raise ConfigError(f"unknown precisions {unknown}; valid: {list(PRECISIONS)}")
+            raise ConfigError(f"unknown precisions {unknown}; valid: {list(precisions())}")
         if self.max_drop < 0 or self.calib_samples < 1 or (self.eval_samples is not None and self.eval_samples < 1):
             raise ConfigError(f"need max_drop >= 0, calib_samples >= 1 and eval_samples >= 1 (or None); got "
                               f"{self.max_drop}, {self.calib_samples}, {self.eval_samples}")
-        ordered = tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)
+        ordered = tuple(p for p in precisions() if p == "fp32" or p in self.precisions)
         object.__setattr__(self, "precisions", ordered)
 
 
@@ -85,7 +85,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, config: ExportConfig = Exp
                 make_reduced(comp, precision, work, src.calib, src.cases)
         manifest = build_manifest(src, comps, config)
         assess_precisions(manifest, comps, src, work, config)
-        from mmedge.export.bundle import write_bundle
+        from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))
         log(f"bundle written to {out}")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from mmedge import BUNDLE_FORMAT, __version__
-from mmedge.export.bundle import graph_entries
+from mmedge.export.bundle_writer import graph_entries
 from mmedge.runtime.specs import spec_to_dict
 
 

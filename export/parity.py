@@ -21,7 +21,7 @@ Arrays = dict[str, np.ndarray]
 ModuleFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 # Warning-level thresholds for reduced precisions (min per-row cosine vs fp32 / PyTorch).
-MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95, "int8-trt": 0.95}
+MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95, "int8-trt": 0.95, "int8-fp16-trt": 0.95}
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def compare_outputs(graph: str, ref: Mapping[str, np.ndarray], got: Mapping[str,
 
 def check_parity(
     module_fn: ModuleFn, onnx_path: str | Path, cases: Sequence[Mapping[str, np.ndarray]], *, atol: float = 1e-4,
-    mask_padding: bool = False,
+    mask_padding: bool = False, precision: str | None = None,
 ) -> ParityReport:
     """Runs every case through PyTorch (``module_fn``) and ONNX Runtime and compares outputs.
 
@@ -113,11 +113,13 @@ def check_parity(
         cases: Inputs, e.g. at batch 1, 2 and 7 and two token lengths.
         atol: Tolerance recorded in the report (``require_parity`` enforces it).
         mask_padding: Zero ``{m}_seq`` positions where ``{m}_mask`` is 0 in both outputs.
+        precision: The graph's bundle precision (ONNX Runtime keeps the optimizers that break
+            it off, as the runtime does).
 
     Returns:
         A ``ParityReport`` with max abs diff and min per-row cosine per output and case.
     """
-    sess = create_session(onnx_path)
+    sess = create_session(onnx_path, precision=precision)
     names = [o.name for o in sess.get_outputs()]
     results: list[OutputParity] = []
     for case in cases:
@@ -164,7 +166,7 @@ def check_reduced_precision(
         The report dict plus ``precision``, ``min_cosine_required`` and ``within_threshold``.
     """
     ref_fn = onnx_fn(reference) if isinstance(reference, (str, Path)) else reference
-    report = check_parity(_masked(ref_fn), onnx_path, cases, atol=float("inf"), mask_padding=True)
+    report = check_parity(_masked(ref_fn), onnx_path, cases, atol=float("inf"), mask_padding=True, precision=precision)
     threshold = MIN_COSINE.get(precision, 0.95) if min_cosine is None else min_cosine
     ok = report.min_cosine >= threshold
     if not ok:

@@ -65,7 +65,9 @@ def log(message: str) -> None:
 
         Console(stderr=True).print(message)
     elif _mode == "plain":
-        _print(message)
+        from rich.text import Text
+
+        _print(Text.from_markup(message).plain)  # no "[bold]" in a log file
 
 
 def _print(line: str) -> None:

@@ -3,7 +3,7 @@
 Real encoders (EfficientNet-Lite0 with ImageNet weights, all-MiniLM-L6-v2, a randomly
 initialised audio CNN) and two seeded fusion heads (concat over image+text,
 cross-attention over image+text+audio), exported with ``mmedge.export.onnx_export`` and
-assembled with ``mmedge.export.bundle.write_bundle``. Audio is declared optional, so
+assembled with ``mmedge.export.bundle_writer.write_bundle``. Audio is declared optional, so
 without audio only the concat member runs.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def make_manifest(encoders: dict, members: list) -> dict:
 def built(tmp_path_factory):
     """The bundle folder plus the torch modules it was exported from."""
     from mmedge.encoders.text import MiniLMEncoder
-    from mmedge.export.bundle import write_bundle
+    from mmedge.export.bundle_writer import write_bundle
 
     tmp = tmp_path_factory.mktemp("export")
     tokenizer_file = MiniLMEncoder.tokenizer_file()
@@ -127,6 +127,28 @@ def built(tmp_path_factory):
     return types.SimpleNamespace(path=path, encoders=encoders, heads=heads, manifest=manifest, files=files,
                                  tokenizer=tokenizer, members=MEMBERS, image_spec=IMAGE_SPEC, audio_spec=AUDIO_SPEC,
                                  text_spec=TEXT_SPEC, labels=LABELS)
+
+
+@pytest.fixture(scope="session")
+def torch_ensemble(built):
+    """``make(members=None)``: the PyTorch ``MultimodalEnsemble`` the fixture bundle was exported
+    from (its real encoders and heads, temperatures and weights), optionally with some members only."""
+    from mmedge.config import MemberConfig, Recipe
+    from mmedge.model import MultimodalEnsemble
+
+    names = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "audio_cnn"}
+
+    def make(members=None):
+        chosen = [m for m in built.members if members is None or m[0] in members]
+        modalities = tuple(m for m in names if any(m in mods for _, _, mods, _, _ in chosen))
+        recipe = Recipe(name="runtime-test", dataset="test.jsonl", task="classification", modalities=modalities,
+                        members=tuple(MemberConfig(n, head, tuple(mods), hidden=64) for n, head, mods, _, _ in chosen),
+                        encoders={m: names[m] for m in modalities}, image=IMAGE_SPEC, text=TEXT_SPEC, audio=AUDIO_SPEC)
+        return MultimodalEnsemble(recipe, {m: built.encoders[m] for m in modalities},
+                                  {n: built.heads[n] for n, *_ in chosen}, [t for *_, t in chosen],
+                                  [w for *_, w, _ in chosen]).eval()
+
+    return make
 
 
 def clone(src: Path, dst: Path, *, copy: tuple[str, ...] = ()) -> Path:
@@ -176,6 +198,6 @@ def rng():
 @pytest.fixture(scope="session")
 def bundle_zip(bundle_path, tmp_path_factory) -> Path:
     """The fixture bundle as a single ``.mmedge`` file."""
-    from mmedge.export.bundle import zip_bundle
+    from mmedge.export.bundle_writer import zip_bundle
 
     return zip_bundle(bundle_path, tmp_path_factory.mktemp("zip") / "bundle.mmedge")

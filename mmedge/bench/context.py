@@ -57,7 +57,9 @@ def bundle_info(bundle: Any, opts: BenchOptions) -> dict[str, Any]:
     return {"path": str(source), "name": bundle.name, "sha256": hashlib.sha256(pinned.read_bytes()).hexdigest(),
             "size_bytes": int(sum(p.stat().st_size for p in files)), "task": bundle.task,
             "modalities": list(bundle.modalities), "members": [m.name for m in bundle.members],
-            "precisions": bundle.precisions(), "dataset": bundle.manifest.get("dataset")}
+            "precisions": bundle.precisions(), "dataset": bundle.manifest.get("dataset"),
+            "accuracy_measured_on": {p: m["measured_on"] for p, m in bundle.manifest.get("metrics", {}).items()
+                                     if isinstance(m, dict) and "measured_on" in m}}
 
 
 def settings(opts: BenchOptions) -> dict[str, Any]:

@@ -18,21 +18,12 @@ from mmedge.bench import validate_report
 
 
 @pytest.fixture(scope="module")
-def checkpoint(built, tmp_path_factory) -> Path:
+def checkpoint(torch_ensemble, built, tmp_path_factory) -> Path:
     """A checkpoint folder holding the torch modules the fixture bundle was exported from."""
     from mmedge.checkpoint import save_checkpoint
-    from mmedge.config import MemberConfig, Recipe
     from mmedge.encoders.text import MiniLMEncoder
-    from mmedge.model import MultimodalEnsemble
 
-    members = tuple(MemberConfig(name, head, tuple(mods), hidden=64) for name, head, mods, _, _ in built.members)
-    recipe = Recipe(name="runtime-test", dataset="test.jsonl", task="classification",
-                    modalities=("image", "text", "audio"), members=members,
-                    encoders={"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "audio_cnn"},
-                    image=built.image_spec, text=built.text_spec, audio=built.audio_spec)
-    model = MultimodalEnsemble(recipe, built.encoders, built.heads, [t for *_, t in built.members],
-                               [w for *_, w, _ in built.members])
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "run", model, labels=built.labels, metrics={},
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "run", torch_ensemble(), labels=built.labels, metrics={},
                            tokenizer_file=MiniLMEncoder.tokenizer_file())
 
 

@@ -222,3 +222,51 @@ def test_bad_export_settings_are_errors(bad):
 
     with pytest.raises(ConfigError):
         ExportConfig(**bad)
+
+
+class _ZeroedWeights:
+    """A real (if useless) precision: the fp32 graph with every weight matrix of the chosen
+    component kinds set to zero, so their outputs no longer depend on the input. Registered
+    for one test, it makes the accuracy-aware fallback run end to end with a known outcome."""
+
+    needs_calibration = False
+    accuracy_measured_on = "mmedge.runtime on ONNX Runtime (CPU)"
+
+    def __init__(self, name, model_types):
+        self.name, self.model_types = name, model_types
+
+    def build(self, src, dst, *, calib=(), model_type="cnn"):
+        model = onnx.load(str(src))
+        if model_type in self.model_types:
+            for init in model.graph.initializer:
+                w = onnx.numpy_helper.to_array(init)
+                if w.dtype == np.float32 and w.ndim >= 2:
+                    init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(w), init.name))
+        onnx.save(model, str(dst))
+        return {"tool": "test: zeroed weight matrices", "model_types": list(self.model_types)}
+
+
+def test_accuracy_fallback_runs_end_to_end(checkpoint, tmp_path, monkeypatch):
+    """Heads zeroed: the first fallback step (heads kept fp32) restores fp32 accuracy exactly.
+    Everything zeroed: every step runs, every component ends in fp32, the precision fails."""
+    from mmedge.export.quantization import POLICIES
+
+    monkeypatch.setitem(POLICIES._items, "zeroed-heads", _ZeroedWeights("zeroed-heads", ("head",)))
+    monkeypatch.setitem(POLICIES._items, "zeroed-all", _ZeroedWeights("zeroed-all", ("cnn", "transformer", "head")))
+    manifest = export_checkpoint(checkpoint, tmp_path / "b", config=ExportConfig(
+        precisions=("fp32", "zeroed-heads", "zeroed-all"), max_drop=0.0, **FAST))
+    metrics, status = manifest["metrics"], manifest["precisions"]
+    assert metrics["zeroed-heads"]["fallback"] == ["kept head.concat, head.cross_attention in fp32"]
+    assert status["zeroed-heads"] == "ok"
+    assert metrics["zeroed-heads"]["ensemble"] == metrics["fp32"]["ensemble"]
+    heads = [m["graphs"]["zeroed-heads"] for m in manifest["members"]]
+    assert all(g["file"].endswith(".fp32.onnx") and "kept_float" in g for g in heads)
+    assert all("kept_float" not in e["graphs"]["zeroed-heads"] for e in manifest["encoders"].values())
+    steps = metrics["zeroed-all"]["fallback"]
+    assert steps[0] == "kept head.concat, head.cross_attention in fp32" and len(steps) >= 2  # heads, then encoders
+    floats = [e["graphs"]["zeroed-all"] for e in manifest["encoders"].values()]
+    if len(steps) == 1 + len(manifest["encoders"]):  # every encoder had to go back to fp32
+        assert status["zeroed-all"].startswith("failed: every component had to stay fp32")
+        assert all("kept_float" in g for g in floats)
+    else:  # the restored encoders were enough to match fp32 exactly on these rows
+        assert status["zeroed-all"] == "ok" and metrics["zeroed-all"]["drop_points"] <= 0.0

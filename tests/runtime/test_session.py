@@ -30,32 +30,25 @@ def _waves(rng, n=3, rate=16000):
     return [(rng.standard_normal(rate) * 0.1).astype(np.float32) for _ in range(n)]
 
 
-def torch_reference(built, images, texts, waves=None):
-    """Ensemble and member probabilities computed with the PyTorch modules."""
+def torch_reference(model, tokenizer, images, texts, waves=None):
+    """Ensemble and member probabilities of the PyTorch model (``MultimodalEnsemble.predict``, the
+    one reference forward) on the runtime's preprocessing of the same raw inputs."""
     import torch
 
-    arrays = {"image": [preprocess_images(images, built.image_spec)], "text": list(built.tokenizer(texts).values())}
+    spec = model.recipe
+    arrays = {"pixel_values": preprocess_images(images, spec.image), **tokenizer(texts)}
     if waves is not None:
-        arrays["audio"] = [preprocess_audio(waves, built.audio_spec)]
-    feats = {}
-    with torch.no_grad():
-        for m, xs in arrays.items():
-            enc = built.encoders[m]
-            feats.update(zip(enc.output_names(), enc(*(torch.from_numpy(x) for x in xs))))
-        members = {name: (torch.softmax(built.heads[name](feats) / temp, dim=-1), weight)
-                   for name, _, mods, weight, temp in built.members if set(mods) <= set(arrays)}
-        total = sum(w for _, w in members.values())
-        ensemble = sum(p * w for p, w in members.values()) / total
-    return ensemble.numpy(), {k: p.numpy() for k, (p, _) in members.items()}
+        arrays["mel"] = preprocess_audio(waves, spec.audio)
+    return model.predict({k: torch.from_numpy(v) for k, v in arrays.items()})
 
 
 # ----------------------------------------------------------------------------- correctness
 
 
-def test_matches_pytorch_all_modalities(built, session, rng):
+def test_matches_pytorch_all_modalities(built, session, torch_ensemble, rng):
     images, waves = _images(rng), _waves(rng)
     pred = session.predict(image=images, text=TEXTS, audio=waves, audio_rate=16000)
-    ref, ref_members = torch_reference(built, images, TEXTS, waves)
+    ref, ref_members = torch_reference(torch_ensemble(), built.tokenizer, images, TEXTS, waves)
     np.testing.assert_allclose(pred.probabilities, ref, atol=1e-4)
     for name, p in ref_members.items():
         np.testing.assert_allclose(pred.member_probabilities[name], p, atol=1e-4)
@@ -68,10 +61,10 @@ def test_matches_pytorch_all_modalities(built, session, rng):
         assert pred.timings_ms[stage] >= 0
 
 
-def test_optional_modality_missing_runs_the_members_that_can(built, session, rng):
+def test_optional_modality_missing_runs_the_members_that_can(built, session, torch_ensemble, rng):
     images = _images(rng, 2)
     pred = session.predict(image=images, text=TEXTS[:2])
-    ref, ref_members = torch_reference(built, images, TEXTS[:2])
+    ref, ref_members = torch_reference(torch_ensemble(["concat"]), built.tokenizer, images, TEXTS[:2])
     assert pred.members == ("concat",) and pred.skipped_members == ("cross_attention",)
     assert "audio" in pred.note and "re-normalized" in pred.note
     np.testing.assert_allclose(pred.probabilities, ref, atol=1e-4)

@@ -1,0 +1,31 @@
+"""Writes benchmarks/RESULTS.md from result JSON files (``mmedge.bench.results``).
+
+    python benchmarks/make_results.py                       # the default files that exist
+    python benchmarks/make_results.py a.json b.json -o OUT.md
+
+Each JSON file carries its ``schema`` and the command that produced it; the default list is
+the reference bench (``benchmarks/run_reference.sh``) followed by the other committed results.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmedge.bench.results import render_results
+
+HERE = Path(__file__).resolve().parent
+DEFAULT = ("results.json",)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path, help="result JSON files (default: the committed ones)")
+    parser.add_argument("-o", "--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    files = args.files or [HERE / f for f in DEFAULT if (HERE / f).is_file()]
+    args.out.write_text(render_results(files, root=HERE.parent), encoding="utf-8")
+    print(f"wrote {args.out} from {', '.join(map(str, files))}")
+
+
+if __name__ == "__main__":
+    main()
