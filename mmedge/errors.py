@@ -18,6 +18,7 @@ __all__ = [
     "CalibrationError",
     "BackendUnavailable",
     "EngineMismatch",
+    "EngineBuildError",
 ]
 
 
@@ -70,3 +71,7 @@ class BackendUnavailable(MmedgeError, RuntimeError):
 
 class EngineMismatch(MmedgeError):
     """A compiled engine was built for another TensorRT version, GPU or bundle."""
+
+
+class EngineBuildError(MmedgeError):
+    """TensorRT could not parse a bundle graph or build an engine from it."""

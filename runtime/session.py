@@ -16,7 +16,8 @@ from mmedge.runtime import user_inputs as _inputs
 from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import combine, softmax
 from mmedge.runtime.prediction import CacheInfo, Prediction, TextCache
-from mmedge.runtime.backends.base import BaseRunner
+from mmedge.runtime.backends.base import BaseRunner, RunnerSetup
+from mmedge.runtime.backends.trt_engines import default_engine_root
 from mmedge.runtime.backends import BackendChoice, TensorRTRunner, resolve_backend, runner_class
 
 __all__ = ["Session", "Prediction"]
@@ -43,10 +44,14 @@ class Session:
         backend: ``"auto"`` or a backend name (``available_backends()``).
         threads: CPU threads per graph (ONNX Runtime ``intra_op_num_threads``); None: all cores.
         text_cache_size: Strings kept in the text-embedding LRU cache (0 disables it).
-        engine_dir: Where ``mmedge build`` put TensorRT engines (default ``<bundle>/engines``).
+        engine_dir: The engine root ``mmedge build`` wrote to, one folder per device key
+            (default ``<bundle>/engines``; ``<file>.engines`` beside a ``.mmedge`` file).
         members: Run only these ensemble members (and only the encoders they use), with the
             ensemble weights re-normalized over them; None: all (used by ``mmedge bench`` to time
             a single member against the ensemble).
+        auto_build: Build this precision's TensorRT engines here when they are missing or were
+            built for another device or graph (needs TensorRT; backend ``auto`` or ``tensorrt``).
+        cuda_graph: TensorRT backend: capture a CUDA graph per input-shape combination and replay it.
 
     Attributes:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
@@ -54,11 +59,14 @@ class Session:
     Raises:
         BundleError: an invalid bundle or a precision it does not have (valid ones listed).
         BackendUnavailable: the backend cannot run here (what can, and how to install it).
+        EngineMismatch: ``backend="tensorrt"`` with engines built for another device or graph
+            (what differs, and the ``mmedge build`` command to run).
     """
 
     def __init__(self, bundle: Bundle | str | Path, *, precision: str = "fp32", backend: str = "auto",
                  threads: int | None = None, text_cache_size: int = 256,
-                 engine_dir: str | Path | None = None, members: Sequence[str] | None = None) -> None:
+                 engine_dir: str | Path | None = None, members: Sequence[str] | None = None,
+                 auto_build: bool = False, cuda_graph: bool = False) -> None:
         _check_config(threads, text_cache_size)
         self._owns_bundle = not isinstance(bundle, Bundle)
         self.bundle = Bundle.open(bundle) if self._owns_bundle else bundle
@@ -69,9 +77,11 @@ class Session:
             if problem:
                 raise BundleError(problem)
             self.precision = precision
-            self._engine_dir = Path(engine_dir) if engine_dir is not None else None
+            self._engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_root(self.bundle.source)
+            if auto_build and backend in ("auto", "tensorrt") and TensorRTRunner.availability() is None:
+                self._build_engines()
             self._choice = resolve_backend(backend, engines_ready=self._engines_ready())
-            self._start_runners(runner_class(self._choice.name), threads)
+            self._start_runners(runner_class(self._choice.name), threads, cuda_graph)
             self._tokenizer = self._make_tokenizer()
         except BaseException:
             self.close()
@@ -85,14 +95,23 @@ class Session:
         return [f"encoder.{m}" for m in self.bundle.encoders if m in used] + [f"head.{m.name}" for m in self._members]
 
     def _engines_ready(self) -> bool:
+        if TensorRTRunner.availability() is not None:
+            return False
         graphs = [self.bundle.graph_path(c, self.precision) for c in self._components()]
         return all(TensorRTRunner.artifact(g, engine_dir=self._engine_dir).is_file() for g in graphs)
 
-    def _start_runners(self, cls: type[BaseRunner], threads: int | None) -> None:
+    def _build_engines(self) -> None:
+        from mmedge.export.engine_build import ensure_engines  # TensorRT only; no torch, no onnx
+
+        ensure_engines(self.bundle, self.precision, engine_dir=self._engine_dir, components=self._components())
+
+    def _start_runners(self, cls: type[BaseRunner], threads: int | None, cuda_graph: bool = False) -> None:
+        shared = cls.shared_kwargs(RunnerSetup(self.bundle.source, self.precision, self._engine_dir, cuda_graph))
         for component in self._components():
             graph = self.bundle.graph_path(component, self.precision)
             sha = self.bundle.graph_entry(component, self.precision).sha256
-            runner = cls(cls.artifact(graph, engine_dir=self._engine_dir), threads=threads, source_sha256=sha)
+            runner = cls(cls.artifact(graph, engine_dir=self._engine_dir), threads=threads, source_sha256=sha,
+                         **shared)
             runner.activate()
             self._runners[component] = runner
 

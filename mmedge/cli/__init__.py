@@ -9,6 +9,7 @@ and the ``mmedge`` script all run ``main()``, so they list the same commands.
 | train    | recipes, train                  | workstation         |
 | export   | export                          | workstation         |
 | device   | inspect, run                    | device (torch-free) |
+| build    | build                           | device (TensorRT)   |
 | bench    | bench                           | device              |
 | demo     | demo                            | both, end to end    |
 | triton   | triton (model repository)       | server (torch-free) |
@@ -22,7 +23,7 @@ import typer
 
 __all__ = ["app", "main", "COMMAND_MODULES"]
 
-COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "bench", "demo", "triton", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "build", "bench", "demo", "triton", "serve")
 
 app = typer.Typer(help="mmedge: multimodal fusion models from PyTorch to the edge.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

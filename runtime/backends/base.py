@@ -11,14 +11,14 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from mmedge.errors import InputError
 from mmedge.registry import Registry
 
-__all__ = ["BaseRunner", "TensorMeta", "RUNNERS", "register_runner"]
+__all__ = ["BaseRunner", "TensorMeta", "RunnerSetup", "RUNNERS", "register_runner"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,24 @@ class TensorMeta:
     name: str
     dtype: np.dtype
     shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class RunnerSetup:
+    """What a Session tells every runner it opens; each backend takes what concerns it
+    (``BaseRunner.shared_kwargs``).
+
+    Attributes:
+        bundle_source: The bundle folder or ``.mmedge`` file (for messages and rebuild commands).
+        precision: The precision the Session runs.
+        engine_dir: The engine root (``<bundle>/engines`` by default), holding one folder per device key.
+        cuda_graph: Capture CUDA graphs for repeated input shapes (TensorRT backend).
+    """
+
+    bundle_source: Path
+    precision: str
+    engine_dir: Path
+    cuda_graph: bool = False
 
 
 class BaseRunner(abc.ABC):
@@ -66,6 +84,11 @@ class BaseRunner(abc.ABC):
     def artifact(cls, graph: Path, *, engine_dir: Path | None = None) -> Path:
         """The file this backend runs for the bundle graph ``graph`` (the ONNX file by default)."""
         return graph
+
+    @classmethod
+    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
+        """Extra constructor keywords shared by the runners of one Session (none by default)."""
+        return {}
 
     @abc.abstractmethod
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:

@@ -12,9 +12,16 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import BundleError
-from mmedge.runtime.backends.base import BaseRunner, TensorMeta, register_runner
+from mmedge.runtime.backends.base import BaseRunner, RunnerSetup, TensorMeta, register_runner
 
-__all__ = ["create_session", "session_options", "OrtRunner", "OrtCudaRunner", "OrtTensorRTRunner"]
+__all__ = ["create_session", "session_options", "disabled_optimizers", "OrtRunner", "OrtCudaRunner",
+           "OrtTensorRTRunner"]
+
+# ONNX Runtime graph optimizers that mis-handle a precision's graphs. WeightBiasQuantization
+# turns a Conv's float bias into int32 with scale x_scale * w_scale; with the float16 scales of
+# int8-fp16-trt that product underflows in fp16 and the outputs are garbage (measured: image
+# encoder cosine 0.23 vs fp32 with it, 0.996 without). TensorRT does not do this rewrite.
+_DISABLED_OPTIMIZERS: dict[str, tuple[str, ...]] = {"int8-fp16-trt": ("WeightBiasQuantization",)}
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -43,19 +50,28 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+def disabled_optimizers(precision: str | None) -> tuple[str, ...]:
+    """ONNX Runtime optimizers that must stay off for the graphs of ``precision`` (usually none)."""
+    return _DISABLED_OPTIMIZERS.get(precision or "", ())
+
+
 def create_session(graph: str | Path | bytes, *, threads: int | None = None,
-                   providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+                   providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
+                   precision: str | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` for a bundle graph, with the runtime's options.
 
     Args:
         graph: An ONNX file, or a serialized model.
         threads: Intra-op threads (None: all cores).
-        providers: Execution providers in priority order.
+        providers: Execution providers in priority order: names, or ``(name, options)`` tuples.
+        precision: The bundle precision of the graph; turns off the optimizers that break it
+            (``disabled_optimizers``).
     """
     import onnxruntime as ort
 
     source = graph if isinstance(graph, bytes) else str(graph)
-    return ort.InferenceSession(source, sess_options=session_options(threads), providers=list(providers))
+    return ort.InferenceSession(source, sess_options=session_options(threads), providers=list(providers),
+                                disabled_optimizers=list(disabled_optimizers(precision)))
 
 
 def _meta(node) -> TensorMeta:
@@ -78,6 +94,18 @@ class OrtRunner(BaseRunner):
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
     install_hint: ClassVar[str] = "pip install onnxruntime"
 
+    def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None,
+                 precision: str | None = None, provider_options: Mapping[str, Mapping[str, Any]] | None = None
+                 ) -> None:
+        super().__init__(path, threads=threads, source_sha256=source_sha256)
+        self.precision = precision
+        self.provider_options = {k: dict(v) for k, v in (provider_options or {}).items()}
+
+    @classmethod
+    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
+        """The precision (some optimizers must stay off for it)."""
+        return {"precision": setup.precision}
+
     @classmethod
     def availability(cls) -> str | None:
         """None if the first (required) execution provider is in ``onnxruntime.get_available_providers()``."""
@@ -92,7 +120,9 @@ class OrtRunner(BaseRunner):
 
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         try:
-            self._session = create_session(self.path, threads=self.threads, providers=self.providers)
+            providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in self.providers]
+            self._session = create_session(self.path, threads=self.threads, providers=providers,
+                                           precision=self.precision)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise BundleError(f"onnxruntime cannot load {self.path}: {exc}; re-export the bundle") from exc
         return (tuple(_meta(n) for n in self._session.get_inputs()),
@@ -113,7 +143,11 @@ class OrtRunner(BaseRunner):
 
 @register_runner
 class OrtCudaRunner(OrtRunner):
-    """ONNX Runtime on the CUDA execution provider (CPU fallback for unsupported nodes)."""
+    """ONNX Runtime on the CUDA execution provider (CPU fallback for unsupported nodes).
+
+    The CUDA execution provider has no engine or timing cache to point anywhere: it picks
+    cuDNN algorithms per process (``cudnn_conv_algo_search``), so there is nothing to persist.
+    """
 
     name: ClassVar[str] = "ort-cuda"
     providers: ClassVar[tuple[str, ...]] = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -130,3 +164,13 @@ class OrtTensorRTRunner(OrtRunner):
                                             "CPUExecutionProvider")
     install_hint: ClassVar[str] = ("install onnxruntime-gpu built with TensorRT support and put the TensorRT "
                                    "libraries on the library path (on Jetson: JetPack's onnxruntime-gpu wheel)")
+
+    @classmethod
+    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
+        """The TensorRT EP's engine and timing caches, in this device's folder of the engine root."""
+        from mmedge.runtime.backends.trt_engines import ort_trt_cache_dir
+
+        cache = str(ort_trt_cache_dir(setup.engine_dir))
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                   "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+        return {**super().shared_kwargs(setup), "provider_options": {"TensorrtExecutionProvider": options}}

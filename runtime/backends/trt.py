@@ -1,40 +1,45 @@
-"""TensorRT 10 runner for engines built on the device by ``mmedge build``.
+"""TensorRT 10 runner for the engines ``mmedge build`` compiles on the device.
 
-``tensorrt`` and ``cuda-python`` are imported lazily, inside ``activate()`` only, so this
-module is importable everywhere. Each engine ``X.engine`` has a build record
-``X.engine.json`` (``{"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", ...}``);
-an engine built by another TensorRT version or for another GPU raises ``EngineMismatch``.
+``tensorrt`` and cuda-python are imported lazily (``activate()``, and ``availability()``
+asks CUDA for a GPU), so this module imports everywhere. Engines are found under
+``<engine_dir>/<device key>/`` (``trt_engines``); an engine whose build record does not
+fit this device or this bundle graph raises ``EngineMismatch`` saying what differs and the
+command that rebuilds it.
+
+Execution: the named-tensor API (``set_input_shape`` / ``set_tensor_address`` /
+``execute_async_v3``) on one CUDA stream shared by every runner of a Session, pinned host
+staging buffers and device buffers reused across calls (grown on demand), and, when asked,
+one CUDA graph captured per input-shape combination.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
-import json
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from mmedge.errors import BackendUnavailable, EngineMismatch
-from mmedge.runtime.backends.base import BaseRunner, TensorMeta, register_runner
+from mmedge.errors import BackendUnavailable, InputError
+from mmedge.runtime.backends.base import BaseRunner, RunnerSetup, TensorMeta, register_runner
+from mmedge.runtime.backends.trt_engines import (ENGINE_SUFFIX, INSTALL_HINT, check_engine, cuda_check,
+                                                 current_device, default_engine_root, engine_file,
+                                                 load_cudart, missing_engine_error, load_tensorrt)
 
-__all__ = ["TensorRTRunner", "engine_path", "ENGINE_SUFFIX", "RECORD_SUFFIX"]
-
-ENGINE_SUFFIX = ".engine"
-RECORD_SUFFIX = ".engine.json"
-_INSTALL = ("pip install 'mmedge[tensorrt]' (tensorrt>=10 and cuda-python) on a machine with an NVIDIA GPU; "
-            "on Jetson, TensorRT comes with JetPack (apt install python3-libnvinfer) and cuda-python via pip")
+__all__ = ["TensorRTRunner", "CudaStream", "engine_path"]
 
 
 def engine_path(graph: Path, *, engine_dir: Path | None = None) -> Path:
-    """Where ``mmedge build`` puts the engine of bundle graph ``graph``.
+    """The engine of bundle graph ``graph`` for this device (imports TensorRT to get the device key).
 
-    ``<bundle>/encoders/image.fp16.onnx`` -> ``<engine_dir>/encoders/image.fp16.engine``;
+    ``<bundle>/encoders/image.fp16.onnx`` -> ``<engine_dir>/<device key>/encoders/image.fp16.engine``;
     ``engine_dir`` defaults to ``<bundle>/engines``.
     """
     graph = Path(graph)
-    base = Path(engine_dir) if engine_dir is not None else graph.parent.parent / "engines"
-    return base / graph.parent.name / (graph.stem + ENGINE_SUFFIX)
+    root = Path(engine_dir) if engine_dir is not None else default_engine_root(graph.parent.parent)
+    return engine_file(root, current_device().key, f"{graph.parent.name}/{graph.name}")
 
 
 def _spec_found(name: str) -> bool:
@@ -44,93 +49,133 @@ def _spec_found(name: str) -> bool:
         return False
 
 
-def _import_backend() -> tuple[Any, Any]:
+@lru_cache(maxsize=1)
+def _gpu_problem() -> str | None:
+    """None if CUDA sees at least one GPU (``cudaGetDeviceCount`` through cuda-python)."""
     try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(f"backend 'tensorrt' needs the TensorRT Python package ({exc}); {_INSTALL}") from exc
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as exc:
-            raise BackendUnavailable(f"backend 'tensorrt' needs cuda-python ({exc}); {_INSTALL}") from exc
-    return trt, cudart
+        cudart = load_cudart()
+    except BackendUnavailable as exc:
+        return f"cuda-python cannot be imported ({exc.__cause__})"
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess or count < 1:
+        return f"no NVIDIA GPU is visible to CUDA (cudaGetDeviceCount: {err}, {count} devices)"
+    return None
 
 
-def _cuda(cudart: Any, result: Any) -> Any:
-    """Unpacks a cuda-python call result ``(err, *values)``, raising on an error code."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise RuntimeError(f"CUDA call failed: {err}")
-    return values[0] if len(values) == 1 else tuple(values)
+class CudaStream:
+    """One CUDA stream for the runners of one Session: created by the first runner that
+    activates, destroyed when the last one deactivates. Its lock serializes the work queued
+    on it (and keeps a CUDA graph capture from catching another runner's work)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._cudart: Any = None
+        self._handle: Any = None
+        self._users = 0
+
+    def acquire(self, cudart: Any) -> Any:
+        """The stream handle; creates the stream on first use."""
+        with self.lock:
+            if self._users == 0:
+                self._cudart, self._handle = cudart, cuda_check(cudart, cudart.cudaStreamCreate())
+            self._users += 1
+            return self._handle
+
+    def release(self) -> None:
+        """Drops one user; the last one destroys the stream."""
+        with self.lock:
+            self._users -= 1
+            if self._users == 0 and self._handle is not None:
+                self._cudart.cudaStreamDestroy(self._handle)
+                self._handle = None
 
 
-def _gpu_identity(cudart: Any) -> tuple[str, str]:
-    device = _cuda(cudart, cudart.cudaGetDevice())
-    props = _cuda(cudart, cudart.cudaGetDeviceProperties(device))
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
+class _Buffer:
+    """A device buffer and its pinned host staging buffer, ``capacity`` bytes each."""
 
+    def __init__(self, cudart: Any, capacity: int) -> None:
+        self.cudart, self.capacity = cudart, max(int(capacity), 1)
+        self.device = int(cuda_check(cudart, cudart.cudaMalloc(self.capacity)))
+        self.host = int(cuda_check(cudart, cudart.cudaMallocHost(self.capacity)))
 
-def _check_record(engine: Path, source_sha256: str | None, trt_version: str, gpu: str, capability: str) -> None:
-    record_file = engine.with_name(engine.name[: -len(ENGINE_SUFFIX)] + RECORD_SUFFIX)
-    rebuild = "rebuild it here with `mmedge build` (engines are specific to a TensorRT version and GPU)"
-    if not record_file.is_file():
-        raise EngineMismatch(f"engine {engine} has no build record {record_file.name}; {rebuild}")
-    record = json.loads(record_file.read_text(encoding="utf-8"))
-    expected = {"tensorrt": trt_version, "gpu": gpu, "compute_capability": capability}
-    diffs = [f"{k}: engine {record.get(k)!r}, here {v!r}" for k, v in expected.items() if record.get(k) != v]
-    if source_sha256 and record.get("onnx_sha256") not in (None, source_sha256):
-        diffs.append(f"built from graph sha256 {record['onnx_sha256']}, the bundle's is {source_sha256}")
-    if diffs:
-        raise EngineMismatch(f"engine {engine} was built elsewhere ({'; '.join(diffs)}); {rebuild}")
+    def host_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A numpy view of the pinned buffer (valid until the next call)."""
+        count = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        raw = (ctypes.c_ubyte * max(count, 1)).from_address(self.host)
+        return np.frombuffer(raw, np.uint8, count).view(dtype).reshape(shape)
+
+    def free(self) -> None:
+        self.cudart.cudaFree(self.device)
+        self.cudart.cudaFreeHost(self.host)
 
 
 @register_runner
 class TensorRTRunner(BaseRunner):
-    """Runs a serialized TensorRT 10 engine (``execute_async_v3`` on its own CUDA stream).
+    """Runs one serialized TensorRT engine built by ``mmedge build``.
 
-    ``infer`` is serialized with a lock (an execution context is not thread-safe).
-    Device buffers are allocated per tensor and grown on demand.
+    Args:
+        path: The engine file (``TensorRTRunner.artifact(graph, engine_dir=...)``).
+        threads: Unused (TensorRT runs on the GPU).
+        source_sha256: The bundle graph's sha256, checked against the build record.
+        stream: The Session's shared stream (a private one when None).
+        hint: The rebuild command for error messages.
+        cuda_graph: Capture one CUDA graph per input-shape combination and replay it.
     """
 
     name: ClassVar[str] = "tensorrt"
-    install_hint: ClassVar[str] = _INSTALL
+    install_hint: ClassVar[str] = INSTALL_HINT
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None,
+                 stream: CudaStream | None = None, hint: str = "rebuild it on this device with `mmedge build`",
+                 cuda_graph: bool = False) -> None:
+        super().__init__(path, threads=threads, source_sha256=source_sha256)
+        self._shared_stream = stream or CudaStream()
+        self._hint, self.cuda_graph = hint, cuda_graph
 
     @classmethod
     def availability(cls) -> str | None:
-        """None if ``tensorrt`` and cuda-python are importable (checked without importing them)."""
+        """None if tensorrt and cuda-python are installed and CUDA sees a GPU (TensorRT itself is not imported)."""
         if not _spec_found("tensorrt"):
             return "the tensorrt Python package is not installed"
         if not (_spec_found("cuda.bindings") or _spec_found("cuda.cudart")):
             return "cuda-python is not installed"
-        return None
+        return _gpu_problem()
 
     @classmethod
     def artifact(cls, graph: Path, *, engine_dir: Path | None = None) -> Path:
-        """The engine file built for ``graph`` (see ``engine_path``)."""
+        """The engine built for ``graph`` on this device (see ``engine_path``)."""
         return engine_path(graph, engine_dir=engine_dir)
 
+    @classmethod
+    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
+        """One stream per Session, the rebuild command, and the CUDA-graph switch."""
+        from mmedge.runtime.backends.trt_engines import rebuild_hint
+
+        return {"stream": CudaStream(), "cuda_graph": setup.cuda_graph,
+                "hint": rebuild_hint(setup.bundle_source, setup.precision, setup.engine_dir)}
+
+    # -- activation ---------------------------------------------------------------------------
+
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
-        trt, cudart = _import_backend()
+        trt, cudart = load_tensorrt()
+        here = current_device()
         if not self.path.is_file():
-            raise BackendUnavailable(f"no TensorRT engine at {self.path}; build the engines on this device "
-                                     "with `mmedge build BUNDLE` or pass engine_dir=")
-        _check_record(self.path, self.source_sha256, trt.__version__, *_gpu_identity(cudart))
-        self._trt, self._cudart, self._lock, self._buffers = trt, cudart, threading.Lock(), {}
+            root, rel = self.path.parents[2], f"{self.path.parent.name}/{self.path.name[:-len(ENGINE_SUFFIX)]}.onnx"
+            raise missing_engine_error(root, here, rel, hint=self._hint)
+        check_engine(self.path, here, source_sha256=self.source_sha256, hint=self._hint)
+        self._trt, self._cudart = trt, cudart
+        self._buffers: dict[str, _Buffer] = {}
+        self._graphs: dict[tuple, Any] = {}
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
-            raise EngineMismatch(f"TensorRT {trt.__version__} cannot deserialize {self.path}; rebuild it here "
-                                 "with `mmedge build`")
+            raise BackendUnavailable(f"TensorRT {trt.__version__} cannot deserialize {self.path} (see the TensorRT "
+                                     f"log above); {self._hint}")
         self._context = self._engine.create_execution_context()
-        self._stream = _cuda(cudart, cudart.cudaStreamCreate())
+        self._stream = self._shared_stream.acquire(cudart)
         metas = [self._tensor_meta(self._engine.get_tensor_name(i)) for i in range(self._engine.num_io_tensors)]
-        inputs = tuple(m for m, is_input in metas if is_input)
-        return inputs, tuple(m for m, is_input in metas if not is_input)
+        return tuple(m for m, is_in in metas if is_in), tuple(m for m, is_in in metas if not is_in)
 
     def _tensor_meta(self, name: str) -> tuple[TensorMeta, bool]:
         trt, engine = self._trt, self._engine
@@ -138,40 +183,92 @@ class TensorRTRunner(BaseRunner):
         shape = tuple(int(d) if int(d) >= 0 else None for d in engine.get_tensor_shape(name))
         return TensorMeta(name, dtype, shape), engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
 
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self._buffers.get(name, (0, -1))
-        if size < nbytes:
-            if size >= 0:
-                _cuda(self._cudart, self._cudart.cudaFree(ptr))
-            ptr = int(_cuda(self._cudart, self._cudart.cudaMalloc(max(nbytes, 1))))
-            self._buffers[name] = (ptr, nbytes)
-        return ptr
+    # -- inference ----------------------------------------------------------------------------
+
+    def _buffer(self, name: str, nbytes: int) -> _Buffer:
+        buf = self._buffers.get(name)
+        if buf is None or buf.capacity < nbytes:
+            if buf is not None:
+                buf.free()
+            self._buffers[name] = buf = _Buffer(self._cudart, nbytes)
+            self._drop_graphs()  # captured graphs hold the old addresses
+        return buf
+
+    def _set_inputs(self, feed: Mapping[str, np.ndarray]) -> None:
+        cudart, h2d = self._cudart, self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        for meta in self._inputs:
+            value = feed[meta.name]
+            if not self._context.set_input_shape(meta.name, value.shape):
+                low, _, high = self._engine.get_tensor_profile_shape(meta.name, 0)
+                raise InputError(f"{self.path.name}: input {meta.name!r} has shape {list(value.shape)}, outside the "
+                                 f"engine's optimization profile (min {list(low)}, max {list(high)}); rebuild with a "
+                                 "larger `mmedge build --max-batch`, or send smaller batches")
+            buf = self._buffer(meta.name, value.nbytes)
+            np.copyto(buf.host_array(value.shape, meta.dtype), value)
+            cuda_check(cudart, cudart.cudaMemcpyAsync(buf.device, buf.host, value.nbytes, h2d, self._stream))
+            self._context.set_tensor_address(meta.name, buf.device)
+
+    def _set_outputs(self) -> dict[str, tuple[tuple[int, ...], _Buffer]]:
+        outputs = {}
+        for meta in self._outputs:
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(meta.name))
+            buf = self._buffer(meta.name, int(np.prod(shape, dtype=np.int64)) * meta.dtype.itemsize)
+            self._context.set_tensor_address(meta.name, buf.device)
+            outputs[meta.name] = shape, buf
+        return outputs
+
+    def _enqueue(self) -> None:
+        if not self._context.execute_async_v3(self._stream):
+            raise RuntimeError(f"TensorRT execution of {self.path.name} failed; see the TensorRT log above")
+
+    def _launch(self, key: tuple) -> None:
+        if not self.cuda_graph:
+            return self._enqueue()
+        graph_exec = self._graphs.get(key)
+        if graph_exec is not None:
+            return cuda_check(self._cudart, self._cudart.cudaGraphLaunch(graph_exec, self._stream))
+        self._enqueue()  # runs this call; also flushes TensorRT's deferred shape updates before a capture
+        self._graphs[key] = self._capture()
+
+    def _capture(self) -> Any:
+        cudart = self._cudart
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        cuda_check(cudart, cudart.cudaStreamBeginCapture(self._stream, mode))
+        ok = self._context.execute_async_v3(self._stream)
+        graph = cuda_check(cudart, cudart.cudaStreamEndCapture(self._stream))
+        if not ok:
+            cudart.cudaGraphDestroy(graph)
+            raise RuntimeError(f"TensorRT could not be captured into a CUDA graph for {self.path.name}; "
+                               "run without cuda_graph")
+        graph_exec = cuda_check(cudart, cudart.cudaGraphInstantiate(graph, 0))
+        cudart.cudaGraphDestroy(graph)
+        return graph_exec
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cudart, kinds = self._cudart, self._cudart.cudaMemcpyKind
-        with self._lock:
-            hosts = {name: np.ascontiguousarray(feed[name]) for name in self.input_names}
-            for name, host in hosts.items():
-                self._context.set_input_shape(name, host.shape)
-                ptr = self._device_buffer(name, host.nbytes)
-                _cuda(cudart, cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes,
-                                                     kinds.cudaMemcpyHostToDevice, self._stream))
-                self._context.set_tensor_address(name, ptr)
-            outputs = {}
-            for meta in self._outputs:
-                outputs[meta.name] = np.empty(tuple(self._context.get_tensor_shape(meta.name)), meta.dtype)
-                self._context.set_tensor_address(meta.name, self._device_buffer(meta.name, outputs[meta.name].nbytes))
-            if not self._context.execute_async_v3(self._stream):
-                raise RuntimeError(f"TensorRT execution of {self.path.name} failed; see the TensorRT log above")
-            for name, host in outputs.items():
-                _cuda(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes,
-                                                     kinds.cudaMemcpyDeviceToHost, self._stream))
-            _cuda(cudart, cudart.cudaStreamSynchronize(self._stream))
-            return outputs
+        cudart, d2h = self._cudart, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        with self._shared_stream.lock:
+            self._set_inputs(feed)
+            outputs = self._set_outputs()
+            self._launch(tuple(feed[m.name].shape for m in self._inputs))
+            dtypes = {m.name: m.dtype for m in self._outputs}
+            for name, (shape, buf) in outputs.items():
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtypes[name].itemsize
+                cuda_check(cudart, cudart.cudaMemcpyAsync(buf.host, buf.device, nbytes, d2h, self._stream))
+            cuda_check(cudart, cudart.cudaStreamSynchronize(self._stream))
+            return {name: buf.host_array(shape, dtypes[name]).copy() for name, (shape, buf) in outputs.items()}
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def _drop_graphs(self) -> None:
+        for graph_exec in self._graphs.values():
+            self._cudart.cudaGraphExecDestroy(graph_exec)
+        self._graphs = {}
 
     def _deactivate(self) -> None:
-        for ptr, _ in self._buffers.values():
-            self._cudart.cudaFree(ptr)
-        self._buffers = {}
-        self._cudart.cudaStreamDestroy(self._stream)
-        self._context = self._engine = self._runtime = None
+        with self._shared_stream.lock:
+            self._drop_graphs()
+            for buf in self._buffers.values():
+                buf.free()
+            self._buffers = {}
+            self._context = self._engine = self._runtime = None
+            self._shared_stream.release()

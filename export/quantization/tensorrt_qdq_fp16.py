@@ -1,0 +1,107 @@
+"""``int8-fp16-trt``: explicit s8 symmetric Q/DQ around float16 compute, for TensorRT.
+
+In a strongly typed TensorRT network the layers outside Q/DQ run in the graph's float type:
+``int8-trt`` keeps them in float32, which is slow on a Jetson. This variant is the same
+calibration (``int8-trt``'s NNCF performance preset, signed zero-point-0 quantizers) with
+every float outside the quantized ops in float16, Q/DQ scales included (as NVIDIA's ModelOpt
+writes FP16 Q/DQ graphs; opset >= 19 allows float16 scales). Graph inputs and outputs stay
+float32 (Casts at the boundary), like ``fp16``.
+
+Accuracy at export runs this graph on ONNX Runtime (CPU) with its ``WeightBiasQuantization``
+optimizer off (``runtime.backends.ort.disabled_optimizers``): that rewrite multiplies the
+float16 scales into an int32 bias scale, which underflows in float16 and wrecks the outputs.
+With it off, ONNX Runtime computes what the graph says; the figure is still a simulation of
+the engine and is labelled so.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.errors import ExportError
+from mmedge.export.quantization.base import POLICIES, PrecisionPolicy, register_policy
+from mmedge.export.quantization.graph_surgery import assert_trt_qdq, toposort
+
+FP16_QDQ_MIN_OPSET = 19  # QuantizeLinear / DequantizeLinear take float16 scales from opset 19
+
+
+def _scale_types(model: Any) -> Counter:
+    """Element types of the Q/DQ scales (ONNX TensorProto codes: 1 float, 10 float16)."""
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    return Counter(inits.get(n.input[1], 0) for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+
+
+def _drop_unused_initializers(model: Any) -> int:
+    """Removes initializers no node reads (NNCF / the s8 rewrite leave old scales behind)."""
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    unused = [i for i in model.graph.initializer if i.name not in used]
+    for init in unused:
+        model.graph.initializer.remove(init)
+    return len(unused)
+
+
+def _subnormal_scales(model: Any) -> int:
+    """Q/DQ scales below float16's smallest normal (6.1e-5): kept, with up to ~0.5% relative error."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    names = {n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    tiny = np.finfo(np.float16).tiny
+    return int(sum(np.sum(np.abs(numpy_helper.to_array(inits[s]).astype(np.float32)) < tiny)
+                   for s in names if s in inits))
+
+
+@register_policy
+class Int8Fp16TensorRT(PrecisionPolicy):
+    """s8 symmetric Q/DQ (zero point 0) with float16 outside them, for TensorRT on Jetson."""
+
+    name = "int8-fp16-trt"
+    target = "tensorrt"
+    needs_calibration = True
+    accuracy_measured_on = ("simulated on ONNX Runtime (CPU), WeightBiasQuantization optimizer off: the float16 "
+                            "Q/DQ graph, not a TensorRT engine")
+
+    def build(self, src: Path, dst: Path, *, calib: Sequence[Mapping[str, np.ndarray]] = (),
+              model_type: str = "cnn") -> dict[str, Any]:
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="mmedge-int8-fp16-") as tmp:
+            int8 = Path(tmp) / "int8-trt.onnx"
+            info = POLICIES["int8-trt"].build(src, int8, calib=calib, model_type=model_type)
+            model = onnx.load(str(int8))
+        half = self._to_fp16(model, Path(src).name)
+        onnx.save(half, str(dst))
+        assert_trt_qdq(dst)
+        types = _scale_types(half)
+        if set(types) != {onnx.TensorProto.FLOAT16}:
+            raise ExportError(f"{Path(src).name}: int8-fp16-trt left Q/DQ scales of types {dict(types)} (want all "
+                              "float16); report this with the graph")
+        subnormal = _subnormal_scales(half)
+        return {**info, "compute": "fp16 outside Q/DQ", "scales": "fp16",
+                "io": "float32 (Cast at graph inputs/outputs)",
+                "notes": f"{info['notes']}; then float16 outside Q/DQ (onnxruntime.transformers.float16, "
+                         f"keep_io_types); {subnormal} scale values below float16's smallest normal"}
+
+    @staticmethod
+    def _to_fp16(model: Any, graph: str) -> Any:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        _drop_unused_initializers(model)
+        opset = next(o for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        if opset.version < FP16_QDQ_MIN_OPSET:
+            raise ExportError(f"{graph} has opset {opset.version}; float16 Q/DQ scales need opset >= "
+                              f"{FP16_QDQ_MIN_OPSET}; export with a torch whose dynamo exporter writes opset >= 19, or "
+                              "leave int8-fp16-trt out of --precision")
+        try:
+            half = convert_float_to_float16(model, keep_io_types=True)
+        except Exception as err:  # noqa: BLE001 - surface any converter failure as an ExportError
+            raise ExportError(f"int8-fp16-trt conversion of {graph} failed: {err}") from err
+        toposort(half.graph)
+        onnx.checker.check_model(half)
+        return half
