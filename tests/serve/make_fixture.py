@@ -31,7 +31,7 @@ def _root_conftest():
 def build_bundle(out: Path) -> Path:
     """Exports the fixture bundle of ``tests/conftest.py`` to ``out`` (a folder that must not exist)."""
     from mmedge.encoders.text import MiniLMEncoder
-    from mmedge.export.bundle import write_bundle
+    from mmedge.export.bundle_writer import write_bundle
     from mmedge.runtime.preprocess import TextTokenizer
 
     conf = _root_conftest()

@@ -41,8 +41,15 @@ class TritonPythonModel:
             try:
                 responses.append(self._answer(request))
             except Exception as exc:  # the request's own error; the model keeps serving
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")))
+                responses.append(pb_utils.InferenceResponse(error=_error(exc)))
         return responses
 
     def finalize(self):
         self.step = None
+
+
+def _error(exc):
+    """A bad input (mmedge's InputError is a ValueError) is INVALID_ARG (HTTP 400); anything else INTERNAL."""
+    message = f"{type(exc).__name__}: {exc}"
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if isinstance(exc, ValueError) else None
+    return pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)

@@ -1,0 +1,139 @@
+"""End to end: a real Triton server (PyTriton) on loopback serving the fixture bundle.
+
+Requests are rows of the reference ``digits-av`` test split; answers must match the in-process
+runtime (labels equal, probabilities within 1e-5) over HTTP and gRPC; malformed requests get
+clear errors while the server keeps serving; the server stops cleanly and leaves no workspace.
+"""
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="the serve tests run in their own environment: .ci/serve_tests.sh")
+tritonclient_http = pytest.importorskip("tritonclient.http")
+
+from conftest import free_ports  # noqa: E402  (tests/serve/conftest.py)
+
+from mmedge.client import Client, ServerError  # noqa: E402
+from mmedge.runtime import Session  # noqa: E402
+from mmedge.serve.config import ServeConfig  # noqa: E402
+from mmedge.serve.protocol import Limits  # noqa: E402
+from mmedge.serve.server import Server, workspace_root  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(bundle_path):
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=8, threads=1,
+                         queue_delay_us=5000, limits=Limits(max_image_side=512))
+    with Server(bundle_path, config) as s:
+        yield s
+    assert not s.workspace.parent.exists()
+
+
+@pytest.fixture(scope="module")
+def local(bundle_path):
+    with Session(bundle_path, threads=1) as s:
+        yield s
+
+
+def _check_same(remote, local_pred):
+    assert remote.labels == local_pred.labels
+    np.testing.assert_allclose(remote.probabilities, local_pred.probabilities, atol=1e-5, rtol=0)
+    assert set(remote.member_probabilities) == set(local_pred.member_probabilities)
+    for name, probs in local_pred.member_probabilities.items():
+        np.testing.assert_allclose(remote.member_probabilities[name], probs, atol=1e-5, rtol=0)
+    assert remote.members == local_pred.members and remote.note == local_pred.note
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_reference_rows_match_the_in_process_runtime(server, local, samples, scheme):
+    url = server.http_url if scheme == "http" else server.grpc_url
+    rows = dict(image=samples["images"][:6], text=samples["texts"][:6], audio=samples["audio"][:6],
+                audio_rate=samples["audio_rate"])
+    with Client(url) as client:
+        assert client.ready()
+        _check_same(client.predict(**rows), local.predict(**rows))
+        two = dict(image=samples["images"][6:8], text=samples["texts"][6:8])  # optional audio left out
+        _check_same(client.predict(**two), local.predict(**two))
+        big = dict(image=samples["images"][:12], text=samples["texts"][:12])  # > max_batch: two requests
+        _check_same(client.predict(**big), local.predict(**big))
+
+
+def test_concurrent_requests_are_batched_and_answered_right(server, local, samples):
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            with Client(server.grpc_url) as client:  # one client per thread
+                results[i] = client.predict(image=samples["images"][i], text=samples["texts"][i])
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(results) == 8
+    for i, pred in results.items():
+        _check_same(pred, local.predict(image=samples["images"][i], text=samples["texts"][i]))
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    assert 'nv_inference_request_success{model="mmedge"' in text
+    assert "nv_inference_exec_count" in text
+
+
+def _raw(client, inputs):
+    tc = tritonclient_http
+    made = []
+    for name, array, dtype in inputs:
+        inp = tc.InferInput(name, list(array.shape), dtype)
+        inp.set_data_from_numpy(array)
+        made.append(inp)
+    return client.infer("mmedge", made)
+
+
+# Triton itself refuses what the model config rules out (HTTP 400 / gRPC INVALID_ARGUMENT); the
+# mmedge handler refuses the rest (limits, content) with an InputError that Triton's Python
+# backend reports as a model error (HTTP 500 / gRPC INTERNAL), its message intact.
+TEXT, IMAGE8 = ("text", np.array([[b"a"]], dtype=object), "BYTES"), ("image", np.zeros((1, 8, 8, 3), np.uint8), "UINT8")
+BAD = [
+    ("wrong name", [("picture", np.zeros((1, 8, 8, 3), np.uint8), "UINT8")], "400", "unexpected inference input 'picture'"),
+    ("wrong dtype", [("image", np.zeros((1, 8, 8, 3), np.float32), "FP32")], "400", "data-type is 'FP32'"),
+    ("wrong shape", [("image", np.zeros((1, 8, 8, 4), np.uint8), "UINT8")], "400", "unexpected shape for input 'image'"),
+    ("batch too big", [("text", np.array([[b"a"]] * 9, dtype=object), "BYTES")], "400", "batch-size must be <= 8"),
+    ("image too big", [("image", np.zeros((1, 600, 8, 3), np.uint8), "UINT8"), TEXT], "500", "at most 512 pixels"),
+    ("text too long", [IMAGE8, ("text", np.array([[b"a" * 5000]], dtype=object), "BYTES")], "500", "at most 4096"),
+    ("bad utf-8", [IMAGE8, ("text", np.array([[b"\xff"]], dtype=object), "BYTES")], "500", "not valid UTF-8"),
+    ("no rate", [IMAGE8, TEXT, ("audio", np.zeros((1, 100), np.float32), "FP32")], "500", "needs 'audio_rate'"),
+    ("missing modality", [TEXT], "500", "needs ['image'] as well"),
+]
+
+
+@pytest.mark.parametrize("inputs, status, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(server, samples, inputs, status, words):
+    tc = tritonclient_http
+    with tc.InferenceServerClient(server.http_url[len("http://"):]) as raw:
+        with pytest.raises(tc.InferenceServerException) as info:
+            _raw(raw, inputs)
+        assert info.value.status() == status and words in info.value.message()
+    with Client(server.http_url) as client:  # still serving
+        assert client.predict(image=samples["images"][0], text=samples["texts"][0]).labels
+
+
+def test_client_errors(server):
+    with Client(server.http_url) as client, pytest.raises(ServerError, match="needs \\['image'\\]"):
+        client.predict(text="only text")
+    with Client(server.http_url, model="nope") as client, pytest.raises(ServerError, match="nope"):
+        client.predict(text="a")
+    with Client(f"http://127.0.0.1:{free_ports(1)[0]}", timeout_s=2) as client:
+        assert not client.ready()
+        with pytest.raises(ServerError):
+            client.predict(text="a", image=np.zeros((8, 8, 3), np.uint8))
+
+
+def test_health_endpoints(server):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mmedge/ready"):
+        assert urllib.request.urlopen(server.http_url + path, timeout=10).status == 200
+    assert workspace_root() in server.workspace.parents

@@ -1,0 +1,43 @@
+"""The Python-backend steps of a generated repository, and the pbtxt writer, without a server."""
+import numpy as np
+import pytest
+
+from mmedge.errors import ConfigError
+from mmedge.runtime.specs import spec_to_dict
+from mmedge.serve.pbtxt import Enum, string_parameters, tensor, to_pbtxt
+from mmedge.serve.steps import Combine, OnnxGraph, Preprocess, create_step
+
+
+def test_pbtxt_writer():
+    text = to_pbtxt({"name": "m", "max_batch_size": 4, "skip": None,
+                     "input": [tensor("text", "BYTES", [1]), tensor("x", "FP32", [3, -1])],
+                     "instance_group": [{"count": 2, "kind": Enum("KIND_CPU")}],
+                     "parameters": string_parameters({"spec": '{"a": "b\\n"}'})})
+    assert 'name: "m"' in text and "skip" not in text and "data_type: TYPE_STRING" in text
+    assert "dims: [3, -1]" in text and "kind: KIND_CPU" in text
+    assert 'string_value: "{\\"a\\": \\"b\\\\n\\"}"' in text
+
+
+def test_steps_reproduce_the_session(session, bundle_path, tmp_path, rng):
+    bundle = session.bundle
+    images = rng.integers(0, 256, (2, 30, 20, 3), dtype=np.uint8)
+    texts = np.array([[b"a photo of a digit"], [b"seven"]], dtype=object)
+    pixels = Preprocess("image", spec_to_dict(bundle.specs["image"]), {"x": "pixel_values"}, tmp_path)(
+        {"image": images})["x"]
+    tokens = Preprocess("text", spec_to_dict(bundle.specs["text"]), {"input_ids": "input_ids",
+                        "attention_mask": "attention_mask"}, bundle.root)({"text": texts})
+    feats = OnnxGraph(bundle.graph_path("encoder.image", "fp32"))({"pixel_values": pixels})
+    feats.update(OnnxGraph(bundle.graph_path("encoder.text", "fp32"))(tokens))
+    concat = bundle.member("concat")
+    logits = OnnxGraph(bundle.graph_path("head.concat", "fp32"))({n: feats[n] for n in concat.inputs})["logits"]
+    out = Combine(bundle.ensemble.method, list(bundle.labels),
+                  [{"name": "concat", "weight": concat.weight, "temperature": concat.temperature}],
+                  [m.name for m in bundle.members], "test", "fp32")({"logits.concat": logits})
+    pred = session.predict(image=list(images), text=["a photo of a digit", "seven"])
+    np.testing.assert_allclose(out["probabilities"], pred.probabilities, atol=1e-5)
+    assert out["label"][:, 0].tolist() == [lb.encode() for lb in pred.labels]
+
+
+def test_create_step_refuses_unknown_steps(tmp_path):
+    with pytest.raises(ConfigError, match="regenerate"):
+        create_step({"step": "nope"}, tmp_path)
