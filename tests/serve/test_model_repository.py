@@ -1,5 +1,7 @@
 """``mmedge triton``: the generated repository parses as Triton's ModelConfig, is wired right, and runs on a real Triton."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,8 +81,8 @@ def _fake_build(bundle_path, root, key, capability, max_rows=16, sha=None):
             (folder / (graph.stem + ".engine.json")).write_text(json.dumps(record))
 
 
-def test_engines_become_tensorrt_plans(bundle_path, tools, tmp_path):
-    bundle = tools.clone(bundle_path, tmp_path / "bundle")  # engines go under <bundle>/engines/<device key>
+def test_engines_become_tensorrt_plans(bundle_path, tmp_path):
+    bundle = Path(shutil.copytree(bundle_path, tmp_path / "bundle"))  # engines: <bundle>/engines/<device key>
     _fake_build(bundle, bundle / "engines", "trt10.3.0_orin_sm87", "8.7")
     _fake_build(bundle, bundle / "engines", "trt10.3.0_l4_sm89", "8.9")
     write_repository(bundle, tmp_path / "both", RepositoryConfig(max_batch=8))
