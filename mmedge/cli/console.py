@@ -6,6 +6,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mmedge.errors import ConfigError
 
@@ -18,7 +19,7 @@ err_console = Console(stderr=True)
 
 def fail(error: Exception) -> NoReturn:
     """Prints a typed mmedge error on stderr and exits with status 2."""
-    err_console.print(f"[bold red]error:[/] {error}")
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}")  # "[serve]" is text, not markup
     raise typer.Exit(2)
 
 

@@ -1,0 +1,113 @@
+"""``mmedge triton`` and ``mmedge serve`` from the command line: output, exit codes, clean shutdown."""
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from mmedge.cli import app
+
+
+def test_triton_command_writes_a_repository(bundle_path, tmp_path):
+    result = CliRunner().invoke(app, ["triton", str(bundle_path), "-o", str(tmp_path / "repo"), "--max-batch", "4",
+                                      "--instances", "2"])
+    assert result.exit_code == 0, result.output
+    assert "mmedge.encoder.image" in result.output and "ensemble" in result.output
+    assert (tmp_path / "repo" / "mmedge" / "config.pbtxt").is_file()
+    assert "max_batch_size: 4" in (tmp_path / "repo" / "mmedge.head.concat" / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--precision", "int8"], "precision 'int8' has status"),
+    (["--max-batch", "0"], "max_batch must be an integer >= 1"),
+    (["--graph-backend", "tvm"], "graph_backend must be one of"),
+    (["--model-name", "a/b"], "may only hold"),
+])
+def test_triton_command_refuses_bad_flags(bundle_path, tmp_path, args, words):
+    result = CliRunner().invoke(app, ["triton", str(bundle_path), "-o", str(tmp_path / "repo"), *args])
+    assert result.exit_code == 2 and words in " ".join(result.output.split())
+
+
+def _serve(bundle_path, ports):
+    http, grpc, metrics = ports
+    cmd = [sys.executable, "-m", "mmedge", "serve", str(bundle_path), "--http-port", str(http), "--grpc-port",
+           str(grpc), "--metrics-port", str(metrics), "--threads", "1"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _wait_for(proc, words, timeout_s=90.0):
+    deadline, seen = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline and proc.poll() is None:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if words in line:
+                return "".join(seen)
+    raise AssertionError(f"no {words!r} within {timeout_s} s; got {''.join(seen)!r}")
+
+
+def _workspaces(pid):
+    from mmedge.serve.server import workspace_root
+
+    return list(workspace_root().glob(f"ws-{pid}-*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_command_stops_cleanly_on_signals(bundle_path, samples, sig):
+    pytest.importorskip("pytriton", reason="the serve tests run in their own environment: .ci/serve_tests.sh")
+    from conftest import free_ports
+
+    from mmedge.client import Client
+
+    ports = free_ports(3)
+    proc = _serve(bundle_path, ports)
+    try:
+        banner = _wait_for(proc, "ready;")
+        assert f"http://127.0.0.1:{ports[0]}" in banner and f":{ports[2]}/metrics" in banner
+        assert len(_workspaces(proc.pid)) == 1
+        with Client(f"grpc://127.0.0.1:{ports[1]}") as client:
+            assert client.predict(image=samples["images"][0], text=samples["texts"][0]).labels
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "server stopped; workspace removed" in out
+        assert _workspaces(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_killed_servers_workspace_is_swept(bundle_path):
+    pytest.importorskip("pytriton", reason="the serve tests run in their own environment: .ci/serve_tests.sh")
+    from conftest import free_ports
+
+    from mmedge.serve.server import sweep_workspaces
+
+    proc = _serve(bundle_path, free_ports(3))
+    try:
+        _wait_for(proc, "ready;")
+    finally:
+        proc.kill()  # SIGKILL: no clean-up runs; Triton dies with its parent (PR_SET_PDEATHSIG)
+        proc.wait()
+    left = _workspaces(proc.pid)
+    assert len(left) == 1
+    assert sweep_workspaces() == left and not left[0].exists()
+
+
+def test_serve_command_without_pytriton_says_how_to_install(bundle_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pytriton(name, *args, **kwargs):
+        if name.startswith("pytriton"):
+            raise ImportError("No module named 'pytriton'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pytriton)
+    result = CliRunner().invoke(app, ["serve", str(bundle_path)])
+    assert result.exit_code == 2 and "pip install 'mmedge[serve]'" in " ".join(result.output.split())
