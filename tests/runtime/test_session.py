@@ -387,44 +387,4 @@ def test_resolve_backend_auto_and_named():
                 resolve_backend(name)
 
 
-def _build_engine(onnx_path: Path, engine_path: Path) -> None:
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(onnx_path.read_bytes()), [parser.get_error(i) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = [d if d >= 0 else 0 for d in tensor.shape]
-        profile.set_shape(tensor.name, *([b] + dims[1:] for b in (1, 2, 8)))
-    config.add_optimization_profile(profile)
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_path.write_bytes(bytes(builder.build_serialized_network(network, config)))
-
-
-@pytest.mark.gpu
-def test_tensorrt_runner_matches_ort(bundle_path, tmp_path):
-    pytest.importorskip("tensorrt")
-    from mmedge.errors import EngineMismatch
-    from mmedge.runtime.backends import OrtRunner, TensorRTRunner
-    from mmedge.runtime.backends.trt import _gpu_identity, _import_backend, engine_path
-
-    trt, cudart = _import_backend()
-    graph = bundle_path / "heads/concat.fp32.onnx"
-    engine = engine_path(graph, engine_dir=tmp_path)
-    _build_engine(graph, engine)
-    gpu, capability = _gpu_identity(cudart)
-    record = engine.with_name("concat.fp32.engine.json")
-    record.write_text(json.dumps({"tensorrt": trt.__version__, "gpu": gpu, "compute_capability": capability}))
-    with OrtRunner(graph) as ort_runner, TensorRTRunner(engine) as trt_runner:
-        assert trt_runner.input_names == ort_runner.input_names
-        for batch in (1, 3):
-            np.testing.assert_allclose(trt_runner.infer(_head_feed(batch))["logits"],
-                                       ort_runner.infer(_head_feed(batch))["logits"], atol=1e-3)
-    record.write_text(json.dumps({"tensorrt": "0.0.0", "gpu": gpu, "compute_capability": capability}))
-    with pytest.raises(EngineMismatch, match="0.0.0"):
-        TensorRTRunner(engine).activate()
+# TensorRT engines (built by mmedge build, run by TensorRTRunner): tests/e2e/test_tensorrt_gpu.py
