@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The reference comparison on the default bundle: runtime fp32 / int8 vs PyTorch eager,
-# the ensemble vs its best single member, batch 1 and 8, interleaved, warm-up excluded.
+# the ensemble vs its most accurate member on validation, batch 1 and 8, interleaved, warm-up
+# excluded; resident memory and first prediction of each precision in a fresh torch-free process.
 #
-#   benchmarks/run_reference.sh            # writes benchmarks/results.json and benchmarks/latency.png
+#   benchmarks/run_reference.sh   # writes benchmarks/results.json, benchmarks/latency.png, benchmarks/RESULTS.md
 #
 # Overrides (environment): BUNDLE (bundles/digits-av), CHECKPOINT (runs/digits-av),
 # THREADS (2, as the measurements in DESIGN.md), ITERS (100), WARMUP (10), BATCH (1,8),
@@ -45,3 +46,6 @@ mmedge bench "$BUNDLE" \
   --accuracy-samples "$ACCURACY_SAMPLES" --members-compare \
   ${DATA:+--data "$DATA"} \
   --json benchmarks/results.json --plot benchmarks/latency.png
+
+# RESULTS.md is generated from the JSON, never edited by hand.
+python benchmarks/make_results.py

@@ -35,20 +35,28 @@ def accuracy_table(manifest: dict) -> Table:
     metrics = manifest.get("metrics", {})
     members = [m["name"] for m in manifest["members"]]
     table = Table(title=f"{manifest['name']}: accuracy on {metrics.get('samples', '?')} held-out samples")
-    for col in ["precision", "status", "ensemble", *members, "drop (pts)", "fallback"]:
+    for col in ["precision", "status", "ensemble", *members, "drop (pts)", "measured on", "fallback"]:
         table.add_column(col)
     if "pytorch" in metrics:
         ref = metrics["pytorch"]
-        table.add_row("pytorch", "reference", f"{ref['ensemble']:.2%}", *[f"{ref['members'][m]:.2%}" for m in members], "", "")
+        table.add_row("pytorch", "reference", f"{ref['ensemble']:.2%}", *[f"{ref['members'][m]:.2%}" for m in members],
+                      "", "PyTorch (CPU)", "")
     for p, status in manifest.get("precisions", {}).items():
         r = metrics.get(p)
         if r is None:
-            table.add_row(p, status, *[""] * (len(members) + 3))
+            table.add_row(p, status, *[""] * (len(members) + 4))
             continue
         table.add_row(p, status if len(status) <= 40 else status[:40] + "...", f"{r['ensemble']:.2%}",
                       *[f"{r['members'].get(m, float('nan')):.2%}" for m in members], f"{r['drop_points']:+.2f}",
-                      "; ".join(r.get("fallback", [])))
+                      _measured_on(r.get("measured_on", "")), "; ".join(r.get("fallback", [])))
     return table
+
+
+def _measured_on(text: str) -> str:
+    """Short form of a metric's ``measured_on``: a simulation says so."""
+    if text.startswith("simulated"):
+        return "simulated on ONNX Runtime (CPU)"
+    return "ONNX Runtime (CPU)" if "ONNX Runtime" in text else (text or "-")
 
 
 def components_table(manifest: dict) -> Table:

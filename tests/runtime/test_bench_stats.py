@@ -146,7 +146,7 @@ def test_comparisons_pair_configs_of_one_batch():
                rec("fp32/ort/member=a/b1", "member", "fp32", 8.0, ("a",)), rec("torch/eager/b1", "torch", "fp32", 40.0)]
     ratios = {c["name"]: c["ratio_p50"] for c in schema.comparisons(records)}
     assert ratios == {"runtime fp32/ort / PyTorch eager": 0.25, "runtime int8/ort / PyTorch eager": 0.125,
-                      "int8/ort / fp32/ort": 0.5, "ensemble fp32/ort / best single member a": 1.25}
+                      "int8/ort / fp32/ort": 0.5, "ensemble fp32/ort / most accurate member on validation (a)": 1.25}
     first = schema.comparisons(records)[0]
     assert first["stage_ratios_p50"] == {"encoder.image": 0.25, "total": 0.25}
 
