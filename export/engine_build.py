@@ -149,32 +149,32 @@ class _Builder:
         atomic_write(self.cache_file, bytes(self.timing_cache.serialize()))
 
 
-def _record(job: BuildJob, here: DeviceIdentity, size: int, seconds: float, builder: _Builder) -> BuildRecord:
+def _record(job: BuildJob, here: DeviceIdentity, size: int, seconds: float, compiler: _Builder) -> BuildRecord:
     return BuildRecord(here, job.component, job.precisions[0], job.source_rel, job.source_sha256,
-                       profiles_to_dict(job.profiles), size, round(seconds, 3), builder.workspace,
-                       builder.opt_level, __version__, {"serves_precisions": list(job.precisions)})
+                       profiles_to_dict(job.profiles), size, round(seconds, 3), compiler.workspace,
+                       compiler.opt_level, __version__, {"serves_precisions": list(job.precisions)})
 
 
-def _run_job(builder: _Builder, job: BuildJob, here: DeviceIdentity, on_event: Listener) -> BuildResult:
+def _run_job(compiler: _Builder, job: BuildJob, here: DeviceIdentity, on_event: Listener) -> BuildResult:
     on_event("start", job, None)
     if job.stale is None:
         result = BuildResult(job, False, 0.0, job.engine.stat().st_size)
     else:
-        data, seconds = builder.build(job)
-        write_engine(job.engine, data, _record(job, here, len(data), seconds, builder))
+        data, seconds = compiler.build(job)
+        write_engine(job.engine, data, _record(job, here, len(data), seconds, compiler))
         result = BuildResult(job, True, seconds, len(data))
     on_event("done", job, result)
     return result
 
 
-def build_engines(bundle: Bundle | str | Path, config: BuildConfig = BuildConfig(), *,
+def build_engines(bundle: Bundle | str | Path, settings: BuildConfig = BuildConfig(), *,
                   components: Sequence[str] | None = None, on_event: Listener | None = None,
                   keep_fitting: bool = False) -> BuildReport:
     """Builds (or finds up to date) the TensorRT engines of a bundle on this device.
 
     Args:
         bundle: A ``Bundle`` or a bundle folder / ``.mmedge`` file.
-        config: Precisions, batch range, workspace, optimization level, engine root, force.
+        settings: Precisions, batch range, workspace, optimization level, engine root, force.
         components: Only these components (None: all).
         on_event: Called with ``("start" | "done", job, result)`` around each engine (progress display).
         keep_fitting: Keep an engine that fits this device and graph even if it was built with
@@ -193,28 +193,28 @@ def build_engines(bundle: Bundle | str | Path, config: BuildConfig = BuildConfig
     trt, cudart = load_tensorrt()
     opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     try:
-        return _build(trt, cudart, opened, config, components, on_event or (lambda *_: None), keep_fitting)
+        return _build(trt, cudart, opened, settings, components, on_event or (lambda *_: None), keep_fitting)
     finally:
         if opened is not bundle:
             opened.close()
 
 
-def _build(trt: Any, cudart: Any, bundle: Bundle, config: BuildConfig, components: Sequence[str] | None,
+def _build(trt: Any, cudart: Any, bundle: Bundle, settings: BuildConfig, components: Sequence[str] | None,
            on_event: Listener, keep_fitting: bool) -> BuildReport:
     here = probe_device(trt, cudart)
-    precisions = select_precisions(bundle, config.precisions)
-    root = engine_root(bundle, config.engine_dir)
-    profiles = component_profiles(bundle, max_batch=config.max_batch, opt_batch=config.opt_batch)
+    precisions = select_precisions(bundle, settings.precisions)
+    root = engine_root(bundle, settings.engine_dir)
+    profiles = component_profiles(bundle, max_batch=settings.max_batch, opt_batch=settings.opt_batch)
     jobs = plan_jobs(bundle, precisions, root=root, here=here, profiles=profiles, components=components,
-                     force=config.force, check_profiles=not keep_fitting)
-    workspace = workspace_bytes(config.workspace_mb, free_bytes=_free_memory(cudart), shared_memory=here.l4t is not None)
-    builder = _Builder(trt, root / here.key / TIMING_CACHE, workspace, config.opt_level)
+                     force=settings.force, check_profiles=not keep_fitting)
+    workspace = workspace_bytes(settings.workspace_mb, free_bytes=_free_memory(cudart), shared_memory=here.l4t is not None)
+    compiler = _Builder(trt, root / here.key / TIMING_CACHE, workspace, settings.opt_level)
     try:
-        results = tuple(_run_job(builder, job, here, on_event) for job in jobs)
+        results = tuple(_run_job(compiler, job, here, on_event) for job in jobs)
     finally:
         if any(job.stale for job in jobs):
-            builder.save_timing_cache()
-    return BuildReport(here, root, precisions, workspace, results, builder.cache_file)
+            compiler.save_timing_cache()
+    return BuildReport(here, root, precisions, workspace, results, compiler.cache_file)
 
 
 def ensure_engines(bundle: Bundle, precision: str, *, engine_dir: Path | None = None,
