@@ -1,8 +1,9 @@
 """``mmedge triton`` and ``mmedge serve`` from the command line: output, exit codes, clean shutdown."""
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -31,23 +32,35 @@ def test_triton_command_refuses_bad_flags(bundle_path, tmp_path, args, words):
     assert result.exit_code == 2 and words in " ".join(result.output.split())
 
 
-def _serve(bundle_path, ports):
-    http, grpc, metrics = ports
-    cmd = [sys.executable, "-m", "mmedge", "serve", str(bundle_path), "--http-port", str(http), "--grpc-port",
-           str(grpc), "--metrics-port", str(metrics), "--threads", "1"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+class _Served:
+    """``mmedge serve`` in a subprocess; one thread reads its stdout (a pipe read must not block the test)."""
 
+    def __init__(self, bundle_path, ports):
+        http, grpc, metrics = ports
+        cmd = [sys.executable, "-m", "mmedge", "serve", str(bundle_path), "--http-port", str(http), "--grpc-port",
+               str(grpc), "--metrics-port", str(metrics), "--threads", "1"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout], daemon=True).start()
 
-def _wait_for(proc, words, timeout_s=90.0):
-    deadline, seen = time.monotonic() + timeout_s, []
-    while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            seen.append(line)
-            if words in line:
-                return "".join(seen)
-    raise AssertionError(f"no {words!r} within {timeout_s} s; got {''.join(seen)!r}")
+    def wait_for(self, words, timeout_s=90.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.seen.append(self.lines.get(timeout=1.0))
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if words in self.seen[-1]:
+                return "".join(self.seen)
+        raise AssertionError(f"no {words!r} within {timeout_s} s; got {''.join(self.seen)[-2000:]!r}")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
 def _workspaces(pid):
@@ -64,21 +77,20 @@ def test_serve_command_stops_cleanly_on_signals(bundle_path, samples, sig):
     from mmedge.client import Client
 
     ports = free_ports(3)
-    proc = _serve(bundle_path, ports)
+    served = _Served(bundle_path, ports)
+    proc = served.proc
     try:
-        banner = _wait_for(proc, "ready;")
+        banner = served.wait_for("ready;")
         assert f"http://127.0.0.1:{ports[0]}" in banner and f":{ports[2]}/metrics" in banner
         assert len(_workspaces(proc.pid)) == 1
         with Client(f"grpc://127.0.0.1:{ports[1]}") as client:
             assert client.predict(image=samples["images"][0], text=samples["texts"][0]).labels
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0 and "server stopped; workspace removed" in out
+        assert "server stopped; workspace removed" in served.wait_for("server stopped", timeout_s=30)
+        assert proc.wait(timeout=30) == 0
         assert _workspaces(proc.pid) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        served.kill()
 
 
 def test_a_killed_servers_workspace_is_swept(bundle_path):
@@ -87,13 +99,12 @@ def test_a_killed_servers_workspace_is_swept(bundle_path):
 
     from mmedge.serve.server import sweep_workspaces
 
-    proc = _serve(bundle_path, free_ports(3))
+    served = _Served(bundle_path, free_ports(3))
     try:
-        _wait_for(proc, "ready;")
+        served.wait_for("ready;")
     finally:
-        proc.kill()  # SIGKILL: no clean-up runs; Triton dies with its parent (PR_SET_PDEATHSIG)
-        proc.wait()
-    left = _workspaces(proc.pid)
+        served.kill()  # SIGKILL: no clean-up runs; Triton dies with its parent (PR_SET_PDEATHSIG)
+    left = _workspaces(served.proc.pid)
     assert len(left) == 1
     assert sweep_workspaces() == left and not left[0].exists()
 
