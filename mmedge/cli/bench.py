@@ -15,7 +15,7 @@ from mmedge.errors import MmedgeError
 
 def bench(
     bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
-    precision: str = typer.Option("fp32", help="Comma-separated precisions: fp32,fp16,int8,int8-trt."),
+    precision: str = typer.Option("fp32", help="Comma-separated precisions: fp32,fp16,int8,int8-trt,int8-fp16-trt."),
     backend: str = typer.Option("ort", help="Comma-separated backends: ort,tensorrt,ort-cuda,ort-trt."),
     batch: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,8."),
     iters: int = typer.Option(50, help="Timed iterations per configuration."),

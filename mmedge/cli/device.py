@@ -34,7 +34,7 @@ def run(
     image: Optional[Path] = typer.Option(None, help="Image file."),
     text: Optional[str] = typer.Option(None, help="Text."),
     audio: Optional[Path] = typer.Option(None, help="Audio file (wav/flac), any sample rate."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 | int8-trt"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 | int8-trt | int8-fp16-trt"),
     backend: str = typer.Option("auto", help="auto | ort | ort-cuda | ort-trt | tensorrt"),
     as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
 ) -> None:
