@@ -26,30 +26,38 @@ __all__ = ["load_audio", "resample", "fit_clip", "log_mel", "preprocess_audio", 
 
 _INT_SCALES = {np.dtype(np.int16): 1.0 / 32768.0, np.dtype(np.int32): 1.0 / 2.0**31}
 _MAX_CHANNELS = 8
+_LAYOUTS = (None, "channels_first", "channels_last")
+_FLOAT_PEAK = 2.0  # float audio is full scale +-1; resampled or mixed audio may overshoot a little
 _RESAMPLE_ZEROS = 24  # sinc zero crossings on each side of the filter centre
 _RESAMPLE_ROLLOFF = 0.945  # cutoff as a fraction of the lower Nyquist frequency
 _KAISER_BETA = 8.6
 _LOG_EPS = 1e-6
-_CHUNK = 1 << 16  # output samples per resampling block (bounds memory)
+_CHUNK = 1 << 16  # most output samples per resampling block
+_TABLE_ENTRIES = 1 << 19  # weights per cached table or per block: 4 MiB of float64
 
 
-def load_audio(source, *, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load_audio(source, *, sample_rate: int | None = None, layout: str | None = None) -> tuple[np.ndarray, int]:
     """Loads audio as a mono float32 wave.
 
     Args:
         source: a wav/flac file path (str or ``os.PathLike``, read with soundfile) or an
-            ndarray: (N,), (N, C) or (C, N) with C <= 8 channels (the smaller axis),
-            int16 (scaled by 1/32768), int32 (by 1/2**31) or float (kept as is).
+            ndarray: (N,) mono, or 2-D with ``layout`` saying which axis holds the channels
+            (channels are averaged); int16 (scaled by 1/32768), int32 (by 1/2**31) or float
+            at full scale +-1 (peaks up to 2 are tolerated).
         sample_rate: the rate of an ndarray ``source`` (required for arrays). For files
             the rate is read from the file; a different value here is an error (use
             ``resample`` to change rates).
+        layout: for a 2-D array, ``"channels_first"`` (C, N) or ``"channels_last"`` (N, C).
+            A 2-D array without it is refused unless one axis has size 1: (3, 16000) may be
+            3 channels of one clip or 3 clips, and a guess would be a silent wrong answer.
 
     Returns:
         ``(wave, rate)``: wave is float32 (N,), rate in Hz.
 
     Raises:
-        InputError: missing/unreadable file, empty audio, NaN/Inf samples, an
-            unsupported dtype or shape, or a missing/invalid ``sample_rate``.
+        InputError: missing/unreadable file, empty audio, NaN/Inf samples, float samples
+            beyond full scale, an unsupported dtype or shape, an ambiguous or unknown
+            ``layout``, or a missing/invalid ``sample_rate``.
     """
     if isinstance(source, (str, os.PathLike)):
         wave, rate = _read_audio_file(os.fspath(source))
@@ -61,7 +69,8 @@ def load_audio(source, *, sample_rate: int | None = None) -> tuple[np.ndarray, i
         raise InputError(f"audio source must be a file path or a numpy array, got {type(source).__name__}")
     if sample_rate is None:
         raise InputError("an audio array has no sample rate of its own; pass sample_rate= (Hz)")
-    return _to_mono_float(source), _check_rate(sample_rate, "sample_rate")
+    rate = _check_rate(sample_rate, "sample_rate")
+    return _to_mono_float(source, layout), rate
 
 
 def _read_audio_file(path: str) -> tuple[np.ndarray, int]:
@@ -76,7 +85,7 @@ def _read_audio_file(path: str) -> tuple[np.ndarray, int]:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (N, C)
     except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
         raise InputError(f"cannot decode audio file {path}: {exc}; pass a wav or flac file") from exc
-    return _to_mono_float(data), int(rate)
+    return _to_mono_float(data, "channels_last"), int(rate)
 
 
 def _check_rate(rate, name: str) -> int:
@@ -85,45 +94,76 @@ def _check_rate(rate, name: str) -> int:
     return int(rate)
 
 
-def _to_mono_float(wave: np.ndarray) -> np.ndarray:
+def _to_float(wave: np.ndarray) -> np.ndarray:
     if wave.size == 0:
         raise InputError(f"audio is empty (shape {wave.shape}); pass at least one sample")
     if wave.dtype in _INT_SCALES:
-        wave = wave.astype(np.float32) * np.float32(_INT_SCALES[wave.dtype])
-    elif np.issubdtype(wave.dtype, np.floating):
-        if not np.isfinite(wave).all():
-            raise InputError("audio contains NaN or Inf samples; clean the signal before passing it")
-        wave = wave.astype(np.float32, copy=False)
-    else:
+        return wave.astype(np.float32) * np.float32(_INT_SCALES[wave.dtype])
+    if not np.issubdtype(wave.dtype, np.floating):
         raise InputError(f"unsupported audio dtype {wave.dtype}; pass int16, int32 or float samples")
+    if not np.isfinite(wave).all():
+        raise InputError("audio contains NaN or Inf samples; clean the signal before passing it")
+    peak = float(np.abs(wave).max())
+    if peak > _FLOAT_PEAK:
+        raise InputError(f"float audio peaks at {peak:g}, but float samples are full scale +-1: these look like "
+                         "int16/int32 values stored as float; pass them as int16 (or divide by 32768)")
+    return wave.astype(np.float32, copy=False)
+
+
+def _to_mono_float(wave: np.ndarray, layout: str | None) -> np.ndarray:
+    if layout not in _LAYOUTS:
+        raise InputError(f"audio layout must be one of {[x for x in _LAYOUTS if x]} or None, got {layout!r}")
+    if wave.ndim == 2 and layout is None and 1 in wave.shape:
+        wave = wave.reshape(-1)  # (1, N) or (N, 1): one channel either way
     if wave.ndim == 2:
-        axis = 0 if wave.shape[0] < wave.shape[1] else 1  # the channel axis is the small one
-        if wave.shape[axis] > _MAX_CHANNELS:
-            raise InputError(f"audio of shape {wave.shape} has no channel axis of <= {_MAX_CHANNELS}; "
-                             "pass (N,), (N, C) or (C, N) for one clip at a time")
-        wave = wave.mean(axis=axis, dtype=np.float32)
+        if layout is None:
+            raise InputError(f"audio of shape {wave.shape} is 2-D: say which axis holds the channels with "
+                             "layout (Session.predict: audio_layout=) 'channels_first' (C, N) or 'channels_last' "
+                             "(N, C); for a batch of clips pass a list of 1-D arrays")
+        channels = wave.shape[0 if layout == "channels_first" else 1]
+        if channels > _MAX_CHANNELS:
+            raise InputError(f"audio of shape {wave.shape} with layout {layout!r} has {channels} channels, more "
+                             f"than {_MAX_CHANNELS}; check the layout, or pass a list of 1-D arrays for many clips")
     elif wave.ndim != 1:
-        raise InputError(f"audio must be 1-D (N,) or 2-D (N, C)/(C, N), got shape {wave.shape}")
+        raise InputError(f"audio must be 1-D (N,) or 2-D with a layout, got shape {wave.shape}")
+    wave = _to_float(wave)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=0 if layout == "channels_first" else 1, dtype=np.float32)
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=16)
-def _resample_table(up: int, down: int) -> tuple[np.ndarray, int]:
-    """Polyphase weights (up, 2K) of a Kaiser-windowed sinc low-pass, and K."""
-    cutoff = min(1.0, up / down) * _RESAMPLE_ROLLOFF  # relative to the input Nyquist
-    half = _RESAMPLE_ZEROS / cutoff  # filter half-width in input samples
-    k = int(math.ceil(half))
-    frac = np.arange(up, dtype=np.float64)[:, None] / up  # (up, 1) output phase in input samples
-    dist = frac - np.arange(-k + 1, k + 1, dtype=np.float64)[None, :]  # (up, 2K) t - tap
+def _filter_size(up: int, down: int) -> tuple[float, float, int]:
+    """Cutoff (relative to the input Nyquist), half-width in input samples, and taps per side K."""
+    cutoff = min(1.0, up / down) * _RESAMPLE_ROLLOFF
+    half = _RESAMPLE_ZEROS / cutoff
+    return cutoff, half, int(math.ceil(half))
+
+
+def _phase_weights(phases: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Kaiser-windowed sinc weights (n, 2K) of the output phases ``phases`` (each in [0, up))."""
+    cutoff, half, k = _filter_size(up, down)
+    frac = phases.astype(np.float64)[:, None] / up  # (n, 1) output phase in input samples
+    dist = frac - np.arange(-k + 1, k + 1, dtype=np.float64)[None, :]  # (n, 2K) t - tap
     window = np.i0(_KAISER_BETA * np.sqrt(np.clip(1.0 - (dist / half) ** 2, 0.0, None))) / np.i0(_KAISER_BETA)
     weights = cutoff * np.sinc(cutoff * dist) * np.where(np.abs(dist) <= half, window, 0.0)
     weights /= weights.sum(axis=1, keepdims=True)  # unit DC gain in every phase
+    return weights
+
+
+@functools.lru_cache(maxsize=16)
+def _resample_table(up: int, down: int) -> np.ndarray:
+    """Polyphase weights (up, 2K) for every phase; only built when small (``_TABLE_ENTRIES``)."""
+    weights = _phase_weights(np.arange(up), up, down)
     weights.flags.writeable = False
-    return weights, k
+    return weights
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling with a polyphase Kaiser-windowed-sinc filter (numpy only).
+
+    Memory is bounded whatever the rates: the table of every phase is cached only when it is
+    small; for rates with a large least common multiple (e.g. 191999 -> 16000 Hz) each block
+    computes the weights of its own phases.
 
     Args:
         wave: mono float wave (N,).
@@ -142,16 +182,19 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return wave.astype(np.float32, copy=False)
     g = math.gcd(orig_sr, target_sr)
     up, down = target_sr // g, orig_sr // g
-    weights, k = _resample_table(up, down)
+    k = _filter_size(up, down)[2]
+    table = _resample_table(up, down) if up * 2 * k <= _TABLE_ENTRIES else None
     padded = np.pad(wave.astype(np.float64), (k, k + 1))  # zeros outside the signal
     n_out = -(-wave.shape[0] * up // down)
     taps = np.arange(2 * k)  # offsets from base - K + 1, shifted by the K pad
     out = np.empty(n_out, dtype=np.float32)
-    for start in range(0, n_out, _CHUNK):  # blocks only bound memory on long inputs
-        pos = np.arange(start, min(start + _CHUNK, n_out), dtype=np.int64) * down
+    block = max(1, min(_CHUNK, _TABLE_ENTRIES // (2 * k)))  # bounds the (n, 2K) temporaries
+    for start in range(0, n_out, block):
+        pos = np.arange(start, min(start + block, n_out), dtype=np.int64) * down
         base, phase = pos // up, pos % up
         frames = padded[base[:, None] + 1 + taps[None, :]]  # (n, 2K)
-        out[start:start + pos.shape[0]] = np.einsum("nk,nk->n", frames, weights[phase])
+        weights = table[phase] if table is not None else _phase_weights(phase, up, down)
+        out[start:start + pos.shape[0]] = np.einsum("nk,nk->n", frames, weights)
     return out
 
 

@@ -1,31 +1,31 @@
 """Bundle reader: opens a bundle folder or ``.mmedge`` zip as a validated, frozen view.
 
-The contract is ``docs/bundle.md``: ``manifest.json`` is read with ``json.loads``, its
-``format`` checked, required keys checked, and every file's sha256 verified before anything
-is loaded. No torch, no onnx.
+The contract is ``docs/bundle.md``: ``manifest.json`` is read with ``json.loads`` and checked
+completely against the one schema (``manifest_schema``) before anything is built from it; every
+file is reached through a path that stays inside the bundle, and its sha256 is verified once per
+bundle version (``integrity``). Loaders take the verified bytes (``Bundle.read_bytes``), not a
+path to open again. No torch, no onnx.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from mmedge import BUNDLE_FORMAT
-from mmedge.errors import BundleError, ConfigError
+from mmedge.errors import BundleError, InputError
+from mmedge.runtime.archive import extract_archive
+from mmedge.runtime.integrity import Identity, read_file, resolve_inside, sha256_file, verify_files
+from mmedge.runtime.limits import DEFAULT_LIMITS, Limits
+from mmedge.runtime.manifest_schema import SchemaError, validate_manifest
 from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec, spec_from_dict
 
-__all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "SPEC_CLASSES"]
+__all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "SPEC_CLASSES",
+           "sha256_file"]
 
 SPEC_CLASSES: Mapping[str, type] = MappingProxyType({"image": ImageSpec, "text": TextSpec, "audio": AudioSpec})
-_REQUIRED = ("format", "task", "labels", "modalities", "inputs", "encoders", "members", "ensemble",
-             "precisions", "files")
-_TASKS = ("classification", "matching", "retrieval")
-_CHUNK = 1 << 20
 _FIX = "re-export or re-copy the bundle"
 
 
@@ -82,166 +82,55 @@ class EnsembleInfo:
     temperatures: tuple[float, ...]
 
 
-def _fail(what: str) -> BundleError:
-    return BundleError(f"invalid bundle manifest: {what}; {_FIX}")
+def _tensors(items: list[Mapping[str, Any]]) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(t["name"], t.get("dtype", "float32"), tuple(t.get("shape", ()))) for t in items)
 
 
-def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
-    if not isinstance(obj, Mapping) or key not in obj:
-        raise _fail(f"{where} lacks the required key {key!r}")
-    return obj[key]
+def _graphs(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, GraphEntry]:
+    return MappingProxyType({p: GraphEntry(g.get("file"), g.get("sha256"), g.get("bytes"), g.get("status", "ok"))
+                             for p, g in raw.items()})
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _encoders(checked: Mapping[str, Any]) -> Mapping[str, EncoderInfo]:
+    return MappingProxyType({m: EncoderInfo(m, e.get("name", m), _tensors(e["inputs"]), _tensors(e["outputs"]),
+                                            _graphs(e["graphs"])) for m, e in checked["encoders"].items()})
 
 
-def _tensors(items: Any, where: str) -> tuple[TensorInfo, ...]:
-    if not isinstance(items, list) or not items:
-        raise _fail(f"{where} must be a non-empty list of {{name, dtype, shape}}")
-    return tuple(TensorInfo(str(_get(t, "name", where)), str(t.get("dtype", "float32")),
-                            tuple(t.get("shape", ()))) for t in items)
+def _members(checked: Mapping[str, Any]) -> tuple[MemberInfo, ...]:
+    ens = checked["ensemble"]
+    weights = ens.get("weights") or [m.get("weight", 1.0) for m in checked["members"]]
+    temps = ens.get("temperatures") or [m.get("temperature", 1.0) for m in checked["members"]]
+    return tuple(MemberInfo(m["name"], m.get("head", m["name"]), tuple(m["modalities"]), tuple(m["inputs"]),
+                            m.get("output", "logits"), float(t), float(w), _graphs(m["graphs"]))
+                 for m, w, t in zip(checked["members"], weights, temps))
 
 
-def _graphs(raw: Any, where: str) -> Mapping[str, GraphEntry]:
-    if not isinstance(raw, Mapping) or not raw:
-        raise _fail(f"{where}.graphs must map precision -> {{file, sha256, status}}")
-    graphs = {p: GraphEntry(g.get("file"), g.get("sha256"), g.get("bytes"), str(g.get("status", "ok")))
-              for p, g in raw.items()}
-    for p, g in graphs.items():
-        if g.status == "ok" and not (g.file and g.sha256):
-            raise _fail(f"{where}.graphs.{p} has status ok but no file/sha256")
-    return MappingProxyType(graphs)
+def _specs(checked: Mapping[str, Any]) -> Mapping[str, Any]:
+    from mmedge.runtime.audio import mel_filterbank
 
-
-def _encoders(manifest: Mapping[str, Any], modalities: tuple[str, ...]) -> Mapping[str, EncoderInfo]:
-    raw = _get(manifest, "encoders", "manifest")
-    out = {}
-    for m in modalities:
-        enc = _get(raw, m, "encoders")
-        where = f"encoders.{m}"
-        out[m] = EncoderInfo(m, str(enc.get("name", m)), _tensors(_get(enc, "inputs", where), f"{where}.inputs"),
-                             _tensors(_get(enc, "outputs", where), f"{where}.outputs"),
-                             _graphs(_get(enc, "graphs", where), where))
-    return MappingProxyType(out)
-
-
-def _members(manifest: Mapping[str, Any], encoders: Mapping[str, EncoderInfo]) -> tuple[MemberInfo, ...]:
-    raw, ens = _get(manifest, "members", "manifest"), _get(manifest, "ensemble", "manifest")
-    if not isinstance(raw, list) or not raw:
-        raise _fail("members must be a non-empty list")
-    weights, temps = ens.get("weights"), ens.get("temperatures")
-    for name, vec in (("weights", weights), ("temperatures", temps)):
-        if vec is not None and len(vec) != len(raw):
-            raise _fail(f"ensemble.{name} has {len(vec)} values for {len(raw)} members")
-    features = {o.name for e in encoders.values() for o in e.outputs}
-    members = []
-    for i, m in enumerate(raw):
-        where = f"members[{i}]"
-        name, inputs = str(_get(m, "name", where)), tuple(_get(m, "inputs", where))
-        unknown = [n for n in inputs if n not in features]
-        if unknown:
-            raise _fail(f"member {name!r} reads {unknown}, which no encoder outputs")
-        members.append(MemberInfo(
-            name, str(m.get("head", name)), tuple(_get(m, "modalities", where)), inputs,
-            str(m.get("output", "logits")),
-            float(temps[i] if temps is not None else m.get("temperature", 1.0)),
-            float(weights[i] if weights is not None else m.get("weight", 1.0)),
-            _graphs(_get(m, "graphs", where), where)))
-    if len({m.name for m in members}) != len(members):
-        raise _fail(f"member names must be unique, got {[m.name for m in members]}")
-    return tuple(members)
-
-
-def _specs(manifest: Mapping[str, Any], modalities: tuple[str, ...]) -> Mapping[str, Any]:
-    inputs = _get(manifest, "inputs", "manifest")
-    specs = {}
-    for m in modalities:
+    specs = {m: spec_from_dict(SPEC_CLASSES[m], raw) for m, raw in checked["inputs"].items()}
+    if "audio" in specs and getattr(specs["audio"], "front_end", "log_mel") == "log_mel":
         try:
-            specs[m] = spec_from_dict(SPEC_CLASSES[m], _get(inputs, m, "inputs"))
-        except (ConfigError, TypeError) as exc:
-            raise _fail(f"inputs.{m}: {exc}") from exc
+            mel_filterbank(specs["audio"])
+        except InputError as exc:
+            raise SchemaError("inputs.audio.n_mels", str(exc)) from None
     return MappingProxyType(specs)
 
 
-def _modalities(manifest: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    modalities = tuple(_get(manifest, "modalities", "manifest"))
-    bad = [m for m in modalities if m not in SPEC_CLASSES]
-    if not modalities or bad:
-        raise _fail(f"modalities must be a non-empty subset of {list(SPEC_CLASSES)}, got {list(modalities)}")
-    optional = tuple(manifest.get("optional_modalities", ()))
-    if any(m not in modalities for m in optional):
-        raise _fail(f"optional_modalities {list(optional)} must be among modalities {list(modalities)}")
-    return modalities, optional
-
-
-def _check_format(manifest: Any) -> None:
-    if not isinstance(manifest, Mapping):
-        raise BundleError(f"manifest.json must hold a JSON object; {_FIX}")
-    fmt = manifest.get("format")
-    if fmt != BUNDLE_FORMAT:
-        raise BundleError(f"bundle format {fmt!r} is not supported: this runtime reads {BUNDLE_FORMAT!r}; "
-                          "re-export the bundle with a matching mmedge, or install the mmedge version "
-                          "that reads this format")
-    for key in _REQUIRED:
-        _get(manifest, key, "manifest")
-    if manifest["task"] not in _TASKS:
-        raise _fail(f"task {manifest['task']!r} is not one of {list(_TASKS)}")
-    if not isinstance(manifest["labels"], list) or len(manifest["labels"]) < 2:
-        raise _fail("labels must be a list of at least 2 class names")
-
-
-def _verify_files(root: Path, files: Any, graphs: list[GraphEntry]) -> None:
-    if not isinstance(files, Mapping):
-        raise _fail("files must map relative path -> sha256")
-    for g in graphs:
-        if g.status == "ok" and files.get(g.file) != g.sha256:
-            raise _fail(f"graph file {g.file!r} is not listed in files with the same sha256")
-    for rel, expected in files.items():
-        pure = PurePosixPath(rel)
-        if pure.is_absolute() or ".." in pure.parts:
-            raise _fail(f"file path {rel!r} points outside the bundle")
-        path = root / rel
-        if not path.is_file():
-            raise BundleError(f"bundle file {rel} is missing from {root}; {_FIX}")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(f"bundle file {rel} was modified or corrupted: sha256 expected {expected}, "
-                              f"got {actual}; {_FIX}")
-
-
-def _extract(archive: Path) -> tempfile.TemporaryDirectory:
-    tmp = tempfile.TemporaryDirectory(prefix="mmedge-bundle-")
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                pure = PurePosixPath(name)
-                if pure.is_absolute() or ".." in pure.parts:
-                    raise BundleError(f"{archive} holds an unsafe path {name!r}; {_FIX}")
-            zf.extractall(tmp.name)
-    except zipfile.BadZipFile as exc:
-        tmp.cleanup()
-        raise BundleError(f"{archive} is not a valid .mmedge zip ({exc}); {_FIX}") from exc
-    except BaseException:
-        tmp.cleanup()
-        raise
-    return tmp
-
-
-def _read_manifest(root: Path) -> dict[str, Any]:
+def _read_manifest(root: Path, limits: Limits) -> tuple[Any, str]:
     path = root / "manifest.json"
-    if not path.is_file():
+    if not path.exists():
         raise BundleError(f"{root} is not a bundle: no manifest.json at its root; pass a bundle folder "
                           "or .mmedge file written by mmedge export")
+    path = resolve_inside(root, "manifest.json")
+    if path.stat().st_size > limits.max_manifest_bytes:
+        raise BundleError(f"{path} is {path.stat().st_size} bytes, more than max_manifest_bytes "
+                          f"({limits.max_manifest_bytes}); {_FIX}, or {limits.raise_hint('max_manifest_bytes')}")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc}); {_FIX}") from exc
+        return json.loads(data.decode("utf-8")), hashlib.sha256(data).hexdigest()
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); {_FIX}") from None
 
 
 @dataclass(frozen=True)
@@ -265,54 +154,64 @@ class Bundle:
     members: tuple[MemberInfo, ...]
     ensemble: EnsembleInfo
     precision_status: Mapping[str, str]
+    verified: bool = True
+    limits: Limits = DEFAULT_LIMITS
+    _files: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _identities: Mapping[str, Identity] = field(default_factory=dict, repr=False, compare=False)
     _tmp: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = True) -> "Bundle":
+    def open(cls, path: str | Path, *, verify: bool = True, limits: Limits | None = None) -> "Bundle":
         """Opens and validates a bundle folder or ``.mmedge`` zip.
 
         Args:
-            path: The bundle folder, or a ``.mmedge`` file (extracted to a temporary folder
-                that is removed by ``close()`` or when the bundle is garbage collected).
-            verify: Check every file's sha256 against the manifest (default; leave on).
+            path: The bundle folder, or a ``.mmedge`` file (extracted to a private temporary
+                folder that ``close()`` removes).
+            verify: Check every file's sha256 against the manifest (default; leave on). Done once
+                per bundle version: a verified stamp in the user cache skips it next time. With
+                False, paths and symlinks that lead outside the bundle are still refused.
+            limits: Size limits (``max_zip_bytes``, ``max_zip_members``, ``max_manifest_bytes``);
+                default ``Limits()``.
 
         Raises:
-            BundleError: missing path or manifest, unknown format, missing keys, or a
-                missing or tampered file.
+            BundleError: a missing path or manifest, a format this runtime does not read, a
+                manifest value of the wrong type or range (with its JSON path), a file outside the
+                bundle, or a missing or tampered file.
         """
+        limits = DEFAULT_LIMITS if limits is None else limits
+        if not isinstance(limits, Limits):
+            raise BundleError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
         source = Path(path)
         if not source.exists():
             raise BundleError(f"bundle not found: {source}; pass a bundle folder or a .mmedge file")
-        tmp = _extract(source) if source.is_file() else None
+        tmp = extract_archive(source, limits) if source.is_file() else None
         try:
-            return cls._load(Path(tmp.name) if tmp else source, source, tmp, verify)
+            return cls._load(Path(tmp.name) if tmp else source, source, tmp, verify, limits)
         except BaseException:
             if tmp is not None:
                 tmp.cleanup()
             raise
 
     @classmethod
-    def _load(cls, root: Path, source: Path, tmp: Any, verify: bool) -> "Bundle":
-        manifest = _read_manifest(root)
-        _check_format(manifest)
-        modalities, optional = _modalities(manifest)
-        encoders = _encoders(manifest, modalities)
-        members = _members(manifest, encoders)
-        tokenizer = manifest["inputs"].get("text", {}).get("tokenizer_file") if "text" in modalities else None
-        if tokenizer is not None and tokenizer not in manifest["files"]:
-            raise _fail(f"tokenizer file {tokenizer!r} is not listed in files")
+    def _load(cls, root: Path, source: Path, tmp: Any, verify: bool, limits: Limits) -> "Bundle":
+        manifest, manifest_sha = _read_manifest(root, limits)
+        checked = validate_manifest(manifest)
+        specs = _specs(checked)
         if verify:
-            graphs = [g for e in encoders.values() for g in e.graphs.values()]
-            _verify_files(root, manifest["files"], graphs + [g for m in members for g in m.graphs.values()])
-        ens = manifest["ensemble"]
-        ensemble = EnsembleInfo(str(_get(ens, "method", "ensemble")), tuple(m.weight for m in members),
+            identities = verify_files(root, checked["files"], manifest_sha)
+        else:
+            identities = {}
+            for rel in checked["files"]:
+                resolve_inside(root, rel)
+        members = _members(checked)
+        ensemble = EnsembleInfo(checked["ensemble"]["method"], tuple(m.weight for m in members),
                                 tuple(m.temperature for m in members))
         return cls(root=root, source=source, manifest=MappingProxyType(manifest),
-                   name=str(manifest.get("name", source.stem)), task=manifest["task"],
-                   labels=tuple(map(str, manifest["labels"])), modalities=modalities,
-                   optional_modalities=optional, specs=_specs(manifest, modalities), encoders=encoders,
-                   members=members, ensemble=ensemble,
-                   precision_status=MappingProxyType(dict(manifest["precisions"])), _tmp=tmp)
+                   name=checked.get("name", source.stem), task=checked["task"], labels=tuple(checked["labels"]),
+                   modalities=tuple(checked["modalities"]), optional_modalities=tuple(checked["optional_modalities"]),
+                   specs=specs, encoders=_encoders(checked), members=members, ensemble=ensemble,
+                   precision_status=MappingProxyType(dict(checked["precisions"])), verified=verify, limits=limits,
+                   _files=MappingProxyType(checked["files"]), _identities=MappingProxyType(identities), _tmp=tmp)
 
     def precisions(self) -> list[str]:
         """Precisions whose status is ``"ok"`` and whose every graph is present and ok."""
@@ -359,6 +258,24 @@ class Bundle:
         """The tokenizer file, when the bundle has text."""
         spec = self.specs.get("text")
         return self.root / spec.tokenizer_file if spec is not None else None
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of bundle file ``rel`` (a key of the manifest's ``files``), as verified.
+
+        A file that is not the one verified at ``open`` (replaced, rewritten) is hashed again,
+        and refused if its bytes differ from the manifest: loaders run exactly these bytes.
+
+        Raises:
+            BundleError: an unlisted file, a file outside the bundle, or one changed since ``open``.
+        """
+        if rel not in self._files:
+            raise BundleError(f"{rel!r} is not a file of this bundle (files: {sorted(self._files)})")
+        sha = self._files[rel] if self.verified else None
+        return read_file(self.root, rel, sha256=sha, verified=self._identities.get(rel))
+
+    def graph_bytes(self, component: str, precision: str) -> bytes:
+        """The verified bytes of the ONNX graph of ``component`` at ``precision``."""
+        return self.read_bytes(str(self.graph_entry(component, precision).file))
 
     def close(self) -> None:
         """Removes the temporary extraction folder of a ``.mmedge`` bundle (no-op for folders)."""

@@ -36,7 +36,7 @@ _FLOAT_RANGE = (-0.01, 1.01)
 # ----------------------------------------------------------------------------- images
 
 
-def load_image(source, *, color_order: str = "RGB") -> np.ndarray:
+def load_image(source, *, color_order: str = "RGB", max_pixels: int | None = None) -> np.ndarray:
     """Loads an image as an RGB uint8 array.
 
     Args:
@@ -45,6 +45,8 @@ def load_image(source, *, color_order: str = "RGB") -> np.ndarray:
             float in [0, 1].
         color_order: channel order of an ndarray ``source``: "RGB" or "BGR" (OpenCV
             camera frames). Files and bytes are always decoded correctly.
+        max_pixels: refuse images of more pixels (height x width); for PNG and JPEG data
+            the size is read from the header, before decoding. None: no limit.
 
     Returns:
         uint8 (H, W, 3), RGB, contiguous.
@@ -56,27 +58,64 @@ def load_image(source, *, color_order: str = "RGB") -> np.ndarray:
     if color_order not in _COLOR_ORDERS:
         raise InputError(f"color_order must be one of {list(_COLOR_ORDERS)}, got {color_order!r}")
     if isinstance(source, (str, os.PathLike)):
-        return _decode(_read_file(Path(source)), f"file {source}")
+        return _decode(_read_file(Path(source), max_pixels), f"file {source}", max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode(np.frombuffer(source, dtype=np.uint8), "bytes")
+        return _decode(np.frombuffer(source, dtype=np.uint8), "bytes", max_pixels)
     if isinstance(source, np.ndarray):
+        if max_pixels is not None and source.ndim >= 2:
+            _check_pixels(source.shape[1], source.shape[0], max_pixels)
         rgb = _to_rgb_channels(_to_uint8(source))
         return np.ascontiguousarray(rgb[..., ::-1] if color_order == "BGR" else rgb)
     raise InputError(f"image source must be a path, encoded bytes or a numpy array, got {type(source).__name__}")
 
 
-def _read_file(path: Path) -> np.ndarray:
+def _read_file(path: Path, max_pixels: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"image file not found: {path}; check the path")
+    if max_pixels is not None and path.stat().st_size > 4 * max_pixels + (1 << 20):
+        raise InputError(f"image file {path} is {path.stat().st_size} bytes, too large for an image of at most "
+                         f"{max_pixels} pixels; resize it first")
     return np.fromfile(path, dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
 
 
-def _decode(buf: np.ndarray, what: str) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(f"image is {width}x{height} = {width * height} pixels, more than max_image_pixels "
+                         f"({max_pixels}); resize it first, or raise it with limits=Limits(max_image_pixels=...)")
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def encoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None for other data."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in _JPEG_SOF:
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _decode(buf: np.ndarray, what: str, max_pixels: int | None = None) -> np.ndarray:
     if buf.size == 0:
         raise InputError(f"image {what} is empty (0 bytes); pass PNG or JPEG data")
+    size = encoded_size(buf[:1 << 16].tobytes()) if max_pixels is not None else None
+    if size is not None:
+        _check_pixels(*size, max_pixels)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8, alpha dropped
     if bgr is None:
         raise InputError(f"cannot decode image {what} ({buf.size} bytes); pass PNG or JPEG data")
+    if max_pixels is not None:
+        _check_pixels(bgr.shape[1], bgr.shape[0], max_pixels)
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
@@ -160,25 +199,30 @@ class TextTokenizer:
     Args:
         path: the ``tokenizer.json`` file, or a folder holding ``spec.tokenizer_file``.
         spec: the text spec.
+        data: the file's bytes, already read (and verified) by the caller; ``path`` then only
+            names it in messages.
 
     Raises:
         BundleError: the file is missing, unreadable, or has no ``[PAD]`` token.
     """
 
-    def __init__(self, path, spec: TextSpec) -> None:
+    def __init__(self, path, spec: TextSpec, *, data: bytes | None = None) -> None:
         from tokenizers import Tokenizer
 
         path = Path(path)
-        if path.is_dir():
+        if data is None and path.is_dir():
             path = path / spec.tokenizer_file
-        if not path.is_file():
+        if data is None and not path.is_file():
             raise BundleError(f"tokenizer file not found: {path}; check the bundle or pass the tokenizer.json path")
         if spec.max_length <= 0:
             raise InputError(f"TextSpec.max_length must be positive, got {spec.max_length}")
         try:
-            self._tokenizer = Tokenizer.from_file(str(path))
+            if data is None:
+                self._tokenizer = Tokenizer.from_file(str(path))
+            else:
+                self._tokenizer = Tokenizer.from_str(data.decode("utf-8"))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
-            raise BundleError(f"cannot read tokenizer file {path}: {exc}; re-export the bundle") from exc
+            raise BundleError(f"cannot read tokenizer file {path}: {str(exc)[:300]}; re-export the bundle") from exc
         pad_id = self._tokenizer.token_to_id("[PAD]")
         if pad_id is None:
             raise BundleError(f"tokenizer {path} has no [PAD] token; use a tokenizer.json with one")
@@ -204,6 +248,12 @@ class TextTokenizer:
                 raise InputError(f"texts[{i}] is a {type(text).__name__}, not a str; pass strings")
             if not text.strip():
                 raise InputError(f"texts[{i}] is empty or whitespace only; pass some text")
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InputError(f"texts[{i}] holds a lone surrogate, which is not valid Unicode; decode "
+                                     "the bytes with errors='replace' first") from None
         if self.spec.lowercase:
             texts = [t.lower() for t in texts]
         encodings = self._tokenizer.encode_batch(list(texts))

@@ -15,10 +15,13 @@ from mmedge.errors import BundleError, ConfigError, InputError
 from mmedge.runtime import user_inputs as _inputs
 from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import combine, softmax
+from mmedge.runtime.graph_checks import check_graphs, check_logits
+from mmedge.runtime.limits import Limits
 from mmedge.runtime.prediction import CacheInfo, Prediction, TextCache
 from mmedge.runtime.backends.base import BaseRunner, RunnerSetup
 from mmedge.runtime.backends.trt_engines import default_engine_root
 from mmedge.runtime.backends import BackendChoice, TensorRTRunner, resolve_backend, runner_class
+from mmedge.runtime.backends.fallback import honest_choice
 
 __all__ = ["Session", "Prediction"]
 
@@ -52,6 +55,11 @@ class Session:
         auto_build: Build this precision's TensorRT engines here when they are missing or were
             built for another device or graph (needs TensorRT; backend ``auto`` or ``tensorrt``).
         cuda_graph: TensorRT backend: capture a CUDA graph per input-shape combination and replay it.
+        limits: What one call may hold (text characters, batch, audio seconds and rates, image
+            pixels; ``mmedge.runtime.limits.Limits``); default: the bundle's, ``Limits()``.
+        strict: Refuse a backend that ONNX Runtime runs on a slower execution provider than asked
+            (a GPU backend that fell back to the CPU); without it the fallback is reported in
+            ``backend``, ``backend_reason`` and a ``BackendFallbackWarning``.
 
     Attributes:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
@@ -66,10 +74,12 @@ class Session:
     def __init__(self, bundle: Bundle | str | Path, *, precision: str = "fp32", backend: str = "auto",
                  threads: int | None = None, text_cache_size: int = 256,
                  engine_dir: str | Path | None = None, members: Sequence[str] | None = None,
-                 auto_build: bool = False, cuda_graph: bool = False) -> None:
-        _check_config(threads, text_cache_size)
+                 auto_build: bool = False, cuda_graph: bool = False, limits: Limits | None = None,
+                 strict: bool = False) -> None:
+        _check_config(threads, text_cache_size, limits)
         self._owns_bundle = not isinstance(bundle, Bundle)
-        self.bundle = Bundle.open(bundle) if self._owns_bundle else bundle
+        self.bundle = Bundle.open(bundle, limits=limits) if self._owns_bundle else bundle
+        self.limits = limits if limits is not None else self.bundle.limits
         self._runners: dict[str, BaseRunner] = {}
         try:
             self._members = self.bundle.members if members is None else tuple(map(self.bundle.member, members))
@@ -82,6 +92,8 @@ class Session:
                 self._build_engines()
             self._choice = resolve_backend(backend, engines_ready=self._engines_ready())
             self._start_runners(runner_class(self._choice.name), threads, cuda_graph)
+            check_graphs(self.bundle, self._runners, self._members)
+            self._choice = honest_choice(self._choice, self._runners, strict=strict)
             self._tokenizer = self._make_tokenizer()
         except BaseException:
             self.close()
@@ -110,8 +122,10 @@ class Session:
         for component in self._components():
             graph = self.bundle.graph_path(component, self.precision)
             sha = self.bundle.graph_entry(component, self.precision).sha256
-            runner = cls(cls.artifact(graph, engine_dir=self._engine_dir), threads=threads, source_sha256=sha,
-                         **shared)
+            artifact = cls.artifact(graph, engine_dir=self._engine_dir)
+            own = ({"graph_bytes": self.bundle.graph_bytes(component, self.precision)}  # the verified bytes
+                   if artifact == graph and getattr(cls, "loads_graph_bytes", False) else {})
+            runner = cls(artifact, threads=threads, source_sha256=sha, **shared, **own)
             runner.activate()
             self._runners[component] = runner
 
@@ -120,7 +134,8 @@ class Session:
             return None
         from mmedge.runtime.preprocess import TextTokenizer
 
-        return TextTokenizer(self.bundle.tokenizer_path, self.bundle.specs["text"])
+        spec = self.bundle.specs["text"]
+        return TextTokenizer(self.bundle.tokenizer_path, spec, data=self.bundle.read_bytes(spec.tokenizer_file))
 
     @property
     def backend(self) -> str:
@@ -185,10 +200,10 @@ class Session:
         return out
 
     def _encode_image(self, items: list, color_order: str, timings: dict[str, float]) -> dict[str, np.ndarray]:
-        from mmedge.runtime.preprocess import load_image, preprocess_images
+        from mmedge.runtime.preprocess import preprocess_images
 
         start = time.perf_counter()
-        rgb = [load_image(item, color_order=color_order) for item in items]
+        rgb = _inputs.load_images(items, color_order, self.limits)
         x = preprocess_images(rgb, self.bundle.specs["image"])  # (B, 3, S, S)
         timings["preprocess.image"] = _ms(start)
         return self._run_encoder("image", {"pixel_values": x}, timings)
@@ -197,7 +212,7 @@ class Session:
         from mmedge.runtime.audio import preprocess_audio
 
         start = time.perf_counter()
-        mel = preprocess_audio(_inputs.load_waves(items), self.bundle.specs["audio"])  # (B, 1, M, T)
+        mel = preprocess_audio(_inputs.load_waves(items, self.limits), self.bundle.specs["audio"])  # (B, 1, M, T)
         timings["preprocess.audio"] = _ms(start)
         return self._run_encoder("audio", {"mel": mel}, timings)
 
@@ -224,7 +239,7 @@ class Session:
         """
         if self._tokenizer is None:
             raise InputError(f"this bundle has no text encoder (modalities {list(self.bundle.modalities)})")
-        return self._encode_text(_inputs.text_items(texts), {})
+        return self._encode_text(_inputs.text_items(texts, self.limits), {})
 
     def text_cache_info(self) -> CacheInfo:
         """Hits, misses, size and text-encoder runs of the text cache."""
@@ -233,29 +248,33 @@ class Session:
     # -- predict ---------------------------------------------------------------------------
 
     def predict(self, *, image: Any = None, text: Any = None, audio: Any = None, audio_rate: int | None = None,
-                image_color_order: str = "RGB") -> Prediction:
+                image_color_order: str = "RGB", audio_layout: str | None = None) -> Prediction:
         """Predicts a batch.
 
         Args:
             image: One image or a list: HxWx3 uint8 RGB arrays (BGR camera frames with
                 ``image_color_order="BGR"``), file paths or encoded PNG/JPEG bytes.
             text: A string or a list of strings.
-            audio: One wave or a list: float/int16/int32 arrays at ``audio_rate`` (resampled
-                to the bundle's rate), or wav/flac file paths.
+            audio: One wave or a list: float (full scale +-1)/int16/int32 arrays at ``audio_rate``
+                (resampled to the bundle's rate), or wav/flac file paths.
             audio_rate: Sample rate (Hz) of audio arrays.
             image_color_order: ``"RGB"`` or ``"BGR"``, for image arrays.
+            audio_layout: Where the channels of 2-D audio arrays are: ``"channels_first"`` (C, N)
+                or ``"channels_last"`` (N, C); None (default) takes 1-D clips only.
 
         Returns:
             The ensemble ``Prediction``.
 
         Raises:
-            InputError: a bad input, a modality the bundle lacks, a required modality
-                missing, or batch sizes that differ.
+            InputError: a bad input (named, with what is accepted), one over ``limits``, a
+                modality the bundle lacks, a required modality missing, or batch sizes that differ.
+            BundleError: a graph that fails or gives NaN/Inf on valid inputs.
         """
         start, timings = time.perf_counter(), {}
+        _inputs.check_color_order(image_color_order)
         given = {"image": image, "text": text, "audio": audio}
         plan = self._plan([m for m, v in given.items() if v is not None])
-        items = self._split(plan.modalities, given, audio_rate)
+        items = self._split(plan.modalities, given, audio_rate, audio_layout)
         feats: dict[str, np.ndarray] = {}
         for modality in plan.modalities:
             feats.update(self._encode(modality, items[modality], image_color_order, timings))
@@ -264,10 +283,11 @@ class Session:
         timings["total"] = _ms(start)
         return pred
 
-    def _split(self, modalities: Sequence[str], given: dict[str, Any], audio_rate: int | None
+    def _split(self, modalities: Sequence[str], given: dict[str, Any], audio_rate: Any, audio_layout: Any
                ) -> dict[str, list]:
-        splitters = {"image": _inputs.image_items, "text": _inputs.text_items,
-                     "audio": lambda a: _inputs.audio_items(a, audio_rate)}
+        splitters = {"image": lambda i: _inputs.image_items(i, self.limits),
+                     "text": lambda t: _inputs.text_items(t, self.limits),
+                     "audio": lambda a: _inputs.audio_items(a, audio_rate, self.limits, audio_layout)}
         items = {m: splitters[m](given[m]) for m in modalities}
         _inputs.check_batch_sizes({m: len(v) for m, v in items.items()})
         return items
@@ -284,15 +304,15 @@ class Session:
         start = time.perf_counter()
         out = self._runners[component].infer({n: feats[n] for n in member.inputs})
         timings[component] = _ms(start)
-        if member.output not in out:
-            raise BundleError(f"{component} has no output {member.output!r} (it has {sorted(out)}); re-export")
-        return out[member.output]  # (B, C)
+        batch = len(feats[member.inputs[0]])
+        return check_logits(member, out[member.output], len(self.bundle.labels), batch)  # (B, C)
 
     def _combine(self, plan: _Plan, logits: dict[str, np.ndarray], timings: dict[str, float]) -> Prediction:
         start = time.perf_counter()
         members = plan.members
-        probs = combine([logits[m.name] for m in members], method=self.bundle.ensemble.method,
-                        weights=[m.weight for m in members], temperatures=[m.temperature for m in members])
+        method = self.bundle.ensemble.method
+        probs = combine([logits[m.name] for m in members], method=method, temperatures=[m.temperature for m in members],
+                        weights=None if method == "soft_vote" else [m.weight for m in members])
         member_probs = {m.name: softmax(logits[m.name], m.temperature) for m in members}
         indices = probs.argmax(axis=1).astype(np.int64)  # (B,)
         timings["ensemble"] = _ms(start)
@@ -317,14 +337,13 @@ class Session:
             ``(frame_bgr, Prediction)``; the capture is released when the generator ends.
 
         Raises:
-            InputError: the source cannot be opened, or bad ``every`` / ``max_frames``.
+            InputError: a bad ``source``, ``text``, ``every`` or ``max_frames``, a bundle that needs
+                more than frames and ``text``, or a source that cannot be opened.
         """
         import cv2
 
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise InputError(f"every must be a positive integer, got {every!r}")
-        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-            raise InputError(f"max_frames must be a positive integer or None, got {max_frames!r}")
+        _inputs.check_stream_args(source, text, every, max_frames, self.limits)
+        self._plan(["image"] + (["text"] if text is not None else []))
         capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
         if not capture.isOpened():
             capture.release()
@@ -370,7 +389,9 @@ class Session:
                 f"backend={self._choice.name!r})")
 
 
-def _check_config(threads: int | None, text_cache_size: int) -> None:
+def _check_config(threads: int | None, text_cache_size: int, limits: Limits | None) -> None:
+    if limits is not None and not isinstance(limits, Limits):
+        raise ConfigError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
     if isinstance(text_cache_size, bool) or not isinstance(text_cache_size, int) or text_cache_size < 0:

@@ -152,7 +152,9 @@ def torch_ensemble(built):
 
 
 def clone(src: Path, dst: Path, *, copy: tuple[str, ...] = ()) -> Path:
-    """A cheap bundle copy: symlinks to every file but manifest.json and those in ``copy``."""
+    """A cheap bundle copy: hard links to every file but manifest.json and those in ``copy`` (the
+    runtime refuses symlinks that leave a bundle). Edit only the copied files: writing to a linked
+    one would change the source bundle too."""
     for path in src.rglob("*"):
         if path.is_file():
             rel = path.relative_to(src).as_posix()
@@ -160,8 +162,23 @@ def clone(src: Path, dst: Path, *, copy: tuple[str, ...] = ()) -> Path:
             if rel == "manifest.json" or rel in copy:
                 shutil.copyfile(path, dst / rel)
             else:
-                os.symlink(path, dst / rel)
+                try:
+                    os.link(path, dst / rel)
+                except OSError:  # another file system
+                    shutil.copyfile(path, dst / rel)
     return dst
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Verified-bundle stamps (``mmedge.runtime.integrity``) go to a temporary folder, not ~/.cache."""
+    old = os.environ.get("MMEDGE_CACHE_DIR")
+    os.environ["MMEDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("mmedge-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MMEDGE_CACHE_DIR", None)
+    else:
+        os.environ["MMEDGE_CACHE_DIR"] = old
 
 
 def edit_manifest(folder: Path, edit) -> None:

@@ -130,6 +130,11 @@ class BaseRunner(abc.ABC):
         """Input metadata (after ``activate()``)."""
         return self._inputs
 
+    @property
+    def outputs(self) -> tuple[TensorMeta, ...]:
+        """Output metadata (after ``activate()``)."""
+        return self._outputs
+
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs the graph on ``feed``.
 

@@ -93,11 +93,13 @@ class OrtRunner(BaseRunner):
     name: ClassVar[str] = "ort"
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
     install_hint: ClassVar[str] = "pip install onnxruntime"
+    loads_graph_bytes: ClassVar[bool] = True  # takes the verified bytes of the bundle graph (graph_bytes=)
 
     def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None,
-                 precision: str | None = None, provider_options: Mapping[str, Mapping[str, Any]] | None = None
-                 ) -> None:
+                 precision: str | None = None, provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 graph_bytes: bytes | None = None) -> None:
         super().__init__(path, threads=threads, source_sha256=source_sha256)
+        self._graph_bytes = graph_bytes  # loaded instead of reading ``path`` again; dropped once loaded
         self.precision = precision
         self.provider_options = {k: dict(v) for k, v in (provider_options or {}).items()}
 
@@ -121,15 +123,21 @@ class OrtRunner(BaseRunner):
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         try:
             providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in self.providers]
-            self._session = create_session(self.path, threads=self.threads, providers=providers,
+            source = self.path if self._graph_bytes is None else self._graph_bytes
+            self._session = create_session(source, threads=self.threads, providers=providers,
                                            precision=self.precision)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise BundleError(f"onnxruntime cannot load {self.path}: {exc}; re-export the bundle") from exc
+        self._graph_bytes = None
         return (tuple(_meta(n) for n in self._session.get_inputs()),
                 tuple(_meta(n) for n in self._session.get_outputs()))
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._session.run(None, dict(feed))
+        try:
+            outputs = self._session.run(None, dict(feed))
+        except Exception as exc:  # onnxruntime's own Fail/RuntimeException types: the graph failed on valid inputs
+            raise BundleError(f"onnxruntime failed running {self.path.name}: {str(exc)[:300]}; the graph may be "
+                              "damaged: re-export or re-copy the bundle") from exc
         return dict(zip(self.output_names, outputs))
 
     def _deactivate(self) -> None:
@@ -139,6 +147,14 @@ class OrtRunner(BaseRunner):
     def active_providers(self) -> list[str]:
         """The providers ONNX Runtime actually uses for this graph (after ``activate()``)."""
         return list(self._session.get_providers()) if self.is_active else []
+
+    @property
+    def fallback(self) -> str | None:
+        """Why ONNX Runtime does not run this graph on the first requested provider (None when it does)."""
+        active = self.active_providers
+        if not active or active[0] == self.providers[0]:
+            return None
+        return f"{self.path.name} runs on {active}, not {self.providers[0]}"
 
 
 @register_runner

@@ -196,8 +196,9 @@ def test_load_audio_array_conversions():
     wave, _ = pp.load_audio(np.array([2**30], np.int32), sample_rate=8000)
     np.testing.assert_allclose(wave, [0.5])
     stereo = np.stack([np.ones(100), np.zeros(100)], axis=1).astype(np.float32)  # (N, 2)
-    np.testing.assert_allclose(pp.load_audio(stereo, sample_rate=8000)[0], np.full(100, 0.5))
-    np.testing.assert_allclose(pp.load_audio(stereo.T, sample_rate=8000)[0], np.full(100, 0.5))
+    np.testing.assert_allclose(pp.load_audio(stereo, sample_rate=8000, layout="channels_last")[0], np.full(100, 0.5))
+    np.testing.assert_allclose(pp.load_audio(stereo.T, sample_rate=8000, layout="channels_first")[0],
+                               np.full(100, 0.5))
     f64, _ = pp.load_audio(np.array([0.25, -2.0]), sample_rate=8000)
     assert f64.dtype == np.float32 and f64.tolist() == [0.25, -2.0]
 

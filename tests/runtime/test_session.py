@@ -313,8 +313,8 @@ def test_camera_app_runs_on_a_video_file(bundle_path, rng, tmp_path):
     assert res.returncode == 0, res.stderr
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("frame ")]
     assert len(lines) == 3 and all(" p=" in ln and " ms " in ln for ln in lines)
-    bad = subprocess.run(cmd[:4] + ["--source", str(tmp_path / "none.avi")], capture_output=True, text=True,
-                         timeout=60, cwd=REPO)
+    bad = subprocess.run(cmd[:4] + ["--source", str(tmp_path / "none.avi"), "--text", "seven"], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "cannot open video source" in bad.stderr
 
 
