@@ -1,4 +1,5 @@
 """``mmedge triton`` and ``mmedge serve`` from the command line: output, exit codes, clean shutdown."""
+import importlib.util
 import queue
 import signal
 import subprocess
@@ -10,6 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mmedge.cli import app
+
+needs_pytriton = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
+                                    reason="the serve tests run in their own environment: .ci/serve_tests.sh")
 
 
 def test_triton_command_writes_a_repository(bundle_path, tmp_path):
@@ -69,9 +73,9 @@ def _workspaces(pid):
     return list(workspace_root().glob(f"ws-{pid}-*"))
 
 
+@needs_pytriton
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_command_stops_cleanly_on_signals(bundle_path, samples, sig):
-    pytest.importorskip("pytriton", reason="the serve tests run in their own environment: .ci/serve_tests.sh")
     from conftest import free_ports
 
     from mmedge.client import Client
@@ -93,8 +97,8 @@ def test_serve_command_stops_cleanly_on_signals(bundle_path, samples, sig):
         served.kill()
 
 
+@needs_pytriton
 def test_a_killed_servers_workspace_is_swept(bundle_path):
-    pytest.importorskip("pytriton", reason="the serve tests run in their own environment: .ci/serve_tests.sh")
     from conftest import free_ports
 
     from mmedge.serve.server import sweep_workspaces

@@ -137,3 +137,18 @@ def test_health_endpoints(server):
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mmedge/ready"):
         assert urllib.request.urlopen(server.http_url + path, timeout=10).status == 200
     assert workspace_root() in server.workspace.parents
+
+
+def test_two_instances_without_dynamic_batching(bundle_path, local, samples):
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, instances=2, batching=False,
+                         max_batch=4, threads=1, model_name="digits")
+    with Server(bundle_path, config) as server:
+        with tritonclient_http.InferenceServerClient(f"127.0.0.1:{http}") as raw:
+            model = raw.get_model_config("digits")
+        assert model["instance_group"][0]["count"] == 2 and "dynamic_batching" not in model
+        assert model["max_batch_size"] == 4
+        rows = dict(image=samples["images"][:6], text=samples["texts"][:6])  # 6 rows > 4: the client splits
+        with Client(server.grpc_url, model="digits") as client:
+            _check_same(client.predict(**rows), local.predict(**rows))
+    assert not server.workspace.parent.exists() and not server.is_alive()
