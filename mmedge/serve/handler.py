@@ -42,7 +42,7 @@ class BundleHandler:
 
         Raises:
             InputError: a request is malformed (the whole batch fails: Triton's Python backend
-                reports errors per batch; the mmedge client checks its rows before sending).
+                reports errors per batch; the mmedge client checks what it can before sending).
         """
         decoded = [decode_request(_data(r), self.limits) for r in requests]
         responses: list[dict[str, np.ndarray] | None] = [None] * len(decoded)
