@@ -15,8 +15,15 @@ import numpy as np
 
 from mmedge.export.onnx_export import GraphInfo, export_encoder, export_head, head_forward
 from mmedge.export.parity import check_parity, check_reduced_precision, mask_sequences, require_parity, torch_fn
+from mmedge.errors import CalibrationError
+from mmedge.export.diagnose import graph_failure
 from mmedge.export.quantization import policy
+from mmedge.export.quantization.graph_traits import graph_traits
+from mmedge.progress import log
+
 Arrays = dict[str, np.ndarray]
+# A TensorRT precision that cannot be built falls back to fp16 (when built), any other to fp32.
+FALLBACKS: dict[str, tuple[str, ...]] = {"int8-trt": ("fp16",), "int8-fp16-trt": ("fp16",)}
 
 
 @dataclass
@@ -28,14 +35,15 @@ class Component:
         stem: Bundle path without suffix, e.g. "encoders/image".
         module: The torch module (an ``Encoder`` or a ``FusionHead``).
         kind: "encoder" or "head".
-        model_type: NNCF scheme: "cnn", "transformer" or "head".
+        model_type: NNCF scheme: "cnn", "transformer" or "head"; empty for an encoder until its
+            fp32 graph is exported and read (``graph_traits``).
     """
 
     key: str
     stem: str
     module: Any
     kind: str
-    model_type: str
+    model_type: str = ""
     info: GraphInfo | None = None
     graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -67,12 +75,44 @@ def export_fp32(comp: Component, work: Path, example: Arrays, cases: Sequence[Ar
     reference = comp.torch_fn()
     report = require_parity(check_parity(lambda case: mask_sequences(reference(case)), path,
                                          [_pick(c, comp.input_names) for c in cases], atol=atol, mask_padding=True))
+    traits = graph_traits(path)
+    comp.model_type = comp.model_type or traits.model_type  # encoders: read from the graph
     comp.graphs["fp32"] = {"file": comp.rel("fp32"), "status": "ok", "exporter": comp.info.exporter,
-                           "opset": comp.info.opset, "notes": list(comp.info.notes), "parity": _summary(report.to_dict())}
+                           "opset": comp.info.opset, "notes": list(comp.info.notes), "parity": _summary(report.to_dict()),
+                           "graph": {**traits.to_dict(), "model_type": comp.model_type}}
 
 
 def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
-    """Builds the fp16 / int8 / int8-trt graph from fp32 and records its fidelity against fp32."""
+    """Builds the fp16 / int8 / int8-trt graph from fp32 and records its fidelity against fp32.
+
+    A graph that cannot be built or run is not fatal: the failure is recorded with the module
+    path and op it names, and the component falls back to a precision that works (``fall_back``).
+    """
+    try:
+        _make_reduced(comp, precision, work, calib, cases)
+    except CalibrationError:
+        raise  # the user's data, not the graph: say so
+    except Exception as err:  # noqa: BLE001 - NNCF, the converters and ONNX Runtime raise their own types
+        fall_back(comp, precision, graph_failure(work / comp.rel("fp32"), err))
+
+
+def fall_back(comp: Component, precision: str, failure: Mapping[str, str]) -> str:
+    """Points ``precision`` of ``comp`` at the first working graph of ``FALLBACKS[precision]``
+    (else fp32) and records why; returns the precision used."""
+    target = next((p for p in FALLBACKS.get(precision, ()) if p in comp.graphs and "fallback" not in comp.graphs[p]),
+                  "fp32")
+    where = f"module {failure['module']!r} ({failure.get('class') or '?'}), op {failure['op']}" if "op" in failure else \
+        "no node named in the error"
+    entry = {k: v for k, v in comp.graphs[target].items() if k not in ("parity", "fidelity", "warnings")}
+    entry.update(fallback=target, failed={**failure, "precision": precision})
+    if target == "fp32":
+        entry["kept_float"] = f"{precision} failed at {where}"
+    comp.graphs[precision] = entry
+    log(f"  {comp.key}: {precision} failed at {where} ({failure['error'][:160]}); using its {target} graph")
+    return target
+
+
+def _make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
     src, dst = work / comp.rel("fp32"), work / comp.rel(precision)
     builder = policy(precision)
     batches = [_pick(c, comp.input_names) for c in calib] if builder.needs_calibration else []

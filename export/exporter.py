@@ -55,9 +55,9 @@ class ExportConfig:
 
 
 def components_of(model, recipe: Recipe) -> list[Component]:
-    """Every encoder and every member head of the ensemble, in bundle order."""
-    types = {"image": "cnn", "audio": "cnn", "text": "transformer"}
-    comps = [Component(f"encoder.{m}", f"encoders/{m}", enc, "encoder", types[m]) for m, enc in model.encoders.items()]
+    """Every encoder and every member head of the ensemble, in bundle order (an encoder's NNCF
+    scheme is read from its exported graph: ``quantization.graph_traits``)."""
+    comps = [Component(f"encoder.{m}", f"encoders/{m}", enc, "encoder") for m, enc in model.encoders.items()]
     comps += [Component(f"head.{n}", f"heads/{n}", head, "head", "head") for n, head in model.heads.items()]
     return comps
 
@@ -66,13 +66,28 @@ def export_checkpoint(checkpoint: Path, out: Path, *, config: ExportConfig = Exp
     """Exports a trained checkpoint to a bundle folder ``out``; returns the manifest.
 
     Raises:
-        CheckpointError: a missing checkpoint or one of another format version.
+        CheckpointError: a missing checkpoint, one of another format version, or one whose
+            plug-ins are not loaded (the module to import is named).
         CalibrationError: calibration data that does not match the model's inputs.
         ParityError: an fp32 graph that does not reproduce PyTorch within ``config.atol``.
     """
     from mmedge.export.sources import ExportSources
 
-    src = ExportSources.load(Path(checkpoint), config)
+    return export_sources(ExportSources.load(Path(checkpoint), config), out, config=config)
+
+
+def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
+    """The one export core, for checkpoints and for users' modules (``user_model.export_model``).
+
+    Args:
+        src: An ``ExportSources``: the ensemble, its recipe, parity cases, calibration batches,
+            and labelled rows for the accuracy report (``data`` None: no report).
+        out: The bundle folder to write.
+        config: The export settings.
+
+    Returns:
+        The manifest as written (hashes and sizes filled in).
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))
@@ -84,7 +99,10 @@ def export_checkpoint(checkpoint: Path, out: Path, *, config: ExportConfig = Exp
             for comp in track(comps, f"building {precision}"):
                 make_reduced(comp, precision, work, src.calib, src.cases)
         manifest = build_manifest(src, comps, config)
-        assess_precisions(manifest, comps, src, work, config)
+        if src.data is not None:
+            assess_precisions(manifest, comps, src, work, config)
+        else:
+            manifest["metrics"]["accuracy"] = "not measured: no labelled samples were given (eval_data)"
         from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))

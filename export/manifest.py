@@ -44,9 +44,16 @@ def build_manifest(src, comps, config) -> dict[str, Any]:
         "metrics": {"validation": _validation_metrics(src.meta)},
         "calibration": {"source": src.calib_source, "samples": len(src.calib)},
         "dataset": dict(src.meta.get("dataset", {})),
-        "source_checkpoint": str(Path(src.checkpoint).resolve()),
+        **_source(src),
         "versions": _versions(max(c.info.opset for c in comps)),
     }
+
+
+def _source(src) -> dict[str, Any]:
+    """Where the model came from: a checkpoint folder, or users' modules (their classes)."""
+    if src.checkpoint is not None:
+        return {"source_checkpoint": str(Path(src.checkpoint).resolve())}
+    return {"source_model": dict(src.meta.get("source_model", {}))}
 
 
 def _validation_metrics(meta: dict[str, Any]) -> dict[str, Any]:

@@ -127,8 +127,31 @@ def _export(module: Any, path: Path, inputs: tuple[str, ...], outputs: tuple[str
     except Exception as err:  # noqa: BLE001 - any dynamo failure leads to the legacy fallback
         notes.append(f"dynamo exporter failed ({type(err).__name__}: {str(err)[:200]}); used the legacy exporter")
         warnings.warn(f"{path.name}: {notes[-1]}", stacklevel=3)
-        exporter = _export_verified(module, path, inputs, outputs, example, axes, fn, "legacy", notes)
+        try:
+            exporter = _export_verified(module, path, inputs, outputs, example, axes, fn, "legacy", notes)
+        except ParityError:
+            raise
+        except Exception as legacy:  # noqa: BLE001 - both exporters failed: say where
+            raise _unexportable(path, module, inputs, example, err, legacy) from legacy
     return graph_info(path, exporter=exporter, notes=notes)
+
+
+def _unexportable(path: Path, module: Any, inputs: tuple[str, ...], example: Mapping[str, np.ndarray],
+                  dynamo: Exception, legacy: Exception) -> ExportError:
+    import torch
+
+    from mmedge.export.diagnose import export_failure
+
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in inputs)
+    where = export_failure(module, args, dynamo) or "the failing op is not named in the errors"
+    return ExportError(f"{path.name}: cannot be exported to ONNX: {where}. dynamo exporter: "
+                       f"{_first_line(dynamo)}; legacy exporter: {_first_line(legacy)}. Replace that op with ones "
+                       "ONNX has (or compute it outside the model), then export again")
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
 def _export_verified(module: Any, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...],

@@ -13,6 +13,7 @@ from mmedge.config import Recipe
 from mmedge.runtime.audio import preprocess_audio
 from mmedge.features import tokenizer
 from mmedge.runtime.preprocess import preprocess_images
+from mmedge.runtime.waveform import audio_input_name
 
 Arrays = dict[str, np.ndarray]
 
@@ -27,7 +28,7 @@ def encoder_inputs(items: dict[str, list], recipe: Recipe, tokenizer_file: Path 
         spec = dataclasses.replace(recipe.text, max_length=text_length or recipe.text.max_length)
         out.update(tokenizer(tokenizer_file, spec)(items["text"]))
     if "audio" in items:
-        out["mel"] = preprocess_audio(items["audio"], recipe.audio)
+        out[audio_input_name(recipe.audio)] = preprocess_audio(items["audio"], recipe.audio)
     return out
 
 

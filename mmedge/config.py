@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mmedge.errors import ConfigError
+from mmedge.hf_folder import hf_name, hf_spec, is_hf_name
 from mmedge.registry import Registry
 from mmedge.runtime.ensemble import EnsembleMethod, parse_method
 from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec, spec_from_dict, spec_to_dict
@@ -91,7 +92,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; valid: {list(TASKS)}")
-        enc = {m: self.encoders.get(m, DEFAULT_ENCODERS.get(m, "")) for m in self.modalities}
+        enc = {m: hf_name(self.encoders.get(m, DEFAULT_ENCODERS.get(m, ""))) for m in self.modalities}
         object.__setattr__(self, "encoders", enc)
         object.__setattr__(self, "ensemble", parse_method(self.ensemble))
         if self.subset is not None and self.subset < 2:
@@ -113,6 +114,25 @@ class Recipe:
     def replace(self, **changes: Any) -> "Recipe":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def with_encoders(self, encoders: Mapping[str, str]) -> "Recipe":
+        """A copy using ``encoders`` (modality -> registered name or ``hf:PATH``) for those modalities.
+
+        A ``hf:PATH`` encoder brings its folder's preprocessing: the image processor's size and
+        mean/std, the ``tokenizer.json``, the feature extractor's rate and raw-waveform front end.
+
+        Raises:
+            ConfigError: a modality the recipe lacks, or an unusable Hugging Face folder.
+        """
+        unknown = [m for m in encoders if m not in self.modalities]
+        if unknown:
+            raise ConfigError(f"encoders given for {unknown}, which recipe {self.name!r} lacks; "
+                              f"it has {list(self.modalities)}")
+        changes: dict[str, Any] = {"encoders": {**self.encoders, **encoders}}
+        for m, name in encoders.items():
+            if is_hf_name(name):
+                changes[m] = hf_spec(name, m, getattr(self, m))
+        return self.replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``Recipe.from_dict`` inverts it)."""

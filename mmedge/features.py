@@ -19,6 +19,7 @@ from mmedge.errors import DataError
 from mmedge.progress import track
 from mmedge.runtime.preprocess import TextTokenizer, preprocess_audio, preprocess_images
 from mmedge.runtime.specs import TextSpec
+from mmedge.runtime.waveform import audio_input_name
 
 BATCH = 64
 
@@ -54,7 +55,8 @@ def modality_inputs(
     if modality == "text":
         return tokenizer(tokenizer_file, recipe.text)([data.texts[i] for i in rows])
     if modality == "audio":
-        return {"mel": preprocess_audio([(data.audio[i], data.audio_rate) for i in rows], recipe.audio)}
+        waves = [(data.audio[i], data.audio_rate) for i in rows]
+        return {audio_input_name(recipe.audio): preprocess_audio(waves, recipe.audio)}
     raise DataError(f"unknown modality {modality!r}")
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from mmedge.config import MemberConfig, Recipe
-from mmedge.encoders import Encoder, create_encoder, freeze
-from mmedge.encoders.text import MiniLMEncoder
-from mmedge.errors import DataError
+from mmedge.encoders import Encoder, create_encoder, encoder_tokenizer, freeze
+from mmedge.errors import ConfigError, DataError
 from mmedge.features import FeatureSet, batched_inputs, encode
 from mmedge.model import MultimodalEnsemble
 from mmedge.progress import log
@@ -107,7 +106,13 @@ def _trunk_out(trunk, enc: Encoder, batch: dict) -> torch.Tensor:
 
 
 def _tokenizer_file(recipe: Recipe) -> Path | None:
-    return MiniLMEncoder.tokenizer_file() if "text" in recipe.modalities else None
+    if "text" not in recipe.modalities:
+        return None
+    path = encoder_tokenizer(recipe.encoders["text"])
+    if path is None or not path.is_file():
+        raise ConfigError(f"text encoder {recipe.encoders['text']!r} has no tokenizer.json ({path}); give its "
+                          "factory a tokenizer_file() returning one, or save it beside a Hugging Face model")
+    return path
 
 
 def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> TrainingResult:

@@ -310,8 +310,12 @@ def preprocess_audio(waves: Sequence, spec: AudioSpec) -> np.ndarray:
         spec: the audio spec.
 
     Returns:
-        float32 (N, 1, n_mels, n_frames).
+        float32 (N, 1, n_mels, n_frames); with ``spec.front_end="waveform"`` the clips
+        themselves, float32 (N, clip_samples) (``mmedge.runtime.waveform``).
     """
+    from mmedge.runtime.waveform import check_front_end, waveform_input
+
+    front_end = check_front_end(spec)
     if isinstance(waves, np.ndarray) or not isinstance(waves, Sequence) or len(waves) == 0:
         raise InputError("preprocess_audio takes a non-empty list of waves or (wave, rate) tuples")
     clips = []
@@ -321,4 +325,6 @@ def preprocess_audio(waves: Sequence, spec: AudioSpec) -> np.ndarray:
             raise InputError(f"waves[{i}] is a {type(wave).__name__}; pass numpy arrays or (array, rate) tuples")
         wave, rate = load_audio(wave, sample_rate=rate)
         clips.append(fit_clip(resample(wave, rate, spec.sample_rate), spec.clip_samples))
+    if front_end == "waveform":
+        return waveform_input(np.stack(clips), spec)  # (N, clip_samples)
     return log_mel(np.stack(clips), spec)[:, None]  # (N, 1, n_mels, n_frames)

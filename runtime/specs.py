@@ -32,7 +32,12 @@ class TextSpec:
 
 @dataclass(frozen=True)
 class AudioSpec:
-    """Audio preprocessing: mono float32 at ``sample_rate``, fixed-length clip, log-mel spectrogram."""
+    """Audio preprocessing: mono float32 at ``sample_rate``, fixed-length clip, then the front end.
+
+    ``front_end`` is ``"log_mel"`` (a log-mel spectrogram, (B, 1, n_mels, frames), from the STFT
+    fields below) or ``"waveform"`` (the raw clip, (B, clip_samples), for wav2vec2-style encoders;
+    ``normalize`` scales each clip to zero mean and unit variance, as their feature extractors do).
+    """
 
     sample_rate: int = 16000
     clip_seconds: float = 1.0
@@ -42,6 +47,8 @@ class AudioSpec:
     n_mels: int = 64
     fmin: float = 20.0
     fmax: float = 8000.0
+    front_end: str = "log_mel"
+    normalize: bool = False
 
     @property
     def clip_samples(self) -> int:

@@ -12,11 +12,13 @@ import numpy as np
 
 from mmedge.errors import CalibrationError, ExportError
 from mmedge.export.quantization.graph_surgery import present_op_types
+from mmedge.export.quantization.graph_traits import GraphTraits, graph_traits
 
-__all__ = ["MODEL_TYPES", "DEFAULT_IGNORED", "nncf_quantize", "describe"]
+__all__ = ["MODEL_TYPES", "DEFAULT_IGNORED", "ignored_for", "nncf_quantize", "describe"]
 
 MODEL_TYPES = ("cnn", "transformer", "head")
-# Op types kept in float by default, per model type.
+# Op types kept in float by default, per model type (the type of an encoder is read from its graph:
+# ``graph_traits``); a graph with float Gather tables (embeddings) also keeps Gather in float.
 DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
     "cnn": (),
     "transformer": ("Gather",),  # MiniLM's 30522x384 word-embedding table
@@ -34,7 +36,7 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
         calib: Calibration batches, ``dict[input_name, ndarray]``.
         model_type: "cnn", "transformer" (NNCF's transformer scheme) or "head".
         preset: "performance" (symmetric) or "mixed" (asymmetric activations).
-        ignored_types: Op types left in float; default ``DEFAULT_IGNORED[model_type]``.
+        ignored_types: Op types left in float; default ``ignored_for(model_type, graph_traits(src))``.
         subset_size: At most this many calibration batches are used.
 
     Returns:
@@ -49,11 +51,18 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
     batches = [dict(b) for b in calib]
     if not batches:
         raise CalibrationError(f"no calibration batches for {Path(src).name}; pass at least one dict[input_name, ndarray]")
-    ignored = tuple(DEFAULT_IGNORED[model_type] if ignored_types is None else ignored_types)
     model = onnx.load(str(src))
+    ignored = tuple(ignored_for(model_type, graph_traits(model)) if ignored_types is None else ignored_types)
     quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=min(subset_size, len(batches)),
                               **_options(preset, model_type, present_op_types(model, ignored)))
     return quantized, ignored, len(batches)
+
+
+def ignored_for(model_type: str, traits: GraphTraits) -> tuple[str, ...]:
+    """Op types kept in float: ``DEFAULT_IGNORED[model_type]``, plus Gather when the graph
+    reads float embedding tables (NNCF would quantize the whole table; DESIGN.md)."""
+    base = DEFAULT_IGNORED[model_type]
+    return base if "Gather" in base or not traits.embedding_tables else (*base, "Gather")
 
 
 def _quiet() -> None:

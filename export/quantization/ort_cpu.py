@@ -2,8 +2,9 @@
 
 NNCF's mixed preset, then every activation QuantizeLinear's int8 zero point shifted +128 to
 uint8 (same scale, same grid: lossless) so ORT fuses Conv/MatMul into integer kernels; s8
-per-channel weights; ``Gather`` left to NNCF in float and large embedding tables stored s8
-per row instead (only the gathered rows are dequantized).
+per-channel weights; ``Gather`` left to NNCF in float and large embedding tables (1M elements, or a
+quarter of the graph's weights: ``graph_traits``) stored s8 per row instead (only the gathered rows
+are dequantized).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from mmedge.export.quantization.base import PrecisionPolicy, register_policy
 from mmedge.export.quantization.graph_surgery import compress_gather_tables, qdq_summary, shift_activations_to_uint8
+from mmedge.export.quantization.graph_traits import graph_traits, table_threshold
 from mmedge.export.quantization.nncf_ptq import describe, nncf_quantize
 
 
@@ -31,7 +33,7 @@ class Int8OrtCpu(PrecisionPolicy):
 
         model, ignored, batches = nncf_quantize(src, calib, model_type=model_type, preset="mixed")
         shifted = shift_activations_to_uint8(model)
-        tables = compress_gather_tables(model)
+        tables = compress_gather_tables(model, min_elements=table_threshold(graph_traits(src)))
         onnx.checker.check_model(model)
         onnx.save(model, str(dst))
         info = describe(target=self.target, model_type=model_type, ignored=ignored, batches=batches,

@@ -18,15 +18,44 @@ and the ``mmedge`` script all run ``main()``, so they list the same commands.
 from __future__ import annotations
 
 import importlib
+from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 __all__ = ["app", "main", "COMMAND_MODULES"]
 
 COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "build", "bench", "demo", "triton", "serve")
 
+
+class PluginGroup(TyperGroup):
+    """Imports plug-ins before any command: ``--plugin MODULE`` anywhere on the command line (every
+    command takes it, before or after the command name) and the ``mmedge.plugins`` entry points."""
+
+    def parse_args(self, ctx, args):  # noqa: D102 - click's hook
+        from mmedge.cli.console import fail
+        from mmedge.errors import MmedgeError
+        from mmedge.plugins import load_entry_points, load_plugins, split_plugin_args
+
+        try:
+            modules, rest = split_plugin_args(args)
+            load_entry_points()
+            load_plugins(modules)
+        except MmedgeError as e:
+            fail(e)
+        return super().parse_args(ctx, rest)
+
+
 app = typer.Typer(help="mmedge: multimodal fusion models from PyTorch to the edge.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=PluginGroup)
+
+
+@app.callback()
+def _plugins(plugin: Optional[List[str]] = typer.Option(  # noqa: B008 - Typer's declaration style
+        None, "--plugin", metavar="MODULE",
+        help="Import MODULE first: a plug-in that registers encoders, fusion heads or recipes (repeatable; "
+             "accepted after any command too). Installed `mmedge.plugins` entry points load always.")) -> None:
+    """mmedge: multimodal fusion models from PyTorch to the edge."""
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

@@ -7,6 +7,7 @@ the pooled vectors.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -59,8 +60,29 @@ def register_encoder(name: str) -> Callable[[Any], Any]:
 
 
 def create_encoder(name: str, **kwargs: Any) -> Encoder:
-    """Builds the encoder registered as ``name`` (unknown names list the valid ones)."""
+    """Builds the encoder registered as ``name``, or the local Hugging Face model ``hf:PATH``.
+
+    Unknown names list the valid ones; a bad ``hf:`` folder is a ``ConfigError`` saying why.
+    """
+    from mmedge.hf_folder import is_hf_name
+
+    if is_hf_name(name):
+        from mmedge.encoders.hf import HFEncoder
+
+        return HFEncoder(name, **kwargs)
     return ENCODERS.get(name)(**kwargs)
+
+
+def encoder_tokenizer(name: str) -> Path | None:
+    """The ``tokenizer.json`` of text encoder ``name``: the ``hf:`` folder's, or the one the
+    registered factory's ``tokenizer_file()`` returns (None when it has none)."""
+    from mmedge.hf_folder import TOKENIZER, hf_folder, is_hf_name
+
+    if is_hf_name(name):
+        return hf_folder(name) / TOKENIZER
+    factory = ENCODERS.get(name)
+    tokenizer_file = getattr(factory, "tokenizer_file", None)
+    return Path(tokenizer_file()) if callable(tokenizer_file) else None
 
 
 def list_encoders() -> list[str]:

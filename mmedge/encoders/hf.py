@@ -1,0 +1,84 @@
+"""Encoders from local Hugging Face folders: ``create_encoder("hf:./my-bert")``.
+
+Text: a BERT-family ``AutoModel`` with its ``tokenizer.json`` (masked mean of the token states).
+Image: an ``AutoModel`` taking ``pixel_values`` (ViT-family tokens or a conv feature map as the
+sequence, their mean as the pooled vector). Audio: a wav2vec2-style ``AutoModel`` over the raw
+waveform (``AudioSpec(front_end="waveform")``), frames as the sequence. The weights stay in the
+folder (frozen, not copied into checkpoints); nothing is downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mmedge.encoders.base import Encoder
+from mmedge.errors import ConfigError
+from mmedge.hf_folder import hf_folder, hf_modality
+
+__all__ = ["HFEncoder", "MAIN_INPUTS"]
+
+# modality -> (the model's main input, the encoder's input names)
+MAIN_INPUTS = {"text": ("input_ids", ("input_ids", "attention_mask")), "image": ("pixel_values", ("pixel_values",)),
+               "audio": ("input_values", ("waveform",))}
+
+
+def _load(folder: Path):
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        try:
+            return AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
+        except (ValueError, TypeError):  # a model without the eager attention switch
+            return AutoModel.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"cannot load the Hugging Face model in {folder}: {e}; check its config.json and "
+                          "weights (save them with model.save_pretrained)") from None
+
+
+def _feature_dim(config) -> int:
+    for key in ("hidden_size", "d_model", "embed_dim"):
+        if isinstance(getattr(config, key, None), int):
+            return int(getattr(config, key))
+    sizes = getattr(config, "hidden_sizes", None)
+    if sizes:
+        return int(sizes[-1])
+    raise ConfigError(f"cannot tell the feature size of a {config.model_type} model (no hidden_size); "
+                      "wrap it in your own module and export it with mmedge.export.export_model")
+
+
+class HFEncoder(Encoder):
+    """A frozen Hugging Face ``AutoModel`` from a local folder as an mmedge encoder.
+
+    Args:
+        name: ``hf:PATH`` (the folder's modality decides the inputs and outputs).
+
+    Outputs ``{modality}_pooled`` (B, D), ``_seq`` (B, N, D), ``_mask`` (B, N).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.folder = hf_folder(name)
+        self.modality = hf_modality(self.folder)
+        main, self.input_names = MAIN_INPUTS[self.modality]
+        self.model = _load(self.folder).eval()
+        if getattr(self.model, "main_input_name", main) != main:
+            raise ConfigError(f"{self.folder} holds a model taking {self.model.main_input_name!r}, but its "
+                              f"{self.modality} preprocessing gives {main!r}; use an encoder-only AutoModel")
+        self.dim = _feature_dim(self.model.config)
+        self.pretrained_source = f"local Hugging Face folder {self.folder} ({self.model.config.model_type})"
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.modality == "text":
+            input_ids, attention_mask = inputs
+            seq = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+            mask = attention_mask.to(seq.dtype)  # (B, L)
+            pooled = (seq * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+            return pooled, seq, mask
+        kwarg = MAIN_INPUTS[self.modality][0]
+        hidden = self.model(**{kwarg: inputs[0]}).last_hidden_state  # (B, N, D) or (B, D, h, w)
+        seq = hidden.flatten(2).transpose(1, 2) if hidden.dim() == 4 else hidden  # (B, N, D)
+        return seq.mean(dim=1), seq, torch.ones_like(seq[:, :, 0])
