@@ -152,3 +152,18 @@ def test_two_instances_without_dynamic_batching(bundle_path, local, samples):
         with Client(server.grpc_url, model="digits") as client:
             _check_same(client.predict(**rows), local.predict(**rows))
     assert not server.workspace.parent.exists() and not server.is_alive()
+
+
+def test_mixed_image_sizes_and_sources(server, local, samples, tmp_path):
+    """Images of other sizes go in separate requests; files are decoded by the client; BGR frames flipped."""
+    import cv2
+
+    path = tmp_path / "digit.png"
+    cv2.imwrite(str(path), cv2.cvtColor(samples["images"][2], cv2.COLOR_RGB2BGR))
+    frame = np.ascontiguousarray(cv2.resize(samples["images"][1], (40, 24))[..., ::-1])  # a BGR camera frame
+    rows = dict(image=[np.ascontiguousarray(samples["images"][0][..., ::-1]), frame, str(path)],
+                text=samples["texts"][:3], image_color_order="BGR")
+    with Client(server.http_url) as client:
+        remote = client.predict(**rows)
+    assert len(remote.labels) == 3
+    _check_same(remote, local.predict(**rows))
