@@ -16,6 +16,7 @@ from mmedge.config import Recipe
 from mmedge.encoders import Encoder, create_encoder, freeze
 from mmedge.errors import CheckpointError
 from mmedge.model import MultimodalEnsemble, build_head
+from mmedge.plugins import check_plugins, plugin_records
 
 RECIPE_FILE, WEIGHTS_FILE, METRICS_FILE, TOKENIZER_FILE = "recipe.json", "weights.pt", "metrics.json", "tokenizer.json"
 
@@ -30,7 +31,7 @@ def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], 
     try:
         meta = {
             "format": CHECKPOINT_FORMAT, "mmedge_version": __version__, "torch_version": torch.__version__,
-            "recipe": model.recipe.to_dict(), "labels": list(labels),
+            "recipe": model.recipe.to_dict(), "labels": list(labels), "plugins": plugin_records(model.recipe),
             "encoders": {m: {"name": model.recipe.encoders[m], "dim": e.dim, "source": e.pretrained_source,
                              "trained_here": e.trained_here, "input_names": list(e.input_names)}
                          for m, e in model.encoders.items()},
@@ -94,6 +95,7 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
 def load_checkpoint(path: Path) -> tuple[MultimodalEnsemble, dict[str, Any]]:
     """Loads a checkpoint folder into a ``MultimodalEnsemble`` (eval mode) and its metadata."""
     meta = read_checkpoint_meta(path)
+    check_plugins(meta, str(path))
     recipe = Recipe.from_dict(meta["recipe"])
     state = torch.load(Path(path) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     encoders = _load_encoders(recipe, state)
