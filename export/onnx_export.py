@@ -8,6 +8,7 @@ The legacy TorchScript exporter is a fallback, accepted only when parity passes.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,8 +151,10 @@ def _unexportable(path: Path, module: Any, inputs: tuple[str, ...], example: Map
 
 
 def _first_line(err: Exception) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {(lines[0] if lines else '')[:200]}"
+    """The telling line of an exporter error: the dynamo exporter's exception summary, else the first."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines() if line.strip()]
+    summary = next((line for line in lines if line.startswith("<class")), lines[0] if lines else "")
+    return f"{type(err).__name__}: {summary[:240]}"
 
 
 def _export_verified(module: Any, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...],

@@ -168,8 +168,13 @@ def describe_outputs(model, feats: Mapping[str, Any], labels: Sequence[str]) -> 
         if missing:
             raise ConfigError(f"head {mb.name!r} reads {missing}, which no encoder produces; the encoders give "
                               f"{sorted(produced)}")
-        with torch.no_grad():
-            logits = head({n: torch.from_numpy(feats[n]) for n in head.input_names()})
+        try:
+            with torch.no_grad():
+                logits = head({n: torch.from_numpy(feats[n]) for n in head.input_names()})
+        except Exception as e:  # noqa: BLE001 - the user's head on real features, named
+            raise ConfigError(f"head {mb.name!r} fails on the encoders' outputs ({type(e).__name__}: {e}); it "
+                              f"reads {list(head.input_names())} of shapes "
+                              f"{[list(feats[n].shape) for n in head.input_names()]}") from e
         if tuple(logits.shape) != (next(iter(feats.values())).shape[0], len(labels)):
             raise ConfigError(f"head {mb.name!r} returns shape {list(logits.shape)}; it must return logits "
                               f"(batch, {len(labels)}) for labels {list(labels)}")
