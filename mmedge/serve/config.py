@@ -20,6 +20,14 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def check_counts(obj: object, minimums: tuple[tuple[str, int], ...]) -> None:
+    """``ConfigError`` unless each named attribute of ``obj`` is an int at least its minimum."""
+    for name, low in minimums:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _check_port(name: str, port: int) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"{name} must be a port number 1-65535, got {port!r}")
@@ -73,10 +81,7 @@ class ServeConfig:
             raise ConfigError(f"HTTP, gRPC and metrics ports must differ, got {self.http_port}, {self.grpc_port}, "
                               f"{self.metrics_port}")
         check_model_name(self.model_name)
-        for name, low in (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)))
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
 

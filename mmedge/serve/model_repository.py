@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.config import DEFAULT_MODEL_NAME, check_model_name
+from mmedge.serve.config import DEFAULT_MODEL_NAME, check_counts, check_model_name
 from mmedge.serve.pbtxt import Enum, string_parameters, tensor, to_pbtxt
 from mmedge.serve.protocol import INPUTS, MODALITY_INPUTS, output_specs
 
@@ -68,10 +68,7 @@ class RepositoryConfig:
 
     def __post_init__(self) -> None:
         check_model_name(self.model_name)
-        for name, low in (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)))
         if self.graph_backend not in GRAPH_BACKENDS:
             raise ConfigError(f"graph_backend must be one of {list(GRAPH_BACKENDS)}, got {self.graph_backend!r}")
 
