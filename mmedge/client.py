@@ -22,7 +22,7 @@ import numpy as np
 
 from mmedge.errors import BackendUnavailable, ConfigError, InputError, MmedgeError
 from mmedge.runtime import user_inputs as _inputs
-from mmedge.serve.config import DEFAULT_MODEL_NAME, check_model_name
+from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_model_name
 from mmedge.serve.protocol import AUDIO, AUDIO_RATE, IMAGE, INPUTS, OUTPUTS, TEXT, decode_outputs
 
 __all__ = ["Client", "ServerError", "predict"]

@@ -27,7 +27,7 @@ def serve(
     log_verbose: int = typer.Option(0, help="Triton verbose log level (0 = info)."),
 ) -> None:
     """Serve a bundle on Triton Inference Server (HTTP, gRPC, metrics) until Ctrl+C or SIGTERM."""
-    from mmedge.serve.config import ServeConfig
+    from mmedge.serve.serve_config import ServeConfig
     from mmedge.serve.server import serve as run_server
 
     try:

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["ServeConfig", "Server", "serve", "RepositoryConfig", "write_repository", "Limits"]
 
 _LAZY = {
-    "ServeConfig": "mmedge.serve.config",
+    "ServeConfig": "mmedge.serve.serve_config",
     "Server": "mmedge.serve.server",
     "serve": "mmedge.serve.server",
     "RepositoryConfig": "mmedge.serve.model_repository",

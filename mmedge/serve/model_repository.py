@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.config import DEFAULT_MODEL_NAME, check_counts, check_model_name
+from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_counts, check_model_name
 from mmedge.serve.pbtxt import Enum, string_parameters, tensor, to_pbtxt
 from mmedge.serve.protocol import INPUTS, MODALITY_INPUTS, output_specs
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mmedge.errors import BackendUnavailable, MmedgeError
-from mmedge.serve.config import ServeConfig
+from mmedge.serve.serve_config import ServeConfig
 from mmedge.serve.handler import BundleHandler
 from mmedge.serve.protocol import INPUTS, output_specs
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmedge.errors import ConfigError, InputError
-from mmedge.serve.config import ServeConfig
+from mmedge.serve.serve_config import ServeConfig
 from mmedge.serve.handler import BundleHandler
 from mmedge.serve.protocol import Limits, decode_outputs, decode_request, encode_outputs
 

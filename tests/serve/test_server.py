@@ -17,7 +17,7 @@ from conftest import free_ports  # noqa: E402  (tests/serve/conftest.py)
 
 from mmedge.client import Client, ServerError  # noqa: E402
 from mmedge.runtime import Session  # noqa: E402
-from mmedge.serve.config import ServeConfig  # noqa: E402
+from mmedge.serve.serve_config import ServeConfig  # noqa: E402
 from mmedge.serve.protocol import Limits  # noqa: E402
 from mmedge.serve.server import Server, workspace_root  # noqa: E402
 
