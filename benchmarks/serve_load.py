@@ -195,8 +195,11 @@ def main(argv: list[str] | None = None) -> None:
         results.append(measure(args.bundle, config, rows, args))
     _print(results, args)
     if args.json is not None:
-        args.json.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                                         "results": [asdict(r) for r in results]}, indent=2) + "\n")
+        args.json.write_text(json.dumps({
+            "schema": "mmedge.serve_load/1", "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_count": os.cpu_count(),
+            "settings": {"clients": args.clients, "requests": args.requests, "host": HOST, "bundle": str(args.bundle)},
+            "results": [asdict(r) for r in results]}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

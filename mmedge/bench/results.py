@@ -156,3 +156,17 @@ def render_bench(report: Report, source: str) -> str:
         f"FLOPs from the fp32 ONNX graphs; {report['peak'].get('note', '')}.\n",
     ]
     return "\n".join(parts)
+
+
+@register_renderer("mmedge.serve_load/1")
+def render_serve_load(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/serve_load.py`` run (Triton via ``mmedge serve``, loopback)."""
+    st = report["settings"]
+    rows = [[r["servers"], "on" if r["batching"] else "off", r["threads_per_server"], r["ok"], r["errors"],
+             f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}"] for r in report["results"]]
+    return "\n".join([
+        f"## Serving on Triton: one vs two servers, dynamic batching on vs off ({source})\n",
+        f"```bash\n{report['command']}\n```\n",
+        f"{st['clients']} client threads x {st['requests']} single-row requests each over gRPC on {st['host']}, "
+        f"{report['cpu_count']} cores shared by servers and clients, {report['created_utc']}; bundle {st['bundle']}.\n",
+        _table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows)])
