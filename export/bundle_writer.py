@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
 
 from mmedge import BUNDLE_FORMAT
+from mmedge.atomic import make_temp_dir, recover_dir, replace_dir, sweep_stale
 from mmedge.errors import ExportError
 from mmedge.runtime.bundle import sha256_file
 
@@ -61,22 +62,6 @@ def _fill_hashes(manifest: dict[str, Any], folder: Path, relpaths: list[str]) ->
     manifest["files"] = dict(sorted(hashes.items()))
 
 
-def _place(tmp: Path, out: Path) -> None:
-    """Moves the complete ``tmp`` folder to ``out``, replacing an existing ``out`` last."""
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    had_old = out.exists()
-    if had_old:
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if had_old:
-            os.replace(old, out)
-        raise
-    if had_old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_bundle(out: Path, manifest: Mapping[str, Any], files: Mapping[str, Path]) -> Path:
     """Writes a bundle folder atomically.
 
@@ -101,15 +86,16 @@ def write_bundle(out: Path, manifest: Mapping[str, Any], files: Mapping[str, Pat
     if missing:
         raise ExportError(f"bundle source files not found: {missing}; export them first")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    recover_dir(out)
+    sweep_stale(out)  # what killed writers left
+    tmp = make_temp_dir(out)
     try:
-        tmp.mkdir()
         for rel, src in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / rel)
         _fill_hashes(manifest, tmp, list(files))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _place(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -3,15 +3,14 @@ loadable), ``metrics.json``, ``tokenizer.json``. Written atomically."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from mmedge import CHECKPOINT_FORMAT, __version__
+from mmedge.atomic import make_temp_dir, recover_dir, replace_dir, sweep_stale
 from mmedge.config import Recipe
 from mmedge.encoders import Encoder, create_encoder, freeze
 from mmedge.errors import CheckpointError
@@ -26,8 +25,9 @@ def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], 
     """Writes the checkpoint folder ``out`` atomically (temporary folder, then rename)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the checkpoint is a normal folder
+    recover_dir(out)
+    sweep_stale(out)  # what killed writers left
+    tmp = make_temp_dir(out)
     try:
         meta = {
             "format": CHECKPOINT_FORMAT, "mmedge_version": __version__, "torch_version": torch.__version__,
@@ -44,7 +44,7 @@ def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], 
         torch.save(_trained_state(model), tmp / WEIGHTS_FILE)
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -58,17 +58,6 @@ def _trained_state(model: MultimodalEnsemble) -> dict[str, torch.Tensor]:
         if enc.trained_here:
             state.update({f"encoders.{m}.{k}": v for k, v in enc.state_dict().items()})
     return state
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ for an output size the graph leaves dynamic, at the first run), never an ``Index
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +20,34 @@ __all__ = ["check_graphs", "check_logits"]
 _FIX = "re-export the bundle"
 
 
-def _check_encoders(bundle: Bundle, runners: Mapping[str, BaseRunner]) -> None:
+def _sample_inputs(bundle: Bundle, modality: str, tokenizer: Any) -> dict[str, np.ndarray]:
+    """What preprocessing gives the encoder of ``modality`` for one blank sample."""
+    from mmedge.runtime.audio import preprocess_audio
+    from mmedge.runtime.preprocess import preprocess_images
+
+    spec = bundle.specs[modality]
+    if modality == "image":
+        return {"pixel_values": preprocess_images([np.zeros((spec.size, spec.size, 3), np.uint8)], spec)}
+    if modality == "text":
+        return tokenizer(["a"])
+    return {"mel": preprocess_audio([np.zeros(spec.clip_samples, np.float32)], spec)}
+
+
+def _check_encoder_inputs(component: str, runner: BaseRunner, arrays: Mapping[str, np.ndarray]) -> None:
+    metas = runner.inputs
+    pairs = [(metas[0], next(iter(arrays.values())))] if len(metas) == 1 == len(arrays) else [
+        (m, arrays.get(m.name)) for m in metas]
+    for meta, array in pairs:
+        if array is None:
+            raise BundleError(f"{component} takes inputs {list(runner.input_names)}; preprocessing gives "
+                              f"{sorted(arrays)}; {_FIX}")
+        fixed = [(axis, d) for axis, d in enumerate(meta.shape) if axis and d is not None]
+        if array.dtype != meta.dtype or len(meta.shape) != array.ndim or any(array.shape[a] != d for a, d in fixed):
+            raise BundleError(f"{component} takes {meta.name!r} as {meta.dtype} {list(meta.shape)}, but the "
+                              f"manifest's input spec gives {array.dtype} {list(array.shape)}; {_FIX}")
+
+
+def _check_encoders(bundle: Bundle, runners: Mapping[str, BaseRunner], tokenizer: Any) -> None:
     for modality, encoder in bundle.encoders.items():
         runner = runners.get(f"encoder.{modality}")
         if runner is None:
@@ -29,6 +56,7 @@ def _check_encoders(bundle: Bundle, runners: Mapping[str, BaseRunner]) -> None:
         if missing:
             raise BundleError(f"encoder.{modality}: the manifest declares outputs {missing} that the graph does not "
                               f"give (it gives {list(runner.output_names)}); {_FIX}")
+        _check_encoder_inputs(f"encoder.{modality}", runner, _sample_inputs(bundle, modality, tokenizer))
 
 
 def _check_head(member: MemberInfo, runner: BaseRunner, labels: int) -> None:
@@ -46,13 +74,15 @@ def _check_head(member: MemberInfo, runner: BaseRunner, labels: int) -> None:
                           f"{_FIX} (labels must list one name per class)")
 
 
-def check_graphs(bundle: Bundle, runners: Mapping[str, BaseRunner], members: Sequence[MemberInfo]) -> None:
-    """Every loaded graph against the manifest: encoder outputs, head inputs, output and class count.
+def check_graphs(bundle: Bundle, runners: Mapping[str, BaseRunner], members: Sequence[MemberInfo],
+                 tokenizer: Any = None) -> None:
+    """Every loaded graph against the manifest: encoder inputs (the shapes and dtypes the input specs
+    give) and outputs, head inputs, output and class count.
 
     Raises:
         BundleError: what the manifest says and what the graph has, named by component.
     """
-    _check_encoders(bundle, runners)
+    _check_encoders(bundle, runners, tokenizer)
     for member in members:
         _check_head(member, runners[f"head.{member.name}"], len(bundle.labels))
 

@@ -92,9 +92,9 @@ class Session:
                 self._build_engines()
             self._choice = resolve_backend(backend, engines_ready=self._engines_ready())
             self._start_runners(runner_class(self._choice.name), threads, cuda_graph)
-            check_graphs(self.bundle, self._runners, self._members)
             self._choice = honest_choice(self._choice, self._runners, strict=strict)
             self._tokenizer = self._make_tokenizer()
+            check_graphs(self.bundle, self._runners, self._members, self._tokenizer)
         except BaseException:
             self.close()
             raise

@@ -128,3 +128,10 @@ def test_fewer_labels_than_logits_is_refused_when_the_session_starts(folder, too
 def test_valid_bundle_still_opens(bundle_path):
     with Bundle.open(bundle_path) as b:
         assert b.labels[0] == "zero" and b.ensemble.method == "weighted_mean"
+
+
+@pytest.mark.parametrize("edit", [_set(["inputs", "audio", "n_mels"], 32), _set(["inputs", "text", "lowercase"], 1)])
+def test_input_spec_that_does_not_fit_the_graph_is_refused(folder, tools, edit):
+    tools.edit_manifest(folder, edit)
+    with pytest.raises(BundleError, match=r"inputs\.|encoder\.audio.*input spec"):
+        Session(folder, threads=1)
