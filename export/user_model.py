@@ -91,9 +91,10 @@ def _encoder(modality: str, value: Any, spec: Any):
     else:
         raise ConfigError(f"encoders[{modality!r}] must be an nn.Module or an encoder name (registered or hf:PATH), "
                           f"got {type(value).__name__}")
+    name = value if isinstance(value, str) else f"module:{qualname(value)}"
     if enc.modality != modality:
-        raise ConfigError(f"encoders[{modality!r}] is a {enc.modality} encoder ({qualname(value)})")
-    return freeze(enc.cpu()), value if isinstance(value, str) else f"module:{qualname(value)}"
+        raise ConfigError(f"encoders[{modality!r}] is a {enc.modality} encoder ({name}); key it by {enc.modality!r}")
+    return freeze(enc.cpu()), name
 
 
 def _tokenizer(encoders: Mapping[str, Any], names: Mapping[str, str], tokenizer: Any) -> Path | None:
@@ -122,7 +123,7 @@ def build_ensemble(*, encoders: Mapping[str, Any], heads: Mapping[str, Any], lab
         ``(model, tokenizer_file)``; ``model.recipe`` describes it.
     """
     from mmedge.model import MultimodalEnsemble
-    from mmedge.user_modules import ModuleHead, qualname
+    from mmedge.user_modules import qualname
 
     _check_labels(labels)
     unknown = [m for m in encoders if m not in DEFAULT_SPECS]
@@ -139,11 +140,19 @@ def build_ensemble(*, encoders: Mapping[str, Any], heads: Mapping[str, Any], lab
     recipe = Recipe(name=name, dataset="user", task=task, modalities=modalities, encoders=names, ensemble=ensemble,
                     members=tuple(MemberConfig(n, qualname(mb.head), modalities) for n, mb in members.items()),
                     baselines=False, **{m: spec[m] for m in modalities})
-    wrapped = {n: mb.head if callable(getattr(mb.head, "input_names", None)) and tuple(mb.head.input_names()) == mb.inputs
-               else ModuleHead(mb.head, mb.inputs) for n, mb in members.items()}
-    model = MultimodalEnsemble(recipe, encs, {n: h.cpu().eval() for n, h in wrapped.items()},
+    model = MultimodalEnsemble(recipe, encs, {n: _head(mb).cpu().eval() for n, mb in members.items()},
                                [mb.temperature for mb in members.values()], [mb.weight for mb in members.values()])
     return model.eval(), _tokenizer(encs, names, tokenizer)
+
+
+def _head(member: Member):
+    """The head as the ensemble calls it: ``head(feats) -> logits`` with ``input_names()``."""
+    from mmedge.user_modules import ModuleHead
+
+    names = getattr(member.head, "input_names", None)
+    if callable(names) and tuple(names()) == member.inputs:  # an mmedge FusionHead already is one
+        return member.head
+    return ModuleHead(member.head, member.inputs)
 
 
 def _check_labels(labels: Sequence[str]) -> None:
