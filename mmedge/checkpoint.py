@@ -86,7 +86,7 @@ def load_checkpoint(path: Path) -> tuple[MultimodalEnsemble, dict[str, Any]]:
     meta = read_checkpoint_meta(path)
     check_plugins(meta, str(path))
     recipe = Recipe.from_dict(meta["recipe"])
-    state = torch.load(Path(path) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    state = _load_weights(Path(path) / WEIGHTS_FILE)
     encoders = _load_encoders(recipe, state)
     dims = {m: e.dim for m, e in encoders.items()}
     heads = {mb.name: build_head(mb, recipe, dims, len(meta["labels"])) for mb in recipe.members}
@@ -98,6 +98,18 @@ def load_checkpoint(path: Path) -> tuple[MultimodalEnsemble, dict[str, Any]]:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: head weights do not match recipe.json ({e})") from None
     return model.eval(), meta
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``weights.pt`` as data only (``weights_only=True``): tensors in a dict, never code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        raise CheckpointError(f"{path} cannot be loaded as plain tensors ({type(e).__name__}: {str(e)[:300]}); "
+                              "it is damaged or holds objects other than tensors: re-train or restore it") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} must hold a dict of tensors; re-train or restore it")
+    return state
 
 
 def _load_encoders(recipe: Recipe, state: Mapping[str, torch.Tensor]) -> dict[str, Encoder]:

@@ -21,7 +21,7 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge fi
     except MmedgeError as e:
         fail(e)
     m = b.manifest
-    console.print(f"[bold]{m['name']}[/] ({m['format']}): {m['task']}, labels {m['labels']}, "
+    console.print(f"[bold]{b.name}[/] ({m['format']}): {m['task']}, labels {m['labels']}, "
                   f"modalities {m['modalities']}, ensemble {m['ensemble']['method']}")
     console.print(components_table(m))
     if m.get("metrics"):

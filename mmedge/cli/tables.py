@@ -34,7 +34,7 @@ def accuracy_table(manifest: dict) -> Table:
     """Ensemble and member accuracy per precision, next to PyTorch."""
     metrics = manifest.get("metrics", {})
     members = [m["name"] for m in manifest["members"]]
-    table = Table(title=f"{manifest['name']}: accuracy on {metrics.get('samples', '?')} held-out samples")
+    table = Table(title=f"{manifest.get('name', 'bundle')}: accuracy on {metrics.get('samples', '?')} held-out samples")
     for col in ["precision", "status", "ensemble", *members, "drop (pts)", "measured on", "fallback"]:
         table.add_column(col)
     if "pytorch" in metrics:
