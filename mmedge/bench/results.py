@@ -170,3 +170,29 @@ def render_serve_load(report: Report, source: str) -> str:
         f"{st['clients']} client threads x {st['requests']} single-row requests each over gRPC on {st['host']}, "
         f"{report['cpu_count']} cores shared by servers and clients, {report['created_utc']}; bundle {st['bundle']}.\n",
         _table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows)])
+
+
+@register_renderer("mmedge.peers/1")
+def render_peers(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/peers.py`` run: each encoder against the recipe users ship instead."""
+    parts = [f"## Encoders against the recipes users would ship instead ({source})\n",
+             f"```bash\n{report['command']}\n```\n",
+             f"{report['threads']} threads, medians of {report['iters']} interleaved runs ({report['warmup']} warm-up "
+             f"excluded), {report['created_utc']}; matmul peaks {', '.join(f'{k} {v:.0f} GOP/s' for k, v in report['peaks_gops'].items())}. "
+             "Ratio: the variant's median over the peer's, same batch (< 1: faster than the peer).\n"]
+    for modality, enc in report["encoders"].items():
+        batches = list(enc["batches"])
+        peer = next(k for k in enc["fidelity_vs_pytorch_fp32"] if k.startswith("peer"))
+        rows = []
+        for variant, fid in enc["fidelity_vs_pytorch_fp32"].items():
+            ms = [enc["batches"][b]["median_ms"][variant] for b in batches]
+            ratio = [m / enc["batches"][b]["median_ms"][peer] for m, b in zip(ms, batches)]
+            rows.append([variant, *(f"{m:.2f}" for m in ms), *(f"{r:.2f}" for r in ratio),
+                         f"{fid['min']:.4f} / {fid['mean']:.4f}"])
+        floors = "; ".join(f"b{b}: {enc['batches'][b]['floor_ms_int8']:.2f} ms int8, "
+                           f"{enc['batches'][b]['floor_ms_fp32']:.2f} ms fp32" for b in batches)
+        parts += [f"### {modality} ({enc['encoder']})\n",
+                  _table(["variant", *(f"b{b} ms" for b in batches), *(f"b{b} / peer" for b in batches),
+                          "pooled cosine vs PyTorch fp32 (min / mean)"], rows),
+                  f"FLOP floor (fp32 graph FLOPs / measured peak): {floors}.\n"]
+    return "\n".join(parts)
