@@ -1,4 +1,5 @@
-"""FP16 conversion, NNCF INT8 (CPU u8 / TensorRT s8 symmetric) and calibration validation."""
+"""FP16 conversion, NNCF INT8 (CPU u8 / TensorRT s8 symmetric, and s8 around FP16 compute) and calibration
+validation."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,10 @@ from mmedge.encoders import create_encoder, freeze
 from mmedge.errors import CalibrationError, ExportError
 from mmedge.export.calibration_batches import calibration_batches, check_calibration
 from mmedge.export.onnx_export import export_encoder, export_head
-from mmedge.export.parity import check_reduced_precision
-from mmedge.export.quantization import POLICIES, assert_trt_qdq, qdq_summary
-from mmedge.runtime.backends.ort import create_session
+from mmedge.export.parity import check_reduced_precision, onnx_fn
+from mmedge.export.accuracy import measured_on
+from mmedge.export.quantization import POLICIES, assert_trt_qdq, precisions, qdq_summary
+from mmedge.runtime.backends.ort import create_session, disabled_optimizers
 from mmedge.fusion import create_fusion_head
 
 DIMS = {"image": 1280, "text": 384}
@@ -83,7 +85,7 @@ def int8(graphs):
     out, infos, calib, _ = graphs
     done = {}
     for name in ("image", "text", "head"):
-        for precision in ("int8", "int8-trt"):
+        for precision in ("int8", "int8-trt", "int8-fp16-trt"):
             dst = out / f"{name}.{precision}.onnx"
             done[name, precision] = dst, POLICIES[precision].build(infos[name].file, dst, calib=calib[name],
                                                                    model_type=MODEL_TYPES[name])
@@ -170,3 +172,55 @@ def test_calibration_batches_stack_and_select():
     with pytest.warns(UserWarning, match="only 5 samples"):
         check_calibration(batches, [{"name": "a", "dtype": "float32", "shape": ["batch", 3]},
                                     {"name": "b", "dtype": "float64", "shape": ["batch", 2]}])
+
+
+# -- int8-fp16-trt: the TensorRT Q/DQ graph with float16 outside Q/DQ (no engine built here) -------
+
+
+def test_int8_fp16_trt_is_a_precision_labelled_simulated():
+    assert "int8-fp16-trt" in precisions() and POLICIES["int8-fp16-trt"].target == "tensorrt"
+    assert "simulated on ONNX Runtime" in measured_on("int8-fp16-trt")
+    assert disabled_optimizers("int8-fp16-trt") == ("WeightBiasQuantization",)
+    assert disabled_optimizers("int8") == disabled_optimizers(None) == ()
+
+
+@pytest.mark.parametrize("name", ["image", "text", "head"])
+def test_int8_fp16_trt_is_s8_symmetric_qdq_around_fp16(int8, graphs, name):
+    path, desc = int8[name, "int8-fp16-trt"]
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and desc["quantize_linear"] == sum(n.op_type == "QuantizeLinear" for n in qdq)
+    for node in qdq:  # float16 scale, explicit int8 zero point 0
+        assert inits[node.input[1]].data_type == onnx.TensorProto.FLOAT16, node.name
+        zero_point = numpy_helper.to_array(inits[node.input[2]])
+        assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+    assert_trt_qdq(path)
+    left = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert not left, left[:5]  # no float32 constant left (unused NNCF scales are dropped)
+    io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    assert io_types <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    assert desc["compute"] == "fp16 outside Q/DQ" and desc["scales"] == "fp16"
+    _, infos, _, evals = graphs  # ONNX Runtime CPU simulates it (WeightBiasQuantization off)
+    half = check_reduced_precision(infos[name].file, path, evals[name], precision="int8-fp16-trt", min_cosine=0.9)
+    full = check_reduced_precision(infos[name].file, int8[name, "int8-trt"][0], evals[name], precision="int8-trt",
+                                   min_cosine=0.9)
+    assert half["min_cosine"] >= 0.9 and half["min_cosine"] >= full["min_cosine"] - 0.02, (half["min_cosine"],
+                                                                                          full["min_cosine"])
+
+
+def test_ort_weight_bias_quantization_breaks_fp16_qdq(int8, graphs):
+    """Why that optimizer is off: with it, ORT's int32 bias scale (x_scale * w_scale, computed in
+    float16) underflows and the image encoder's features are garbage."""
+    path, _ = int8["image", "int8-fp16-trt"]
+    _, infos, _, evals = graphs
+    feed = evals["image"][0]
+    reference = onnx_fn(infos["image"].file)(feed)["image_pooled"].astype(np.float64).ravel()
+
+    def cosine(session) -> float:
+        names = [o.name for o in session.get_outputs()]
+        got = dict(zip(names, session.run(names, feed)))["image_pooled"].astype(np.float64).ravel()
+        return float(got @ reference / np.linalg.norm(got) / np.linalg.norm(reference))
+
+    assert cosine(create_session(path, precision="int8-fp16-trt")) >= 0.95
+    assert cosine(create_session(path)) < 0.9
