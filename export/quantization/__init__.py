@@ -1,10 +1,10 @@
 """Reduced precisions, one policy per target over shared graph surgery.
 
-| precision  | module          | target                                   |
-|------------|-----------------|------------------------------------------|
-| `fp16`     | `fp16`          | any backend (float16 compute, fp32 I/O)   |
-| `int8`     | `ort_cpu`       | ONNX Runtime CPU integer kernels (u8/s8)  |
-| `int8-trt` | `tensorrt_qdq`  | TensorRT, explicit s8 symmetric Q/DQ      |
+| precision       | module              | target                                                |
+|-----------------|---------------------|-------------------------------------------------------|
+| `fp16`          | `fp16`              | any backend (float16 compute, fp32 I/O)               |
+| `int8`          | `ort_cpu`           | ONNX Runtime CPU integer kernels (u8/s8)              |
+| `int8-trt`      | `tensorrt_qdq`      | TensorRT, explicit s8 symmetric Q/DQ                  |
 | `int8-fp16-trt` | `tensorrt_qdq_fp16` | TensorRT, the same Q/DQ around float16 compute (Jetson) |
 
 ``nncf_ptq`` is the calibration run the int8 targets share; ``graph_surgery`` the ONNX
