@@ -20,7 +20,7 @@ import sys
 import uuid
 from pathlib import Path
 
-__all__ = ["temp_sibling", "make_temp_dir", "replace_dir", "recover_dir", "sweep_stale", "fsync_tree"]
+__all__ = ["temp_sibling", "make_temp_dir", "replace_dir", "recover_dir", "sweep_stale", "fsync_tree", "pid_alive"]
 
 _KINDS = ("tmp", "old", "work")
 _AT_FDCWD = -100
@@ -48,7 +48,8 @@ def _pid_of(sibling: str, name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (True for this process, and for one of another user)."""
     if pid == os.getpid():
         return True
     try:
@@ -65,7 +66,7 @@ def recover_dir(out: Path) -> None:
     if out.exists():
         return
     olds = [p for p in out.parent.glob(f".{out.name}.old-*") if p.is_dir() and _pid_of(p.name, out.name)]
-    olds = [p for p in olds if not _alive(_pid_of(p.name, out.name))]
+    olds = [p for p in olds if not pid_alive(_pid_of(p.name, out.name))]
     if olds:
         os.replace(max(olds, key=lambda p: p.stat().st_mtime), out)
 
@@ -75,7 +76,7 @@ def sweep_stale(out: Path) -> list[str]:
     gone = []
     for path in out.parent.glob(f".{out.name}.*"):
         pid = _pid_of(path.name, out.name)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             gone.append(path.name)
     return gone

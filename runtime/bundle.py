@@ -198,7 +198,7 @@ class Bundle:
         checked = validate_manifest(manifest)
         specs = _specs(checked)
         if verify:
-            identities = verify_files(root, checked["files"], manifest_sha)
+            identities = verify_files(root, checked["files"], manifest_sha, stamp=tmp is None)
         else:
             identities = {}
             for rel in checked["files"]:

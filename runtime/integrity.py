@@ -101,13 +101,16 @@ def _check_hash(rel: str, expected: str, actual: str, *, after: bool = False) ->
                           + (" and open it again" if after else ""))
 
 
-def verify_files(root: Path, files: Mapping[str, str], manifest_sha: str) -> dict[str, Identity]:
+def verify_files(root: Path, files: Mapping[str, str], manifest_sha: str, *, stamp: bool = True
+                 ) -> dict[str, Identity]:
     """Checks every file's sha256, unless a stamp says this bundle version was checked already.
 
     Args:
         root: The bundle folder.
         files: Relative path -> expected sha256 (the manifest's ``files``).
         manifest_sha: sha256 of ``manifest.json`` as read.
+        stamp: Look for and write a verified stamp (off for a ``.mmedge`` extracted to a temporary
+            folder: its files are new at every open).
 
     Returns:
         Relative path -> the identity of the file that was verified (for ``read_file``).
@@ -118,7 +121,7 @@ def verify_files(root: Path, files: Mapping[str, str], manifest_sha: str) -> dic
     paths = {rel: resolve_inside(root, rel) for rel in files}
     identities = {rel: _identity(os.stat(path)) for rel, path in paths.items()}
     key = _stamp_key(manifest_sha, identities)
-    if (stamp_dir() / key).is_file():
+    if stamp and (stamp_dir() / key).is_file():
         return identities
     for rel, path in paths.items():
         with open(path, "rb") as f:
@@ -128,7 +131,8 @@ def verify_files(root: Path, files: Mapping[str, str], manifest_sha: str) -> dic
                 raise BundleError(f"bundle file {rel} changed while it was being verified; {_RECOPY}")
         _check_hash(rel, files[rel], actual)
         identities[rel] = before
-    _write_stamp(_stamp_key(manifest_sha, identities), root, len(files))
+    if stamp:
+        _write_stamp(_stamp_key(manifest_sha, identities), root, len(files))
     return identities
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mmedge.atomic import pid_alive
 from mmedge.errors import BackendUnavailable, MmedgeError
 from mmedge.serve.serve_config import ServeConfig
 from mmedge.serve.handler import BundleHandler
@@ -52,16 +53,6 @@ def workspace_root() -> Path:
     return Path(tempfile.gettempdir()) / "mmedge-serve"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_workspaces(root: Path | None = None) -> list[Path]:
     """Removes workspaces whose server process is gone (a SIGKILLed ``mmedge serve``).
 
@@ -72,7 +63,7 @@ def sweep_workspaces(root: Path | None = None) -> list[Path]:
     removed = []
     for path in sorted(root.glob("ws-*")) if root.is_dir() else []:
         pid = path.name.split("-")[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

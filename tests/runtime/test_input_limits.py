@@ -62,7 +62,22 @@ def test_non_finite_logits_are_an_error_not_a_label(session, image, monkeypatch)
         session.predict(image=image, text="seven")
 
 
+def test_logits_of_another_class_count_are_an_error_at_run(session, image, monkeypatch):
+    runner = session._runners["head.concat"]
+    real = runner._infer
+    monkeypatch.setattr(runner, "_infer", lambda feed: {k: v[:, :4] for k, v in real(feed).items()})
+    with pytest.raises(BundleError, match=r"head.concat gave logits of shape \[1, 4\].*10 labels"):
+        session.predict(image=image, text="seven")
+
+
 # ----------------------------------------------------------------------------- limits
+
+
+def test_decompression_bomb_header_is_refused_before_decoding(session):
+    side = 100_000  # 10 gigapixels declared in 33 bytes
+    bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + side.to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00" + bytes(8)
+    with pytest.raises(InputError, match=r"image\[0\].*max_image_pixels"):
+        session.predict(image=bomb, text="seven")
 
 
 def test_huge_text_is_refused_fast_and_not_cached(session, image):

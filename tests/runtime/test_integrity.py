@@ -128,3 +128,8 @@ def test_stamp_is_data(folder, stamps):
     for path in stamps.rglob("*"):
         if path.is_file():
             json.loads(path.read_text())
+
+
+def test_an_extracted_archive_leaves_no_stamp(bundle_zip, stamps):
+    Bundle.open(bundle_zip).close()
+    assert not [p for p in stamps.rglob("*") if p.is_file()]
