@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmedge.atomic import make_temp_dir
 from mmedge.config import Recipe
 from mmedge.errors import ConfigError
 from mmedge.export.components import Component, export_fp32, make_reduced
@@ -90,7 +90,7 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))
+    work = make_temp_dir(out, "work")  # named with this process id: a later write sweeps it if we are killed
     try:
         comps = components_of(src.model, src.recipe)
         for comp in track(comps, "exporting fp32 + parity"):

@@ -65,8 +65,10 @@ class Session:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
 
     Raises:
-        BundleError: an invalid bundle or a precision it does not have (valid ones listed).
-        BackendUnavailable: the backend cannot run here (what can, and how to install it).
+        BundleError: an invalid bundle, a precision it does not have (valid ones listed), a graph
+            that does not match the manifest, or a file changed since it was verified.
+        BackendUnavailable: the backend cannot run here (what can, and how to install it), or
+            fell back to a slower execution provider with ``strict=True``.
         EngineMismatch: ``backend="tensorrt"`` with engines built for another device or graph
             (what differs, and the ``mmedge build`` command to run).
     """

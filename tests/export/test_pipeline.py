@@ -190,11 +190,11 @@ def test_killed_export_leaves_nothing_under_the_output_name(checkpoint, tmp_path
             f"export_checkpoint({str(checkpoint)!r}, {str(out)!r}, config=ExportConfig(calib_samples=24, eval_samples=48))")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".killed.work.*/encoders/*.onnx")):
+    while time.time() < deadline and not list(tmp_path.glob(".killed.work-*/encoders/*.onnx")):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert list(tmp_path.glob(".killed.work.*")), "the export never started writing"
+    assert list(tmp_path.glob(".killed.work-*")), "the export never started writing"
     assert not out.exists()
 
 
