@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_bundle import LABELS, build_micro_bundle  # noqa: E402
+from fuzz_bundle import build_micro_bundle  # noqa: E402
 
 from mmedge.errors import MmedgeError  # noqa: E402
 from mmedge.runtime import Bundle, Session  # noqa: E402
@@ -222,12 +222,14 @@ class Fuzzer:
         self.outcomes[(target, outcome)] += 1
         return outcome
 
-    def _valid(self, pred) -> str:
+    @staticmethod
+    def _valid(pred, labels: tuple[str, ...]) -> str:
+        """Checks a prediction against the bundle's labels; returns ``"Prediction"``."""
         probs = pred.probabilities
-        assert probs.dtype == np.float32 and probs.ndim == 2 and probs.shape[1] == len(LABELS), probs.shape
+        assert probs.dtype == np.float32 and probs.ndim == 2 and probs.shape[1] == len(labels), probs.shape
         assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4), probs
         assert pred.indices.tolist() == probs.argmax(axis=1).tolist()
-        assert pred.labels == [LABELS[i] for i in pred.indices]
+        assert pred.labels == [labels[i] for i in pred.indices]
         assert all(np.isfinite(p).all() and p.shape == probs.shape for p in pred.member_probabilities.values())
         return "Prediction"
 
@@ -241,7 +243,8 @@ class Fuzzer:
     def check_predict(self, kwargs: dict[str, Any]) -> str:
         """``Session.predict`` on arbitrary arguments."""
         given = {k: v for k, v in kwargs.items() if v is not None}
-        return self._outcome("predict", lambda: self._valid(self.session.predict(**given)))
+        labels = self.session.bundle.labels
+        return self._outcome("predict", lambda: self._valid(self.session.predict(**given), labels))
 
     def _fresh_folder(self, *, copy_graphs: bool = False) -> Path:
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -252,8 +255,9 @@ class Fuzzer:
     def _open_and_run(self, source: Path, verify: bool = True, limits: Limits | None = None) -> str:
         with Bundle.open(source, verify=verify, limits=limits) as bundle, Session(bundle, threads=1) as session:
             rng = np.random.default_rng(0)
-            return self._valid(session.predict(image=rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), text="a cat",
-                                               audio=np.zeros(4000, np.float32), audio_rate=16000))
+            pred = session.predict(image=rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), text="a cat",
+                                   audio=np.zeros(4000, np.float32), audio_rate=16000)
+            return self._valid(pred, bundle.labels)
 
     def check_manifest(self, mutation: Any) -> str:
         """``Bundle.open`` (then a Session and a prediction) on a mutated manifest."""

@@ -87,6 +87,12 @@ def write_video(path: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48
     return path
 
 
+def _streamable(bundle) -> bool:
+    """Whether ``stream()`` can run the bundle: frames (and text) are all it needs."""
+    required = set(bundle.modalities) - set(bundle.optional_modalities)
+    return "image" in bundle.modalities and required <= {"image", "text"}
+
+
 def _usage() -> tuple[float, int, int]:
     import psutil
 
@@ -179,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp, Session(args.bundle, precision=args.precision,
                                                        threads=args.ort_threads) as session:
-        video = write_video(Path(tmp) / "soak.avi") if "image" in session.bundle.modalities else None
+        video = write_video(Path(tmp) / "soak.avi") if _streamable(session.bundle) else None
+        if video is None:
+            print("soak: this bundle needs more than frames and text: predict only, no stream()", flush=True)
         report = soak(session, threads=args.threads, seconds=args.duration, video=video,
                       progress=lambda line: print(line, flush=True))
     summary = report.summary()

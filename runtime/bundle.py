@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from mmedge.errors import BundleError, InputError
+from mmedge.errors import BundleError, ConfigError, InputError
 from mmedge.runtime.archive import extract_archive
 from mmedge.runtime.integrity import Identity, read_file, resolve_inside, sha256_file, verify_files
 from mmedge.runtime.limits import DEFAULT_LIMITS, Limits
@@ -171,16 +171,17 @@ class Bundle:
                 per bundle version: a verified stamp in the user cache skips it next time. With
                 False, paths and symlinks that lead outside the bundle are still refused.
             limits: Size limits (``max_zip_bytes``, ``max_zip_members``, ``max_manifest_bytes``);
-                default ``Limits()``.
+                default ``Limits()``. A Session on this bundle uses them for its inputs too.
 
         Raises:
             BundleError: a missing path or manifest, a format this runtime does not read, a
                 manifest value of the wrong type or range (with its JSON path), a file outside the
-                bundle, or a missing or tampered file.
+                bundle, a missing or tampered file, or an archive over the limits.
+            ConfigError: ``limits`` is not a ``Limits``.
         """
         limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, Limits):
-            raise BundleError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
+            raise ConfigError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
         source = Path(path)
         if not source.exists():
             raise BundleError(f"bundle not found: {source}; pass a bundle folder or a .mmedge file")

@@ -51,13 +51,13 @@ def _show(value: Any) -> str:
 # -- typed readers ---------------------------------------------------------------------------
 
 
-def obj(value: Any, path: str) -> Mapping[str, Any]:
+def _obj(value: Any, path: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise SchemaError(path, f"must be a JSON object, got {type(value).__name__} {_show(value)}")
     return value
 
 
-def lst(value: Any, path: str, *, min_len: int = 0, length: int | None = None) -> list:
+def _lst(value: Any, path: str, *, min_len: int = 0, length: int | None = None) -> list:
     if not isinstance(value, list):
         raise SchemaError(path, f"must be a JSON list, got {type(value).__name__} {_show(value)}")
     if length is not None and len(value) != length:
@@ -67,7 +67,7 @@ def lst(value: Any, path: str, *, min_len: int = 0, length: int | None = None) -
     return value
 
 
-def string(value: Any, path: str, *, choices: tuple[str, ...] | None = None) -> str:
+def _string(value: Any, path: str, *, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise SchemaError(path, f"must be a non-empty string, got {_show(value)}")
     if choices is not None and value not in choices:
@@ -75,13 +75,13 @@ def string(value: Any, path: str, *, choices: tuple[str, ...] | None = None) -> 
     return value
 
 
-def integer(value: Any, path: str, lo: int, hi: int) -> int:
+def _integer(value: Any, path: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise SchemaError(path, f"must be an integer in [{lo}, {hi}], got {_show(value)}")
     return value
 
 
-def number(value: Any, path: str, lo: float, hi: float = math.inf, *, lo_open: bool = False) -> float:
+def _number(value: Any, path: str, lo: float, hi: float = math.inf, *, lo_open: bool = False) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < lo or value > hi or (lo_open and value == lo):
         bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
@@ -90,14 +90,14 @@ def number(value: Any, path: str, lo: float, hi: float = math.inf, *, lo_open: b
     return float(value)
 
 
-def boolean(value: Any, path: str) -> bool:
+def _boolean(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
         raise SchemaError(path, f"must be true or false, got {_show(value)}")
     return value
 
 
-def unique_strings(value: Any, path: str, *, choices: tuple[str, ...] | None = None, min_len: int = 0) -> list[str]:
-    items = [string(v, f"{path}[{i}]", choices=choices) for i, v in enumerate(lst(value, path, min_len=min_len))]
+def _unique_strings(value: Any, path: str, *, choices: tuple[str, ...] | None = None, min_len: int = 0) -> list[str]:
+    items = [_string(v, f"{path}[{i}]", choices=choices) for i, v in enumerate(_lst(value, path, min_len=min_len))]
     if len(set(items)) != len(items):
         raise SchemaError(path, f"must not repeat a value, got {_show(items)}")
     return items
@@ -105,7 +105,7 @@ def unique_strings(value: Any, path: str, *, choices: tuple[str, ...] | None = N
 
 def check_relpath(value: Any, path: str) -> str:
     """A relative POSIX path inside the bundle: no ``..``, no absolute path, no backslash, no NUL."""
-    rel = string(value, path)
+    rel = _string(value, path)
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or "\\" in rel or "\x00" in rel or re.match(r"[A-Za-z]:", rel):
         raise SchemaError(path, f"must be a relative path inside the bundle (no '..', '/', '\\\\' or drive), "
@@ -115,7 +115,7 @@ def check_relpath(value: Any, path: str) -> str:
 
 def _fields(value: Any, path: str, spec: Mapping[str, Callable[[Any, str], Any]], *, required: tuple[str, ...] = (),
             closed: bool = False) -> dict[str, Any]:
-    data = obj(value, path)
+    data = _obj(value, path)
     for key in required:
         if key not in data:
             raise SchemaError(path, f"lacks the required key {key!r}")
@@ -131,7 +131,7 @@ def _fields(value: Any, path: str, spec: Mapping[str, Callable[[Any, str], Any]]
 
 def check_format(manifest: Any) -> None:
     """The format first: a newer bundle names the mmedge version that wrote it."""
-    data = obj(manifest, "")
+    data = _obj(manifest, "")
     fmt = data.get("format")
     if fmt == BUNDLE_FORMAT:
         return
@@ -150,24 +150,24 @@ def check_format(manifest: Any) -> None:
 
 
 def _numbers(lo: float, hi: float, *, length: int, lo_open: bool = False) -> Callable[[Any, str], list[float]]:
-    return lambda v, p: [number(x, f"{p}[{i}]", lo, hi, lo_open=lo_open) for i, x in enumerate(lst(v, p, length=length))]
+    return lambda v, p: [_number(x, f"{p}[{i}]", lo, hi, lo_open=lo_open) for i, x in enumerate(_lst(v, p, length=length))]
 
 
 def _ranged(lo: int, hi: int) -> Callable[[Any, str], int]:
-    return lambda v, p: integer(v, p, lo, hi)
+    return lambda v, p: _integer(v, p, lo, hi)
 
 
 def _choice(*choices: str) -> Callable[[Any, str], str]:
-    return lambda v, p: string(v, p, choices=choices)
+    return lambda v, p: _string(v, p, choices=choices)
 
 
 _IMAGE = {"size": _ranged(1, 8192), "resize": _choice(*RESIZE_MODES), "mean": _numbers(-1e3, 1e3, length=3),
           "std": _numbers(1e-6, 1e6, length=3), "channel_order": _choice("RGB", "BGR")}
-_TEXT = {"max_length": _ranged(1, 65536), "tokenizer_file": check_relpath, "lowercase": boolean}
-_AUDIO = {"sample_rate": _ranged(1000, 384_000), "clip_seconds": lambda v, p: number(v, p, 0.0, 600.0, lo_open=True),
+_TEXT = {"max_length": _ranged(1, 65536), "tokenizer_file": check_relpath, "lowercase": _boolean}
+_AUDIO = {"sample_rate": _ranged(1000, 384_000), "clip_seconds": lambda v, p: _number(v, p, 0.0, 600.0, lo_open=True),
           "n_fft": _ranged(16, 65536), "win_length": _ranged(1, 65536), "hop_length": _ranged(1, 65536),
-          "n_mels": _ranged(1, 512), "fmin": lambda v, p: number(v, p, 0.0), "fmax": lambda v, p: number(v, p, 0.0),
-          "front_end": _choice("log_mel", "waveform"), "normalize": boolean}
+          "n_mels": _ranged(1, 512), "fmin": lambda v, p: _number(v, p, 0.0), "fmax": lambda v, p: _number(v, p, 0.0),
+          "front_end": _choice("log_mel", "waveform"), "normalize": _boolean}
 
 
 def _audio_spec(value: Any, path: str) -> dict[str, Any]:
@@ -195,17 +195,17 @@ _SPECS = {"image": lambda v, p: _fields(v, p, _IMAGE, closed=True),
 def _dim(value: Any, path: str) -> Any:
     if value is None or (isinstance(value, str) and value):
         return value
-    return integer(value, path, 0, 2**31 - 1)
+    return _integer(value, path, 0, 2**31 - 1)
 
 
 def _tensors(value: Any, path: str) -> list[dict[str, Any]]:
-    spec = {"name": string, "dtype": _choice(*DTYPES),
-            "shape": lambda v, p: [_dim(d, f"{p}[{i}]") for i, d in enumerate(lst(v, p))]}
-    return [_fields(t, f"{path}[{i}]", spec, required=("name",)) for i, t in enumerate(lst(value, path, min_len=1))]
+    spec = {"name": _string, "dtype": _choice(*DTYPES),
+            "shape": lambda v, p: [_dim(d, f"{p}[{i}]") for i, d in enumerate(_lst(v, p))]}
+    return [_fields(t, f"{path}[{i}]", spec, required=("name",)) for i, t in enumerate(_lst(value, path, min_len=1))]
 
 
 def _graph(value: Any, path: str) -> dict[str, Any]:
-    spec = {"file": check_relpath, "bytes": _ranged(0, 2**62), "status": string,
+    spec = {"file": check_relpath, "bytes": _ranged(0, 2**62), "status": _string,
             "sha256": lambda v, p: _sha256(v, p)}
     entry = _fields(value, path, spec)
     if entry.get("status", "ok") == "ok":
@@ -222,17 +222,17 @@ def _sha256(value: Any, path: str) -> str:
 
 
 def _graphs(value: Any, path: str) -> dict[str, dict[str, Any]]:
-    graphs = obj(value, path)
+    graphs = _obj(value, path)
     if not graphs:
         raise SchemaError(path, "must map at least one precision to {file, sha256, status}")
     return {p: _graph(g, _key(path, p)) for p, g in graphs.items()}
 
 
-_ENCODER = {"name": string, "inputs": _tensors, "outputs": _tensors, "graphs": _graphs}
+_ENCODER = {"name": _string, "inputs": _tensors, "outputs": _tensors, "graphs": _graphs}
 
 
 def _encoders(value: Any, modalities: list[str]) -> dict[str, dict[str, Any]]:
-    raw = obj(value, "encoders")
+    raw = _obj(value, "encoders")
     out, seen = {}, {}
     for m in modalities:
         if m not in raw:
@@ -246,10 +246,10 @@ def _encoders(value: Any, modalities: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _member(value: Any, path: str, encoders: Mapping[str, Any]) -> dict[str, Any]:
-    spec = {"name": string, "head": string, "modalities": lambda v, p: unique_strings(v, p, min_len=1),
-            "inputs": lambda v, p: unique_strings(v, p, min_len=1), "output": string,
-            "temperature": lambda v, p: number(v, p, 0.0, 1e6, lo_open=True),
-            "weight": lambda v, p: number(v, p, 0.0, 1e6), "graphs": _graphs}
+    spec = {"name": _string, "head": _string, "modalities": lambda v, p: _unique_strings(v, p, min_len=1),
+            "inputs": lambda v, p: _unique_strings(v, p, min_len=1), "output": _string,
+            "temperature": lambda v, p: _number(v, p, 0.0, 1e6, lo_open=True),
+            "weight": lambda v, p: _number(v, p, 0.0, 1e6), "graphs": _graphs}
     member = _fields(value, path, spec, required=("name", "modalities", "inputs", "graphs"))
     for j, m in enumerate(member["modalities"]):
         if m not in encoders:
@@ -264,7 +264,7 @@ def _member(value: Any, path: str, encoders: Mapping[str, Any]) -> dict[str, Any
 
 
 def _members(value: Any, encoders: Mapping[str, Any]) -> list[dict[str, Any]]:
-    members = [_member(m, f"members[{i}]", encoders) for i, m in enumerate(lst(value, "members", min_len=1))]
+    members = [_member(m, f"members[{i}]", encoders) for i, m in enumerate(_lst(value, "members", min_len=1))]
     names = [m["name"] for m in members]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -284,7 +284,7 @@ def _ensemble(value: Any, members: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _files(value: Any) -> dict[str, str]:
-    files = obj(value, "files")
+    files = _obj(value, "files")
     return {check_relpath(rel, _key("files", rel)): _sha256(sha, _key("files", rel)) for rel, sha in files.items()}
 
 
@@ -322,16 +322,16 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     """
     check_format(manifest)
     _fields(manifest, "", {}, required=_REQUIRED)
-    top = {"name": string, "task": _choice(*TASKS),
-           "labels": lambda v, p: unique_strings(v, p, min_len=2),
-           "modalities": lambda v, p: unique_strings(v, p, choices=MODALITIES, min_len=1),
-           "precisions": lambda v, p: {k: string(s, _key(p, k)) for k, s in obj(v, p).items()},
-           "versions": obj, "metrics": obj}
+    top = {"name": _string, "task": _choice(*TASKS),
+           "labels": lambda v, p: _unique_strings(v, p, min_len=2),
+           "modalities": lambda v, p: _unique_strings(v, p, choices=MODALITIES, min_len=1),
+           "precisions": lambda v, p: {k: _string(s, _key(p, k)) for k, s in _obj(v, p).items()},
+           "versions": _obj, "metrics": _obj}
     out = _fields(manifest, "", top)
     modalities = out["modalities"]
-    out["optional_modalities"] = unique_strings(manifest.get("optional_modalities", []), "optional_modalities",
+    out["optional_modalities"] = _unique_strings(manifest.get("optional_modalities", []), "optional_modalities",
                                                 choices=tuple(modalities))
-    inputs = obj(manifest["inputs"], "inputs")
+    inputs = _obj(manifest["inputs"], "inputs")
     for m in modalities:
         if m not in inputs:
             raise SchemaError("inputs", f"lacks the preprocessing spec of modality {m!r}")
