@@ -1,6 +1,7 @@
 """The bundle manifest (docs/bundle.md) built from the exported components."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def build_manifest(src, comps, config) -> dict[str, Any]:
         "ensemble": {"method": recipe.ensemble.value, "weights": list(model.weights),
                      "temperatures": list(model.temperatures)},
         "precisions": {p: "ok" for p in config.precisions},
-        "metrics": {"validation": _validation_metrics(src.meta)},
+        "metrics": {"validation": _validation_metrics(src.checkpoint)},
         "calibration": {"source": src.calib_source, "samples": len(src.calib)},
         "dataset": dict(src.meta.get("dataset", {})),
         **_source(src),
@@ -56,10 +57,13 @@ def _source(src) -> dict[str, Any]:
     return {"source_model": dict(src.meta.get("source_model", {}))}
 
 
-def _validation_metrics(meta: dict[str, Any]) -> dict[str, Any]:
+def _validation_metrics(checkpoint: Path | None) -> dict[str, Any]:
     """Per-member accuracy on the whole validation split, as training measured it (the bench
-    picks the single member it compares with the ensemble from these)."""
-    metrics = meta.get("metrics", {})
+    picks the single member it compares with the ensemble from these); empty for users' modules."""
+    from mmedge.checkpoint import METRICS_FILE
+
+    path = Path(checkpoint) / METRICS_FILE if checkpoint is not None else None
+    metrics = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
     return {"split": "val", "samples": metrics.get("samples", {}).get("val"),
             "members": {name: m["val_accuracy"] for name, m in metrics.get("members", {}).items()
                         if "val_accuracy" in m}}

@@ -117,6 +117,8 @@ def test_every_precision_has_an_accuracy_report(bundle):
         assert set(r["members"]) == {"concat", "cross_attention"}
         assert manifest["precisions"][p] == "ok" or manifest["precisions"][p].startswith("failed:")
     assert metrics["fp32"]["agreement_with_pytorch"] == 1.0
+    validation = metrics["validation"]  # from the checkpoint's metrics.json: the bench's member choice
+    assert set(validation["members"]) == {"concat", "cross_attention"} and validation["samples"] > 0
     assert abs(metrics["fp32"]["ensemble"] - metrics["pytorch"]["ensemble"]) < 1e-9
 
 
