@@ -126,11 +126,12 @@ class OrtRunner(BaseRunner):
             source = self.path if self._graph_bytes is None else self._graph_bytes
             self._session = create_session(source, threads=self.threads, providers=providers,
                                            precision=self.precision)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise BundleError(f"onnxruntime cannot load {self.path}: {exc}; re-export the bundle") from exc
+            metas = (tuple(_meta(n) for n in self._session.get_inputs()),
+                     tuple(_meta(n) for n in self._session.get_outputs()))
+        except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/...; undecodable names in a damaged graph
+            raise BundleError(f"onnxruntime cannot load {self.path}: {str(exc)[:300]}; re-export the bundle") from exc
         self._graph_bytes = None
-        return (tuple(_meta(n) for n in self._session.get_inputs()),
-                tuple(_meta(n) for n in self._session.get_outputs()))
+        return metas
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -44,3 +44,13 @@ def test_fuzz_predict_on_the_real_bundle(session):
     outcomes = _outcomes(real, "predict")
     print("predict (real bundle)", outcomes)
     assert "Prediction" in outcomes
+
+
+@pytest.mark.parametrize("target, case, outcome", [
+    # a bit flip in a graph's dim name: undecodable UTF-8 in ONNX Runtime's metadata
+    ("graph", (2, "flip", [(1201, 7)], b"", True), "BundleError"),
+    # a bit flip in a label ("cat" -> another name): still a valid bundle
+    ("manifest", ("flip", 92, 0), "Prediction"),
+])
+def test_fuzz_findings_stay_fixed(fuzzer, target, case, outcome):
+    assert getattr(fuzzer, f"check_{target}")(case) == outcome
