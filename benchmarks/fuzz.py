@@ -365,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = run(args.cases, seed=args.seed, targets=targets)
     print(json.dumps(figures, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        described = {"schema": "mmedge.fuzz/1", "command": " ".join(["python", *sys.argv]),
+                     "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+        args.json.write_text(json.dumps(described, indent=2))
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from mmedge.bench.results import render_results
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = ("results.json",)
+DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json")
 
 
 def main() -> None:

@@ -193,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = report.summary()
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+        described = {"schema": "mmedge.soak/1", "command": " ".join(["python", *sys.argv]),
+                     "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **summary}
+        args.json.write_text(json.dumps(described, indent=2))
     return 0 if report.ok else 1
 
 

@@ -196,3 +196,30 @@ def render_peers(report: Report, source: str) -> str:
                           "pooled cosine vs PyTorch fp32 (min / mean)"], rows),
                   f"FLOP floor (fp32 graph FLOPs / measured peak): {floors}.\n"]
     return "\n".join(parts)
+
+
+@register_renderer("mmedge.fuzz/1")
+def render_fuzz(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/fuzz.py`` run: cases per target and their outcomes."""
+    rows = [[target, sum(out.values()), ", ".join(f"{k} {v}" for k, v in sorted(out.items()))]
+            for target, out in report["outcomes"].items()]
+    return "\n".join([f"## Fuzzing `Bundle.open` and `Session.predict` ({source})\n",
+                      f"```bash\n{report['command']}\n```\n",
+                      f"{report['cases']} cases in {report['seconds']:.0f} s (seed {report['seed']}), "
+                      f"{report['created_utc']}. Allowed outcomes: a prediction or a typed mmedge error; any other "
+                      "exception, crash or hang fails the run.\n",
+                      _table(["target", "cases", "outcomes"], rows)])
+
+
+@register_renderer("mmedge.soak/1")
+def render_soak(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/soak.py`` run: threads sharing one Session, and stream()."""
+    row = [report["threads"], f"{report['seconds']:.0f}", report["calls"], report["stream_frames"],
+           report["mismatches"], len(report["errors"]), f"{report['rss_warm_mb']:.1f} -> {report['rss_end_mb']:.1f} "
+           f"({report['rss_growth_pct']:+.1f}%)", f"{report['fds_before']} -> {report['fds_after']}",
+           f"{report['threads_before']} -> {report['threads_after']}"]
+    return "\n".join([f"## Soak: threads sharing one Session, and `stream()` over a video ({source})\n",
+                      f"```bash\n{report['command']}\n```\n",
+                      f"{report.get('bundle_note', '')} {report['created_utc']}.\n",
+                      _table(["threads", "seconds", "predict calls", "stream frames", "mismatches vs single-thread",
+                              "errors", "RSS MiB after warm-up -> end", "fds", "threads"], [row])])
