@@ -146,7 +146,8 @@ def render_bench(report: Report, source: str) -> str:
         f"{settings['warmup']} warm-up excluded; text cache off.\n",
         "### End to end\n", _e2e(report),
         f"Single member compared: {choice.get('chosen') or 'none'} — {choice.get('rule', '')}"
-        + (f" (validation accuracy {choice['validation_accuracy']})" if choice.get("validation_accuracy") else "")
+        + (" (validation accuracy " + ", ".join(f"{k} {v:.2%}" for k, v in choice["validation_accuracy"].items())
+           + f", {choice.get('validation_samples')} samples)" if choice.get("validation_accuracy") else "")
         + (f"; {choice['note']}" if choice.get("note") else "") + ".\n",
         "### Ratios\n", _ratios(report),
         "### Memory and start-up, in a fresh torch-free process (`mmedge.runtime.footprint`)\n", _footprint(report),
