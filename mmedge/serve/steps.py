@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.protocol import AUDIO, IMAGE, TEXT, Limits, decode_request, encode_outputs
+from mmedge.serve.protocol import IMAGE, TEXT, Limits, decode_request, encode_outputs
 
 __all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "STEPS"]
 
