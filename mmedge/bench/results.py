@@ -169,7 +169,8 @@ def render_serve_load(report: Report, source: str) -> str:
         f"## Serving on Triton: one vs two servers, dynamic batching on vs off ({source})\n",
         f"```bash\n{report['command']}\n```\n",
         f"{st['clients']} client threads x {st['requests']} single-row requests each over gRPC on {st['host']}, "
-        f"{report['cpu_count']} cores shared by servers and clients, {report['created_utc']}; bundle {st['bundle']}.\n",
+        f"{report['cpu_count']} cores shared by servers and clients, {report['created_utc']}; bundle {st['bundle']}. "
+        f"{report.get('bundle_note', '')}\n",
         _table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows)])
 
 
