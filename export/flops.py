@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
+from mmedge.runtime.backends.ort import create_session
+
 __all__ = ["GraphFlops", "count_flops", "bundle_flops", "bundle_flops_per_sample", "matmul_peak", "MatmulPeak",
            "FLOPS_NOTE"]
 
@@ -113,15 +115,13 @@ def _shape_table(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
 def _run_for_shapes(model: onnx.ModelProto, inputs: Mapping[str, Sequence[int]], names: set[str]
                     ) -> dict[str, tuple[int, ...]]:
     """Concrete shapes of the values ``names``, by running the graph once on dummy inputs (ones)."""
-    import onnxruntime as ort
-
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     present = {o.name for o in probe.graph.output}
     wanted = sorted(names - present)
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted)
     dtypes = {v.name: helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in probe.graph.input}
     feed = {k: np.ones(tuple(v), dtype=dtypes[k]) for k, v in inputs.items() if k in dtypes}
-    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = create_session(probe.SerializeToString())
     names_out = [o.name for o in sess.get_outputs()]
     return {n: tuple(int(d) for d in np.shape(a)) for n, a in zip(names_out, sess.run(None, feed)) if n in names}
 
@@ -314,12 +314,7 @@ def _probe_model(n: int, kind: str) -> onnx.ModelProto:
 
 
 def _time_probe(n: int, kind: str, threads: int | None, repeats: int) -> float:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(_probe_model(n, kind).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = create_session(_probe_model(n, kind).SerializeToString(), threads=threads or None)
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (n, n), dtype=np.uint8) if kind == "int8" else rng.standard_normal((n, n)).astype(np.float32)
     sess.run(None, {"a": a})  # warm-up
