@@ -33,6 +33,19 @@ __all__ = ["Server", "serve", "workspace_root", "sweep_workspaces", "prepare_env
 _INSTALL = ("mmedge serve needs PyTriton: pip install 'mmedge[serve]' (PyTriton pins numpy<2, so use a "
             "virtual environment of its own, e.g. the one .ci/serve_tests.sh makes)")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_START_ATTEMPTS = 3
+
+
+def _is_handshake_race(exc: BaseException) -> bool:
+    """Whether a model load failed on PyTriton's instance handshake race.
+
+    With several instances, PyTriton's first instance binds a Unix socket before it listens
+    on it, and the other instances connect as soon as the file exists: under load one of them
+    gets ``ConnectionRefusedError`` and Triton marks the model unavailable. Starting again in
+    a fresh workspace is safe; any other failure is raised at once.
+    """
+    text = str(exc)
+    return "get_config_from_handshake_server" in text and "Connection refused" in text
 
 
 def prepare_environment() -> None:
@@ -119,15 +132,35 @@ class Server:
             self._open_sessions()
             prepare_environment()
             sweep_workspaces()
-            workspace_root().mkdir(parents=True, exist_ok=True)
-            self.workspace = Path(tempfile.mkdtemp(prefix=f"ws-{os.getpid()}-", dir=workspace_root())) / "w"
-            self._triton = triton_mod.Triton(config=self._triton_config(triton_mod), workspace=self.workspace)
-            self._bind(model_config)
-            self._triton.run()
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                try:
+                    self._start_triton(triton_mod, model_config)
+                    break
+                except Exception as exc:
+                    if attempt == _START_ATTEMPTS or not _is_handshake_race(exc):
+                        raise
+                    self._stop_triton()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_triton(self, triton_mod: Any, model_config: Any) -> None:
+        workspace_root().mkdir(parents=True, exist_ok=True)
+        self.workspace = Path(tempfile.mkdtemp(prefix=f"ws-{os.getpid()}-", dir=workspace_root())) / "w"
+        self._triton = triton_mod.Triton(config=self._triton_config(triton_mod), workspace=self.workspace)
+        self._bind(model_config)
+        self._triton.run()
+
+    def _stop_triton(self) -> None:
+        triton, self._triton = self._triton, None
+        try:
+            if triton is not None:
+                triton.stop()
+        finally:
+            if self.workspace is not None:
+                shutil.rmtree(self.workspace.parent, ignore_errors=True)
+                self.workspace = None
 
     def _open_sessions(self) -> None:
         from mmedge.runtime import Bundle, Session
@@ -163,19 +196,17 @@ class Server:
 
     def stop(self) -> None:
         """Stops Triton, closes the sessions and removes the workspace (idempotent)."""
-        triton, self._triton = self._triton, None
+        workspace = self.workspace
         try:
-            if triton is not None:
-                triton.stop()
+            self._stop_triton()
         finally:
+            self.workspace = workspace  # kept so callers can check that it is gone
             for session in self._sessions:
                 session.close()
             self._sessions = []
             if self._bundle is not None:
                 self._bundle.close()
                 self._bundle = None
-            if self.workspace is not None:
-                shutil.rmtree(self.workspace.parent, ignore_errors=True)
 
     def __enter__(self) -> "Server":
         return self.start()

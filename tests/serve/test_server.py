@@ -167,3 +167,36 @@ def test_mixed_image_sizes_and_sources(server, local, samples, tmp_path):
         remote = client.predict(**rows)
     assert len(remote.labels) == 3
     _check_same(remote, local.predict(**rows))
+
+
+def test_only_pytritons_handshake_race_is_retried():
+    from mmedge.serve.server import _is_handshake_race
+
+    race = RuntimeError("[400] load failed for model 'digits': Model initialize error: ... "
+                        "get_config_from_handshake_server(handshake_socket) ... "
+                        "ConnectionRefusedError: [Errno 111] Connection refused")
+    assert _is_handshake_race(race)
+    assert not _is_handshake_race(RuntimeError("[400] load failed for model 'digits': out of memory"))
+    assert not _is_handshake_race(ConnectionRefusedError("[Errno 111] Connection refused"))
+
+
+def test_a_start_that_hits_the_handshake_race_starts_again_in_a_fresh_workspace(bundle_path, local, samples,
+                                                                                monkeypatch):
+    """The race itself is rare; here the first start runs Triton for real and then fails with its message."""
+    real_start, workspaces = Server._start_triton, []
+
+    def start_then_race_once(self, *args):
+        real_start(self, *args)
+        workspaces.append(self.workspace)
+        if len(workspaces) == 1:
+            raise RuntimeError("load failed: get_config_from_handshake_server ... [Errno 111] Connection refused")
+
+    monkeypatch.setattr(Server, "_start_triton", start_then_race_once)
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, instances=2, threads=1)
+    with Server(bundle_path, config) as server:
+        assert len(workspaces) == 2 and not workspaces[0].parent.exists() and server.workspace == workspaces[1]
+        rows = dict(image=samples["images"][:2], text=samples["texts"][:2])
+        with Client(server.http_url) as client:
+            _check_same(client.predict(**rows), local.predict(**rows))
+    assert not server.workspace.parent.exists() and not server.is_alive()
