@@ -69,6 +69,16 @@ class CacheInfo:
     encoder_runs: int
 
 
+def _concat_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Stacks cached rows; rows encoded at different token counts (a bucketed tokenizer) are
+    zero-padded along the token axis, which the text mask (zero there too) hides."""
+    length = max(r.shape[1] for r in rows) if rows[0].ndim >= 2 else None
+    if length is None or all(r.shape[1] == length for r in rows):
+        return np.concatenate(rows)
+    widths = [[(0, 0), (0, length - r.shape[1])] + [(0, 0)] * (r.ndim - 2) for r in rows]
+    return np.concatenate([np.pad(r, w) for r, w in zip(rows, widths)])
+
+
 @dataclass
 class TextCache:
     """Thread-safe LRU of text encoder outputs, keyed by the exact string.
@@ -98,7 +108,7 @@ class TextCache:
             self._put_many(fresh)
             rows.update(fresh)
         names = rows[texts[0]].keys()
-        return {k: np.concatenate([rows[t][k] for t in texts]) for k in names}
+        return {k: _concat_rows([rows[t][k] for t in texts]) for k in names}
 
     def _get_many(self, texts: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         found = {}

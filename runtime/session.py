@@ -23,6 +23,8 @@ from mmedge.runtime.backends.trt_engines import default_engine_root
 from mmedge.runtime.backends import BackendChoice, TensorRTRunner, resolve_backend, runner_class
 from mmedge.runtime.backends.fallback import honest_choice
 
+TEXT_BUCKET = 8  # text is padded to a multiple of this many tokens when the graphs allow it
+
 __all__ = ["Session", "Prediction"]
 
 
@@ -137,7 +139,20 @@ class Session:
         from mmedge.runtime.preprocess import TextTokenizer
 
         spec = self.bundle.specs["text"]
-        return TextTokenizer(self.bundle.tokenizer_path, spec, data=self.bundle.read_bytes(spec.tokenizer_file))
+        bucket = TEXT_BUCKET if self._token_axis_dynamic() else 0
+        return TextTokenizer(self.bundle.tokenizer_path, spec, data=self.bundle.read_bytes(spec.tokenizer_file),
+                             bucket=bucket)
+
+    def _token_axis_dynamic(self) -> bool:
+        """Whether every loaded graph that reads tokens takes any token count (the text encoder's
+        inputs, and the heads' inputs fed from its per-token outputs); only then is text padded to
+        the batch's longest rather than to ``max_length``."""
+        encoder = self._runners.get("encoder.text")
+        if encoder is None or any(len(m.shape) < 2 or m.shape[1] is not None for m in encoder.inputs):
+            return False
+        per_token = {m.name for m in encoder.outputs if len(m.shape) >= 2 and m.shape[1] is None}
+        heads = [r for c, r in self._runners.items() if c.startswith("head.")]
+        return all(m.shape[1] is None for r in heads for m in r.inputs if m.name in per_token)
 
     @property
     def backend(self) -> str:

@@ -350,6 +350,22 @@ def test_text_tokenizer_folder_and_fixed_length(minilm_dir):
     assert (out["input_ids"][0, 3:] == tok.pad_id).all()
 
 
+def test_bucketed_tokenizer_pads_to_the_longest_text_rounded_up(minilm_dir):
+    fixed = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32))
+    tok = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32), bucket=8)
+    short = tok(["hi", "a dog runs on the beach"])  # longest: 8 tokens with [CLS] and [SEP]
+    assert short["input_ids"].shape == (2, 8)
+    ref = fixed(["hi", "a dog runs on the beach"])
+    np.testing.assert_array_equal(short["input_ids"], ref["input_ids"][:, :8])
+    np.testing.assert_array_equal(short["attention_mask"], ref["attention_mask"][:, :8])
+    assert tok(["a dog runs on the beach again"])["input_ids"].shape == (1, 16)
+    long = tok(TEXTS)  # one text is truncated: never more than max_length
+    np.testing.assert_array_equal(long["input_ids"], fixed(TEXTS)["input_ids"])
+    assert pp.TextTokenizer(minilm_dir, TextSpec(max_length=30), bucket=8)(TEXTS)["input_ids"].shape == (4, 30)
+    with pytest.raises(InputError, match="bucket"):
+        pp.TextTokenizer(minilm_dir, TextSpec(), bucket=-1)
+
+
 @pytest.mark.parametrize("texts, match", [([], "non-empty"), ("a string", "non-empty"), (["ok", ""], r"texts\[1\]"),
                                           (["   \n"], "whitespace"), (["ok", 3], r"texts\[1\] is a int")])
 def test_text_tokenizer_input_errors(minilm_dir, texts, match):

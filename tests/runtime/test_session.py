@@ -14,6 +14,7 @@ import pytest
 
 from mmedge.errors import BackendUnavailable, BundleError, ConfigError, InputError
 from mmedge.runtime import Session, available_backends
+from mmedge.runtime import session as session_module
 from mmedge.runtime.audio import preprocess_audio, resample
 from mmedge.runtime.preprocess import preprocess_images
 from mmedge.runtime.prediction import TextCache
@@ -163,10 +164,26 @@ def test_text_cache_skips_the_text_encoder(session, rng):
     np.testing.assert_array_equal(first.probabilities, second.probabilities)
     prompts = ["prewarmed one", "prewarmed two"]
     feats = session.encode_texts(prompts)
-    assert feats["text_pooled"].shape == (2, 384) and feats["text_seq"].shape[:2] == (2, 16)
+    assert feats["text_pooled"].shape == (2, 384) and feats["text_seq"].shape[:2] == (2, 8)  # bucketed
     runs = session.text_cache_info().encoder_runs
     pred = session.predict(image=[image, image], text=prompts)
     assert session.text_cache_info().encoder_runs == runs and "encoder.text" not in pred.timings_ms
+
+
+def test_texts_padded_to_the_batchs_longest_give_the_fixed_length_answer(bundle_path, rng, monkeypatch):
+    """Cached rows of different token counts mix in one batch; the answer equals max_length padding."""
+    images = _images(rng, 3)
+    texts = ["a two", "the handwritten digit seven drawn with a thick marker pen on paper", "nine"]
+    with Session(bundle_path, threads=1) as bucketed:
+        assert bucketed._tokenizer.bucket == session_module.TEXT_BUCKET
+        bucketed.encode_texts(texts[:1])  # cached at 8 tokens; the batch below runs at 16
+        got = bucketed.predict(image=images, text=texts)
+    monkeypatch.setattr(session_module, "TEXT_BUCKET", 0)
+    with Session(bundle_path, threads=1, text_cache_size=0) as fixed:
+        assert fixed._tokenizer.bucket == 0
+        want = fixed.predict(image=images, text=texts)
+    assert got.labels == want.labels
+    np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
 
 
 def test_text_cache_is_lru():
