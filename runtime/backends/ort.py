@@ -6,8 +6,10 @@ the graph with the same options.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -74,6 +76,29 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
                                 disabled_optimizers=list(disabled_optimizers(precision)))
 
 
+@contextlib.contextmanager
+def _verified_source(path: Path, graph_bytes: bytes | None) -> Iterator[str | Path | bytes]:
+    """What ONNX Runtime loads: the verified bytes, through an in-memory file where Linux has one.
+
+    ``InferenceSession(bytes)`` keeps about the graph's size more resident memory than loading a
+    file (measured: +27 MiB for the reference int8 bundle); a ``memfd`` holding the same verified
+    bytes loads like a file and is gone once the session exists.
+    """
+    if graph_bytes is None:
+        yield path
+        return
+    if not hasattr(os, "memfd_create"):
+        yield graph_bytes
+        return
+    fd = os.memfd_create(f"mmedge-{path.name}", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            out.write(graph_bytes)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 def _meta(node) -> TensorMeta:
     shape = tuple(d if isinstance(d, int) else None for d in node.shape)
     return TensorMeta(node.name, np.dtype(_ORT_DTYPES.get(node.type, np.float32)), shape)
@@ -123,9 +148,9 @@ class OrtRunner(BaseRunner):
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         try:
             providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in self.providers]
-            source = self.path if self._graph_bytes is None else self._graph_bytes
-            self._session = create_session(source, threads=self.threads, providers=providers,
-                                           precision=self.precision)
+            with _verified_source(self.path, self._graph_bytes) as source:
+                self._session = create_session(source, threads=self.threads, providers=providers,
+                                               precision=self.precision)
             metas = (tuple(_meta(n) for n in self._session.get_inputs()),
                      tuple(_meta(n) for n in self._session.get_outputs()))
         except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/...; undecodable names in a damaged graph
