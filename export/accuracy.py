@@ -11,13 +11,15 @@ import numpy as np
 from mmedge.export.bundle_writer import write_bundle
 from mmedge.export.components import Component, keep_float
 from mmedge.export.manifest import bundle_files
+from mmedge.export.mixed_precision import MIXED, choose_mixed, component_latencies
 from mmedge.export.quantization import CPU_ACCURACY, policy
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log
 
 
 def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, work: Path, config) -> None:
-    """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (fallbacks applied in place)."""
+    """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (fallbacks applied in place);
+    then, when asked for, picks the ``mixed`` graphs (``export.mixed_precision``)."""
     torch_ref = TorchReference(src.model, src.tokenizer_file)
     reference = score(torch_ref.predictor(src.data), src.test_rows, np.asarray(src.data.y))
     reference.pop("samples")
@@ -25,25 +27,46 @@ def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, wor
     manifest["metrics"].update(split="test", samples=int(len(src.test_rows)), pytorch=reference,
                                evaluated_with="mmedge.runtime.Session on ONNX Runtime (CPU)")
     _write_candidate(manifest, src, work)
-    for precision in config.precisions:
+    for precision in (p for p in config.precisions if p != MIXED):
         result, actions = _evaluate_with_fallback(manifest, comps, src, work, precision, reference["ensemble"], config)
-        pred = result.pop("predictions")
-        drop = 100.0 * (reference["ensemble"] - result["ensemble"])
-        result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == np.asarray(ref_pred))),
-                      drop_points=drop, fallback=actions, measured_on=measured_on(precision))
-        manifest["metrics"][precision] = result
-        if result.pop("all_float", False):
-            manifest["precisions"][precision] = "failed: every component had to stay fp32 to keep the accuracy"
-        elif drop > config.max_drop:
-            manifest["precisions"][precision] = (f"failed: ensemble accuracy {result['ensemble']:.4f} is {drop:.2f} points "
-                                                 f"below PyTorch ({reference['ensemble']:.4f}) > max_drop {config.max_drop}")
-        log(f"  {precision}: ensemble accuracy {result['ensemble']:.4f} (PyTorch {reference['ensemble']:.4f}), "
-            f"{manifest['precisions'][precision]}")
+        _record(manifest, precision, result, actions, reference, ref_pred, config)
+    if MIXED in config.precisions:
+        _assess_mixed(manifest, comps, src, work, config, reference, ref_pred)
+
+
+def _record(manifest, precision: str, result: dict[str, Any], actions: list[str], reference, ref_pred, config) -> None:
+    pred = result.pop("predictions")
+    drop = 100.0 * (reference["ensemble"] - result["ensemble"])
+    result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == np.asarray(ref_pred))),
+                  drop_points=drop, fallback=actions, measured_on=measured_on(precision))
+    manifest["metrics"][precision] = result
+    if result.pop("all_float", False):
+        manifest["precisions"][precision] = "failed: every component had to stay fp32 to keep the accuracy"
+    elif drop > config.max_drop:
+        manifest["precisions"][precision] = (f"failed: ensemble accuracy {result['ensemble']:.4f} is {drop:.2f} points "
+                                             f"below PyTorch ({reference['ensemble']:.4f}) > max_drop {config.max_drop}")
+    log(f"  {precision}: ensemble accuracy {result['ensemble']:.4f} (PyTorch {reference['ensemble']:.4f}), "
+        f"{manifest['precisions'][precision]}")
+
+
+def _assess_mixed(manifest, comps: list[Component], src, work: Path, config, reference, ref_pred) -> None:
+    log("  mixed: timing each component's fp32 / int8 / fp16 graphs (batch 1, interleaved)")
+    latencies = component_latencies(comps, work, src.cases, threads=config.threads)
+
+    def evaluate() -> tuple[dict[str, Any], float]:
+        _write_candidate(manifest, src, work)
+        result = _evaluate(src, work, MIXED, config.threads)
+        return result, 100.0 * (reference["ensemble"] - result["ensemble"])
+
+    result, _drop, choice, steps = choose_mixed(comps, latencies, evaluate, max_drop=config.max_drop)
+    result["components"] = choice
+    result["latency_ms_batch1"] = latencies
+    _record(manifest, MIXED, result, steps, reference, ref_pred, config)
 
 
 def measured_on(precision: str) -> str:
     """How export's accuracy figure of ``precision`` was obtained (a simulation is labelled so)."""
-    return CPU_ACCURACY if precision == "fp32" else policy(precision).accuracy_measured_on
+    return CPU_ACCURACY if precision in ("fp32", MIXED) else policy(precision).accuracy_measured_on
 
 
 def _write_candidate(manifest, src, work: Path) -> None:

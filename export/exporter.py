@@ -17,6 +17,7 @@ from mmedge.errors import ConfigError
 from mmedge.export.components import Component, export_fp32, make_reduced
 from mmedge.export.quantization import PRECISIONS, precisions
 from mmedge.export.manifest import build_manifest, bundle_files
+from mmedge.export.mixed_precision import MIXED
 from mmedge.export.accuracy import assess_precisions
 from mmedge.progress import log, track
 
@@ -95,7 +96,7 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
         comps = components_of(src.model, src.recipe)
         for comp in track(comps, "exporting fp32 + parity"):
             export_fp32(comp, work, src.cases[1], src.cases, atol=config.atol)
-        for precision in config.precisions[1:]:
+        for precision in (p for p in config.precisions[1:] if p != MIXED):  # mixed picks among the built graphs
             for comp in track(comps, f"building {precision}"):
                 make_reduced(comp, precision, work, src.calib, src.cases)
         manifest = build_manifest(src, comps, config)
@@ -103,6 +104,8 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
             assess_precisions(manifest, comps, src, work, config)
         else:
             manifest["metrics"]["accuracy"] = "not measured: no labelled samples were given (eval_data)"
+            if MIXED in manifest["precisions"]:
+                manifest["precisions"][MIXED] = "not built: mixed checks its accuracy budget on labelled samples"
         from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))

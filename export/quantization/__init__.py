@@ -8,7 +8,7 @@
 | `int8-fp16-trt` | `tensorrt_qdq_fp16` | TensorRT, the same Q/DQ around float16 compute (Jetson) |
 
 ``nncf_ptq`` is the calibration run the int8 targets share; ``graph_surgery`` the ONNX
-rewrites and checks. ``precisions()`` is fp32 followed by every registered policy.
+rewrites and checks. ``precisions()`` is fp32, every registered policy, then ``mixed`` (chosen, not built).
 """
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from mmedge.export.quantization.graph_surgery import assert_trt_qdq, qdq_summary
 __all__ = ["CPU_ACCURACY", "POLICIES", "PRECISIONS", "PrecisionPolicy", "register_policy", "policy", "precisions",
            "assert_trt_qdq", "qdq_summary"]
 
-PRECISIONS: tuple[str, ...] = ("fp32", *POLICIES)  # the built-in ones; see precisions()
+PRECISIONS: tuple[str, ...] = ("fp32", *POLICIES, "mixed")  # the built-in ones; see precisions()
 
 
 def precisions() -> tuple[str, ...]:
-    """fp32 and every registered policy, built-in or added later (a plug-in, a test)."""
-    return ("fp32", *POLICIES)
+    """fp32, every registered policy (built-in or added later: a plug-in, a test), and ``mixed``
+    (per component, the fastest graph within the accuracy budget: ``export.mixed_precision``)."""
+    return ("fp32", *POLICIES, "mixed")
 
 
 def policy(precision: str) -> PrecisionPolicy:

@@ -14,7 +14,8 @@ from mmedge.errors import MmedgeError
 def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `mmedge train`."),
     out: Path = typer.Option(Path("bundles/digits-av"), "--out", "-o", help="Bundle folder to write."),
-    precision: str = typer.Option("fp32,fp16,int8,int8-trt,int8-fp16-trt", help="Comma-separated precisions."),
+    precision: str = typer.Option("fp32,fp16,int8,int8-trt,int8-fp16-trt,mixed", help="Comma-separated precisions; "
+                                   "mixed: per component, the fastest CPU graph within --max-drop."),
     calib: Optional[Path] = typer.Option(None, help="Calibration JSONL or folder (default: calibration_data/)."),
     max_drop: float = typer.Option(1.0, help="Largest accepted accuracy drop vs PyTorch, in points."),
     calib_samples: int = typer.Option(200, help="Calibration samples per component."),

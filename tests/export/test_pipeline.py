@@ -272,3 +272,22 @@ def test_accuracy_fallback_runs_end_to_end(checkpoint, tmp_path, monkeypatch):
         assert all("kept_float" in g for g in floats)
     else:  # the restored encoders were enough to match fp32 exactly on these rows
         assert status["zeroed-all"] == "ok" and metrics["zeroed-all"]["drop_points"] <= 0.0
+
+
+def test_mixed_takes_each_components_fastest_graph_within_the_budget(bundle):
+    from mmedge.export.mixed_precision import fastest
+    from mmedge.runtime import Session
+
+    out, manifest = bundle
+    entries = {f"encoder.{m}": e["graphs"] for m, e in manifest["encoders"].items()}
+    entries.update({f"head.{m['name']}": m["graphs"] for m in manifest["members"]})
+    chosen = manifest["metrics"]["mixed"]["components"]
+    assert set(chosen) == set(entries) and manifest["precisions"]["mixed"] == "ok"  # max_drop 100: no step back
+    for key, graphs in entries.items():
+        mixed = graphs["mixed"]
+        assert mixed["chosen"] == chosen[key] == fastest(mixed["latency_ms_batch1"])
+        assert mixed["file"] == graphs[chosen[key]]["file"]  # the chosen graph itself, not a copy
+        assert set(mixed["latency_ms_batch1"]) <= {"fp32", "int8", "fp16"} and "fp32" in mixed["latency_ms_batch1"]
+    assert manifest["metrics"]["mixed"]["measured_on"].startswith("mmedge.runtime")
+    with Session(out, precision="mixed", threads=1) as session:
+        assert session.precision == "mixed"
