@@ -5,6 +5,8 @@
 | `options`     | ``BenchOptions``, the typed settings                                  |
 | `context`     | the test split, the checkpoint, bundle / environment descriptions     |
 | `orchestrate` | ``run_bench``: sessions, PyTorch baseline, accuracy, interleaved timing |
+| `torch_process` | ``--baseline torch-process``: the PyTorch baseline alone, in its own process |
+| `peers`       | ``run_peers``: each encoder vs PyTorch, ``torch.compile`` and the peer int8 recipe |
 | `roofline`    | FLOPs against the measured matmul peak                                |
 | `schema`      | the ``mmedge.bench/1`` report: comparisons, validation, JSON writing  |
 | `plot`        | the latency plot                                                     |

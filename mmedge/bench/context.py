@@ -12,11 +12,20 @@ from mmedge.bench.options import BenchOptions
 from mmedge.errors import CheckpointError, DataError
 from mmedge.runtime.probes import environment
 
-__all__ = ["load_test_split", "checkpoint_path", "bundle_info", "settings", "environment_info", "graph_bytes",
-           "most_accurate_member"]
+__all__ = ["load_dataset", "load_test_split", "checkpoint_path", "bundle_info", "settings", "environment_info",
+           "graph_bytes", "most_accurate_member"]
 
 
-def load_test_split(bundle: Any, data: str | None) -> tuple[Any, str]:
+def load_dataset(bundle: Any, data: str | None) -> tuple[Any, str]:
+    """The whole dataset a bench measures on (every split), and a description of its source.
+
+    Args:
+        bundle: The open ``Bundle``.
+        data: A dataset name or JSONL file; None: the bundle's own dataset (``manifest["dataset"]``).
+
+    Raises:
+        DataError: the bundle names no dataset and none was given, or it lacks a modality the bundle needs.
+    """
     from mmedge.datasets import build_dataset, list_datasets, load_jsonl
 
     spec = bundle.manifest.get("dataset")
@@ -32,10 +41,24 @@ def load_test_split(bundle: Any, data: str | None) -> tuple[Any, str]:
     missing = [m for m in bundle.modalities if m not in ds.modalities and m not in bundle.optional_modalities]
     if missing:
         raise DataError(f"dataset {source} lacks {missing}, which bundle {bundle.name!r} needs")
+    return ds, source
+
+
+def load_test_split(bundle: Any, data: str | None) -> tuple[Any, str]:
+    """The held-out test split of ``load_dataset``, and its source."""
+    ds, source = load_dataset(bundle, data)
     return ds.split("test"), source
 
 
-def checkpoint_path(opts: BenchOptions, bundle: Any) -> Path:
+def checkpoint_path(opts: BenchOptions, bundle: Any, needed_by: str | None = None) -> Path:
+    """The PyTorch checkpoint folder: ``--checkpoint``, else the bundle's ``source_checkpoint``.
+
+    Args:
+        needed_by: The flag that needs it, named in the error (default: ``--baseline <baseline>``).
+
+    Raises:
+        CheckpointError: no such folder, or not a checkpoint; the message says to pass ``--checkpoint``.
+    """
     from mmedge.checkpoint import read_checkpoint_meta
 
     source = bundle.manifest.get("source_checkpoint")
@@ -45,8 +68,10 @@ def checkpoint_path(opts: BenchOptions, bundle: Any) -> Path:
         if path.is_dir():
             read_checkpoint_meta(path)  # a typed error now, not after minutes of timing
             return path
-    named = f"--checkpoint {opts.checkpoint}" if opts.checkpoint else f"the bundle's source_checkpoint {source}"
-    raise CheckpointError(f"--baseline torch needs the PyTorch checkpoint, but {named} is not a folder; "
+    named = f"--checkpoint {opts.checkpoint} is not a folder" if opts.checkpoint else \
+        f"the bundle's source_checkpoint {source} is not a folder" if source else \
+        "the bundle names no source_checkpoint"
+    raise CheckpointError(f"{needed_by or f'--baseline {opts.baseline}'} needs the PyTorch checkpoint, but {named}; "
                           "pass --checkpoint PATH (the folder `mmedge train` wrote)")
 
 
@@ -68,9 +93,12 @@ def settings(opts: BenchOptions) -> dict[str, Any]:
     return {**out, "text_cache_size": 0}
 
 
-def environment_info(opts: BenchOptions) -> dict[str, Any]:
+def environment_info(opts: BenchOptions, torch_threads: int | None = None) -> dict[str, Any]:
+    """Machine, versions and threads; ``torch_threads``: those of the own-process baseline's child."""
     env = environment(opts.threads)
-    if opts.baseline == "torch" and "torch" in sys.modules:
+    if torch_threads is not None:
+        env["threads"]["torch"] = int(torch_threads)
+    elif opts.baseline == "torch" and "torch" in sys.modules:
         env["threads"]["torch"] = int(sys.modules["torch"].get_num_threads())
     return env
 

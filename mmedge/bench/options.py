@@ -9,7 +9,7 @@ from mmedge.errors import ConfigError
 
 __all__ = ["BenchOptions", "BASELINES"]
 
-BASELINES = (None, "torch")
+BASELINES = (None, "torch", "torch-process")
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,12 @@ class BenchOptions:
 
     Attributes:
         baseline: ``"torch"`` times the checkpoint's PyTorch ensemble interleaved with the
-            runtime, in the same process; None skips it.
+            runtime, in the same process; ``"torch-process"`` times it alone in a fresh process
+            of its own (no co-resident thread pool flatters either side); None skips it.
+        peers: Also compare every encoder with PyTorch eager, ``torch.compile`` and the peer
+            recipe (``mmedge.bench.peers``); needs the checkpoint, like the baseline.
+        peer_calib: Training rows calibrating the peer's static quantization.
+        peer_eval: Held-out rows of the peers' fidelity cosines.
         members_compare: Also time the member that is most accurate on the validation split.
         footprint: Measure each precision in a fresh torch-free process (resident memory,
             time to first prediction).
@@ -39,6 +44,9 @@ class BenchOptions:
     seed: int = 0
     import_repeats: int = 3
     footprint: bool = True
+    peers: bool = False
+    peer_calib: int = 64
+    peer_eval: int = 64
     command: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -51,5 +59,8 @@ class BenchOptions:
         if self.iters < 1 or self.warmup < 0 or self.accuracy_samples < 0 or self.threads < 1:
             raise ConfigError(f"need iters >= 1, warmup >= 0, accuracy-samples >= 0, threads >= 1; got "
                               f"{self.iters}, {self.warmup}, {self.accuracy_samples}, {self.threads}")
+        if self.peers and (self.peer_calib < 1 or self.peer_eval < 1):
+            raise ConfigError(f"--peers needs --peer-calib >= 1 and --peer-eval >= 1; got {self.peer_calib}, "
+                              f"{self.peer_eval}")
         if self.baseline not in BASELINES:
             raise ConfigError(f"unknown baseline {self.baseline!r}; valid: {[b for b in BASELINES if b]}")

@@ -5,7 +5,9 @@ or ``--data``); every configuration, the single-member ones and the PyTorch base
 interleaved (``mmedge.runtime.timing.run_interleaved``), warm-up excluded, medians quoted. The
 text-embedding cache is off (``text_cache_size=0``) so every call runs the text encoder.
 Accuracy goes through the one scorer (``mmedge.evaluation.score``); the PyTorch side is
-``mmedge.evaluation.TorchReference``. The report's schema is in ``mmedge.bench.schema``.
+``mmedge.evaluation.TorchReference``, timed in this process (``--baseline torch``) or alone in
+its own (``--baseline torch-process``, ``mmedge.bench.torch_process``). ``--peers`` adds the
+per-encoder comparison of ``mmedge.bench.peers``. The report's schema is in ``mmedge.bench.schema``.
 """
 from __future__ import annotations
 
@@ -176,14 +178,32 @@ def run_bench(opts: BenchOptions, *, log: Log = lambda _msg: None) -> dict[str, 
         for p in opts.precisions:
             if (problem := bundle.precision_problem(p)) is not None:
                 raise ConfigError(problem)
-        checkpoint = context.checkpoint_path(opts, bundle) if opts.baseline == "torch" else None  # fail before timing
+        checkpoint = _checkpoint(opts, bundle)  # fail before timing
         data, source = context.load_test_split(bundle, opts.data)
         rng = np.random.default_rng(opts.seed)
         run = _Run(opts, bundle, data, source, label_targets(data, bundle.labels),
                    np.sort(rng.permutation(len(data))[:opts.accuracy_samples]), log, rss_start)
-        return _measure(run, checkpoint)
+        report = _measure(run, checkpoint)
     finally:
         bundle.close()
+    if opts.peers and checkpoint is not None:
+        report["peers"] = _peers(opts, checkpoint, log)
+    return report
+
+
+def _checkpoint(opts: BenchOptions, bundle: Any) -> Path | None:
+    if opts.baseline is not None:
+        return context.checkpoint_path(opts, bundle)
+    return context.checkpoint_path(opts, bundle, "--peers") if opts.peers else None
+
+
+def _peers(opts: BenchOptions, checkpoint: Path, log: Log) -> dict[str, Any]:
+    from mmedge.bench.peers import run_peers
+
+    log("comparing every encoder with PyTorch eager, torch.compile and the peer recipe (--peers)")
+    return run_peers(opts.bundle, checkpoint, data=opts.data, batches=opts.batches, iters=opts.iters,
+                     warmup=opts.warmup, threads=opts.threads, calib=opts.peer_calib, eval=opts.peer_eval, log=log,
+                     command=" ".join(opts.command or sys.argv))
 
 
 def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
@@ -196,26 +216,18 @@ def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
     footprint = _footprints(run)
     member, member_choice = context.most_accurate_member(run.bundle) if opts.members_compare and \
         len(run.bundle.members) > 1 else (None, {"chosen": None, "note": "not asked for, or a single member"})
-    records: list[dict[str, Any]] = []
-    sessions: list[Any] = []
-    try:
-        configs, accuracy = _runtime_configs(run, member, sessions)
-        if checkpoint is not None:
-            torch_cfg, accuracy["torch/eager"] = _torch_config(run, checkpoint)
-            configs.append(torch_cfg)
-        with probes.TegrastatsSampler() as tegra:
-            for batch in opts.batches:
-                log(f"timing batch {batch}: {len(configs)} configurations x {opts.iters} iterations, interleaved")
-                records += _time_batch(opts, configs, _rows_for(len(run.data), batch))
-    finally:
-        for s in sessions:
-            s.close()
+    own = _own_process(run, checkpoint)
+    records, accuracy, tegra = _timed(run, checkpoint, member)
+    if own is not None:
+        accuracy["torch/eager"] = own["accuracy"]
+        records = sorted(records + own["records"], key=lambda r: r["batch"])  # stable: own process last per batch
     for r in records:
         r.setdefault("flops_per_sample", None)
         r["roofline"] = roofline_of(r, flops, peak)
+    env = context.environment_info(opts, own["torch_threads"] if own else None)
     return {"schema": SCHEMA, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": list(opts.command or sys.argv), "settings": context.settings(opts),
-            "environment": context.environment_info(opts), "bundle": context.bundle_info(run.bundle, opts),
+            "environment": env, "bundle": context.bundle_info(run.bundle, opts),
             "data": {"source": run.source, "split": "test", "rows": len(run.data),
                      "timing_rows": {str(b): _rows_for(len(run.data), b) for b in opts.batches}},
             "import": imports, "peak": peak, "flops": {"per_sample": flops, "note": flops_note},
@@ -223,4 +235,32 @@ def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
             "comparisons": comparisons(records),
             "memory": {"rss_start_bytes": run.rss_start, "rss_end_bytes": probes.rss_bytes(),
                        "peak_rss_bytes": probes.peak_rss_bytes(), "torch_free_process": footprint},
-            "device": {"tegrastats": tegra.summary()}}
+            "device": {"tegrastats": tegra}}
+
+
+def _own_process(run: _Run, checkpoint: Path | None) -> dict[str, Any] | None:
+    """``--baseline torch-process``: timed first, before this process loads any runtime session."""
+    from mmedge.bench.torch_process import time_in_own_process  # not at import: it runs as ``python -m``
+
+    if run.opts.baseline != "torch-process" or checkpoint is None:
+        return None
+    return time_in_own_process(run.opts, checkpoint, run.acc_rows.tolist(), log=run.log)
+
+
+def _timed(run: _Run, checkpoint: Path | None, member: str | None
+           ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Config records of every batch (interleaved), accuracies, and the tegrastats summary."""
+    opts, records, sessions = run.opts, [], []
+    try:
+        configs, accuracy = _runtime_configs(run, member, sessions)
+        if opts.baseline == "torch" and checkpoint is not None:
+            torch_cfg, accuracy["torch/eager"] = _torch_config(run, checkpoint)
+            configs.append(torch_cfg)
+        with probes.TegrastatsSampler() as tegra:
+            for batch in opts.batches:
+                run.log(f"timing batch {batch}: {len(configs)} configurations x {opts.iters} iterations, interleaved")
+                records += _time_batch(opts, configs, _rows_for(len(run.data), batch))
+    finally:
+        for s in sessions:
+            s.close()
+    return records, accuracy, tegra.summary()

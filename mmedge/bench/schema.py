@@ -20,7 +20,8 @@ JSON report, ``"schema": "mmedge.bench/1"`` (``validate_report`` checks it)::
     configs       [{id, kind: ensemble|member|torch, precision, backend, batch, members, threads,
                     load_ms, rss_delta_bytes, graph_bytes, latency_ms{n, batch, p50, p90, p99,
                     mean, min, max, std, throughput_per_s}, stages_ms{stage: same}, samples_ms,
-                    flops_per_sample, roofline{peak_gops, peak_kind, e2e{...}, compute{...}} | null}]
+                    flops_per_sample, roofline{peak_gops, peak_kind, e2e{...}, compute{...}} | null,
+                    pid (only "torch/eager (own process)", timed alone in a child process)}]
     accuracy      {"<precision>/<backend>" | "torch/eager": {samples, ensemble, members{}}}
     comparisons   [{name, batch, numerator, denominator, ratio_p50, stage_ratios_p50{}}]
     memory        rss_start_bytes, rss_end_bytes, peak_rss_bytes (this process: it may hold torch),
@@ -28,6 +29,7 @@ JSON report, ``"schema": "mmedge.bench/1"`` (``validate_report`` checks it)::
                   load_ms, first_predict_ms, first_prediction_s, heavy_modules_imported}}
                   (a fresh interpreter where importing torch fails: mmedge.runtime.footprint)
     device        tegrastats: {available, ...}
+    peers         (only with --peers) the ``mmedge.peers/1`` report of ``mmedge.bench.peers``
 """
 from __future__ import annotations
 
@@ -38,9 +40,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["SCHEMA", "comparisons", "validate_report", "write_json"]
+__all__ = ["SCHEMA", "PEERS_SCHEMA", "comparisons", "validate_report", "validate_peers", "write_json"]
 
 SCHEMA = "mmedge.bench/1"
+PEERS_SCHEMA = "mmedge.peers/1"
 
 
 def _ratio(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -54,7 +57,8 @@ def _ratio(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> dict[str, A
 def comparisons(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ratios of medians between configuration records of one run, per batch size.
 
-    Runtime ensemble / PyTorch eager, each precision / fp32 on the same backend, and the
+    Runtime ensemble / PyTorch eager (the ``kind: torch`` record, timed in this process or,
+    with ``--baseline torch-process``, in its own), each precision / fp32 on the same backend, and the
     ensemble / its most accurate member on the validation split; each with per-stage ratios
     of the stages both have.
     """
@@ -69,7 +73,7 @@ def comparisons(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in ensembles:
             where = f"{r['precision']}/{r['backend']}"
             if torch_rec is not None:
-                out.append(_ratio(r, torch_rec, f"runtime {where} / PyTorch eager"))
+                out.append(_ratio(r, torch_rec, f"runtime {where} / {_torch_label(torch_rec)}"))
             if r["precision"] != "fp32" and r["backend"] in fp32:
                 out.append(_ratio(r, fp32[r["backend"]], f"{where} / fp32/{r['backend']}"))
             member = next((m for m in group if m["kind"] == "member" and m["id"].startswith(where + "/")), None)
@@ -77,6 +81,11 @@ def comparisons(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 out.append(_ratio(r, member, f"ensemble {where} / most accurate member on validation "
                                              f"({member['members'][0]})"))
     return out
+
+
+def _torch_label(record: Mapping[str, Any]) -> str:
+    """``torch/eager/b1`` -> ``PyTorch eager``; ``torch/eager (own process)/b1`` -> ``PyTorch eager (own process)``."""
+    return "PyTorch " + record["id"].rsplit("/b", 1)[0].split("/", 1)[-1]
 
 
 _TOP = {"schema": str, "created_utc": str, "command": list, "settings": dict, "environment": dict, "bundle": dict,
@@ -123,10 +132,33 @@ def validate_report(report: Any) -> list[str]:
             if len(cfg["samples_ms"]) != cfg["latency_ms"]["n"]:
                 errs.append(f"{where}: samples_ms has {len(cfg['samples_ms'])} values, latency_ms.n is "
                             f"{cfg['latency_ms']['n']}")
+            errs += _check_keys(cfg, {"pid": int} if "pid" in cfg else {}, where)
         errors += errs
     for i, c in enumerate(report["comparisons"]):
         errors += _check_keys(c, {"name": str, "batch": int, "ratio_p50": _NUMBER, "numerator": str,
                                   "denominator": str}, f"comparisons[{i}]")
+    return errors + (validate_peers(report["peers"], "peers") if "peers" in report else [])
+
+
+_PEERS = {"schema": str, "command": str, "created_utc": str, "threads": int, "iters": int, "warmup": int,
+          "peaks_gops": dict, "encoders": dict}
+
+
+def validate_peers(peers: Any, where: str = "report") -> list[str]:
+    """Checks a ``mmedge.peers/1`` report (``mmedge.bench.peers.run_peers``); returns the problems."""
+    errors = _check_keys(peers, _PEERS, where)
+    if errors:
+        return errors
+    if peers["schema"] != PEERS_SCHEMA:
+        errors.append(f"{where}.schema is {peers['schema']!r}, expected {PEERS_SCHEMA!r}")
+    for m, enc in peers["encoders"].items():
+        at = f"{where}.encoders.{m}"
+        errs = _check_keys(enc, {"encoder": str, "fidelity_vs_pytorch_fp32": dict, "batches": dict}, at)
+        for b, entry in ({} if errs else enc["batches"]).items():
+            errs += _check_keys(entry, {"median_ms": dict, "flops": _NUMBER}, f"{at}.batches.{b}")
+            if not errs and set(entry["median_ms"]) != set(enc["fidelity_vs_pytorch_fp32"]):
+                errs.append(f"{at}.batches.{b}: median_ms and fidelity name different variants")
+        errors += errs
     return errors
 
 

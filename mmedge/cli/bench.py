@@ -21,9 +21,15 @@ def bench(
     iters: int = typer.Option(50, help="Timed iterations per configuration."),
     warmup: int = typer.Option(5, help="Untimed warm-up iterations (excluded from every statistic)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for ORT and torch (default: all cores)."),
-    baseline: Optional[str] = typer.Option(None, help="'torch': time the checkpoint's PyTorch ensemble too."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --baseline torch (default: the "
+    baseline: Optional[str] = typer.Option(None, help="'torch': time the checkpoint's PyTorch ensemble too, "
+                                                      "interleaved in this process; 'torch-process': alone, in a "
+                                                      "fresh process of its own."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --baseline and --peers (default: the "
                                                          "bundle's source_checkpoint)."),
+    peers: bool = typer.Option(False, "--peers", help="Also compare every encoder with PyTorch eager, torch.compile "
+                                                      "and the peer int8 recipe (Optimum / ORT quantize_static)."),
+    peer_calib: int = typer.Option(64, help="With --peers: training rows calibrating the peer's static int8."),
+    peer_eval: int = typer.Option(64, help="With --peers: held-out rows of the fidelity cosines."),
     data: Optional[str] = typer.Option(None, help="Dataset name or JSONL file (default: the bundle's dataset)."),
     accuracy_samples: int = typer.Option(200, help="Test samples for the accuracy check (0: skip)."),
     members_compare: bool = typer.Option(True, "--members-compare/--no-members-compare",
@@ -34,7 +40,7 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
     plot: Optional[Path] = typer.Option(None, help="Write a latency-distribution PNG here."),
 ) -> None:
-    """Benchmark a bundle: latency, per-stage times, memory, accuracy, roofline, vs PyTorch."""
+    """Benchmark a bundle: latency, per-stage times, memory, accuracy, roofline, vs PyTorch and peers."""
     from mmedge.bench import BenchOptions, run_bench, write_json
 
     try:
@@ -42,7 +48,8 @@ def bench(
             bundle=bundle, precisions=split_list(precision, "--precision"), backends=split_list(backend, "--backend"),
             batches=int_list(batch, "--batch"), iters=iters, warmup=warmup, threads=threads or (os.cpu_count() or 1),
             baseline=baseline, checkpoint=checkpoint, data=data, accuracy_samples=accuracy_samples,
-            members_compare=members_compare, footprint=footprint, seed=seed, command=tuple(["mmedge", "bench", *sys.argv[2:]])
+            members_compare=members_compare, footprint=footprint, seed=seed, peers=peers, peer_calib=peer_calib,
+            peer_eval=peer_eval, command=tuple(["mmedge", "bench", *sys.argv[2:]])
             if len(sys.argv) > 1 and sys.argv[1] == "bench" else tuple(sys.argv))
         report = run_bench(opts, log=lambda msg: err_console.print(f"[dim]{msg}[/]"))
     except MmedgeError as e:

@@ -1,4 +1,4 @@
-"""Rich tables shared by the commands: training metrics, bundle contents and accuracy, bench reports."""
+"""Rich tables shared by the commands: training metrics, bundle contents and accuracy, bench reports, peers."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -8,7 +8,7 @@ from rich.table import Table
 from mmedge.cli.console import console
 
 __all__ = ["metrics_table", "accuracy_table", "components_table", "summary_table", "stage_table",
-           "comparison_table", "print_bench_report"]
+           "comparison_table", "peers_table", "print_bench_report"]
 
 
 def metrics_table(metrics: dict) -> Table:
@@ -86,6 +86,8 @@ def print_bench_report(report: Mapping[str, Any]) -> None:
         console.print(stage_table(report, batch))
     if report["comparisons"]:
         console.print(comparison_table(report))
+    if "peers" in report:
+        console.print(peers_table(report["peers"]))
     for line in _extra_lines(report):
         console.print(line)
 
@@ -166,4 +168,27 @@ def comparison_table(report: Mapping[str, Any]) -> Table:
     for c in report["comparisons"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in c["stage_ratios_p50"].items() if k != "total")
         table.add_row(c["name"], str(c["batch"]), f"{c['ratio_p50']:.2f}", stages)
+    return table
+
+
+def peers_table(peers: Mapping[str, Any]) -> Table:
+    """A ``mmedge.peers/1`` report: per encoder and batch, each variant's median, ratio to the best peer, fidelity."""
+    from mmedge.bench.peers import best_peer
+
+    table = Table(title="encoders vs peers: median ms, ratio to the best peer (< 1: faster), pooled cosine vs "
+                        "PyTorch fp32")
+    for col in ("encoder", "batch", "variant", "median ms", "/ best peer", "min cosine", "role"):
+        table.add_column(col, justify="right" if col in ("batch", "median ms", "/ best peer", "min cosine") else "left")
+    for modality, enc in peers["encoders"].items():
+        fidelity = enc["fidelity_vs_pytorch_fp32"]
+        for batch, entry in enc["batches"].items():
+            medians, best = entry["median_ms"], best_peer(entry["median_ms"])
+            for variant, ms in medians.items():
+                role = "best peer" if variant == best else f"mmedge int8 vs best peer ({best})" \
+                    if variant == "mmedge int8" else ""
+                table.add_row(f"{modality} ({enc['encoder']})", batch, variant, f"{ms:.2f}",
+                              f"{ms / medians[best]:.2f}" if best else "-", f"{fidelity[variant]['min']:.4f}", role)
+        table.add_section()
+    table.caption = (f"best peer: the fastest variant that is not mmedge's, per batch; {peers['threads']} threads, "
+                     f"medians of {peers['iters']} interleaved runs ({peers['warmup']} warm-up excluded)")
     return table

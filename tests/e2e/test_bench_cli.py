@@ -1,4 +1,5 @@
-"""``mmedge bench`` end to end: a short real run on a real small bundle, with the PyTorch baseline.
+"""``mmedge bench`` end to end: a short real run on a real small bundle, with the PyTorch baseline
+(in this process and in its own), and the per-encoder peers comparison.
 
 The bundle is the shared fixture of ``tests/conftest.py``;
 the checkpoint is written from the same torch modules, and the data is a small JSONL
@@ -7,6 +8,7 @@ dataset of real files. No timing is asserted: only that every section is there.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 from mmedge.cli import app
 from mmedge.bench import validate_report
+from mmedge.bench.schema import validate_peers
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +32,20 @@ def checkpoint(torch_ensemble, built, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def jsonl(built, tmp_path_factory) -> Path:
-    """Ten test rows (one per label) of real PNG images, WAV clips and captions."""
+    """Ten test and ten train rows (one each per label) of real PNG images, WAV clips and captions."""
     import cv2
     import soundfile
 
     folder = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     lines = []
-    for i, label in enumerate(built.labels):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
-        soundfile.write(folder / f"{i}.wav", (rng.standard_normal(8000) * 0.1).astype(np.float32), 16000)
-        lines.append(json.dumps({"image": f"{i}.png", "audio": f"{i}.wav", "text": f"the digit {label}",
-                                 "label": label, "split": "test"}))
+    for split in ("test", "train"):
+        for i, label in enumerate(built.labels):
+            name = f"{split}{i}"
+            cv2.imwrite(str(folder / f"{name}.png"), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+            soundfile.write(folder / f"{name}.wav", (rng.standard_normal(8000) * 0.1).astype(np.float32), 16000)
+            lines.append(json.dumps({"image": f"{name}.png", "audio": f"{name}.wav", "text": f"the digit {label}",
+                                     "label": label, "split": split}))
     (folder / "test.jsonl").write_text("\n".join(lines) + "\n")
     return folder / "test.jsonl"
 
@@ -104,3 +109,87 @@ def test_missing_checkpoint_is_an_error(built, jsonl):
                                       "--no-members-compare"])
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "--checkpoint" in result.output
+
+
+_QUICK = ["--iters", "3", "--warmup", "1", "--threads", "1", "--accuracy-samples", "4", "--no-members-compare",
+          "--no-footprint"]
+
+
+def test_torch_process_baseline_is_timed_in_its_own_process(built, checkpoint, jsonl, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", str(built.path), "--data", str(jsonl), "--batch", "1,2", *_QUICK,
+                                      "--baseline", "torch-process", "--checkpoint", str(checkpoint),
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert validate_report(report) == []
+    torch_records = [c for c in report["configs"] if c["kind"] == "torch"]
+    assert [c["id"] for c in torch_records] == ["torch/eager (own process)/b1", "torch/eager (own process)/b2"]
+    for rec in torch_records:
+        assert rec["pid"] != os.getpid() and rec["latency_ms"]["n"] == 3 and rec["latency_ms"]["p50"] > 0
+        assert {"total", "encoder.image", "encoder.text"} <= set(rec["stages_ms"])
+    assert "pid" not in next(c for c in report["configs"] if c["kind"] == "ensemble")
+    ratios = {(c["name"], c["batch"]): c for c in report["comparisons"]}
+    for batch in (1, 2):
+        ratio = ratios[("runtime fp32/ort / PyTorch eager (own process)", batch)]
+        assert ratio["denominator"] == f"torch/eager (own process)/b{batch}" and ratio["ratio_p50"] > 0
+    assert report["accuracy"]["torch/eager"]["samples"] == 4
+    assert report["environment"]["threads"]["torch"] == 1
+    assert "PyTorch eager (own process)" in " ".join(result.output.split())
+
+
+def test_peers_compare_every_encoder_with_the_peer_recipe(built, checkpoint, jsonl, tmp_path, monkeypatch):
+    import torch
+
+    # Inductor needs minutes per encoder and shape on two cores; the variant is kept, compiled eagerly.
+    monkeypatch.setattr(torch, "compile", lambda module, **_kw: module)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", str(built.path), "--data", str(jsonl), "--batch", "1,2", *_QUICK,
+                                      "--accuracy-samples", "0", "--peers", "--peer-calib", "2", "--peer-eval", "8",
+                                      "--checkpoint", str(checkpoint), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert validate_report(report) == [] and validate_peers(report["peers"]) == []
+    peers = report["peers"]
+    assert peers["schema"] == "mmedge.peers/1" and set(peers["encoders"]) == {"image", "text", "audio"}
+    for modality, enc in peers["encoders"].items():
+        fidelity = enc["fidelity_vs_pytorch_fp32"]
+        peer = "peer: Optimum CPU recipe" if modality == "text" else "peer: ORT quantize_static QDQ"
+        assert set(fidelity) == {"pytorch eager", "torch.compile", "mmedge fp32", peer}  # no int8 in this bundle
+        assert all(-1 - 1e-6 <= f["min"] <= f["mean"] <= 1 + 1e-6 for f in fidelity.values())
+        assert fidelity["mmedge fp32"]["min"] > 0.999
+        assert set(enc["batches"]) == {"1", "2"}
+        for entry in enc["batches"].values():
+            assert all(ms > 0 for ms in entry["median_ms"].values()) and entry["flops"] > 0
+            assert entry["floor_ms_int8"] < entry["floor_ms_fp32"]
+    text = " ".join(result.output.split())
+    assert "encoders vs peers" in text and "best peer" in text and "peer: Optimum CPU recipe" in text
+
+
+def test_peers_table_names_the_best_peer_and_the_int8_ratio():
+    from rich.console import Console
+
+    from mmedge.cli.tables import peers_table
+
+    medians = {"pytorch eager": 8.0, "torch.compile": 6.0, "mmedge fp32": 5.0, "mmedge int8": 3.0, "peer: X": 4.0}
+    fidelity = {k: {"min": 0.99, "mean": 0.995} for k in medians}
+    peers = {"threads": 2, "iters": 3, "warmup": 1, "encoders": {"image": {
+        "encoder": "enc", "fidelity_vs_pytorch_fp32": fidelity, "batches": {"1": {"median_ms": medians}}}}}
+    console = Console(width=200, record=True)
+    console.print(peers_table(peers))
+    lines = console.export_text().splitlines()
+    best = next(line for line in lines if "│ peer: X" in line)
+    int8 = next(line for line in lines if "│ mmedge int8" in line)
+    assert "best peer" in best and "1.00" in best
+    assert "0.75" in int8 and "mmedge int8 vs best peer (peer: X)" in int8
+
+
+@pytest.mark.parametrize("flags, needed_by", [(["--peers"], "--peers"),
+                                              (["--baseline", "torch-process"], "--baseline torch-process")])
+def test_peers_and_own_process_baseline_without_checkpoint_are_typed_errors(built, jsonl, flags, needed_by):
+    result = CliRunner().invoke(app, ["bench", str(built.path), "--data", str(jsonl), *flags, "--iters", "1",
+                                      "--warmup", "0", "--accuracy-samples", "0", "--no-members-compare"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error:") and f"{needed_by} needs the PyTorch checkpoint" in text
+    assert "pass --checkpoint PATH" in text and "Traceback" not in text

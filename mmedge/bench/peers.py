@@ -1,0 +1,240 @@
+"""Every encoder of a bundle against the recipe a user would ship instead: ``run_peers``.
+
+For each encoder of the bundle, on the same weights (the checkpoint's), the same input sizes
+and real held-out inputs of the dataset, timed interleaved (warm-up excluded, medians) with
+the same thread count:
+
+- PyTorch eager and ``torch.compile`` (the checkpoint's module);
+- mmedge fp32 and int8 (the bundle's graphs, opened by the runtime's session factory; int8
+  only where the bundle has it);
+- the peer: for a transformer text encoder, Optimum's CPU recipe (legacy ONNX export,
+  ONNX Runtime's BERT optimizer, ``quantize_dynamic`` per-channel); for the others, ONNX
+  Runtime's ``quantize_static`` (QDQ, u8 activations, s8 per-channel weights) on the
+  bundle's fp32 graph, calibrated on training rows.
+
+Fidelity is the pooled output's cosine to PyTorch fp32 on held-out rows; the floor is the
+fp32 graph's FLOPs over the measured int8 / fp32 matmul peak. The report is
+``mmedge.peers/1`` (checked by ``mmedge.bench.schema.validate_peers``)::
+
+    schema "mmedge.peers/1"; command; created_utc; threads; iters; warmup
+    peaks_gops  {fp32, int8}
+    encoders    {modality: {encoder, fidelity_vs_pytorch_fp32{variant: {min, mean}},
+                            batches{"<b>": {median_ms{variant: ms}, flops, floor_ms_fp32, floor_ms_int8}}}}
+
+``benchmarks/peers.py`` and ``mmedge bench --peers`` run it; ``best_peer`` names, per batch,
+the fastest variant that is not mmedge's (what a user would otherwise ship).
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.bench.schema import PEERS_SCHEMA
+from mmedge.errors import DataError
+
+__all__ = ["run_peers", "best_peer", "MMEDGE_VARIANTS"]
+
+Feed = dict[str, np.ndarray]
+Fn = Callable[[Feed], np.ndarray]
+MMEDGE_VARIANTS = ("mmedge fp32", "mmedge int8")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    batches: tuple[int, ...]
+    iters: int
+    warmup: int
+    threads: int
+    calib: int
+    eval: int
+    log: Callable[[str], None]
+
+
+def run_peers(bundle: str | Path, checkpoint: str | Path, *, data: str | None = None,
+              batches: Sequence[int] = (1, 8), iters: int = 60, warmup: int = 10, threads: int = 2,
+              calib: int = 64, eval: int = 64, log: Callable[[str], None] = print,
+              command: str | None = None) -> dict[str, Any]:
+    """Times and compares every encoder of ``bundle`` with its PyTorch and peer variants.
+
+    Args:
+        bundle: Bundle folder or ``.mmedge`` file.
+        checkpoint: The ``mmedge train`` folder the bundle was exported from (its weights).
+        data: Dataset name or JSONL file (``--data`` of ``mmedge bench``); None: the
+            checkpoint recipe's dataset. Calibration rows come from its "train" split,
+            fidelity and timing rows from its "test" split.
+        batches: Batch sizes to time.
+        iters: Timed iterations per variant and batch.
+        warmup: Untimed iterations first (interleaved the same way).
+        threads: ONNX Runtime and torch threads.
+        calib: Training rows calibrating the ORT static peer.
+        eval: Held-out rows for the fidelity cosines.
+        log: Receives one progress line per encoder and batch.
+        command: The command recorded in the report (default: ``sys.argv``).
+
+    Returns:
+        The ``mmedge.peers/1`` report (see the module docstring).
+
+    Raises:
+        CheckpointError, BundleError, DataError: typed, with the fix.
+    """
+    from mmedge.evaluation import TorchReference
+    from mmedge.export.flops import matmul_peak
+    from mmedge.runtime import Bundle
+
+    plan = _Plan(tuple(batches), iters, warmup, threads, calib, eval, log)
+    ref = TorchReference.from_checkpoint(Path(checkpoint), threads=threads)
+    peaks = {k: matmul_peak(k, threads=threads).gops for k in ("fp32", "int8")}
+    with Bundle.open(bundle) as opened:
+        dataset = _dataset(opened, ref, data)
+        report = {m: _encoder_report(m, ref.model.encoders[m], opened, dataset, ref, plan, peaks)
+                  for m in opened.encoders}
+    return {"schema": PEERS_SCHEMA, "command": command if command is not None else " ".join(sys.argv),
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threads": threads,
+            "iters": iters, "warmup": warmup, "peaks_gops": peaks, "encoders": report}
+
+
+def best_peer(median_ms: Mapping[str, float]) -> str | None:
+    """The fastest variant that is not mmedge's (None when there is none)."""
+    others = {k: v for k, v in median_ms.items() if k not in MMEDGE_VARIANTS}
+    return min(others, key=lambda k: others[k]) if others else None
+
+
+def _dataset(bundle: Any, ref: Any, data: str | None) -> Any:
+    from mmedge.bench.context import load_dataset
+    from mmedge.training import load_recipe_data
+
+    if data is not None:
+        return load_dataset(bundle, data)[0]
+    return load_recipe_data(ref.recipe, seed=ref.meta.get("dataset", {}).get("seed", 0))
+
+
+def _pooled_fn_torch(module: Any, names: tuple[str, ...]) -> Fn:
+    import torch
+
+    def run(feed: Feed) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(*[torch.from_numpy(feed[n]) for n in names])
+        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+
+    return run
+
+
+def _pooled_fn_ort(path: Path, threads: int) -> Fn:
+    from mmedge.runtime.backends.ort import create_session
+
+    session = create_session(path, threads=threads)
+    names = [i.name for i in session.get_inputs()]
+    return lambda feed: session.run(None, {n: feed[n] for n in names})[0]
+
+
+def _optimum_text(encoder: Any, example: Feed, work: Path) -> Path:
+    """Optimum's CPU recipe: legacy export, BERT fusion, dynamic per-channel int8."""
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    raw, fused, quant = work / "text.legacy.onnx", work / "text.fused.onnx", work / "text.optimum-int8.onnx"
+    names = tuple(encoder.input_names)
+    torch.onnx.export(encoder, tuple(torch.from_numpy(example[n]) for n in names), str(raw), dynamo=False,
+                      opset_version=17, input_names=list(names), output_names=["pooled", "seq", "mask"],
+                      dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names})
+    cfg = encoder.bert.config
+    optimize_model(str(raw), model_type="bert", num_heads=cfg.num_attention_heads,
+                   hidden_size=cfg.hidden_size).save_model_to_file(str(fused))
+    quantize_dynamic(str(fused), str(quant), per_channel=True, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return quant
+
+
+def _ort_static(fp32: Path, calib: list[Feed], work: Path, name: str) -> Path:
+    """ONNX Runtime's static QDQ recipe: u8 activations, s8 per-channel weights."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(calib)
+
+        def get_next(self) -> Feed | None:
+            return next(self._it, None)
+
+    out = work / f"{name}.ort-static-int8.onnx"
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    return out
+
+
+def _cosines(ref: Fn, fn: Fn, evals: list[Feed]) -> dict[str, float]:
+    cos: list[float] = []
+    for feed in evals:
+        a, b = ref(feed).astype(np.float64), fn(feed).astype(np.float64)
+        cos += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
+    return {"min": float(np.min(cos)), "mean": float(np.mean(cos))}
+
+
+def _variants(m: str, enc: Any, bundle: Any, plan: _Plan, calib: list[Feed], work: Path) -> dict[str, Fn]:
+    import torch
+
+    names = tuple(enc.input_names)
+    graphs = bundle.encoders[m].graphs
+    out = {"pytorch eager": _pooled_fn_torch(enc, names),
+           "torch.compile": _pooled_fn_torch(torch.compile(enc, dynamic=False), names),
+           "mmedge fp32": _pooled_fn_ort(bundle.root / graphs["fp32"].file, plan.threads)}
+    if "int8" in graphs and bundle.precision_problem("int8") is None:
+        out["mmedge int8"] = _pooled_fn_ort(bundle.root / graphs["int8"].file, plan.threads)
+    if m == "text":
+        out["peer: Optimum CPU recipe"] = _pooled_fn_ort(_optimum_text(enc, calib[0], work), plan.threads)
+    else:
+        peer = _ort_static(bundle.root / graphs["fp32"].file, calib, work, m)
+        out["peer: ORT quantize_static QDQ"] = _pooled_fn_ort(peer, plan.threads)
+    return out
+
+
+def _time(variants: Mapping[str, Fn], feed: Feed, plan: _Plan) -> dict[str, float]:
+    from mmedge.runtime.timing import run_interleaved
+
+    samples = run_interleaved({k: (lambda f=f: f(feed)) for k, f in variants.items()}, iters=plan.iters,
+                              warmup=plan.warmup, rng_seed=0)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def _floor(fp32: Path, feed: Feed, peaks: Mapping[str, float]) -> dict[str, float]:
+    from mmedge.export.flops import count_flops
+
+    flops = count_flops(fp32, {k: v.shape for k, v in feed.items()}).flops
+    return {"flops": float(flops), **{f"floor_ms_{k}": flops / (g * 1e9) * 1e3 for k, g in peaks.items()}}
+
+
+def _rows(data: Any, split: str, purpose: str) -> np.ndarray:
+    rows = np.asarray(data.splits.get(split, []))
+    if not len(rows):
+        raise DataError(f"the peers comparison needs {split!r} rows of dataset {data.name!r} ({purpose}), and it "
+                        f"has none; pass --data with a dataset or JSONL file that has a {split!r} split")
+    return rows
+
+
+def _encoder_report(m: str, enc: Any, bundle: Any, data: Any, ref: Any, plan: _Plan, peaks: Mapping[str, float]
+                    ) -> dict[str, Any]:
+    from mmedge.features import modality_inputs
+
+    test = _rows(data, "test", "timing and fidelity")
+    train = _rows(data, "train", "calibrating the ONNX Runtime static peer")
+    inputs = lambda rows: modality_inputs(data, m, list(rows), ref.recipe, ref.tokenizer_file)  # noqa: E731
+    calib = [inputs(train[i:i + 1]) for i in range(min(plan.calib, len(train)))]
+    evals = [inputs(test[i:i + 8]) for i in range(0, min(plan.eval, len(test)), 8)]
+    fp32 = bundle.root / bundle.encoders[m].graphs["fp32"].file
+    with tempfile.TemporaryDirectory(prefix=f"peers-{m}-") as tmp:
+        variants = _variants(m, enc, bundle, plan, calib, Path(tmp))
+        fidelity = {k: _cosines(variants["pytorch eager"], f, evals) for k, f in variants.items()}
+        batches = {}
+        for b in plan.batches:
+            feed = inputs(test[np.arange(b) % len(test)])
+            batches[str(b)] = {"median_ms": _time(variants, feed, plan), **_floor(fp32, feed, peaks)}
+            plan.log(f"{m} b{b}: " + ", ".join(f"{k} {v:.2f}" for k, v in batches[str(b)]["median_ms"].items()))
+    return {"encoder": bundle.encoders[m].name, "fidelity_vs_pytorch_fp32": fidelity, "batches": batches}
