@@ -15,7 +15,7 @@ from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BaseRunner
 from mmedge.runtime.bundle import Bundle, MemberInfo
 
-__all__ = ["check_graphs", "check_logits"]
+__all__ = ["check_graphs", "check_logits", "token_axis_dynamic"]
 
 _FIX = "re-export the bundle"
 
@@ -100,3 +100,15 @@ def check_logits(member: MemberInfo, logits: np.ndarray, labels: int, batch: int
         raise BundleError(f"head.{member.name} gave NaN or Inf logits on valid inputs; the graph is damaged or "
                           f"overflows at this precision: {_FIX}, or run another precision")
     return logits
+
+
+def token_axis_dynamic(runners: Mapping[str, BaseRunner]) -> bool:
+    """Whether every loaded graph that reads tokens takes any token count: the text encoder's
+    inputs, and the heads' inputs fed from its per-token outputs. Only then may text be padded
+    to the batch's longest rather than to ``max_length``."""
+    encoder = runners.get("encoder.text")
+    if encoder is None or any(len(m.shape) < 2 or m.shape[1] is not None for m in encoder.inputs):
+        return False
+    per_token = {m.name for m in encoder.outputs if len(m.shape) >= 2 and m.shape[1] is None}
+    heads = [r for c, r in runners.items() if c.startswith("head.")]
+    return all(m.shape[1] is None for r in heads for m in r.inputs if m.name in per_token)

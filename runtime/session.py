@@ -11,11 +11,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mmedge.errors import BundleError, ConfigError, InputError
+from mmedge.errors import BundleError, InputError
 from mmedge.runtime import user_inputs as _inputs
 from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import combine, softmax
-from mmedge.runtime.graph_checks import check_graphs, check_logits
+from mmedge.runtime.graph_checks import check_graphs, check_logits, token_axis_dynamic
 from mmedge.runtime.limits import Limits
 from mmedge.runtime.prediction import CacheInfo, Prediction, TextCache
 from mmedge.runtime.backends.base import BaseRunner, RunnerSetup
@@ -80,7 +80,7 @@ class Session:
                  engine_dir: str | Path | None = None, members: Sequence[str] | None = None,
                  auto_build: bool = False, cuda_graph: bool = False, limits: Limits | None = None,
                  strict: bool = False) -> None:
-        _check_config(threads, text_cache_size, limits)
+        _inputs.check_session_config(threads, text_cache_size, limits)
         self._owns_bundle = not isinstance(bundle, Bundle)
         self.bundle = Bundle.open(bundle, limits=limits) if self._owns_bundle else bundle
         self.limits = limits if limits is not None else self.bundle.limits
@@ -139,20 +139,9 @@ class Session:
         from mmedge.runtime.preprocess import TextTokenizer
 
         spec = self.bundle.specs["text"]
-        bucket = TEXT_BUCKET if self._token_axis_dynamic() else 0
+        bucket = TEXT_BUCKET if token_axis_dynamic(self._runners) else 0
         return TextTokenizer(self.bundle.tokenizer_path, spec, data=self.bundle.read_bytes(spec.tokenizer_file),
                              bucket=bucket)
-
-    def _token_axis_dynamic(self) -> bool:
-        """Whether every loaded graph that reads tokens takes any token count (the text encoder's
-        inputs, and the heads' inputs fed from its per-token outputs); only then is text padded to
-        the batch's longest rather than to ``max_length``."""
-        encoder = self._runners.get("encoder.text")
-        if encoder is None or any(len(m.shape) < 2 or m.shape[1] is not None for m in encoder.inputs):
-            return False
-        per_token = {m.name for m in encoder.outputs if len(m.shape) >= 2 and m.shape[1] is None}
-        heads = [r for c, r in self._runners.items() if c.startswith("head.")]
-        return all(m.shape[1] is None for r in heads for m in r.inputs if m.name in per_token)
 
     @property
     def backend(self) -> str:
@@ -404,12 +393,3 @@ class Session:
     def __repr__(self) -> str:
         return (f"Session({self.bundle.name!r}, precision={getattr(self, 'precision', None)!r}, "
                 f"backend={self._choice.name!r})")
-
-
-def _check_config(threads: int | None, text_cache_size: int, limits: Limits | None) -> None:
-    if limits is not None and not isinstance(limits, Limits):
-        raise ConfigError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-    if isinstance(text_cache_size, bool) or not isinstance(text_cache_size, int) or text_cache_size < 0:
-        raise ConfigError(f"text_cache_size must be an integer >= 0, got {text_cache_size!r}")
