@@ -116,25 +116,33 @@ class TorchReference:
         model: A ``MultimodalEnsemble``.
         tokenizer_file: The checkpoint's ``tokenizer.json`` (text recipes).
         threads: ``torch.set_num_threads`` (None: leave torch's setting).
+        compile: Wrap every encoder and head in ``torch.compile`` (static shapes: each batch
+            size compiles once, on its first call).
     """
 
-    def __init__(self, model: Any, tokenizer_file: Path | None, *, threads: int | None = None) -> None:
+    def __init__(self, model: Any, tokenizer_file: Path | None, *, threads: int | None = None,
+                 compile: bool = False) -> None:
         import torch
 
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.model = model.eval()
+        if compile:
+            for modules in (self.model.encoders, self.model.heads):
+                for name in list(modules):
+                    modules[name] = torch.compile(modules[name], dynamic=False)
         self.recipe = model.recipe
         self.tokenizer_file = tokenizer_file
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path, *, threads: int | None = None) -> "TorchReference":
+    def from_checkpoint(cls, checkpoint: Path, *, threads: int | None = None, compile: bool = False
+                        ) -> "TorchReference":
         """Loads a ``mmedge train`` checkpoint folder; ``meta`` holds its metadata."""
         from mmedge.checkpoint import TOKENIZER_FILE, load_checkpoint
 
         model, meta = load_checkpoint(Path(checkpoint))
         tokenizer = Path(checkpoint) / TOKENIZER_FILE
-        ref = cls(model, tokenizer if tokenizer.is_file() else None, threads=threads)
+        ref = cls(model, tokenizer if tokenizer.is_file() else None, threads=threads, compile=compile)
         ref.meta = meta
         return ref
 

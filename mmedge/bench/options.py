@@ -20,6 +20,8 @@ class BenchOptions:
         baseline: ``"torch"`` times the checkpoint's PyTorch ensemble interleaved with the
             runtime, in the same process; ``"torch-process"`` times it alone in a fresh process
             of its own (no co-resident thread pool flatters either side); None skips it.
+        torch_compile: With ``"torch-process"``, also time the model under ``torch.compile`` in
+            that process, interleaved with eager.
         peers: Also compare every encoder with PyTorch eager, ``torch.compile`` and the peer
             recipe (``mmedge.bench.peers``); needs the checkpoint, like the baseline.
         peer_calib: Training rows calibrating the peer's static quantization.
@@ -37,6 +39,7 @@ class BenchOptions:
     warmup: int = 5
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     baseline: str | None = None
+    torch_compile: bool = False
     checkpoint: Path | None = None
     data: str | None = None
     accuracy_samples: int = 200
@@ -64,3 +67,6 @@ class BenchOptions:
                               f"{self.peer_eval}")
         if self.baseline not in BASELINES:
             raise ConfigError(f"unknown baseline {self.baseline!r}; valid: {[b for b in BASELINES if b]}")
+        if self.torch_compile and self.baseline != "torch-process":
+            raise ConfigError("--torch-compile times torch.compile in the baseline's own process: add "
+                              "--baseline torch-process")

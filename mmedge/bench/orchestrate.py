@@ -109,18 +109,18 @@ def _probs(pred: Any) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
     return pred.probabilities, pred.member_probabilities
 
 
-def _torch_config(run: _Run, path: Path) -> tuple[_Config, dict[str, Any]]:
-    run.log(f"loading the PyTorch baseline from {path}")
+def _torch_config(run: _Run, path: Path, *, compiled: bool = False) -> tuple[_Config, dict[str, Any]]:
+    run.log(f"loading the PyTorch baseline from {path}" + (" (torch.compile)" if compiled else ""))
     before, start = probes.rss_bytes(), time.perf_counter()
-    reference = TorchReference.from_checkpoint(path, threads=run.opts.threads)
+    reference = TorchReference.from_checkpoint(path, threads=run.opts.threads, compile=compiled)
     load_ms, rss = _ms(start), probes.rss_bytes() - before
     if list(reference.meta.get("labels", run.bundle.labels)) != list(run.bundle.labels):
         raise CheckpointError(f"checkpoint {path} has labels {reference.meta.get('labels')}, the bundle "
                               f"{list(run.bundle.labels)}: pass the checkpoint this bundle was exported from")
-    config = _Config("torch/eager", "torch", "fp32", "torch", tuple(reference.model.heads),
-                     lambda rows: reference.predict(run.data, rows), load_ms, rss)
+    config = _Config("torch/compile" if compiled else "torch/eager", "torch", "fp32", "torch",
+                     tuple(reference.model.heads), lambda rows: reference.predict(run.data, rows), load_ms, rss)
     accuracy = {}
-    if len(run.acc_rows):
+    if len(run.acc_rows) and not compiled:
         run.log(f"accuracy of the PyTorch baseline on {len(run.acc_rows)} test samples")
         accuracy = _accuracy(reference.predictor(run.data), run)
     return config, accuracy

@@ -57,8 +57,8 @@ def _ratio(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> dict[str, A
 def comparisons(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ratios of medians between configuration records of one run, per batch size.
 
-    Runtime ensemble / PyTorch eager (the ``kind: torch`` record, timed in this process or,
-    with ``--baseline torch-process``, in its own), each precision / fp32 on the same backend, and the
+    Runtime ensemble / each PyTorch record (``kind: torch``: eager timed in this process or, with
+    ``--baseline torch-process``, in its own, where ``--torch-compile`` adds torch.compile), each precision / fp32 on the same backend, and the
     ensemble / its most accurate member on the validation split; each with per-stage ratios
     of the stages both have.
     """
@@ -67,13 +67,12 @@ def comparisons(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         by_batch.setdefault(r["batch"], []).append(r)
     for group in by_batch.values():
-        torch_rec = next((r for r in group if r["kind"] == "torch"), None)
+        torch_recs = [r for r in group if r["kind"] == "torch"]
         ensembles = [r for r in group if r["kind"] == "ensemble"]
         fp32 = {r["backend"]: r for r in ensembles if r["precision"] == "fp32"}
         for r in ensembles:
             where = f"{r['precision']}/{r['backend']}"
-            if torch_rec is not None:
-                out.append(_ratio(r, torch_rec, f"runtime {where} / {_torch_label(torch_rec)}"))
+            out += [_ratio(r, t, f"runtime {where} / {_torch_label(t)}") for t in torch_recs]
             if r["precision"] != "fp32" and r["backend"] in fp32:
                 out.append(_ratio(r, fp32[r["backend"]], f"{where} / fp32/{r['backend']}"))
             member = next((m for m in group if m["kind"] == "member" and m["id"].startswith(where + "/")), None)
@@ -84,7 +83,7 @@ def comparisons(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _torch_label(record: Mapping[str, Any]) -> str:
-    """``torch/eager/b1`` -> ``PyTorch eager``; ``torch/eager (own process)/b1`` -> ``PyTorch eager (own process)``."""
+    """``torch/eager/b1`` -> ``PyTorch eager``; ``torch/compile (own process)/b1`` -> ``PyTorch compile (own process)``."""
     return "PyTorch " + record["id"].rsplit("/b", 1)[0].split("/", 1)[-1]
 
 

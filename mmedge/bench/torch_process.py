@@ -6,7 +6,9 @@ can be flattered or slowed by the other. ``time_in_own_process`` starts
 ``python -m mmedge.bench.torch_process SPEC OUT`` instead: the child loads the checkpoint
 (``mmedge.evaluation.TorchReference``, the one PyTorch forward), times it on the same test
 rows, batches, iterations, warm-up and threads with the bench's own timing loop, scores it
-on the same accuracy rows, and writes its records (with its pid) to ``OUT`` as JSON.
+on the same accuracy rows, and writes its records (with its pid) to ``OUT`` as JSON. With
+``--torch-compile`` the child also times the same model under ``torch.compile``, interleaved with
+eager (each batch size compiles during the warm-up, which is excluded).
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def time_in_own_process(opts: BenchOptions, checkpoint: Path, accuracy_rows: Seq
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec.write_text(json.dumps({"bundle": str(opts.bundle), "data": opts.data, "checkpoint": str(checkpoint),
                                     "batches": list(opts.batches), "iters": opts.iters, "warmup": opts.warmup,
-                                    "threads": opts.threads, "seed": opts.seed,
+                                    "threads": opts.threads, "seed": opts.seed, "compile": opts.torch_compile,
                                     "accuracy_rows": [int(r) for r in accuracy_rows]}))
         done = subprocess.run([sys.executable, "-m", "mmedge.bench.torch_process", str(spec), str(out)],
                               capture_output=True, text=True, timeout=timeout_s)
@@ -61,8 +63,9 @@ def time_in_own_process(opts: BenchOptions, checkpoint: Path, accuracy_rows: Seq
         result = json.loads(out.read_text())
     if "error" in result:
         raise _error_class(result["error"]["type"])(result["error"]["message"])
-    for record in result["records"]:
-        record["id"] = OWN_PROCESS_ID + record["id"][len("torch/eager"):]
+    for record in result["records"]:  # torch/eager/b1 -> torch/eager (own process)/b1
+        name, batch = record["id"].rsplit("/b", 1)
+        record["id"] = f"{name} (own process)/b{batch}"
         record["pid"] = result["pid"]
     return result
 
@@ -89,7 +92,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         run = _Run(opts, bundle, data, source, label_targets(data, bundle.labels),
                    np.asarray(spec["accuracy_rows"], dtype=np.int64), lambda _msg: None, probes.rss_bytes())
         config, accuracy = _torch_config(run, opts.checkpoint)
-        records = [r for b in opts.batches for r in _time_batch(opts, [config], _rows_for(len(data), b))]
+        configs = [config] + ([_torch_config(run, opts.checkpoint, compiled=True)[0]] if spec.get("compile") else [])
+        records = [r for b in opts.batches for r in _time_batch(opts, configs, _rows_for(len(data), b))]
     return {"pid": os.getpid(), "torch_threads": int(torch.get_num_threads()), "records": records,
             "accuracy": accuracy}
 

@@ -15,7 +15,8 @@ from mmedge.errors import MmedgeError
 
 def bench(
     bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
-    precision: str = typer.Option("fp32", help="Comma-separated precisions: fp32,fp16,int8,int8-trt,int8-fp16-trt."),
+    precision: str = typer.Option("fp32", help="Comma-separated precisions: fp32,fp16,int8,int8-trt,int8-fp16-trt,"
+                                               "mixed."),
     backend: str = typer.Option("ort", help="Comma-separated backends: ort,tensorrt,ort-cuda,ort-trt."),
     batch: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,8."),
     iters: int = typer.Option(50, help="Timed iterations per configuration."),
@@ -24,6 +25,8 @@ def bench(
     baseline: Optional[str] = typer.Option(None, help="'torch': time the checkpoint's PyTorch ensemble too, "
                                                       "interleaved in this process; 'torch-process': alone, in a "
                                                       "fresh process of its own."),
+    torch_compile: bool = typer.Option(False, "--torch-compile", help="With --baseline torch-process: time "
+                                       "torch.compile too, in that process."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --baseline and --peers (default: the "
                                                          "bundle's source_checkpoint)."),
     peers: bool = typer.Option(False, "--peers", help="Also compare every encoder with PyTorch eager, torch.compile "
@@ -47,7 +50,7 @@ def bench(
         opts = BenchOptions(
             bundle=bundle, precisions=split_list(precision, "--precision"), backends=split_list(backend, "--backend"),
             batches=int_list(batch, "--batch"), iters=iters, warmup=warmup, threads=threads or (os.cpu_count() or 1),
-            baseline=baseline, checkpoint=checkpoint, data=data, accuracy_samples=accuracy_samples,
+            baseline=baseline, torch_compile=torch_compile, checkpoint=checkpoint, data=data, accuracy_samples=accuracy_samples,
             members_compare=members_compare, footprint=footprint, seed=seed, peers=peers, peer_calib=peer_calib,
             peer_eval=peer_eval, command=tuple(["mmedge", "bench", *sys.argv[2:]])
             if len(sys.argv) > 1 and sys.argv[1] == "bench" else tuple(sys.argv))

@@ -95,6 +95,7 @@ def test_short_bench_run_writes_every_section(built, checkpoint, jsonl, tmp_path
     (["--precision", "int8"], "precision 'int8' has status"),
     (["--batch", "one"], "comma-separated integers"),
     ([], "pass --data"),
+    (["--torch-compile"], "add --baseline torch-process"),
 ])
 def test_bad_flags_are_typed_errors(built, args, message):
     result = CliRunner().invoke(app, ["bench", str(built.path), *args])

@@ -149,6 +149,11 @@ def test_comparisons_pair_configs_of_one_batch():
                       "int8/ort / fp32/ort": 0.5, "ensemble fp32/ort / most accurate member on validation (a)": 1.25}
     first = schema.comparisons(records)[0]
     assert first["stage_ratios_p50"] == {"encoder.image": 0.25, "total": 0.25}
+    own = [rec("torch/eager (own process)/b1", "torch", "fp32", 50.0),
+           rec("torch/compile (own process)/b1", "torch", "fp32", 20.0)]
+    ratios = {c["name"]: c["ratio_p50"] for c in schema.comparisons(records[:1] + own)}
+    assert ratios == {"runtime fp32/ort / PyTorch eager (own process)": 0.2,
+                      "runtime fp32/ort / PyTorch compile (own process)": 0.5}
 
 
 # -- the JSON schema -----------------------------------------------------------------------------
