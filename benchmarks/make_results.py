@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     files = args.files or [HERE / f for f in DEFAULT if (HERE / f).is_file()]
-    args.out.write_text(render_results(files, root=HERE.parent), encoding="utf-8")
+    args.out.write_text(render_results(files, root=HERE.parent, targets=True), encoding="utf-8")
     print(f"wrote {args.out} from {', '.join(map(str, files))}")
 
 

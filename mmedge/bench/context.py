@@ -84,7 +84,14 @@ def bundle_info(bundle: Any, opts: BenchOptions) -> dict[str, Any]:
             "modalities": list(bundle.modalities), "members": [m.name for m in bundle.members],
             "precisions": bundle.precisions(), "dataset": bundle.manifest.get("dataset"),
             "accuracy_measured_on": {p: m["measured_on"] for p, m in bundle.manifest.get("metrics", {}).items()
-                                     if isinstance(m, dict) and "measured_on" in m}}
+                                     if isinstance(m, dict) and "measured_on" in m},
+            "export_accuracy": _export_accuracy(bundle.manifest.get("metrics", {}))}
+
+
+def _export_accuracy(metrics: Any) -> dict[str, Any]:
+    """Ensemble accuracy of PyTorch and of every precision, as export measured it on its test rows."""
+    found = {p: m["ensemble"] for p, m in metrics.items() if isinstance(m, dict) and "ensemble" in m}
+    return {"samples": metrics.get("samples"), "ensemble": found} if found else {}
 
 
 def settings(opts: BenchOptions) -> dict[str, Any]:

@@ -23,12 +23,14 @@ def register_renderer(schema: str) -> Callable[[Callable[[Report, str], str]], C
     return RENDERERS.register(schema)
 
 
-def render_results(files: Sequence[Path], *, root: Path | None = None) -> str:
+def render_results(files: Sequence[Path], *, root: Path | None = None, targets: bool = False) -> str:
     """The whole RESULTS.md: a header, then one section per JSON file, in the order given.
 
     Args:
         files: Result JSON files.
         root: File names are shown relative to this folder (the repository).
+        targets: Open with the performance targets (``render_targets``) of the first
+            ``mmedge.bench/1`` report and the first ``mmedge.peers/1`` one.
 
     Raises:
         ConfigError: a file whose ``schema`` has no renderer.
@@ -40,12 +42,15 @@ def render_results(files: Sequence[Path], *, root: Path | None = None) -> str:
                 + ", ".join(f"`{n}`" for n in names) + "; do not edit by hand. Every section names the command "
                 "that produced its JSON. The machines are shared and drift: quote the ratios (measured side by "
                 "side in one run), not the absolute times.\n"]
-    for path, name in zip(files, names):
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    reports = [json.loads(Path(path).read_text(encoding="utf-8")) for path in files]
+    for path, name, report in zip(files, names, reports):
         schema = report.get("schema")
         if schema not in RENDERERS:
             raise ConfigError(f"{path}: no renderer for schema {schema!r}; known: {list(RENDERERS)}")
         sections.append(RENDERERS[schema](report, name))
+    first = {r.get("schema"): r for r in reversed(reports)}
+    if targets and "mmedge.bench/1" in first:
+        sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1")))
     return "\n".join(sections)
 
 
@@ -225,3 +230,85 @@ def render_soak(report: Report, source: str) -> str:
                       f"{report.get('bundle_note', '')} {report['created_utc']}.\n",
                       _table(["threads", "seconds", "predict calls", "stream frames", "mismatches vs single-thread",
                               "errors", "RSS MiB after warm-up -> end", "fds", "threads"], [row])])
+
+
+# -- the performance targets (issue 12), from the reference bench and the peers run ----------------
+
+_TARGETS = {"encoder": 0.85, "cosine": 0.995, "eager": 0.12, "compile": 0.3, "accuracy_points": 0.5,
+            "ensemble_vs_member": 1.05, "first_prediction_s": 0.3, "rss_int8_mib": 100.0}
+
+
+def _verdict(value: float, goal: float, *, at_least: bool = False) -> str:
+    met = value >= goal if at_least else value <= goal
+    return "met" if met else f"**missed** by {abs(value - goal) / goal:.0%}"
+
+
+def _encoder_rows(peers: Report) -> list[list[str]]:
+    rows = []
+    for modality, enc in peers["encoders"].items():
+        cosine = enc["fidelity_vs_pytorch_fp32"].get("mmedge int8", {}).get("min")
+        for batch, b in enc["batches"].items():
+            others = {k: v for k, v in b["median_ms"].items() if not k.startswith("mmedge")}
+            if "mmedge int8" not in b["median_ms"] or not others:
+                continue
+            best = min(others, key=others.get)
+            ratio = b["median_ms"]["mmedge int8"] / others[best]
+            rows.append([f"{modality} int8 encoder, b{batch}", f"≤ {_TARGETS['encoder']}× best peer, cosine ≥ "
+                         f"{_TARGETS['cosine']}", f"{ratio:.2f}× {best}; cosine {cosine:.4f}",
+                         _verdict(ratio, _TARGETS["encoder"]) + ("" if cosine >= _TARGETS["cosine"] else
+                                                                 "; cosine **missed**")])
+    return rows
+
+
+def _fastest_runtime(report: Report, batch: int = 1) -> Mapping[str, Any] | None:
+    ours = [c for c in report["configs"] if c["kind"] == "ensemble" and c["batch"] == batch
+            and c["precision"] in ("int8", "mixed")]
+    return min(ours, key=lambda c: c["latency_ms"]["p50"], default=None)
+
+
+def _e2e_rows(report: Report) -> list[list[str]]:
+    rows, best = [], _fastest_runtime(report)
+    if best is None:
+        return rows
+    where = f"{best['precision']}/{best['backend']}"
+    for c in report["comparisons"]:
+        if c["batch"] != 1 or not c["name"].startswith(f"runtime {where} / PyTorch"):
+            continue
+        goal = _TARGETS["compile"] if "compile" in c["name"] else _TARGETS["eager"]
+        rows.append([c["name"] + ", b1", f"≤ {goal}×", f"{c['ratio_p50']:.3f}×", _verdict(c["ratio_p50"], goal)])
+    member = next((c for c in report["comparisons"] if c["batch"] == 1
+                   and c["name"].startswith(f"ensemble {where} / most accurate member")), None)
+    if member is not None:
+        rows.append([member["name"] + ", b1", f"≤ {_TARGETS['ensemble_vs_member']}×", f"{member['ratio_p50']:.2f}×",
+                     _verdict(member["ratio_p50"], _TARGETS["ensemble_vs_member"])])
+    acc = report["bundle"].get("export_accuracy", {}).get("ensemble", {})
+    if best["precision"] in acc and "pytorch" in acc:
+        drop = 100 * (acc["pytorch"] - acc[best["precision"]])
+        rows.append([f"{best['precision']} ensemble accuracy vs PyTorch (export, "
+                     f"{report['bundle']['export_accuracy']['samples']} test rows)",
+                     f"within {_TARGETS['accuracy_points']} point", f"{drop:+.2f} points "
+                     f"({acc[best['precision']]:.2%} vs {acc['pytorch']:.2%})",
+                     _verdict(drop, _TARGETS["accuracy_points"])])
+    return rows
+
+
+def _footprint_rows(report: Report) -> list[list[str]]:
+    fp = report["memory"].get("torch_free_process") or {}
+    rows = [[f"{p}: new process to first prediction", f"≤ {_TARGETS['first_prediction_s']} s",
+             f"{v['first_prediction_s']:.2f} s", _verdict(v["first_prediction_s"], _TARGETS["first_prediction_s"])]
+            for p, v in fp.items() if p in ("int8", "mixed")]
+    rows += [[f"{p}: resident memory after loading", f"≤ {_TARGETS['rss_int8_mib']:.0f} MiB",
+              f"{v['rss_after_load_bytes'] / 2**20:.0f} MiB",
+              _verdict(v["rss_after_load_bytes"] / 2**20, _TARGETS["rss_int8_mib"])]
+             for p, v in fp.items() if p in ("int8", "mixed")]
+    return rows
+
+
+def render_targets(report: Report, peers: Report | None) -> str:
+    """The performance targets, each with the figure that meets or misses it (from the two reports)."""
+    rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _footprint_rows(report)
+    return "\n".join(["## Performance targets\n",
+                      "Computed by `mmedge.bench.results.render_targets` from the reference bench and the peers "
+                      "run below (their commands are in their sections). \"best peer\": the fastest variant that "
+                      "is not mmedge's own (PyTorch eager, torch.compile or the peer recipe).\n",
+                      _table(["target", "goal", "measured", "verdict"], rows)])
