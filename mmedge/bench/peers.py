@@ -19,7 +19,8 @@ fp32 graph's FLOPs over the measured int8 / fp32 matmul peak. The report is
     schema "mmedge.peers/1"; command; created_utc; threads; iters; warmup
     peaks_gops  {fp32, int8}
     encoders    {modality: {encoder, fidelity_vs_pytorch_fp32{variant: {min, mean}},
-                            batches{"<b>": {median_ms{variant: ms}, flops, floor_ms_fp32, floor_ms_int8}}}}
+                            batches{"<b>": {median_ms{variant: ms}, flops, floor_ms_fp32, floor_ms_int8}},
+                            op_ms_b1{variant: {op_type: ms per run}} (ONNX Runtime's profiler, batch 1)}}
 
 ``benchmarks/peers.py`` and ``mmedge bench --peers`` run it; ``best_peer`` names, per batch,
 the fastest variant that is not mmedge's (what a user would otherwise ship).
@@ -178,22 +179,49 @@ def _cosines(ref: Fn, fn: Fn, evals: list[Feed]) -> dict[str, float]:
     return {"min": float(np.min(cos)), "mean": float(np.mean(cos))}
 
 
-def _variants(m: str, enc: Any, bundle: Any, plan: _Plan, calib: list[Feed], work: Path) -> dict[str, Fn]:
+def _onnx_variants(m: str, enc: Any, bundle: Any, calib: list[Feed], work: Path) -> dict[str, Path]:
+    """The ONNX graphs compared: mmedge's fp32 and int8, and the peer recipe's."""
+    graphs = bundle.encoders[m].graphs
+    out = {"mmedge fp32": bundle.root / graphs["fp32"].file}
+    if "int8" in graphs and bundle.precision_problem("int8") is None:
+        out["mmedge int8"] = bundle.root / graphs["int8"].file
+    if m == "text":
+        out["peer: Optimum CPU recipe"] = _optimum_text(enc, calib[0], work)
+    else:
+        out["peer: ORT quantize_static QDQ"] = _ort_static(out["mmedge fp32"], calib, work, m)
+    return out
+
+
+def _variants(enc: Any, onnx_graphs: Mapping[str, Path], plan: _Plan) -> dict[str, Fn]:
     import torch
 
     names = tuple(enc.input_names)
-    graphs = bundle.encoders[m].graphs
-    out = {"pytorch eager": _pooled_fn_torch(enc, names),
-           "torch.compile": _pooled_fn_torch(torch.compile(enc, dynamic=False), names),
-           "mmedge fp32": _pooled_fn_ort(bundle.root / graphs["fp32"].file, plan.threads)}
-    if "int8" in graphs and bundle.precision_problem("int8") is None:
-        out["mmedge int8"] = _pooled_fn_ort(bundle.root / graphs["int8"].file, plan.threads)
-    if m == "text":
-        out["peer: Optimum CPU recipe"] = _pooled_fn_ort(_optimum_text(enc, calib[0], work), plan.threads)
-    else:
-        peer = _ort_static(bundle.root / graphs["fp32"].file, calib, work, m)
-        out["peer: ORT quantize_static QDQ"] = _pooled_fn_ort(peer, plan.threads)
-    return out
+    return {"pytorch eager": _pooled_fn_torch(enc, names),
+            "torch.compile": _pooled_fn_torch(torch.compile(enc, dynamic=False), names),
+            **{k: _pooled_fn_ort(path, plan.threads) for k, path in onnx_graphs.items()}}
+
+
+def _op_profile(path: Path, feed: Feed, threads: int, runs: int = 30) -> dict[str, float]:
+    """Milliseconds per run spent in each ONNX Runtime op type (its profiler, after 10 warm-up runs)."""
+    import json
+
+    import onnxruntime as ort
+
+    from mmedge.runtime.backends.ort import session_options
+
+    options = session_options(threads)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.parent / f"profile-{path.stem}")
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    feed = {i.name: feed[i.name] for i in session.get_inputs()}
+    for _ in range(10 + runs):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    kernel = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    totals: dict[str, float] = {}
+    for e in kernel[len(kernel) * 10 // (10 + runs):]:  # the warm-up runs' nodes come first
+        totals[e["args"]["op_name"]] = totals.get(e["args"]["op_name"], 0.0) + e["dur"] / 1000.0 / runs
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def _time(variants: Mapping[str, Fn], feed: Feed, plan: _Plan) -> dict[str, float]:
@@ -230,11 +258,15 @@ def _encoder_report(m: str, enc: Any, bundle: Any, data: Any, ref: Any, plan: _P
     evals = [inputs(test[i:i + 8]) for i in range(0, min(plan.eval, len(test)), 8)]
     fp32 = bundle.root / bundle.encoders[m].graphs["fp32"].file
     with tempfile.TemporaryDirectory(prefix=f"peers-{m}-") as tmp:
-        variants = _variants(m, enc, bundle, plan, calib, Path(tmp))
+        graphs = _onnx_variants(m, enc, bundle, calib, Path(tmp))
+        variants = _variants(enc, graphs, plan)
         fidelity = {k: _cosines(variants["pytorch eager"], f, evals) for k, f in variants.items()}
         batches = {}
         for b in plan.batches:
             feed = inputs(test[np.arange(b) % len(test)])
             batches[str(b)] = {"median_ms": _time(variants, feed, plan), **_floor(fp32, feed, peaks)}
             plan.log(f"{m} b{b}: " + ", ".join(f"{k} {v:.2f}" for k, v in batches[str(b)]["median_ms"].items()))
-    return {"encoder": bundle.encoders[m].name, "fidelity_vs_pytorch_fp32": fidelity, "batches": batches}
+        feed = inputs(test[:1])
+        profiles = {k: _op_profile(path, feed, plan.threads) for k, path in graphs.items() if k != "mmedge fp32"}
+    return {"encoder": bundle.encoders[m].name, "fidelity_vs_pytorch_fp32": fidelity, "batches": batches,
+            "op_ms_b1": profiles}

@@ -201,8 +201,16 @@ def render_peers(report: Report, source: str) -> str:
         parts += [f"### {modality} ({enc['encoder']})\n",
                   _table(["variant", *(f"b{b} ms" for b in batches), *(f"b{b} / peer" for b in batches),
                           "pooled cosine vs PyTorch fp32 (min / mean)"], rows),
-                  f"FLOP floor (fp32 graph FLOPs / measured peak): {floors}.\n"]
+                  f"FLOP floor (fp32 graph FLOPs / measured peak): {floors}.\n", _op_lines(enc)]
     return "\n".join(parts)
+
+
+def _op_lines(enc: Mapping[str, Any], top: int = 7) -> str:
+    """Where each ONNX variant's batch-1 time goes, by op type (ONNX Runtime's profiler)."""
+    lines = [f"- {variant}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:top])
+             + f" (all ops {sum(ops.values()):.2f} ms)" for variant, ops in enc.get("op_ms_b1", {}).items()]
+    return ("Batch 1, ms per run by op type (ONNX Runtime's profiler; kernel time only, the rest of the median "
+            "is the session's own overhead):\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 @register_renderer("mmedge.fuzz/1")

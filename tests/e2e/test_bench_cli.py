@@ -163,6 +163,8 @@ def test_peers_compare_every_encoder_with_the_peer_recipe(built, checkpoint, jso
         for entry in enc["batches"].values():
             assert all(ms > 0 for ms in entry["median_ms"].values()) and entry["flops"] > 0
             assert entry["floor_ms_int8"] < entry["floor_ms_fp32"]
+        ops = enc["op_ms_b1"][peer]  # the profiler's op types, largest first
+        assert ops and all(ms >= 0 for ms in ops.values()) and list(ops.values()) == sorted(ops.values(), reverse=True)
     text = " ".join(result.output.split())
     assert "encoders vs peers" in text and "best peer" in text and "peer: Optimum CPU recipe" in text
 
