@@ -38,7 +38,7 @@ def _candidates(comp: Component) -> dict[str, str]:
 
 def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[Mapping[str, np.ndarray]], *,
                         threads: int | None, iters: int = 40, warmup: int = 5) -> dict[str, dict[str, float]]:
-    """Median batch-1 latency (ms) of each candidate graph of each component, timed interleaved.
+    """Median batch-1 latency (ms per case) of each candidate graph of each component, timed interleaved.
 
     Args:
         comps: The components, their graphs built.
@@ -59,7 +59,7 @@ def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[
             feeds = [{n: case[n] for n in names} for case in ones]
             fns[precision] = lambda s=session, f=feeds: [s.run(None, feed) for feed in f]
         samples = run_interleaved(fns, iters=iters, warmup=warmup)
-        out[comp.key] = {p: float(np.median(v)) for p, v in samples.items()}
+        out[comp.key] = {p: float(np.median(v)) / len(ones) for p, v in samples.items()}  # per case
     return out
 
 

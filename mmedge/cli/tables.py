@@ -71,8 +71,16 @@ def components_table(manifest: dict) -> Table:
             check = g.get("parity") or g.get("fidelity") or {}
             fig = f"max|d| {check.get('max_abs_diff', float('nan')):.2e}, cos {check.get('min_cosine', float('nan')):.5f}" if check else ""
             note = g.get("kept_float") and "kept fp32" or (g.get("quantization") or {}).get("tool", "")
-            table.add_row(name, p, f"{g.get('bytes', 0) / 1e6:.2f}", fig, note)
+            table.add_row(name, p, f"{g.get('bytes', 0) / 1e6:.2f}", fig, _mixed_note(g) or note)
     return table
+
+
+def _mixed_note(entry: Mapping[str, Any]) -> str:
+    """``mixed``: the graph chosen, and every candidate's batch-1 median timed at export."""
+    if "chosen" not in entry:
+        return ""
+    times = ", ".join(f"{p} {ms:.2f}" for p, ms in entry.get("latency_ms_batch1", {}).items())
+    return f"uses {entry['chosen']} (batch-1 ms: {times})"
 
 
 def print_bench_report(report: Mapping[str, Any]) -> None:
