@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The reference comparison on the default bundle: runtime fp32 / int8 vs PyTorch eager,
-# the ensemble vs its most accurate member on validation, batch 1 and 8, interleaved, warm-up
+# The reference comparison on the default bundle: runtime fp32 / int8 / mixed vs PyTorch eager
+# and torch.compile (timed alone in their own process, interleaved with each other), the
+# ensemble vs its most accurate member on validation (interleaved), batch 1 and 8, warm-up
 # excluded; resident memory and first prediction of each precision in a fresh torch-free process.
 #
 #   benchmarks/run_reference.sh   # writes benchmarks/results.json, benchmarks/latency.png, benchmarks/RESULTS.md
 #
 # Overrides (environment): BUNDLE (bundles/digits-av), CHECKPOINT (runs/digits-av),
 # THREADS (2, as the measurements in DESIGN.md), ITERS (100), WARMUP (10), BATCH (1,8),
-# PRECISIONS (the bundle's fp32/int8 that are "ok"), ACCURACY_SAMPLES (200),
+# PRECISIONS (the bundle's fp32/int8/mixed that are "ok"), ACCURACY_SAMPLES (200),
 # DATA (only if the bundle's manifest does not name its dataset).
 # Run it on an otherwise idle machine: other processes skew every absolute number
 # (the interleaved ratios suffer less).
@@ -33,7 +34,7 @@ fi
 if [[ -z "${PRECISIONS:-}" ]]; then
   PRECISIONS=$(python -c "import sys; from mmedge.runtime import Bundle
 ok = Bundle.open(sys.argv[1]).precisions()
-print(','.join(p for p in ('fp32', 'int8') if p in ok))" "$BUNDLE")
+print(','.join(p for p in ('fp32', 'int8', 'mixed') if p in ok))" "$BUNDLE")
 fi
 
 # Same thread count for ONNX Runtime and torch, and recorded in the JSON's environment.env.
@@ -42,7 +43,7 @@ export OMP_NUM_THREADS="$THREADS"
 mmedge bench "$BUNDLE" \
   --precision "$PRECISIONS" --backend ort --batch "$BATCH" \
   --iters "$ITERS" --warmup "$WARMUP" --threads "$THREADS" \
-  --baseline torch --checkpoint "$CHECKPOINT" \
+  --baseline torch-process --torch-compile --checkpoint "$CHECKPOINT" \
   --accuracy-samples "$ACCURACY_SAMPLES" --members-compare \
   ${DATA:+--data "$DATA"} \
   --json benchmarks/results.json --plot benchmarks/latency.png
