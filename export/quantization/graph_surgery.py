@@ -160,7 +160,8 @@ def qdq_summary(path: str | Path) -> dict[str, Any]:
 
     Returns:
         ``{"quantize_linear", "dequantize_linear", "activations": {count, zero_point_dtypes,
-        zero_point_values, per_channel}, "weights": {...}, "quantized_ops": {op_type: n}}``;
+        zero_point_values, per_channel}, "weights": {...}, "quantized_ops": {op_type: n},
+        "metadata": {mmedge.* metadata of the graph}}``;
         activations are QuantizeLinear nodes, weights are DequantizeLinear of initializers.
     """
     import onnx
@@ -176,6 +177,7 @@ def qdq_summary(path: str | Path) -> dict[str, Any]:
         "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
         "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
         "activations": _zp_stats(model, acts), "weights": _zp_stats(model, weights), "quantized_ops": dict(ops),
+        "metadata": {p.key: p.value for p in model.metadata_props if p.key.startswith("mmedge.")},
     }
 
 

@@ -97,6 +97,15 @@ def test_int8_trt_graphs_are_signed_symmetric(bundle):
     assert checked > 0
 
 
+def test_cnn_encoders_keep_the_bias_correction_closer_to_fp32(bundle):
+    _, manifest = bundle
+    for modality in ("image", "audio"):  # CNNs: quantized with and without NNCF's bias correction
+        for precision in ("int8", "int8-trt"):
+            choice = manifest["encoders"][modality]["graphs"][precision]["quantization"]["bias_correction"]
+            assert choice.split()[0] in ("fast", "off") and "without" in choice, choice
+    assert "bias_correction" not in manifest["encoders"]["text"]["graphs"]["int8"]["quantization"]
+
+
 def test_cpu_int8_activations_are_unsigned(bundle):
     out, manifest = bundle
     entries = [e["graphs"]["int8"] for e in manifest["encoders"].values()] + [m["graphs"]["int8"] for m in manifest["members"]]
