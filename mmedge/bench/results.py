@@ -50,6 +50,8 @@ def render_results(files: Sequence[Path], *, root: Path | None = None, targets: 
         sections.append(RENDERERS[schema](report, name))
     first = {r.get("schema"): r for r in reversed(reports)}
     if targets and "mmedge.bench/1" in first:
+        from mmedge.bench.targets import render_targets
+
         sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1")))
     return "\n".join(sections)
 
@@ -59,7 +61,8 @@ def _shown(path: Path, root: Path | None) -> str:
     return str(path.relative_to(root.resolve())) if root is not None and path.is_relative_to(root.resolve()) else str(path)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -88,13 +91,13 @@ def _e2e(report: Report) -> str:
         rows.append([_label(report, c), *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p99", "mean")),
                      f"{lat['throughput_per_s']:.1f}", f"{c['load_ms']:.0f}", _accuracy(report, c)])
     n = next(iter(report["accuracy"].values()), {}).get("samples", 0)
-    return _table(["configuration", "p50 ms", "p90 ms", "p99 ms", "mean", "samples/s", "load ms",
+    return markdown_table(["configuration", "p50 ms", "p90 ms", "p99 ms", "mean", "samples/s", "load ms",
                    f"accuracy ({n} test)"], rows)
 
 
 def _ratios(report: Report) -> str:
     rows = [[c["name"], c["batch"], f"**{c['ratio_p50']:.2f}**"] for c in report["comparisons"]]
-    return _table(["comparison (interleaved, same run)", "batch", "ratio of medians"], rows)
+    return markdown_table(["comparison (interleaved, same run)", "batch", "ratio of medians"], rows)
 
 
 def _stages(report: Report, batch: int = 1) -> str:
@@ -109,7 +112,7 @@ def _stages(report: Report, batch: int = 1) -> str:
             cells.append("-" if st is None else f"{st['p50']:.2f}" + ("" if stage == "total"
                                                                      else f" ({st['p50'] / total:.0%})"))
         rows.append([f"**{stage}**" if stage == "total" else stage, *cells])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _footprint(report: Report) -> str:
@@ -120,7 +123,7 @@ def _footprint(report: Report) -> str:
              f"{v['import_ms']:.0f}", f"{v['load_ms']:.0f}", f"{v['first_predict_ms']:.1f}",
              f"{v['first_prediction_s']:.2f}", ", ".join(v["heavy_modules_imported"]) or "none"]
             for p, v in fp.items()]
-    return _table(["precision", "RSS after load MiB", "RSS after 1st prediction MiB", "import ms", "open ms",
+    return markdown_table(["precision", "RSS after load MiB", "RSS after 1st prediction MiB", "import ms", "open ms",
                    "1st predict ms", "process start to 1st prediction s", "torch/onnx/nncf imported"], rows)
 
 
@@ -133,7 +136,7 @@ def _roofline(report: Report) -> str:
         rows.append([c["id"], f"{c['flops_per_sample'] / 1e6:.0f} M", f"{roof['peak_kind']} {roof['peak_gops']:.0f} GOP/s",
                      f"{roof['e2e']['floor_ms']:.2f}", f"{c['latency_ms']['p50']:.2f}",
                      f"{roof['e2e']['pct_of_peak']:.0f}%"])
-    return _table(["configuration", "FLOPs / sample", "peak used", "floor ms", "p50 ms", "% of peak"], rows)
+    return markdown_table(["configuration", "FLOPs / sample", "peak used", "floor ms", "p50 ms", "% of peak"], rows)
 
 
 @register_renderer("mmedge.bench/1")
@@ -176,7 +179,7 @@ def render_serve_load(report: Report, source: str) -> str:
         f"{st['clients']} client threads x {st['requests']} single-row requests each over gRPC on {st['host']}, "
         f"{report['cpu_count']} cores shared by servers and clients, {report['created_utc']}; bundle {st['bundle']}. "
         f"{report.get('bundle_note', '')}\n",
-        _table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows)])
+        markdown_table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows)])
 
 
 @register_renderer("mmedge.peers/1")
@@ -199,7 +202,7 @@ def render_peers(report: Report, source: str) -> str:
         floors = "; ".join(f"b{b}: {enc['batches'][b]['floor_ms_int8']:.2f} ms int8, "
                            f"{enc['batches'][b]['floor_ms_fp32']:.2f} ms fp32" for b in batches)
         parts += [f"### {modality} ({enc['encoder']})\n",
-                  _table(["variant", *(f"b{b} ms" for b in batches), *(f"b{b} / peer" for b in batches),
+                  markdown_table(["variant", *(f"b{b} ms" for b in batches), *(f"b{b} / peer" for b in batches),
                           "pooled cosine vs PyTorch fp32 (min / mean)"], rows),
                   f"FLOP floor (fp32 graph FLOPs / measured peak): {floors}.\n", _op_lines(enc)]
     return "\n".join(parts)
@@ -223,7 +226,7 @@ def render_fuzz(report: Report, source: str) -> str:
                       f"{report['cases']} cases in {report['seconds']:.0f} s (seed {report['seed']}), "
                       f"{report['created_utc']}. Allowed outcomes: a prediction or a typed mmedge error; any other "
                       "exception, crash or hang fails the run.\n",
-                      _table(["target", "cases", "outcomes"], rows)])
+                      markdown_table(["target", "cases", "outcomes"], rows)])
 
 
 @register_renderer("mmedge.soak/1")
@@ -236,87 +239,5 @@ def render_soak(report: Report, source: str) -> str:
     return "\n".join([f"## Soak: threads sharing one Session, and `stream()` over a video ({source})\n",
                       f"```bash\n{report['command']}\n```\n",
                       f"{report.get('bundle_note', '')} {report['created_utc']}.\n",
-                      _table(["threads", "seconds", "predict calls", "stream frames", "mismatches vs single-thread",
+                      markdown_table(["threads", "seconds", "predict calls", "stream frames", "mismatches vs single-thread",
                               "errors", "RSS MiB after warm-up -> end", "fds", "threads"], [row])])
-
-
-# -- the performance targets (issue 12), from the reference bench and the peers run ----------------
-
-_TARGETS = {"encoder": 0.85, "cosine": 0.995, "eager": 0.12, "compile": 0.3, "accuracy_points": 0.5,
-            "ensemble_vs_member": 1.05, "first_prediction_s": 0.3, "rss_int8_mib": 100.0}
-
-
-def _verdict(value: float, goal: float, *, at_least: bool = False) -> str:
-    met = value >= goal if at_least else value <= goal
-    return "met" if met else f"**missed** by {abs(value - goal) / goal:.0%}"
-
-
-def _encoder_rows(peers: Report) -> list[list[str]]:
-    rows = []
-    for modality, enc in peers["encoders"].items():
-        cosine = enc["fidelity_vs_pytorch_fp32"].get("mmedge int8", {}).get("min")
-        for batch, b in enc["batches"].items():
-            others = {k: v for k, v in b["median_ms"].items() if not k.startswith("mmedge")}
-            if "mmedge int8" not in b["median_ms"] or not others:
-                continue
-            best = min(others, key=others.get)
-            ratio = b["median_ms"]["mmedge int8"] / others[best]
-            rows.append([f"{modality} int8 encoder, b{batch}", f"≤ {_TARGETS['encoder']}× best peer, cosine ≥ "
-                         f"{_TARGETS['cosine']}", f"{ratio:.2f}× {best}; cosine {cosine:.4f}",
-                         _verdict(ratio, _TARGETS["encoder"]) + ("" if cosine >= _TARGETS["cosine"] else
-                                                                 "; cosine **missed**")])
-    return rows
-
-
-def _fastest_runtime(report: Report, batch: int = 1) -> Mapping[str, Any] | None:
-    ours = [c for c in report["configs"] if c["kind"] == "ensemble" and c["batch"] == batch
-            and c["precision"] in ("int8", "mixed")]
-    return min(ours, key=lambda c: c["latency_ms"]["p50"], default=None)
-
-
-def _e2e_rows(report: Report) -> list[list[str]]:
-    rows, best = [], _fastest_runtime(report)
-    if best is None:
-        return rows
-    where = f"{best['precision']}/{best['backend']}"
-    for c in report["comparisons"]:
-        if c["batch"] != 1 or not c["name"].startswith(f"runtime {where} / PyTorch"):
-            continue
-        goal = _TARGETS["compile"] if "compile" in c["name"] else _TARGETS["eager"]
-        rows.append([c["name"] + ", b1", f"≤ {goal}×", f"{c['ratio_p50']:.3f}×", _verdict(c["ratio_p50"], goal)])
-    member = next((c for c in report["comparisons"] if c["batch"] == 1
-                   and c["name"].startswith(f"ensemble {where} / most accurate member")), None)
-    if member is not None:
-        rows.append([member["name"] + ", b1", f"≤ {_TARGETS['ensemble_vs_member']}×", f"{member['ratio_p50']:.2f}×",
-                     _verdict(member["ratio_p50"], _TARGETS["ensemble_vs_member"])])
-    acc = report["bundle"].get("export_accuracy", {}).get("ensemble", {})
-    if best["precision"] in acc and "pytorch" in acc:
-        drop = 100 * (acc["pytorch"] - acc[best["precision"]])
-        rows.append([f"{best['precision']} ensemble accuracy vs PyTorch (export, "
-                     f"{report['bundle']['export_accuracy']['samples']} test rows)",
-                     f"within {_TARGETS['accuracy_points']} point", f"{drop:+.2f} points "
-                     f"({acc[best['precision']]:.2%} vs {acc['pytorch']:.2%})",
-                     _verdict(drop, _TARGETS["accuracy_points"])])
-    return rows
-
-
-def _footprint_rows(report: Report) -> list[list[str]]:
-    fp = report["memory"].get("torch_free_process") or {}
-    rows = [[f"{p}: new process to first prediction", f"≤ {_TARGETS['first_prediction_s']} s",
-             f"{v['first_prediction_s']:.2f} s", _verdict(v["first_prediction_s"], _TARGETS["first_prediction_s"])]
-            for p, v in fp.items() if p in ("int8", "mixed")]
-    rows += [[f"{p}: resident memory after loading", f"≤ {_TARGETS['rss_int8_mib']:.0f} MiB",
-              f"{v['rss_after_load_bytes'] / 2**20:.0f} MiB",
-              _verdict(v["rss_after_load_bytes"] / 2**20, _TARGETS["rss_int8_mib"])]
-             for p, v in fp.items() if p in ("int8", "mixed")]
-    return rows
-
-
-def render_targets(report: Report, peers: Report | None) -> str:
-    """The performance targets, each with the figure that meets or misses it (from the two reports)."""
-    rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _footprint_rows(report)
-    return "\n".join(["## Performance targets\n",
-                      "Computed by `mmedge.bench.results.render_targets` from the reference bench and the peers "
-                      "run below (their commands are in their sections). \"best peer\": the fastest variant that "
-                      "is not mmedge's own (PyTorch eager, torch.compile or the peer recipe).\n",
-                      _table(["target", "goal", "measured", "verdict"], rows)])

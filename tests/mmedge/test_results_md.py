@@ -1,0 +1,30 @@
+"""benchmarks/RESULTS.md is generated from the committed result JSONs, never edited by hand."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmedge.bench.results import render_results
+from mmedge.bench.targets import TARGETS, render_targets
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+FILES = [BENCH / f for f in ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json")]
+
+
+def test_results_md_is_what_make_results_writes():
+    expected = render_results([f for f in FILES if f.is_file()], root=ROOT, targets=True)
+    assert (BENCH / "RESULTS.md").read_text(encoding="utf-8") == expected, \
+        "regenerate it: python benchmarks/make_results.py"
+
+
+def test_every_target_has_a_figure_a_verdict_and_a_reason():
+    bench, peers = (json.loads((BENCH / f).read_text()) for f in ("results.json", "peers.json"))
+    rows = [line for line in render_targets(bench, peers).splitlines() if line.startswith("| ") and "---" not in line]
+    body = rows[1:]
+    assert len(body) >= 2 * 3 + 5  # 3 encoders x 2 batches, e2e vs eager and compile, ensemble, accuracy, footprint
+    for row in body:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[3] == "met" or cells[3].startswith("**missed** by"), row
+        assert cells[3] == "met" or cells[4] or "accuracy" in cells[0], f"a miss without its reason: {row}"
+    assert set(TARGETS) >= {"encoder", "eager", "compile", "ensemble_vs_member", "first_prediction_s", "rss_int8_mib"}
