@@ -189,8 +189,8 @@ def _masked(fn: ModuleFn) -> ModuleFn:
     return lambda case: mask_sequences(fn(case))
 
 
-def onnx_fn(onnx_path: str | Path) -> ModuleFn:
-    """A ``ModuleFn`` that runs an ONNX graph in ONNX Runtime (a reference for fp16/int8)."""
+def onnx_fn(onnx_path: str | Path | bytes) -> ModuleFn:
+    """A ``ModuleFn`` that runs an ONNX graph (a file or a serialized model) in ONNX Runtime."""
     sess = create_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     return lambda case: dict(zip(names, sess.run(names, dict(case))))

@@ -261,13 +261,22 @@ def mel_filterbank(spec: AudioSpec) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _stft_window(n_fft: int, win_length: int) -> np.ndarray:
-    """Periodic Hann of ``win_length`` zero-padded (centered) to ``n_fft``, like torch.stft."""
+    """Periodic Hann of ``win_length`` zero-padded (centered) to ``n_fft``, like torch.stft; float32."""
     n = np.arange(win_length, dtype=np.float64)
     window = np.zeros(n_fft, dtype=np.float64)
     left = (n_fft - win_length) // 2
     window[left:left + win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    window = window.astype(np.float32)
     window.flags.writeable = False
     return window
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_weights(spec: AudioSpec) -> np.ndarray:
+    """``mel_filterbank(spec).T`` in float32, (n_fft // 2 + 1, n_mels): the power spectrum's right factor."""
+    weights = np.ascontiguousarray(mel_filterbank(spec).T, dtype=np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 def log_mel(waves: np.ndarray, spec: AudioSpec) -> np.ndarray:
@@ -290,16 +299,16 @@ def log_mel(waves: np.ndarray, spec: AudioSpec) -> np.ndarray:
                          "use fit_clip to cut each wave to spec.clip_samples")
     if not np.issubdtype(waves.dtype, np.floating) or not np.isfinite(waves).all():
         raise InputError(f"log_mel takes finite float waves, got dtype {waves.dtype} or NaN/Inf values")
-    fb, window = mel_filterbank(spec), _stft_window(spec.n_fft, spec.win_length)
+    weights, window = _mel_weights(spec), _stft_window(spec.n_fft, spec.win_length)
     half = spec.n_fft // 2
     if waves.shape[1] <= half:
         raise InputError(f"clips of {waves.shape[1]} samples are too short for n_fft={spec.n_fft}")
     # float32 throughout (numpy's FFT keeps float32): within 4e-6 of float64, ~15% faster at batch 8
     padded = np.pad(waves.astype(np.float32), ((0, 0), (half, half)), mode="reflect")  # (N, T + n_fft)
     frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft, axis=1)[:, ::spec.hop_length]
-    spectrum = np.fft.rfft(frames * window.astype(np.float32), axis=-1)  # (N, n_frames, n_fft//2 + 1)
+    spectrum = np.fft.rfft(frames * window, axis=-1)  # (N, n_frames, n_fft//2 + 1)
     power = spectrum.real ** 2 + spectrum.imag ** 2
-    mel = power @ fb.T.astype(np.float32)  # (N, n_frames, n_mels)
+    mel = power @ weights  # (N, n_frames, n_mels)
     return np.ascontiguousarray(np.log(mel + _LOG_EPS).transpose(0, 2, 1), dtype=np.float32)
 
 

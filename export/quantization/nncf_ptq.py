@@ -92,17 +92,12 @@ def _copy(model: Any) -> Any:
 
 def _min_cosine(reference: Any, candidate: Any, batches: Sequence[Mapping[str, np.ndarray]], limit: int = 64
                 ) -> float:
-    """Lowest cosine of ``candidate``'s outputs to ``reference``'s, over rows and outputs."""
-    from mmedge.runtime.backends.ort import create_session
+    """Lowest per-row cosine of ``candidate``'s outputs to ``reference``'s (``parity.row_cosine``)."""
+    from mmedge.export.parity import onnx_fn, row_cosine
 
-    ref, cand = (create_session(m.SerializeToString()) for m in (reference, candidate))
-    worst = 1.0
-    for feed in batches[:limit]:
-        for a, b in zip(ref.run(None, dict(feed)), cand.run(None, dict(feed))):
-            a, b = (x.reshape(len(x), -1).astype(np.float64) for x in (a, b))
-            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-            worst = min(worst, float(cos.min()))
-    return worst
+    ref, cand = (onnx_fn(m.SerializeToString()) for m in (reference, candidate))
+    pairs = ((ref(feed), cand(feed)) for feed in batches[:limit])
+    return min((row_cosine(r[name], c[name]) for r, c in pairs for name in r), default=1.0)
 
 
 def ignored_for(model_type: str, traits: GraphTraits) -> tuple[str, ...]:

@@ -205,14 +205,9 @@ def _op_profile(path: Path, feed: Feed, threads: int, runs: int = 30) -> dict[st
     """Milliseconds per run spent in each ONNX Runtime op type (its profiler, after 10 warm-up runs)."""
     import json
 
-    import onnxruntime as ort
+    from mmedge.runtime.backends.ort import create_session
 
-    from mmedge.runtime.backends.ort import session_options
-
-    options = session_options(threads)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.parent / f"profile-{path.stem}")
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = create_session(path, threads=threads, profile_prefix=path.parent / f"profile-{path.stem}")
     feed = {i.name: feed[i.name] for i in session.get_inputs()}
     for _ in range(10 + runs):
         session.run(None, feed)

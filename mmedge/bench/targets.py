@@ -95,8 +95,7 @@ def _extra_stages(report: Report, comparison: Mapping[str, Any]) -> str:
     """What the ensemble runs that the member does not: its other heads and the wider combine."""
     by_id = {c["id"]: c for c in report["configs"]}
     ens, mem = by_id[comparison["numerator"]], by_id[comparison["denominator"]]
-    extra = {k: v["p50"] - mem["stages_ms"].get(k, {"p50": 0.0})["p50"] for k, v in ens["stages_ms"].items()
-             if k.startswith("head.") and k not in mem["stages_ms"]}
+    extra = {k: v["p50"] for k, v in ens["stages_ms"].items() if k.startswith("head.") and k not in mem["stages_ms"]}
     return "the other heads: " + ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(extra.items(), key=lambda kv: -kv[1]))
 
 

@@ -23,9 +23,7 @@ from typing import Any, Callable, Sequence
 from mmedge import errors
 from mmedge.bench.options import BenchOptions
 
-__all__ = ["OWN_PROCESS_ID", "time_in_own_process"]
-
-OWN_PROCESS_ID = "torch/eager (own process)"
+__all__ = ["time_in_own_process"]
 
 
 def time_in_own_process(opts: BenchOptions, checkpoint: Path, accuracy_rows: Sequence[int], *,

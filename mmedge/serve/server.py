@@ -160,7 +160,6 @@ class Server:
         finally:
             if self.workspace is not None:
                 shutil.rmtree(self.workspace.parent, ignore_errors=True)
-                self.workspace = None
 
     def _open_sessions(self) -> None:
         from mmedge.runtime import Bundle, Session
@@ -196,11 +195,9 @@ class Server:
 
     def stop(self) -> None:
         """Stops Triton, closes the sessions and removes the workspace (idempotent)."""
-        workspace = self.workspace
         try:
             self._stop_triton()
         finally:
-            self.workspace = workspace  # kept so callers can check that it is gone
             for session in self._sessions:
                 session.close()
             self._sessions = []

@@ -59,7 +59,7 @@ def disabled_optimizers(precision: str | None) -> tuple[str, ...]:
 
 def create_session(graph: str | Path | bytes, *, threads: int | None = None,
                    providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
-                   precision: str | None = None) -> Any:
+                   precision: str | None = None, profile_prefix: str | Path | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` for a bundle graph, with the runtime's options.
 
     Args:
@@ -68,11 +68,17 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
         providers: Execution providers in priority order: names, or ``(name, options)`` tuples.
         precision: The bundle precision of the graph; turns off the optimizers that break it
             (``disabled_optimizers``).
+        profile_prefix: Turn on ONNX Runtime's profiler, writing ``<prefix>_<time>.json``
+            (``session.end_profiling()`` returns the path).
     """
     import onnxruntime as ort
 
+    options = session_options(threads)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     source = graph if isinstance(graph, bytes) else str(graph)
-    return ort.InferenceSession(source, sess_options=session_options(threads), providers=list(providers),
+    return ort.InferenceSession(source, sess_options=options, providers=list(providers),
                                 disabled_optimizers=list(disabled_optimizers(precision)))
 
 
