@@ -33,6 +33,11 @@ class Registry(Mapping[str, T]):
 
         return deco
 
+    def unregister(self, name: str) -> T:
+        """Removes and returns the entry registered under ``name`` (plug-in unloading, test teardown)."""
+        self.get(name)  # an unknown name lists the valid ones
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         """Returns the factory registered under ``name``."""
         try:
