@@ -1,4 +1,4 @@
-"""Writes benchmarks/RESULTS.md from result JSON files (``mmedge.bench.results``).
+"""Writes benchmarks/RESULTS.md from result JSON files (``benchmarks/render.py``).
 
     python benchmarks/make_results.py                       # the default files that exist
     python benchmarks/make_results.py a.json b.json -o OUT.md
@@ -9,11 +9,12 @@ the reference bench (``benchmarks/run_reference.sh``) followed by the other comm
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from mmedge.bench.results import render_results
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from render import render_results  # noqa: E402  (benchmarks/render.py)
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json")
 
 

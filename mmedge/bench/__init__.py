@@ -9,9 +9,10 @@
 | `peers`       | ``run_peers``: each encoder vs PyTorch, ``torch.compile`` and the peer int8 recipe |
 | `roofline`    | FLOPs against the measured matmul peak                                |
 | `schema`      | the ``mmedge.bench/1`` report: comparisons, validation, JSON writing  |
-| `plot`        | the latency plot                                                     |
-| `results`     | ``benchmarks/RESULTS.md`` generated from report JSON                  |
+| `plot`        | the latency plot (``mmedge bench --plot``)                           |
 
+``benchmarks/RESULTS.md`` is rendered from the report JSON by ``benchmarks/render.py``, with the
+reference bundle's goals of ``benchmarks/targets.py``: neither ships in the installed package.
 The torch-free primitives it builds on (statistics, interleaving, device probes, the
 torch-free footprint process) are in ``mmedge.runtime.timing``, ``.probes`` and ``.footprint``.
 """

@@ -2,13 +2,14 @@
 
 Computed from the reference bench (``mmedge.bench/1``) and the peers run (``mmedge.peers/1``):
 the "why" column names what the time or memory goes to (op-type profile, stage shares,
-start-up parts), so a miss says where to work. Rendered at the top of RESULTS.md.
+start-up parts), so a miss says where to work. Rendered at the top of RESULTS.md. The goals are
+the reference bundle's, so they live in ``benchmarks/``, not in the installed package.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from mmedge.bench.results import markdown_table
+from render import markdown_table  # benchmarks/render.py, beside this file
 
 __all__ = ["TARGETS", "render_targets"]
 
@@ -120,7 +121,7 @@ def render_targets(report: Report, peers: Report | None) -> str:
     memory goes (from the two reports)."""
     rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _footprint_rows(report)
     return "\n".join(["## Performance targets\n",
-                      "Computed by `mmedge.bench.targets.render_targets` from the reference bench and the peers "
+                      "Computed by `benchmarks/targets.py` from the reference bench and the peers "
                       "run below (their commands are in their sections). \"best peer\": the fastest variant that "
                       "is not mmedge's own (PyTorch eager, torch.compile or the peer recipe). Where mmedge's kernels "
                       "take the same time as the recipe's, the gap in the medians is the session's own overhead "

@@ -2,7 +2,8 @@
 
 Each JSON file names its ``schema``; a renderer registered for that schema turns it into a
 Markdown section that starts with the command that produced it. ``benchmarks/make_results.py``
-calls ``render_results`` on every JSON file it is given.
+calls ``render_results`` on every JSON file it is given. Only ``benchmarks/`` uses it, so it lives
+here, not in the installed package (import it with this folder on ``sys.path``, as the scripts do).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def render_results(files: Sequence[Path], *, root: Path | None = None, targets: 
         sections.append(RENDERERS[schema](report, name))
     first = {r.get("schema"): r for r in reversed(reports)}
     if targets and "mmedge.bench/1" in first:
-        from mmedge.bench.targets import render_targets
+        from targets import render_targets  # benchmarks/targets.py, beside this file
 
         sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1")))
     return "\n".join(sections)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-
-from mmedge.bench.results import render_results
-from mmedge.bench.targets import TARGETS, render_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+from render import render_results  # noqa: E402  (benchmarks/render.py)
+from targets import TARGETS, render_targets  # noqa: E402  (benchmarks/targets.py)
 FILES = [BENCH / f for f in ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json")]
 
 
