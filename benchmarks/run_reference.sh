@@ -7,7 +7,7 @@
 #   benchmarks/run_reference.sh   # writes benchmarks/results.json, benchmarks/latency.png, benchmarks/RESULTS.md
 #
 # Overrides (environment): BUNDLE (bundles/digits-av), CHECKPOINT (runs/digits-av),
-# THREADS (2, as the measurements in DESIGN.md), ITERS (100), WARMUP (10), BATCH (1,8),
+# THREADS (2, as the measurements in docs/quantization_notes.md), ITERS (100), WARMUP (10), BATCH (1,8),
 # PRECISIONS (the bundle's fp32/int8/mixed that are "ok"), ACCURACY_SAMPLES (200),
 # DATA (only if the bundle's manifest does not name its dataset).
 # Run it on an otherwise idle machine: other processes skew every absolute number

@@ -36,7 +36,7 @@ def compress_gather_tables(model: Any, *, min_elements: int = 1 << 20) -> list[s
     ``Gather(W, ids)`` becomes ``Cast(Gather(W_s8, ids)) * Unsqueeze(Gather(scale, ids), -1)``:
     only the gathered rows are dequantized, so the call costs what the float Gather did,
     while the table is 4x smaller (NNCF's QDQ on the table would dequantize all of it on
-    every call; DESIGN.md). Returns the names of the tables rewritten.
+    every call; docs/quantization_notes.md). Returns the names of the tables rewritten.
     """
     import onnx
     from onnx import helper, numpy_helper

@@ -102,7 +102,7 @@ def _min_cosine(reference: Any, candidate: Any, batches: Sequence[Mapping[str, n
 
 def ignored_for(model_type: str, traits: GraphTraits) -> tuple[str, ...]:
     """Op types kept in float: ``DEFAULT_IGNORED[model_type]``, plus Gather when the graph
-    reads float embedding tables (NNCF would quantize the whole table; DESIGN.md)."""
+    reads float embedding tables (NNCF would quantize the whole table; docs/quantization_notes.md)."""
     base = DEFAULT_IGNORED[model_type]
     return base if "Gather" in base or not traits.embedding_tables else (*base, "Gather")
 

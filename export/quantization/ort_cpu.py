@@ -1,4 +1,4 @@
-"""``int8``: the ONNX Runtime CPU target (DESIGN.md, "INT8 on ONNX Runtime").
+"""``int8``: the ONNX Runtime CPU target (measurements behind it: ``docs/quantization_notes.md``).
 
 NNCF's mixed preset, then every activation QuantizeLinear's int8 zero point shifted +128 to
 uint8 (same scale, same grid: lossless) so ORT fuses Conv/MatMul into integer kernels; s8
