@@ -18,7 +18,8 @@ from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec, spec_to_dict
 __all__ = ["build_micro_bundle", "LABELS"]
 
 LABELS = ["cat", "dog", "bird", "fish"]
-IMAGE, TEXT, AUDIO = ImageSpec(size=16), TextSpec(max_length=8), AudioSpec(clip_seconds=0.25, n_mels=16)
+IMAGE = ImageSpec(size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+TEXT, AUDIO = TextSpec(max_length=8, lowercase=True), AudioSpec(sample_rate=16000, clip_seconds=0.25, n_mels=16)
 WORDS = ["a", "the", "cat", "dog", "bird", "fish", "seven", "photo", "of"]
 
 

@@ -71,7 +71,7 @@ def image_inputs(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     from mmedge.runtime.preprocess import preprocess_images
     from mmedge.runtime.specs import ImageSpec
 
-    return [{"pixel_values": preprocess_images([im], ImageSpec(size=128))} for im in images]
+    return [{"pixel_values": preprocess_images([im], ImageSpec(size=128, mean=(0.498,) * 3, std=(0.502,) * 3))} for im in images]
 
 
 def text_inputs(sentences: list[str]) -> list[dict[str, np.ndarray]]:
@@ -79,7 +79,7 @@ def text_inputs(sentences: list[str]) -> list[dict[str, np.ndarray]]:
     from mmedge.runtime.preprocess import TextTokenizer
     from mmedge.runtime.specs import TextSpec
 
-    tok = TextTokenizer(MiniLMEncoder.tokenizer_file(), TextSpec(max_length=32))
+    tok = TextTokenizer(MiniLMEncoder.tokenizer_file(), TextSpec(max_length=32, lowercase=True))
     return [tok([s]) for s in sentences]
 
 

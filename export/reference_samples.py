@@ -10,25 +10,23 @@ import numpy as np
 import torch
 
 from mmedge.config import Recipe
-from mmedge.runtime.audio import preprocess_audio
-from mmedge.features import tokenizer
-from mmedge.runtime.preprocess import preprocess_images
-from mmedge.runtime.waveform import audio_input_name
+from mmedge.features import dataset_samples, preprocessor
 
 Arrays = dict[str, np.ndarray]
 
 
+def _at_length(spec, length: int | None):
+    """``spec`` with a shorter ``max_length`` (a sequence modality: text), for parity at another length."""
+    return dataclasses.replace(spec, max_length=length) if length and hasattr(spec, "max_length") else spec
+
+
 def encoder_inputs(items: dict[str, list], recipe: Recipe, tokenizer_file: Path | None, *,
                    text_length: int | None = None) -> Arrays:
-    """Preprocesses raw items (aligned lists per modality) exactly as the runtime does."""
+    """Preprocesses samples (aligned lists per modality) exactly as the runtime does; ``text_length``
+    shortens the sequence modalities' ``max_length``."""
     out: Arrays = {}
-    if "image" in items:
-        out["pixel_values"] = preprocess_images(items["image"], recipe.image)
-    if "text" in items:
-        spec = dataclasses.replace(recipe.text, max_length=text_length or recipe.text.max_length)
-        out.update(tokenizer(tokenizer_file, spec)(items["text"]))
-    if "audio" in items:
-        out[audio_input_name(recipe.audio)] = preprocess_audio(items["audio"], recipe.audio)
+    for m, samples in items.items():
+        out.update(preprocessor(m, _at_length(recipe.specs[m], text_length), tokenizer_file)(samples))
     return out
 
 
@@ -41,7 +39,8 @@ def with_features(model, inputs: Arrays) -> Arrays:
 
 def parity_cases(model, recipe: Recipe, items: dict[str, list], tokenizer_file: Path | None) -> list[Arrays]:
     """Cases at batch 1, 2 and 7, and for text at the full and at half the token length."""
-    lengths = [None] + ([max(4, recipe.text.max_length // 2)] if "text" in items else [])
+    lengths = [None] + sorted({max(4, s.max_length // 2) for m, s in recipe.specs.items()
+                               if m in items and hasattr(s, "max_length")})
     cases = []
     for length in lengths:
         for batch in (1, 2, 7):
@@ -62,11 +61,6 @@ def calibration_set(model, recipe: Recipe, items: dict[str, list], tokenizer_fil
 
 
 def rows_items(data, rows: Sequence[int], modalities: Sequence[str]) -> dict[str, list]:
-    """Raw items of dataset rows for the given modalities."""
-    from mmedge.evaluation import raw_inputs
-
-    raw = raw_inputs(data, rows, modalities)
-    if "audio" in raw:  # (wave, rate): preprocessing resamples to the spec's rate as training did
-        rate = raw.pop("audio_rate")
-        raw["audio"] = [(w, rate) for w in raw["audio"]]
-    return raw
+    """Samples of dataset rows for the given modalities (audio as ``(wave, rate)``: preprocessing
+    resamples to the spec's rate as training did)."""
+    return {m: dataset_samples(data, m, list(rows)) for m in modalities if m in data.modalities}

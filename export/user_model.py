@@ -6,7 +6,7 @@ to a bundle, through the very pipeline ``mmedge export`` runs on checkpoints (``
 
     export_model(encoders={"image": my_cnn, "text": "hf:./my-bert"},
                  heads={"gated": Member(GatedHead(), inputs=("image_pooled", "text_pooled"))},
-                 specs={"image": ImageSpec(size=64, mean=(0.5,) * 3, std=(0.5,) * 3)},
+                 specs={"image": ImageSpec(size=64, mean=(0.5,) * 3, std=(0.5,) * 3)},  # your module's own
                  labels=["cat", "dog"], calib="calib.jsonl", eval_data="test.jsonl", out="bundles/pets")
 
 The contract (``docs/bring_your_own.md``): an encoder takes its modality's preprocessed tensors
@@ -21,12 +21,9 @@ from typing import Any, Mapping, Sequence
 from mmedge.config import MemberConfig, Recipe
 from mmedge.errors import ConfigError
 from mmedge.export.exporter import ExportConfig, export_sources
-from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec
+from mmedge.runtime.modalities import get_modality, modality_names
 
 __all__ = ["Member", "export_model", "build_ensemble"]
-
-DEFAULT_SPECS = {"image": ImageSpec, "text": TextSpec, "audio": AudioSpec}
-_INPUTS = {"image": ("pixel_values",), "text": ("input_ids", "attention_mask")}
 
 
 @dataclass(frozen=True)
@@ -63,22 +60,23 @@ def _member(name: str, value: Any) -> Member:
 
 
 def _spec(modality: str, name: str | None, specs: Mapping[str, Any]) -> Any:
-    from mmedge.hf_folder import hf_spec, is_hf_name
+    """The module's spec as given, or its encoder's own (a ``hf:`` folder's, a registered encoder's)."""
+    from mmedge.config import encoder_spec
+    from mmedge.hf_folder import hf_name
 
-    base = specs.get(modality)
-    if name is not None and is_hf_name(name):
-        return hf_spec(name, modality, base or DEFAULT_SPECS[modality]())
-    if base is None and name is None and modality != "text":
+    cls, base = get_modality(modality).spec_class, specs.get(modality)
+    if base is not None and not isinstance(base, cls):
+        raise ConfigError(f"specs[{modality!r}] must be a {cls.__name__}, got {type(base).__name__}")
+    if name is not None:
+        return encoder_spec(hf_name(name), modality, base)
+    if base is None:
         raise ConfigError(f"your {modality} module needs its preprocessing: pass specs={{'{modality}': "
-                          f"{DEFAULT_SPECS[modality].__name__}(...)}} (size, mean/std... as it was trained)")
-    if base is not None and not isinstance(base, DEFAULT_SPECS[modality]):
-        raise ConfigError(f"specs[{modality!r}] must be a {DEFAULT_SPECS[modality].__name__}, got {type(base).__name__}")
-    return base or DEFAULT_SPECS[modality]()
+                          f"{cls.__name__}(...)}} (size, mean/std, length, rate... as it was trained)")
+    return base
 
 
 def _encoder(modality: str, value: Any, spec: Any):
     from mmedge.encoders import Encoder, create_encoder, freeze
-    from mmedge.runtime.waveform import audio_input_name
     from mmedge.user_modules import ModuleEncoder, qualname
 
     if isinstance(value, str):
@@ -86,7 +84,7 @@ def _encoder(modality: str, value: Any, spec: Any):
     elif isinstance(value, Encoder):
         enc = value
     elif callable(getattr(value, "forward", None)):
-        names = getattr(value, "input_names", None) or _INPUTS.get(modality) or (audio_input_name(spec),)
+        names = getattr(value, "input_names", None) or get_modality(modality).encoder_inputs(spec)
         enc = ModuleEncoder(value, modality=modality, input_names=names)
     else:
         raise ConfigError(f"encoders[{modality!r}] must be an nn.Module or an encoder name (registered or hf:PATH), "
@@ -126,9 +124,10 @@ def build_ensemble(*, encoders: Mapping[str, Any], heads: Mapping[str, Any], lab
     from mmedge.user_modules import qualname
 
     _check_labels(labels)
-    unknown = [m for m in encoders if m not in DEFAULT_SPECS]
+    unknown = [m for m in encoders if m not in modality_names()]
     if unknown or not encoders:
-        raise ConfigError(f"encoders must map modalities {list(DEFAULT_SPECS)} to modules or names, got {list(encoders)}")
+        raise ConfigError(f"encoders must map modalities {list(modality_names())} to modules or names, "
+                          f"got {list(encoders)}")
     specs = dict(specs or {})
     spec = {m: _spec(m, v if isinstance(v, str) else None, specs) for m, v in encoders.items()}
     built = {m: _encoder(m, v, spec[m]) for m, v in encoders.items()}
@@ -139,7 +138,7 @@ def build_ensemble(*, encoders: Mapping[str, Any], heads: Mapping[str, Any], lab
     modalities = tuple(encs)
     recipe = Recipe(name=name, dataset="user", task=task, modalities=modalities, encoders=names, ensemble=ensemble,
                     members=tuple(MemberConfig(n, qualname(mb.head), modalities) for n, mb in members.items()),
-                    baselines=False, **{m: spec[m] for m in modalities})
+                    baselines=False, specs={m: spec[m] for m in modalities})
     model = MultimodalEnsemble(recipe, encs, {n: _head(mb).cpu().eval() for n, mb in members.items()},
                                [mb.temperature for mb in members.values()], [mb.weight for mb in members.values()])
     return model.eval(), _tokenizer(encs, names, tokenizer)
@@ -210,7 +209,8 @@ def export_model(*, encoders: Mapping[str, Any], heads: Mapping[str, Any], label
         out: The bundle folder to write.
         calib: Calibration samples: a JSONL file / folder or an iterable of raw-input dicts.
         specs: modality -> ``ImageSpec`` / ``TextSpec`` / ``AudioSpec`` (required for your own
-            image and audio modules; ``hf:`` encoders bring theirs).
+            modules; ``hf:`` and registered encoders bring theirs, a ``hf:`` audio encoder needs the
+            clip length: ``AudioSpec(sample_rate=..., clip_seconds=...)``).
         tokenizer: The text encoder's ``tokenizer.json`` (``hf:`` folders bring theirs).
         eval_data: Labelled samples for the accuracy report (JSONL, ``MultimodalDataset`` or dicts).
         ensemble: ``weighted_mean`` | ``soft_vote`` | ``majority_vote``.

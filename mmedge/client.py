@@ -23,11 +23,11 @@ import numpy as np
 from mmedge.errors import BackendUnavailable, ConfigError, InputError, MmedgeError
 from mmedge.runtime import user_inputs as _inputs
 from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_model_name
-from mmedge.serve.protocol import AUDIO, AUDIO_RATE, IMAGE, INPUTS, OUTPUTS, TEXT, decode_outputs
+from mmedge.runtime.modalities import InputOptions, get_modality
+from mmedge.serve.protocol import OUTPUTS, decode_outputs, input_specs
 
 __all__ = ["Client", "ServerError", "predict"]
 
-_SPECS = {t.name: t for t in INPUTS}
 _INSTALL = "the mmedge client needs tritonclient: pip install 'mmedge[serve]' (or 'tritonclient[http,grpc]')"
 
 
@@ -126,15 +126,16 @@ class Client:
             InputError: a bad input (checked here before sending).
             ServerError: the server refused the request (its message) or cannot be reached.
         """
-        rows = _rows(image, text, audio, audio_rate, image_color_order)
+        given = {"image": image, "text": text, "audio": audio}
+        rows = _rows(given, InputOptions(image_color_order=image_color_order, audio_rate=audio_rate))
         size = _inputs.check_batch_sizes({m: len(v) for m, v in rows.items()})
         preds = [self._send({m: v[a:b] for m, v in rows.items()}) for a, b in self._chunks(rows, size)]
         return preds[0] if len(preds) == 1 else _concat(preds)
 
     def _chunks(self, rows: dict[str, list], size: int) -> list[tuple[int, int]]:
-        """Consecutive row ranges of equal image / audio shapes, each at most ``max_batch()`` rows."""
+        """Consecutive row ranges of equal sample shapes (images, waves), each at most ``max_batch()`` rows."""
         def shape(i: int) -> tuple:
-            return tuple(np.shape(rows[m][i] if m != AUDIO else rows[m][i][0]) for m in (IMAGE, AUDIO) if m in rows)
+            return tuple(np.shape(rows[m][i][0] if isinstance(rows[m][i], tuple) else rows[m][i]) for m in rows)
 
         chunks, start, limit = [], 0, self.max_batch()
         for i in range(1, size + 1):
@@ -144,10 +145,11 @@ class Client:
         return chunks
 
     def _send(self, rows: dict[str, list]) -> Any:
-        arrays = _arrays(rows)
+        arrays = {name: a for m, samples in rows.items() for name, a in get_modality(m).to_wire(samples).items()}
+        specs = {t.name: t for t in input_specs(list(rows))}
         inputs = []
         for name, array in arrays.items():
-            inp = self._tc.InferInput(name, list(array.shape), _SPECS[name].triton_dtype)
+            inp = self._tc.InferInput(name, list(array.shape), specs[name].triton_dtype)
             inp.set_data_from_numpy(array)
             inputs.append(inp)
         outputs = [self._tc.InferRequestedOutput(n) for n in OUTPUTS]
@@ -189,31 +191,12 @@ def _message(exc: Any) -> str:
     return " ".join(lines)[:2000]
 
 
-def _rows(image: Any, text: Any, audio: Any, audio_rate: int | None, color_order: str) -> dict[str, list]:
-    from mmedge.runtime.preprocess import load_image
-
-    rows: dict[str, list] = {}
-    if image is not None:
-        rows[IMAGE] = [load_image(i, color_order=color_order) for i in _inputs.image_items(image)]
-    if text is not None:
-        rows[TEXT] = _inputs.text_items(text)
-    if audio is not None:
-        rows[AUDIO] = _inputs.load_waves(_inputs.audio_items(audio, audio_rate))
+def _rows(given: dict[str, Any], options: InputOptions) -> dict[str, list]:
+    """Each given modality's samples, read here as ``Session.predict`` reads them (files decoded)."""
+    rows = {m: get_modality(m).prepare(v, options) for m, v in given.items() if v is not None}
     if not rows:
-        raise InputError("pass at least one of image=, text=, audio=")
+        raise InputError(f"pass at least one of {', '.join(m + '=' for m in given)}")
     return rows
-
-
-def _arrays(rows: dict[str, list]) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    if IMAGE in rows:
-        arrays[IMAGE] = np.stack(rows[IMAGE])  # (b, H, W, 3) uint8
-    if TEXT in rows:
-        arrays[TEXT] = np.array([[t.encode("utf-8")] for t in rows[TEXT]], dtype=object)  # (b, 1)
-    if AUDIO in rows:
-        arrays[AUDIO] = np.stack([w for w, _ in rows[AUDIO]]).astype(np.float32)  # (b, samples)
-        arrays[AUDIO_RATE] = np.array([[r] for _, r in rows[AUDIO]], dtype=np.int32)  # (b, 1)
-    return arrays
 
 
 def _concat(preds: Sequence[Any]) -> Any:

@@ -9,10 +9,44 @@ from mmedge.errors import ConfigError
 from mmedge.hf_folder import hf_name, hf_spec, is_hf_name
 from mmedge.registry import Registry
 from mmedge.runtime.ensemble import EnsembleMethod, parse_method
+from mmedge.runtime.modalities import get_modality, modality_names
 from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec, spec_from_dict, spec_to_dict
 
 TASKS = ("classification", "matching")
 DEFAULT_ENCODERS = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "audio_cnn"}
+
+# The reference encoders' own preprocessing, stated here once (a spec class has no model's numbers
+# as defaults). A plug-in encoder states its own with ``register_encoder_spec``.
+LITE0_IMAGE = ImageSpec(size=128, resize="bilinear", mean=(0.498,) * 3, std=(0.502,) * 3)  # EfficientNet-Lite, ImageNet
+MINILM_TEXT = TextSpec(max_length=32, lowercase=True)  # all-MiniLM-L6-v2 (uncased)
+AUDIO_CNN_MEL = AudioSpec(sample_rate=16000, clip_seconds=1.0, n_fft=512, win_length=400, hop_length=160, n_mels=64,
+                          fmin=20.0, fmax=8000.0, front_end="log_mel")  # audio_cnn, trained here on 1 s log-mel clips
+ENCODER_SPECS: Registry[Any] = Registry("encoder preprocessing spec")
+for _name, _spec in (("efficientnet_lite0", LITE0_IMAGE), ("efficientnet_lite0_s16", LITE0_IMAGE),
+                     ("minilm_l6", MINILM_TEXT), ("audio_cnn", AUDIO_CNN_MEL)):
+    ENCODER_SPECS.register(_name)(_spec)
+
+
+def register_encoder_spec(name: str, spec: Any) -> Any:
+    """States the preprocessing spec of registered encoder ``name`` (recipes using it derive theirs from it)."""
+    return ENCODER_SPECS.register(name)(spec)
+
+
+def encoder_spec(name: str, modality: str, base: Any = None) -> Any:
+    """The preprocessing spec of encoder ``name`` for ``modality``: a ``hf:PATH`` folder's (from its configs,
+    keeping ``base``'s token or clip length), or the one a registered encoder states.
+
+    Raises:
+        ConfigError: an encoder that states no spec (pass one), or a folder of another modality.
+    """
+    if is_hf_name(name):
+        return hf_spec(name, modality, base)
+    if name in ENCODER_SPECS:
+        return ENCODER_SPECS[name]
+    if base is not None:
+        return base
+    raise ConfigError(f"encoder {name!r} states no {modality} preprocessing; give the recipe its spec "
+                      f"({get_modality(modality).spec_class.__name__}), or register it with register_encoder_spec")
 
 
 @dataclass(frozen=True)
@@ -66,6 +100,8 @@ class Recipe:
         task: "classification" or "matching".
         modalities: Modalities used by the recipe.
         encoders: modality -> registered encoder name.
+        specs: modality -> preprocessing spec; a modality left out gets its encoder's own
+            (``encoder_spec``). In ``recipe.json`` each spec sits under its modality's name.
         members: The ensemble members.
         ensemble: How member outputs are combined.
         unfreeze: modality -> number of last encoder blocks fine-tuned on the labels before
@@ -82,9 +118,7 @@ class Recipe:
     encoders: Mapping[str, str] = field(default_factory=dict)
     ensemble: EnsembleMethod = EnsembleMethod.WEIGHTED_MEAN
     train: TrainConfig = TrainConfig()
-    image: ImageSpec = ImageSpec()
-    text: TextSpec = TextSpec()
-    audio: AudioSpec = AudioSpec()
+    specs: Mapping[str, Any] = field(default_factory=dict)
     unfreeze: Mapping[str, int] = field(default_factory=dict)
     baselines: bool = True
     subset: int | None = None
@@ -94,6 +128,7 @@ class Recipe:
             raise ConfigError(f"unknown task {self.task!r}; valid: {list(TASKS)}")
         enc = {m: hf_name(self.encoders.get(m, DEFAULT_ENCODERS.get(m, ""))) for m in self.modalities}
         object.__setattr__(self, "encoders", enc)
+        object.__setattr__(self, "specs", self._checked_specs())
         object.__setattr__(self, "ensemble", parse_method(self.ensemble))
         if self.subset is not None and self.subset < 2:
             raise ConfigError(f"subset must be at least 2 training samples, got {self.subset}")
@@ -110,6 +145,24 @@ class Recipe:
                     f"member {mb.name!r} uses modalities {missing} that recipe {self.name!r} lacks; "
                     f"it has {list(self.modalities)}"
                 )
+
+    def _checked_specs(self) -> dict[str, Any]:
+        extra = [m for m in self.specs if m not in self.modalities]
+        if extra:
+            raise ConfigError(f"specs given for {extra}, which recipe {self.name!r} lacks; "
+                              f"it has {list(self.modalities)}")
+        specs = {m: self.specs.get(m) or encoder_spec(self.encoders[m], m) for m in self.modalities}
+        for m, spec in specs.items():
+            cls = get_modality(m).spec_class
+            if not isinstance(spec, cls):
+                raise ConfigError(f"the {m} spec must be a {cls.__name__}, got {type(spec).__name__}")
+        return specs
+
+    def __getattr__(self, name: str) -> Any:
+        specs = self.__dict__.get("specs", {})
+        if name in specs:  # recipe.image, recipe.text...: the modality's spec
+            return specs[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def replace(self, **changes: Any) -> "Recipe":
         """A copy with ``changes`` applied (validated again)."""
@@ -128,34 +181,33 @@ class Recipe:
         if unknown:
             raise ConfigError(f"encoders given for {unknown}, which recipe {self.name!r} lacks; "
                               f"it has {list(self.modalities)}")
-        changes: dict[str, Any] = {"encoders": {**self.encoders, **encoders}}
-        for m, name in encoders.items():
-            if is_hf_name(name):
-                changes[m] = hf_spec(name, m, getattr(self, m))
-        return self.replace(**changes)
+        specs = {**self.specs, **{m: encoder_spec(hf_name(n), m, self.specs[m]) for m, n in encoders.items()}}
+        return self.replace(encoders={**self.encoders, **encoders}, specs=specs)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``Recipe.from_dict`` inverts it)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "specs"}
         d.update(
             modalities=list(self.modalities), encoders=dict(self.encoders), ensemble=self.ensemble.value,
             unfreeze=dict(self.unfreeze),
             members=[dict(dataclasses.asdict(m), modalities=list(m.modalities)) for m in self.members],
             train=dataclasses.asdict(self.train),
-            image=spec_to_dict(self.image), text=spec_to_dict(self.text), audio=spec_to_dict(self.audio),
         )
+        d.update({m: spec_to_dict(spec) for m, spec in self.specs.items()})  # each spec under its modality
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
         """Builds a recipe from a dict (e.g. parsed ``recipe.json``), rejecting unknown keys."""
         d = dict(data)
+        raw_specs = {m: d.pop(m) for m in modality_names() if m in d}  # older files hold every modality's spec
         _reject_unknown(cls, d)
         d["members"] = tuple(spec_from_dict(MemberConfig, m) for m in d.get("members", ()))
         d["modalities"] = tuple(d.get("modalities", ()))
-        for key, spec_cls in (("train", TrainConfig), ("image", ImageSpec), ("text", TextSpec), ("audio", AudioSpec)):
-            if key in d:
-                d[key] = spec_from_dict(spec_cls, d[key])
+        if "train" in d:
+            d["train"] = spec_from_dict(TrainConfig, d["train"])
+        d["specs"] = {m: spec_from_dict(get_modality(m).spec_class, raw) for m, raw in raw_specs.items()
+                      if m in d["modalities"]}
         return cls(**d)
 
 
@@ -192,11 +244,12 @@ RECIPES.register("digits-av")(Recipe(
     name="digits-av", dataset="digits-av", task="classification",
     modalities=("image", "text", "audio"), members=_four_heads(("image", "text", "audio")),
     encoders={"image": "efficientnet_lite0_s16"}, train=TrainConfig(modality_dropout=0.2),
+    specs={"image": LITE0_IMAGE, "text": MINILM_TEXT, "audio": AUDIO_CNN_MEL},
 ))
 RECIPES.register("digits-match")(Recipe(
     name="digits-match", dataset="digits-match", task="matching",
     modalities=("image", "text"), members=_four_heads(("image", "text")),
-    encoders={"image": "efficientnet_lite0_s16"},
+    encoders={"image": "efficientnet_lite0_s16"}, specs={"image": LITE0_IMAGE, "text": MINILM_TEXT},
 ))
 
 

@@ -1,7 +1,8 @@
 """Encoder inputs and cached encoder features for a dataset.
 
-Preprocessing is the runtime's numpy code (``mmedge.runtime.preprocess``), so training
-sees exactly what the device will compute.
+Preprocessing is the runtime's numpy code, reached through each modality's record
+(``mmedge.runtime.modalities``): the dataset's rows are read as ``Session.predict`` reads a
+user's arguments, so training sees exactly what the device will compute.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from mmedge.config import Recipe
 from mmedge.encoders import Encoder
 from mmedge.errors import DataError
 from mmedge.progress import track
-from mmedge.runtime.preprocess import TextTokenizer, preprocess_audio, preprocess_images
-from mmedge.runtime.specs import TextSpec
-from mmedge.runtime.waveform import audio_input_name
+from mmedge.runtime.limits import Limits
+from mmedge.runtime.modalities import InputOptions, Preprocess, PreprocessContext, get_modality, modality_names
 
 BATCH = 64
+# A dataset is the user's own, already in memory: only what preprocessing itself refuses is refused.
+_DATASET_LIMITS = Limits(max_text_chars=2**40, max_batch=2**40, max_audio_seconds=1e9, min_audio_rate=1,
+                         max_audio_rate=2**40, max_image_pixels=2**60)
 
 
 @dataclass
@@ -40,24 +43,34 @@ class FeatureSet:
         return len(self.y)
 
 
-@functools.lru_cache(maxsize=8)
-def tokenizer(tokenizer_file: Path | None, spec: TextSpec) -> TextTokenizer:
-    """The runtime's tokenizer for ``tokenizer_file`` and ``spec``, loaded once."""
-    return TextTokenizer(tokenizer_file, spec)
+@functools.lru_cache(maxsize=16)
+def preprocessor(modality: str, spec: Any, tokenizer_file: Path | None = None) -> Preprocess:
+    """The runtime's preprocessing of ``modality`` for ``spec``, built once; the file a spec names (the
+    tokenizer) is read from ``tokenizer_file``."""
+    folder = Path(tokenizer_file).parent if tokenizer_file is not None else None
+    read = (lambda rel: Path(tokenizer_file).read_bytes()) if tokenizer_file is not None else None
+    return get_modality(modality).preprocessor(spec, PreprocessContext(read_file=read, folder=folder))
+
+
+def dataset_samples(data, modality: str, rows: Sequence[int]) -> list:
+    """The samples of ``modality`` in dataset ``rows``, read as ``Session.predict`` reads the same arguments."""
+    from mmedge.evaluation import raw_inputs
+
+    raw = raw_inputs(data, rows, [modality])
+    if modality not in raw:
+        raise DataError(f"dataset {data.name!r} has no {modality} (it has {list(data.modalities)})")
+    options = InputOptions(**{k: v for k, v in raw.items() if k not in modality_names()})  # audio_rate...
+    return get_modality(modality).prepare(raw[modality], options, _DATASET_LIMITS)
 
 
 def modality_inputs(
     data, modality: str, rows: Sequence[int], recipe: Recipe, tokenizer_file: Path | None
 ) -> dict[str, np.ndarray]:
     """Preprocessed encoder inputs of ``modality`` for dataset rows ``rows``."""
-    if modality == "image":
-        return {"pixel_values": preprocess_images([data.images[i] for i in rows], recipe.image)}
-    if modality == "text":
-        return tokenizer(tokenizer_file, recipe.text)([data.texts[i] for i in rows])
-    if modality == "audio":
-        waves = [(data.audio[i], data.audio_rate) for i in rows]
-        return {audio_input_name(recipe.audio): preprocess_audio(waves, recipe.audio)}
-    raise DataError(f"unknown modality {modality!r}")
+    if modality not in recipe.specs:
+        raise DataError(f"recipe {recipe.name!r} has no {modality} (it has {list(recipe.modalities)})")
+    samples = dataset_samples(data, modality, list(rows))
+    return preprocessor(modality, recipe.specs[modality], tokenizer_file)(samples)
 
 
 def batched_inputs(data, modality: str, recipe: Recipe, tokenizer_file: Path | None, batch: int = BATCH):

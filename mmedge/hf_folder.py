@@ -6,13 +6,11 @@ missing folder, or one without a config or weights, is a ``ConfigError`` saying 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from mmedge.errors import ConfigError
-from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec
 
 __all__ = ["HF_PREFIX", "is_hf_name", "hf_name", "hf_folder", "hf_modality", "hf_spec", "WEIGHT_FILES"]
 
@@ -20,8 +18,6 @@ HF_PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER = "tokenizer.json"
 PROCESSOR = "preprocessor_config.json"
-_RESAMPLE = {0: "nearest", 2: "bilinear"}  # PIL codes; others (bicubic, lanczos) resize bilinearly
-_RESCALE = 1.0 / 255.0
 
 
 def is_hf_name(name: str) -> bool:
@@ -64,85 +60,52 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def hf_modality(folder: Path) -> str:
-    """The modality of a model folder: an image processor, an audio feature extractor, or a tokenizer.
+    """The modality of a model folder: the first modality record whose Hugging Face front end
+    (``Modality.hf``) recognises its processor config's keys, else one whose marker files it holds.
 
     Raises:
-        ConfigError: the folder has none of ``preprocessor_config.json`` / ``tokenizer.json``.
+        ConfigError: the folder has none of them (a ``preprocessor_config.json`` or ``tokenizer.json``).
     """
+    from mmedge.runtime.modalities import modalities
+
     processor = folder / PROCESSOR
-    if processor.is_file():
-        cfg = _json(processor)
-        if "image_mean" in cfg or "image_processor_type" in cfg:
-            return "image"
-        if "sampling_rate" in cfg:
-            return "audio"
-    if (folder / TOKENIZER).is_file():
-        return "text"
+    cfg = _json(processor) if processor.is_file() else {}
+    readable = [r for r in modalities() if r.hf is not None]
+    for record in readable:
+        if any(key in cfg for key in record.hf.processor_keys):
+            return record.name
+    for record in readable:
+        if record.hf.files and all((folder / f).is_file() for f in record.hf.files):
+            return record.name
     raise ConfigError(f"{folder}: cannot tell the modality: save the tokenizer (tokenizer.save_pretrained, which "
                       f"writes {TOKENIZER}), the image processor or the feature extractor ({PROCESSOR}) beside the model")
 
 
-def hf_spec(name: str, modality: str, base: Any) -> Any:
-    """The preprocessing spec of ``hf:PATH`` for ``modality``, from the folder's own configs.
+def hf_spec(name: str, modality: str, base: Any = None) -> Any:
+    """The preprocessing spec of ``hf:PATH`` for ``modality``, from the folder's own configs
+    (``<spec class>.from_hf``).
 
     Args:
         name: ``hf:PATH``.
         modality: The recipe's modality for this encoder (must be the folder's).
-        base: The recipe's current spec of that modality (kept: text ``max_length``, audio ``clip_seconds``).
+        base: The recipe's current spec of that modality, if any (kept: text ``max_length``, audio
+            ``clip_seconds``).
 
     Raises:
         ConfigError: the folder holds a model of another modality, or configs mmedge cannot follow.
     """
+    from mmedge.runtime.modalities import get_modality
+    from mmedge.runtime.specs import HFConfigs
+
     folder = hf_folder(name)
     found = hf_modality(folder)
     if found != modality:
         raise ConfigError(f"encoder {name!r} is given for {modality} but {folder} holds a model for {found}; "
                           f"use it as --encoder {found}={name}")
-    return {"image": _image_spec, "text": _text_spec, "audio": _audio_spec}[modality](folder, base)
+    configs = HFConfigs(str(folder), _json(folder / "config.json"), _optional_json(folder / PROCESSOR),
+                        _optional_json(folder / "tokenizer_config.json"))
+    return get_modality(modality).spec_class.from_hf(configs, base)
 
 
-def _text_spec(folder: Path, base: TextSpec) -> TextSpec:
-    limit = _json(folder / "config.json").get("max_position_embeddings")
-    if isinstance(limit, int) and base.max_length > limit:
-        raise ConfigError(f"text max_length {base.max_length} exceeds {folder}'s max_position_embeddings {limit}; "
-                          "lower max_length")
-    # The tokenizer's own normalizer decides about case (a cased model must not be lowercased).
-    return dataclasses.replace(base, tokenizer_file=TOKENIZER, lowercase=False)
-
-
-def _image_spec(folder: Path, base: ImageSpec) -> ImageSpec:
-    cfg = _json(folder / PROCESSOR)
-    if cfg.get("do_rescale", True) and abs(float(cfg.get("rescale_factor", _RESCALE)) - _RESCALE) > 1e-9:
-        raise ConfigError(f"{folder / PROCESSOR}: rescale_factor {cfg['rescale_factor']} is not 1/255; mmedge scales "
-                          "pixels to [0, 1] before mean/std")
-    size = _square_size(folder, cfg)
-    normalize = cfg.get("do_normalize", True)
-    mean = tuple(float(v) for v in cfg.get("image_mean", (0.5,) * 3)) if normalize else (0.0,) * 3
-    std = tuple(float(v) for v in cfg.get("image_std", (0.5,) * 3)) if normalize else (1.0,) * 3
-    if len(mean) != 3 or len(std) != 3:
-        raise ConfigError(f"{folder / PROCESSOR}: image_mean / image_std must hold 3 values (RGB)")
-    return dataclasses.replace(base, size=size, mean=mean, std=std, channel_order="RGB",
-                               resize=_RESAMPLE.get(cfg.get("resample", 2), "bilinear"))
-
-
-def _square_size(folder: Path, cfg: dict[str, Any]) -> int:
-    size = cfg.get("crop_size") if cfg.get("do_center_crop") else cfg.get("size")
-    if isinstance(size, int):
-        return size
-    if isinstance(size, dict):
-        if size.get("height") is not None and size.get("height") == size.get("width"):
-            return int(size["height"])
-        if "shortest_edge" in size:
-            return int(size["shortest_edge"])
-    raise ConfigError(f"{folder / PROCESSOR}: size {size!r} is not square; mmedge resizes to a square "
-                      "S x S: set size to {\"height\": S, \"width\": S}")
-
-
-def _audio_spec(folder: Path, base: AudioSpec) -> AudioSpec:
-    cfg = _json(folder / PROCESSOR)
-    rate = int(cfg.get("sampling_rate", base.sample_rate))
-    if int(cfg.get("feature_size", 1)) != 1:
-        raise ConfigError(f"{folder / PROCESSOR}: feature_size {cfg['feature_size']} means a spectrogram front end; "
-                          "mmedge's Hugging Face audio encoders take the raw waveform (wav2vec2-style, feature_size 1)")
-    return dataclasses.replace(base, sample_rate=rate, front_end="waveform", normalize=bool(cfg.get("do_normalize", True)),
-                               fmax=min(base.fmax, rate / 2))
+def _optional_json(path: Path) -> dict[str, Any]:
+    return _json(path) if path.is_file() else {}

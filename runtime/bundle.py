@@ -15,17 +15,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from mmedge.errors import BundleError, ConfigError, InputError
+from mmedge.errors import BundleError, ConfigError
 from mmedge.runtime.archive import extract_archive
 from mmedge.runtime.integrity import Identity, read_file, resolve_inside, sha256_file, verify_files
 from mmedge.runtime.limits import DEFAULT_LIMITS, Limits
-from mmedge.runtime.manifest_schema import SchemaError, validate_manifest
-from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec, spec_from_dict
+from mmedge.runtime.manifest_schema import validate_manifest
+from mmedge.runtime.specs import spec_from_dict
 
-__all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "SPEC_CLASSES",
-           "sha256_file"]
+__all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "sha256_file"]
 
-SPEC_CLASSES: Mapping[str, type] = MappingProxyType({"image": ImageSpec, "text": TextSpec, "audio": AudioSpec})
 _FIX = "re-export or re-copy the bundle"
 
 
@@ -106,14 +104,10 @@ def _members(checked: Mapping[str, Any]) -> tuple[MemberInfo, ...]:
 
 
 def _specs(checked: Mapping[str, Any]) -> Mapping[str, Any]:
-    from mmedge.runtime.audio import mel_filterbank
+    """Each modality's spec, of its record's class (the schema checked every field and their fit)."""
+    from mmedge.runtime.modalities import get_modality
 
-    specs = {m: spec_from_dict(SPEC_CLASSES[m], raw) for m, raw in checked["inputs"].items()}
-    if "audio" in specs and getattr(specs["audio"], "front_end", "log_mel") == "log_mel":
-        try:
-            mel_filterbank(specs["audio"])
-        except InputError as exc:
-            raise SchemaError("inputs.audio.n_mels", str(exc)) from None
+    specs = {m: spec_from_dict(get_modality(m).spec_class, raw) for m, raw in checked["inputs"].items()}
     return MappingProxyType(specs)
 
 

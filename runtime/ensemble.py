@@ -1,12 +1,16 @@
-"""Ensemble combination rules (numpy), shared by training and the runtime.
+"""Ensemble combination rules (numpy), shared by training, the runtime and serving.
 
 Each member gives logits (B, C); a per-member temperature calibrates them
 (``softmax(logits / T)``); the rule combines the K calibrated probability tables.
+``ensemble_prediction`` turns the members' logits into the ``Prediction`` that ``Session`` and
+the Triton combine step (``mmedge.serve.steps.Combine``) both return.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -80,3 +84,46 @@ def _check_vector(name: str, values: Sequence[float] | None, k: int, *, allow_ze
     if np.any(v < 0) or (not allow_zero and np.any(v == 0)) or v.sum() <= 0:
         raise ConfigError(f"{name} must be positive (got {v.tolist()})")
     return v
+
+
+@dataclass(frozen=True)
+class MemberRule:
+    """What the ensemble rule needs of one member (``mmedge.runtime.bundle.MemberInfo`` has the same fields)."""
+
+    name: str
+    weight: float = 1.0
+    temperature: float = 1.0
+
+
+def ensemble_prediction(logits: Mapping[str, np.ndarray], members: Sequence[Any], *, method: str | EnsembleMethod,
+                        labels: Sequence[str], backend: str, precision: str, skipped: Sequence[str] = (),
+                        note: str = "", timings: dict[str, float] | None = None) -> Any:
+    """The ``Prediction`` of the members that ran.
+
+    Args:
+        logits: Member name -> logits (B, C).
+        members: The members that ran, in order: anything with ``name``, ``weight`` and ``temperature``
+            (``MemberInfo``, ``MemberRule``). ``soft_vote`` ignores the weights.
+        method: The ensemble rule.
+        labels: The class names.
+        backend: What ran the graphs.
+        precision: The precision that ran.
+        skipped: Members left out (an optional modality not given).
+        note: Why they were left out.
+        timings: Stage timings so far; ``ensemble`` is added to this very dict, which the prediction keeps.
+
+    Returns:
+        A ``mmedge.runtime.prediction.Prediction``.
+    """
+    from mmedge.runtime.prediction import Prediction
+
+    start, method = time.perf_counter(), parse_method(method)
+    probs = combine([logits[m.name] for m in members], method=method, temperatures=[m.temperature for m in members],
+                    weights=None if method is EnsembleMethod.SOFT_VOTE else [m.weight for m in members])  # (B, C)
+    member_probs = {m.name: softmax(logits[m.name], m.temperature) for m in members}
+    indices = probs.argmax(axis=1).astype(np.int64)  # (B,)
+    timings = {} if timings is None else timings
+    timings["ensemble"] = (time.perf_counter() - start) * 1000.0
+    return Prediction(labels=[labels[i] for i in indices], indices=indices, probabilities=probs,
+                      member_probabilities=member_probs, timings_ms=timings, backend=backend, precision=precision,
+                      members=tuple(m.name for m in members), skipped_members=tuple(skipped), note=note)

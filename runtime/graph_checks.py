@@ -7,47 +7,32 @@ for an output size the graph leaves dynamic, at the first run), never an ``Index
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BaseRunner
 from mmedge.runtime.bundle import Bundle, MemberInfo
+from mmedge.runtime.modalities import Preprocess, encoder_feed, get_modality
 
-__all__ = ["check_graphs", "check_logits", "token_axis_dynamic"]
+__all__ = ["check_graphs", "check_logits", "length_axis_dynamic"]
 
 _FIX = "re-export the bundle"
 
 
-def _sample_inputs(bundle: Bundle, modality: str, tokenizer: Any) -> dict[str, np.ndarray]:
-    """What preprocessing gives the encoder of ``modality`` for one blank sample."""
-    from mmedge.runtime.audio import preprocess_audio
-    from mmedge.runtime.preprocess import preprocess_images
-
-    spec = bundle.specs[modality]
-    if modality == "image":
-        return {"pixel_values": preprocess_images([np.zeros((spec.size, spec.size, 3), np.uint8)], spec)}
-    if modality == "text":
-        return tokenizer(["a"])
-    return {"mel": preprocess_audio([np.zeros(spec.clip_samples, np.float32)], spec)}
-
-
 def _check_encoder_inputs(component: str, runner: BaseRunner, arrays: Mapping[str, np.ndarray]) -> None:
-    metas = runner.inputs
-    pairs = [(metas[0], next(iter(arrays.values())))] if len(metas) == 1 == len(arrays) else [
-        (m, arrays.get(m.name)) for m in metas]
-    for meta, array in pairs:
-        if array is None:
-            raise BundleError(f"{component} takes inputs {list(runner.input_names)}; preprocessing gives "
-                              f"{sorted(arrays)}; {_FIX}")
+    feed = encoder_feed(component, runner.input_names, list(arrays))
+    for meta in runner.inputs:
+        array = arrays[feed[meta.name]]
         fixed = [(axis, d) for axis, d in enumerate(meta.shape) if axis and d is not None]
         if array.dtype != meta.dtype or len(meta.shape) != array.ndim or any(array.shape[a] != d for a, d in fixed):
             raise BundleError(f"{component} takes {meta.name!r} as {meta.dtype} {list(meta.shape)}, but the "
                               f"manifest's input spec gives {array.dtype} {list(array.shape)}; {_FIX}")
 
 
-def _check_encoders(bundle: Bundle, runners: Mapping[str, BaseRunner], tokenizer: Any) -> None:
+def _check_encoders(bundle: Bundle, runners: Mapping[str, BaseRunner], preprocessors: Mapping[str, Preprocess]
+                    ) -> None:
     for modality, encoder in bundle.encoders.items():
         runner = runners.get(f"encoder.{modality}")
         if runner is None:
@@ -56,7 +41,8 @@ def _check_encoders(bundle: Bundle, runners: Mapping[str, BaseRunner], tokenizer
         if missing:
             raise BundleError(f"encoder.{modality}: the manifest declares outputs {missing} that the graph does not "
                               f"give (it gives {list(runner.output_names)}); {_FIX}")
-        _check_encoder_inputs(f"encoder.{modality}", runner, _sample_inputs(bundle, modality, tokenizer))
+        blank = get_modality(modality).blank(bundle.specs[modality])  # what preprocessing gives one blank sample
+        _check_encoder_inputs(f"encoder.{modality}", runner, preprocessors[modality]([blank]))
 
 
 def _check_head(member: MemberInfo, runner: BaseRunner, labels: int) -> None:
@@ -75,14 +61,14 @@ def _check_head(member: MemberInfo, runner: BaseRunner, labels: int) -> None:
 
 
 def check_graphs(bundle: Bundle, runners: Mapping[str, BaseRunner], members: Sequence[MemberInfo],
-                 tokenizer: Any = None) -> None:
+                 preprocessors: Mapping[str, Preprocess]) -> None:
     """Every loaded graph against the manifest: encoder inputs (the shapes and dtypes the input specs
-    give) and outputs, head inputs, output and class count.
+    give, through each modality's ``preprocessors``) and outputs, head inputs, output and class count.
 
     Raises:
         BundleError: what the manifest says and what the graph has, named by component.
     """
-    _check_encoders(bundle, runners, tokenizer)
+    _check_encoders(bundle, runners, preprocessors)
     for member in members:
         _check_head(member, runners[f"head.{member.name}"], len(bundle.labels))
 
@@ -102,11 +88,11 @@ def check_logits(member: MemberInfo, logits: np.ndarray, labels: int, batch: int
     return logits
 
 
-def token_axis_dynamic(runners: Mapping[str, BaseRunner]) -> bool:
-    """Whether every loaded graph that reads tokens takes any token count: the text encoder's
-    inputs, and the heads' inputs fed from its per-token outputs. Only then may text be padded
-    to the batch's longest rather than to ``max_length``."""
-    encoder = runners.get("encoder.text")
+def length_axis_dynamic(runners: Mapping[str, BaseRunner], encoder_component: str) -> bool:
+    """Whether every loaded graph that reads an encoder's sequence takes any length: the encoder's
+    inputs (axis 1), and the heads' inputs fed from its per-step outputs. Only then may its inputs
+    (text tokens) be padded to the batch's longest rather than to the spec's full length."""
+    encoder = runners.get(encoder_component)
     if encoder is None or any(len(m.shape) < 2 or m.shape[1] is not None for m in encoder.inputs):
         return False
     per_token = {m.name for m in encoder.outputs if len(m.shape) >= 2 and m.shape[1] is None}

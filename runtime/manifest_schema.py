@@ -16,13 +16,12 @@ from typing import Any, Callable, Mapping
 from mmedge import BUNDLE_FORMAT, __version__
 from mmedge.errors import BundleError
 
-__all__ = ["validate_manifest", "check_format", "check_relpath", "SchemaError", "TASKS", "MODALITIES", "DTYPES"]
+__all__ = ["validate_manifest", "check_format", "check_relpath", "check_spec", "SchemaError", "TASKS", "DTYPES",
+           "ranged", "choice", "number", "numbers", "boolean"]
 
 TASKS = ("classification", "matching", "retrieval")
-MODALITIES = ("image", "text", "audio")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 METHODS = ("weighted_mean", "soft_vote", "majority_vote")
-RESIZE_MODES = ("bilinear", "area", "nearest")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FORMAT = re.compile(r"mmedge\.bundle/(\d+)")
 _FIX = "re-export the bundle with mmedge export, or re-copy it"
@@ -161,35 +160,31 @@ def _choice(*choices: str) -> Callable[[Any, str], str]:
     return lambda v, p: _string(v, p, choices=choices)
 
 
-_IMAGE = {"size": _ranged(1, 8192), "resize": _choice(*RESIZE_MODES), "mean": _numbers(-1e3, 1e3, length=3),
-          "std": _numbers(1e-6, 1e6, length=3), "channel_order": _choice("RGB", "BGR")}
-_TEXT = {"max_length": _ranged(1, 65536), "tokenizer_file": check_relpath, "lowercase": _boolean}
-_AUDIO = {"sample_rate": _ranged(1000, 384_000), "clip_seconds": lambda v, p: _number(v, p, 0.0, 600.0, lo_open=True),
-          "n_fft": _ranged(16, 65536), "win_length": _ranged(1, 65536), "hop_length": _ranged(1, 65536),
-          "n_mels": _ranged(1, 512), "fmin": lambda v, p: _number(v, p, 0.0), "fmax": lambda v, p: _number(v, p, 0.0),
-          "front_end": _choice("log_mel", "waveform"), "normalize": _boolean}
+def number(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Callable[[Any, str], float]:
+    """A check of a finite number in [lo, hi] (``lo_open``: > lo)."""
+    return lambda v, p: _number(v, p, lo, hi, lo_open=lo_open)
 
 
-def _audio_spec(value: Any, path: str) -> dict[str, Any]:
-    from mmedge.runtime.specs import AudioSpec
+# The checks spec classes declare on their fields (``mmedge.runtime.specs``: ``metadata["check"]``).
+ranged, choice, numbers, boolean = _ranged, _choice, _numbers, _boolean
 
-    given = _fields(value, path, _AUDIO, closed=True)
-    spec = AudioSpec(**given)
-    if getattr(spec, "front_end", "log_mel") != "log_mel":
-        return given  # the STFT fields are not used
-    if spec.win_length > spec.n_fft:
-        raise SchemaError(_key(path, "win_length"), f"must be <= n_fft ({spec.n_fft}), got {spec.win_length}")
-    if not spec.fmin < spec.fmax <= spec.sample_rate / 2:
-        raise SchemaError(_key(path, "fmax"), f"must be > fmin ({spec.fmin:g}) and <= sample_rate / 2 "
-                                              f"({spec.sample_rate / 2:g}), got {spec.fmax:g}")
-    if spec.clip_samples <= spec.n_fft // 2:
-        raise SchemaError(_key(path, "clip_seconds"), f"gives {spec.clip_samples} samples, too few for n_fft "
-                                                      f"{spec.n_fft}")
+
+def check_spec(cls: type, value: Any, path: str) -> dict[str, Any]:
+    """An input spec (``inputs.<modality>``) against its spec class: each field's own check, the fields
+    without a default required, no unknown key, and the values that must fit together (``problems()``).
+
+    Raises:
+        SchemaError: the first problem, at its JSON path.
+    """
+    import dataclasses
+
+    from mmedge.runtime.specs import required_fields, spec_from_dict
+
+    checks = {f.name: f.metadata["check"] for f in dataclasses.fields(cls)}
+    given = _fields(value, path, checks, required=required_fields(cls), closed=True)
+    for key, what in getattr(spec_from_dict(cls, given), "problems", lambda: [])():
+        raise SchemaError(_key(path, key), what)
     return given
-
-
-_SPECS = {"image": lambda v, p: _fields(v, p, _IMAGE, closed=True),
-          "text": lambda v, p: _fields(v, p, _TEXT, closed=True), "audio": _audio_spec}
 
 
 def _dim(value: Any, path: str) -> Any:
@@ -297,9 +292,13 @@ def _listed(manifest: Mapping[str, Any], files: Mapping[str, str]) -> None:
             if g.get("status", "ok") == "ok" and files.get(g["file"]) != g["sha256"]:
                 raise SchemaError(_key(f"{where}.graphs", p), f"file {g['file']!r} is not listed in files with "
                                                                "the same sha256")
-    tokenizer = manifest["inputs"].get("text", {}).get("tokenizer_file", "tokenizer.json")
-    if "text" in manifest["modalities"] and tokenizer not in files:
-        raise SchemaError("inputs.text.tokenizer_file", f"{tokenizer!r} is not listed in files")
+    from mmedge.runtime.modalities import get_modality
+    from mmedge.runtime.specs import spec_files
+
+    for m, raw in manifest["inputs"].items():
+        for key, rel in spec_files(get_modality(m).spec_class, raw).items():
+            if rel not in files:
+                raise SchemaError(f"inputs.{m}.{key}", f"{rel!r} is not listed in files")
 
 
 _REQUIRED = ("format", "task", "labels", "modalities", "inputs", "encoders", "members", "ensemble",
@@ -320,11 +319,13 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         BundleError: the first problem, with its JSON path (``SchemaError``), or a format this
             runtime does not read (naming the mmedge version that does).
     """
+    from mmedge.runtime.modalities import get_modality, modality_names
+
     check_format(manifest)
     _fields(manifest, "", {}, required=_REQUIRED)
     top = {"name": _string, "task": _choice(*TASKS),
            "labels": lambda v, p: _unique_strings(v, p, min_len=2),
-           "modalities": lambda v, p: _unique_strings(v, p, choices=MODALITIES, min_len=1),
+           "modalities": lambda v, p: _unique_strings(v, p, choices=modality_names(), min_len=1),
            "precisions": lambda v, p: {k: _string(s, _key(p, k)) for k, s in _obj(v, p).items()},
            "versions": _obj, "metrics": _obj}
     out = _fields(manifest, "", top)
@@ -335,7 +336,7 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     for m in modalities:
         if m not in inputs:
             raise SchemaError("inputs", f"lacks the preprocessing spec of modality {m!r}")
-    out["inputs"] = {m: _SPECS[m](inputs[m], f"inputs.{m}") for m in modalities}
+    out["inputs"] = {m: check_spec(get_modality(m).spec_class, inputs[m], f"inputs.{m}") for m in modalities}
     out["encoders"] = _encoders(manifest["encoders"], modalities)
     out["members"] = _members(manifest["members"], out["encoders"])
     out["ensemble"] = _ensemble(manifest["ensemble"], out["members"])

@@ -2,23 +2,33 @@
 
 Images and text live here; audio lives in ``mmedge.runtime.audio`` and is re-exported.
 numpy, cv2 and tokenizers only: never torch.
+
+How an image becomes the encoder's S x S input is a resize mode (``ImageSpec.resize``), one
+``ResizeMode`` record each in ``RESIZE_MODES``: adding one is a ``register_resize_mode`` call
+here (the manifest schema and ``preprocess_images`` read the registry).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from mmedge.errors import BundleError, InputError
+from mmedge.registry import Registry
 from mmedge.runtime.audio import fit_clip, load_audio, log_mel, mel_filterbank, preprocess_audio, resample
 from mmedge.runtime.specs import ImageSpec, TextSpec
 
 __all__ = [
     "load_image",
     "preprocess_images",
+    "ResizeMode",
+    "RESIZE_MODES",
+    "register_resize_mode",
+    "resize_mode_names",
     "TextTokenizer",
     "load_audio",
     "resample",
@@ -28,9 +38,48 @@ __all__ = [
     "preprocess_audio",
 ]
 
-INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}
 _COLOR_ORDERS = ("RGB", "BGR")
 _FLOAT_RANGE = (-0.01, 1.01)
+
+
+# ----------------------------------------------------------------------------- resize modes
+
+
+@dataclass(frozen=True)
+class ResizeMode:
+    """One way to bring an RGB image to the encoder's square input.
+
+    Attributes:
+        name: The ``ImageSpec.resize`` value that selects it.
+        resize: ``resize(image, size)``: uint8 (H, W, 3) -> uint8 (size, size, 3).
+        summary: One line for docs and messages.
+    """
+
+    name: str
+    resize: Callable[[np.ndarray, int], np.ndarray]
+    summary: str
+
+
+RESIZE_MODES: Registry[ResizeMode] = Registry("image resize mode")
+
+
+def register_resize_mode(mode: ResizeMode) -> ResizeMode:
+    """Registers ``mode`` under ``mode.name`` (a duplicate name is a ``RegistryError``)."""
+    return RESIZE_MODES.register(mode.name)(mode)
+
+
+def resize_mode_names() -> tuple[str, ...]:
+    """The registered resize modes, sorted."""
+    return tuple(RESIZE_MODES.names())
+
+
+def _stretch(interpolation: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    return lambda image, size: cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+for _name, _flag, _what in (("bilinear", cv2.INTER_LINEAR, "bilinear"), ("area", cv2.INTER_AREA, "pixel-area"),
+                            ("nearest", cv2.INTER_NEAREST, "nearest-neighbour")):
+    register_resize_mode(ResizeMode(_name, _stretch(_flag), f"stretch to S x S, {_what} interpolation (cv2)"))
 
 
 # ----------------------------------------------------------------------------- images
@@ -148,8 +197,8 @@ def _to_rgb_channels(image: np.ndarray) -> np.ndarray:
 def preprocess_images(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarray:
     """Builds the image encoder input for a batch of RGB images.
 
-    Each image is resized to ``spec.size`` x ``spec.size`` with the interpolation named by
-    ``spec.resize``, scaled to [0, 1], normalized by ``spec.mean`` / ``spec.std``
+    Each image is brought to ``spec.size`` x ``spec.size`` by the resize mode named by
+    ``spec.resize`` (``RESIZE_MODES``), scaled to [0, 1], normalized by ``spec.mean`` / ``spec.std``
     (per channel, in ``spec.channel_order``) and laid out NCHW.
 
     Args:
@@ -159,22 +208,27 @@ def preprocess_images(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarr
     Returns:
         float32 (N, 3, size, size), contiguous.
     """
-    interpolation = INTERPOLATIONS.get(spec.resize)
-    if interpolation is None:
-        raise InputError(f"unknown ImageSpec.resize {spec.resize!r}; valid: {sorted(INTERPOLATIONS)}")
+    if spec.resize not in RESIZE_MODES:
+        raise InputError(f"unknown ImageSpec.resize {spec.resize!r}; valid: {list(resize_mode_names())}")
     if spec.channel_order not in _COLOR_ORDERS:
         raise InputError(f"unknown ImageSpec.channel_order {spec.channel_order!r}; valid: {list(_COLOR_ORDERS)}")
     if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
         raise InputError("preprocess_images takes a non-empty list of (H, W, 3) uint8 RGB arrays")
-    size = (spec.size, spec.size)
-    batch = np.stack([cv2.resize(_check_rgb(im, i), size, interpolation=interpolation)
-                      for i, im in enumerate(images)])  # (N, S, S, 3) uint8 RGB
+    mode = RESIZE_MODES[spec.resize]
+    batch = np.stack([_resized(mode, _check_rgb(im, i), spec.size) for i, im in enumerate(images)])  # (N, S, S, 3)
     if spec.channel_order == "BGR":
         batch = batch[..., ::-1]
     mean = np.asarray(spec.mean, dtype=np.float32)
     inv_std = 1.0 / np.asarray(spec.std, dtype=np.float32)
     x = (batch.astype(np.float32) * np.float32(1.0 / 255.0) - mean) * inv_std  # (N, S, S, 3)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, 3, S, S)
+
+
+def _resized(mode: ResizeMode, image: np.ndarray, size: int) -> np.ndarray:
+    out = mode.resize(image, size)
+    if out.shape != (size, size, 3) or out.dtype != np.uint8:
+        raise InputError(f"resize mode {mode.name!r} gave {out.dtype} {list(out.shape)}, not uint8 [{size}, {size}, 3]")
+    return out
 
 
 def _check_rgb(image, index: int) -> np.ndarray:

@@ -111,20 +111,28 @@ def audio_items(audio: Any, audio_rate: Any, limits: Limits = DEFAULT_LIMITS, la
     """Splits ``audio=`` into ``(array_or_path, rate, layout)`` items.
 
     Arrays need ``audio_rate`` (Hz); files carry their own rate (``audio_rate`` then must
-    match it, or be None). ``layout`` says where the channels of 2-D arrays are.
+    match it, or be None), and so do ``(array, rate)`` pairs in a list (rows of a served
+    request). ``layout`` says where the channels of 2-D arrays are.
     """
     if layout not in AUDIO_LAYOUTS:
         raise InputError(f"audio_layout must be None (1-D clips), 'channels_first' (C, N) or 'channels_last' (N, C), "
                          f"got {layout!r}")
     rate = None if audio_rate is None else check_audio_rate(audio_rate, limits)
     items = _as_list(audio, modality="audio", is_single=isinstance(audio, (np.ndarray, *_PATHS)), limits=limits)
-    for i, item in enumerate(items):
-        if not isinstance(item, (np.ndarray, *_PATHS)):
-            raise InputError(f"audio[{i}] is a {type(item).__name__}; pass a numpy array or a wav/flac path")
-        if isinstance(item, np.ndarray) and rate is None:
-            raise InputError(f"audio[{i}] is an array with no sample rate; pass audio_rate= (Hz), "
-                             "e.g. audio_rate=16000")
-    return [(item, rate, layout) for item in items]
+    return [_audio_item(item, i, rate, layout, limits) for i, item in enumerate(items)]
+
+
+def _audio_item(item: Any, index: int, rate: int | None, layout: str | None, limits: Limits
+                ) -> tuple[Any, int | None, str | None]:
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
+        return item[0], check_audio_rate(item[1], limits, name=f"audio[{index}]'s rate"), layout
+    if not isinstance(item, (np.ndarray, *_PATHS)):
+        raise InputError(f"audio[{index}] is a {type(item).__name__}; pass a numpy array, an (array, rate) pair "
+                         "or a wav/flac path")
+    if isinstance(item, np.ndarray) and rate is None:
+        raise InputError(f"audio[{index}] is an array with no sample rate; pass audio_rate= (Hz), "
+                         "e.g. audio_rate=16000")
+    return item, rate, layout
 
 
 def check_batch_sizes(sizes: dict[str, int]) -> int:

@@ -27,9 +27,9 @@ MEMBERS = (  # name, head, modalities, weight, temperature
     ("concat", "concat", ("image", "text"), 0.6, 1.3),
     ("cross_attention", "cross_attention", ("image", "text", "audio"), 0.4, 0.8),
 )
-IMAGE_SPEC = ImageSpec(size=64)
-TEXT_SPEC = TextSpec(max_length=16)
-AUDIO_SPEC = AudioSpec()
+IMAGE_SPEC = ImageSpec(size=64, mean=(0.498,) * 3, std=(0.502,) * 3)  # EfficientNet-Lite0's normalisation
+TEXT_SPEC = TextSpec(max_length=16, lowercase=True)
+AUDIO_SPEC = AudioSpec(sample_rate=16000, clip_seconds=1.0)
 
 
 def _example_inputs(tokenizer: TextTokenizer) -> dict[str, dict[str, np.ndarray]]:
@@ -143,7 +143,9 @@ def torch_ensemble(built):
         modalities = tuple(m for m in names if any(m in mods for _, _, mods, _, _ in chosen))
         recipe = Recipe(name="runtime-test", dataset="test.jsonl", task="classification", modalities=modalities,
                         members=tuple(MemberConfig(n, head, tuple(mods), hidden=64) for n, head, mods, _, _ in chosen),
-                        encoders={m: names[m] for m in modalities}, image=IMAGE_SPEC, text=TEXT_SPEC, audio=AUDIO_SPEC)
+                        encoders={m: names[m] for m in modalities},
+                        specs={m: s for m, s in (("image", IMAGE_SPEC), ("text", TEXT_SPEC), ("audio", AUDIO_SPEC))
+                               if m in modalities})
         return MultimodalEnsemble(recipe, {m: built.encoders[m] for m in modalities},
                                   {n: built.heads[n] for n, *_ in chosen}, [t for *_, t in chosen],
                                   [w for *_, w, _ in chosen]).eval()

@@ -1,9 +1,10 @@
 """``mmedge inspect`` and ``mmedge run``: the device side, torch-free (the base install)."""
 from __future__ import annotations
 
+import inspect as _inspect
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -31,17 +32,15 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge fi
 
 def run(
     bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
-    image: Optional[Path] = typer.Option(None, help="Image file."),
-    text: Optional[str] = typer.Option(None, help="Text."),
-    audio: Optional[Path] = typer.Option(None, help="Audio file (wav/flac), any sample rate."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 | int8-trt | int8-fp16-trt"),
     backend: str = typer.Option("auto", help="auto | ort | ort-cuda | ort-trt | tensorrt"),
     as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
+    **inputs: Optional[str],
 ) -> None:
     """Run a bundle on one sample and print the prediction."""
     from mmedge.runtime import Session
 
-    given = {k: v for k, v in {"image": image and str(image), "text": text, "audio": audio and str(audio)}.items() if v is not None}
+    given = {m: v for m, v in inputs.items() if v is not None}  # one --<modality> option per modality record
     try:
         with Session(bundle, precision=precision, backend=backend) as session:
             pred = session.predict(**given)
@@ -60,7 +59,21 @@ def run(
 
 
 
+def _with_modality_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with one ``--<modality>`` option per registered modality record (its ``cli_help``),
+    after its first argument, in place of its ``**inputs``."""
+    from mmedge.runtime.modalities import modalities
+
+    params = [p for p in _inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    options = [_inspect.Parameter(m.name, _inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                                  default=typer.Option(None, help=m.cli_help)) for m in modalities()]
+    positional = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in params[:1]]
+    rest = [p.replace(kind=p.KEYWORD_ONLY) for p in params[1:]]
+    command.__signature__ = _inspect.Signature(positional + options + rest)  # type: ignore[attr-defined]
+    return command
+
+
 def register(app: typer.Typer) -> None:
     """Adds ``inspect`` and ``run`` to ``app``."""
     app.command()(inspect)
-    app.command()(run)
+    app.command()(_with_modality_options(run))

@@ -15,12 +15,9 @@ import torch
 from mmedge.encoders.base import Encoder
 from mmedge.errors import ConfigError
 from mmedge.hf_folder import hf_folder, hf_modality
+from mmedge.runtime.modalities import get_modality
 
-__all__ = ["HFEncoder", "MAIN_INPUTS"]
-
-# modality -> (the model's main input, the encoder's input names)
-MAIN_INPUTS = {"text": ("input_ids", ("input_ids", "attention_mask")), "image": ("pixel_values", ("pixel_values",)),
-               "audio": ("input_values", ("waveform",))}
+__all__ = ["HFEncoder"]
 
 
 def _load(folder: Path):
@@ -54,7 +51,8 @@ class HFEncoder(Encoder):
     """A frozen Hugging Face ``AutoModel`` from a local folder as an mmedge encoder.
 
     Args:
-        name: ``hf:PATH`` (the folder's modality decides the inputs and outputs).
+        name: ``hf:PATH`` (the folder's modality decides the inputs and outputs: its record's
+            Hugging Face front end, ``mmedge.runtime.modalities.Modality.hf``).
 
     Outputs ``{modality}_pooled`` (B, D), ``_seq`` (B, N, D), ``_mask`` (B, N).
     """
@@ -63,22 +61,22 @@ class HFEncoder(Encoder):
         super().__init__()
         self.folder = hf_folder(name)
         self.modality = hf_modality(self.folder)
-        main, self.input_names = MAIN_INPUTS[self.modality]
+        front_end = get_modality(self.modality).hf
+        self._main, self.input_names = front_end.model_input, front_end.encoder_inputs
         self.model = _load(self.folder).eval()
-        if getattr(self.model, "main_input_name", main) != main:
+        if getattr(self.model, "main_input_name", self._main) != self._main:
             raise ConfigError(f"{self.folder} holds a model taking {self.model.main_input_name!r}, but its "
-                              f"{self.modality} preprocessing gives {main!r}; use an encoder-only AutoModel")
+                              f"{self.modality} preprocessing gives {self._main!r}; use an encoder-only AutoModel")
         self.dim = _feature_dim(self.model.config)
         self.pretrained_source = f"local Hugging Face folder {self.folder} ({self.model.config.model_type})"
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.modality == "text":
-            input_ids, attention_mask = inputs
-            seq = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+        if "attention_mask" in self.input_names:  # token inputs: the mask hides padding
+            main, attention_mask = inputs
+            seq = self.model(**{self._main: main}, attention_mask=attention_mask).last_hidden_state
             mask = attention_mask.to(seq.dtype)  # (B, L)
-            pooled = (seq * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+            pooled = (seq * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)  # (B, D)
             return pooled, seq, mask
-        kwarg = MAIN_INPUTS[self.modality][0]
-        hidden = self.model(**{kwarg: inputs[0]}).last_hidden_state  # (B, N, D) or (B, D, h, w)
+        hidden = self.model(**{self._main: inputs[0]}).last_hidden_state  # (B, N, D) or (B, D, h, w)
         seq = hidden.flatten(2).transpose(1, 2) if hidden.dim() == 4 else hidden  # (B, N, D)
         return seq.mean(dim=1), seq, torch.ones_like(seq[:, :, 0])

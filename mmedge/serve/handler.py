@@ -9,8 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mmedge.runtime.audio import load_audio, resample
-from mmedge.serve.protocol import AUDIO, IMAGE, TEXT, Limits, RequestRows, decode_request, encode_outputs
+from mmedge.serve.protocol import Limits, RequestRows, decode_request, encode_outputs
 
 __all__ = ["BundleHandler"]
 
@@ -34,8 +33,6 @@ class BundleHandler:
         self.session = session
         self.limits = limits
         self._members = tuple(m.name for m in session.bundle.members)
-        audio_spec = session.bundle.specs.get(AUDIO)
-        self._rate = audio_spec.sample_rate if audio_spec is not None else None
 
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
         """Answers a batch of requests, in order.
@@ -59,23 +56,8 @@ class BundleHandler:
         for rows in group:
             for m in rows.modalities:
                 merged[m].extend(rows.items[m])
-        pred = self.session.predict(**self._arguments(merged))
+        pred = self.session.predict(**merged)  # each modality's wire samples are predict() items (audio: (wave, rate))
         start = 0
         for i, rows in zip(indices, group):
             responses[i] = encode_outputs(pred, self._members, slice(start, start + rows.size))
             start += rows.size
-
-    def _arguments(self, merged: dict[str, list]) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        if IMAGE in merged:
-            args["image"] = merged[IMAGE]
-        if TEXT in merged:
-            args["text"] = merged[TEXT]
-        if AUDIO in merged and self._rate is not None:
-            # Each request row has its own rate: resample here, as Session would, then pass
-            # every wave at the bundle's rate (resampling to the same rate is the identity).
-            args["audio"] = [resample(*load_audio(w, sample_rate=r), self._rate) for w, r in merged[AUDIO]]
-            args["audio_rate"] = self._rate
-        elif AUDIO in merged:
-            args["audio"] = [w for w, _ in merged[AUDIO]]  # the Session says the bundle has no audio
-        return args

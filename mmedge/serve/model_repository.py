@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from mmedge.errors import BundleError, ConfigError
 from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_counts, check_model_name
 from mmedge.serve.pbtxt import Enum, string_parameters, tensor, to_pbtxt
-from mmedge.serve.protocol import INPUTS, MODALITY_INPUTS, output_specs
+from mmedge.serve.protocol import input_specs, modality_inputs, output_specs
 
 __all__ = ["RepositoryConfig", "RepositoryModel", "write_repository", "GRAPH_BACKENDS"]
 
@@ -194,33 +194,22 @@ def _python_model(out: Path, name: str, config: RepositoryConfig, params: dict[s
     return folder
 
 
-_PREPROCESSED = {"image": ("pixel_values",), "text": ("input_ids", "attention_mask"), "audio": ("mel",)}
-
-
-def _preprocess_outputs(modality: str, encoder_inputs: list[dict]) -> dict[str, str]:
-    """Encoder input name -> preprocessing array name, as ``Session`` feeds an encoder."""
-    names, made = [t["name"] for t in encoder_inputs], _PREPROCESSED[modality]
-    if len(names) == 1 and len(made) == 1:
-        return {names[0]: made[0]}
-    missing = [n for n in names if n not in made]
-    if missing:
-        raise BundleError(f"encoder.{modality} takes {names}; preprocessing gives {list(made)}; re-export the bundle")
-    return {n: n for n in names}
-
-
 def _preprocess_model(out: Path, bundle: Any, modality: str, encoder_inputs: list[dict],
                       config: RepositoryConfig) -> RepositoryModel:
-    from mmedge.runtime.specs import spec_to_dict
+    """The Python model of ``mmedge.serve.steps.Preprocess``: the modality's contract inputs -> its encoder's
+    inputs, named from the bundle's spec (``Modality.encoder_inputs``) and fed as ``Session`` feeds them."""
+    from mmedge.runtime.modalities import encoder_feed, get_modality
+    from mmedge.runtime.specs import spec_files, spec_to_dict
 
-    name = f"{config.model_name}.preprocess.{modality}"
-    mapping = _preprocess_outputs(modality, encoder_inputs)
-    params = {"step": "preprocess", "modality": modality, "spec": json.dumps(spec_to_dict(bundle.specs[modality])),
+    name, record, spec = f"{config.model_name}.preprocess.{modality}", get_modality(modality), bundle.specs[modality]
+    mapping = encoder_feed(f"encoder.{modality}", [t["name"] for t in encoder_inputs], record.encoder_inputs(spec))
+    params = {"step": "preprocess", "modality": modality, "spec": json.dumps(spec_to_dict(spec)),
               "outputs": json.dumps(mapping)}
-    contract = {t.name: t for t in INPUTS}
-    inputs = [tensor(n, contract[n].triton_dtype, contract[n].dims) for n in MODALITY_INPUTS[modality]]
+    inputs = [tensor(t.name, t.triton_dtype, t.dims) for t in input_specs([modality])]
     folder = _python_model(out, name, config, params, inputs, encoder_inputs)
-    if modality == "text":
-        shutil.copyfile(bundle.tokenizer_path, folder / "1" / bundle.specs["text"].tokenizer_file)
+    for rel in spec_files(record.spec_class, spec).values():  # the tokenizer: the step reads it from its folder
+        (folder / "1" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "1" / rel).write_bytes(bundle.read_bytes(rel))
     return RepositoryModel(name, "python", f"mmedge.serve.steps.Preprocess({modality})")
 
 
@@ -276,7 +265,7 @@ def _ensemble(out: Path, bundle: Any, variant: _Variant, io: dict[str, tuple[lis
     for modality in variant.modalities:
         enc_in, enc_out = io[f"encoder.{modality}"]
         feed = {t["name"]: f"{modality}.{t['name']}" for t in enc_in}
-        steps.append(_step(f"{prefix}.preprocess.{modality}", {n: n for n in MODALITY_INPUTS[modality]}, feed))
+        steps.append(_step(f"{prefix}.preprocess.{modality}", {n: n for n in modality_inputs(modality)}, feed))
         steps.append(_step(f"{prefix}.encoder.{modality}", {k: v for k, v in feed.items()},
                            {t["name"]: t["name"] for t in enc_out if t["name"] in needed}))
     for m in variant.members:
@@ -287,9 +276,7 @@ def _ensemble(out: Path, bundle: Any, variant: _Variant, io: dict[str, tuple[lis
     steps.append(_step(f"{prefix}.combine{variant.suffix}", {f"logits.{m.name}": f"logits.{m.name}"
                                                              for m in variant.members},
                        {t.name: t.name for t in contract_out}))
-    contract = {t.name: t for t in INPUTS}
-    inputs = [tensor(n, contract[n].triton_dtype, contract[n].dims)
-              for m in variant.modalities for n in MODALITY_INPUTS[m]]
+    inputs = [tensor(t.name, t.triton_dtype, t.dims) for t in input_specs(variant.modalities)]
     _write(out / name, {"name": name, "platform": "ensemble", "max_batch_size": config.max_batch, "input": inputs,
                         "output": [tensor(t.name, t.triton_dtype, t.dims) for t in contract_out],
                         "ensemble_scheduling": {"step": steps}})

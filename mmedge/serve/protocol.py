@@ -2,7 +2,8 @@
 
 numpy only: no pytriton, no tritonclient, never torch. Every served mmedge model (``mmedge serve``,
 and the ensembles ``mmedge triton`` writes) takes and returns these tensors, per row (Triton
-prepends the batch axis):
+prepends the batch axis). The inputs are each modality record's ``wire`` tensors
+(``mmedge.runtime.modalities``; the built-in ones below), decoded by its ``from_wire``:
 
 | input        | dtype  | dims         | what                                                    |
 |--------------|--------|--------------|---------------------------------------------------------|
@@ -28,37 +29,27 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import ConfigError, InputError
+from mmedge.runtime.modalities import TensorSpec, get_modality, modalities
 
-__all__ = ["IMAGE", "TEXT", "AUDIO", "AUDIO_RATE", "INPUTS", "OUTPUTS", "MODALITY_INPUTS", "TensorSpec", "Limits",
-           "RequestRows", "decode_request", "encode_outputs", "decode_outputs", "output_specs"]
+__all__ = ["INPUTS", "OUTPUTS", "TensorSpec", "Limits", "RequestRows", "input_specs", "modality_inputs",
+           "decode_request", "encode_outputs", "decode_outputs", "output_specs"]
 
-IMAGE, TEXT, AUDIO, AUDIO_RATE = "image", "text", "audio", "audio_rate"
 PROBABILITIES, MEMBER_PROBABILITIES, INDEX, LABEL, META = (
     "probabilities", "member_probabilities", "index", "label", "meta")
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One tensor of the contract: name, numpy dtype (``object`` for BYTES) and dims without batch."""
-
-    name: str
-    dtype: Any
-    dims: tuple[int, ...]
-
-    @property
-    def triton_dtype(self) -> str:
-        """The Triton wire type (``FP32``, ``BYTES``...)."""
-        return _TRITON_DTYPES[np.dtype(self.dtype)]
+def input_specs(names: Sequence[str] | None = None) -> tuple[TensorSpec, ...]:
+    """The input tensors of the contract: those of every registered modality, or of ``names`` only."""
+    records = modalities() if names is None else tuple(get_modality(n) for n in names)
+    return tuple(t for record in records for t in record.wire)
 
 
-_TRITON_DTYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32",
-                  np.dtype(np.int64): "INT64", np.dtype(object): "BYTES", np.dtype(np.float16): "FP16",
-                  np.dtype(np.int8): "INT8", np.dtype(np.float64): "FP64", np.dtype(np.bool_): "BOOL"}
+def modality_inputs(modality: str) -> tuple[str, ...]:
+    """The names of ``modality``'s input tensors (``audio``: ``audio``, ``audio_rate``)."""
+    return tuple(t.name for t in get_modality(modality).wire)
 
-INPUTS: tuple[TensorSpec, ...] = (
-    TensorSpec(IMAGE, np.uint8, (-1, -1, 3)), TensorSpec(TEXT, object, (1,)),
-    TensorSpec(AUDIO, np.float32, (-1,)), TensorSpec(AUDIO_RATE, np.int32, (1,)))
-MODALITY_INPUTS: Mapping[str, tuple[str, ...]] = {IMAGE: (IMAGE,), TEXT: (TEXT,), AUDIO: (AUDIO, AUDIO_RATE)}
+
+INPUTS: tuple[TensorSpec, ...] = input_specs()  # the built-in modalities' (plug-ins: ``input_specs()``)
 
 
 def output_specs(num_classes: int, num_members: int) -> tuple[TensorSpec, ...]:
@@ -101,53 +92,6 @@ class RequestRows:
     items: Mapping[str, list] = field(default_factory=dict)
 
 
-def _rows(data: Mapping[str, np.ndarray], name: str) -> np.ndarray:
-    value = data[name]
-    if not isinstance(value, np.ndarray) or value.ndim < 1:
-        raise InputError(f"input {name!r} must be a batched array, got {type(value).__name__}")
-    return value
-
-
-def _texts(value: np.ndarray, limits: Limits) -> list[str]:
-    texts = []
-    for i, raw in enumerate(value.reshape(len(value), -1)[:, 0]):
-        raw = raw if isinstance(raw, bytes) else str(raw).encode()
-        if len(raw) > limits.max_text_bytes:
-            raise InputError(f"text[{i}] has {len(raw)} bytes; the server accepts at most {limits.max_text_bytes}")
-        try:
-            texts.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise InputError(f"text[{i}] is not valid UTF-8; send UTF-8 encoded text") from None
-    return texts
-
-
-def _images(value: np.ndarray, limits: Limits) -> list[np.ndarray]:
-    side = max(value.shape[1:3]) if value.ndim == 4 else 0
-    if value.ndim != 4 or value.shape[3] != 3 or value.dtype != np.uint8 or 0 in value.shape[1:3]:
-        raise InputError(f"image must be uint8 (batch, H, W, 3) RGB pixels, got {value.dtype} {list(value.shape)}")
-    if side > limits.max_image_side:
-        raise InputError(f"image is {value.shape[2]}x{value.shape[1]} pixels; the server accepts at most "
-                         f"{limits.max_image_side} pixels a side: resize it first")
-    return list(value)
-
-
-def _waves(data: Mapping[str, np.ndarray], limits: Limits) -> list[tuple[np.ndarray, int]]:
-    if AUDIO_RATE not in data:
-        raise InputError(f"input {AUDIO!r} needs {AUDIO_RATE!r} (Hz, int32, one per row) as well")
-    waves, rates = _rows(data, AUDIO), _rows(data, AUDIO_RATE).reshape(-1)
-    if waves.ndim != 2 or len(rates) != len(waves):
-        raise InputError(f"audio must be (batch, samples) with one audio_rate per row, got {list(waves.shape)} "
-                         f"and {len(rates)} rates")
-    lo, hi = limits.audio_rates
-    for i, rate in enumerate(rates):
-        if not lo <= int(rate) <= hi:
-            raise InputError(f"audio_rate[{i}] is {int(rate)} Hz; send a rate between {lo} and {hi} Hz")
-        if waves.shape[1] > limits.max_audio_seconds * int(rate):
-            raise InputError(f"audio[{i}] is {waves.shape[1] / int(rate):.1f} s long; the server accepts at most "
-                             f"{limits.max_audio_seconds:g} s: cut it first")
-    return [(np.asarray(w, dtype=np.float32), int(r)) for w, r in zip(waves, rates)]
-
-
 def decode_request(data: Mapping[str, np.ndarray], limits: Limits = Limits()) -> RequestRows:
     """Checks one request's inputs and splits them into per-modality items.
 
@@ -156,26 +100,22 @@ def decode_request(data: Mapping[str, np.ndarray], limits: Limits = Limits()) ->
         limits: The payload limits.
 
     Returns:
-        The rows: ``items["image"]`` uint8 RGB arrays, ``items["text"]`` strings,
-        ``items["audio"]`` ``(wave, rate)`` tuples.
+        The rows: per modality sent, its samples (its record's ``from_wire``): ``items["image"]``
+        uint8 RGB arrays, ``items["text"]`` strings, ``items["audio"]`` ``(wave, rate)`` tuples.
 
     Raises:
         InputError: no input, an unknown input, batch sizes that differ, or a payload
             over ``limits``.
     """
-    known = {t.name for t in INPUTS}
-    unknown = sorted(set(data) - known)
+    owners = {t.name: record for record in modalities() for t in record.wire}
+    unknown = sorted(set(data) - set(owners))
     if unknown or not data:
-        raise InputError(f"inputs must be among {sorted(known)}; got {sorted(data)}")
-    if AUDIO_RATE in data and AUDIO not in data:
-        raise InputError(f"{AUDIO_RATE!r} was sent without {AUDIO!r}")
-    items: dict[str, list] = {}
-    if IMAGE in data:
-        items[IMAGE] = _images(_rows(data, IMAGE), limits)
-    if TEXT in data:
-        items[TEXT] = _texts(_rows(data, TEXT), limits)
-    if AUDIO in data:
-        items[AUDIO] = _waves(data, limits)
+        raise InputError(f"inputs must be among {sorted(owners)}; got {sorted(data)}")
+    given = [r for r in modalities() if r.wire[0].name in data]  # a modality is sent with its first tensor
+    for name in data:
+        if owners[name] not in given:
+            raise InputError(f"{name!r} was sent without {owners[name].wire[0].name!r}")
+    items = {r.name: r.from_wire(data, limits) for r in given}
     sizes = {m: len(v) for m, v in items.items()}
     if len(set(sizes.values())) != 1 or 0 in sizes.values():
         raise InputError(f"every input of a request needs the same, non-zero batch size, got {sizes}")

@@ -7,62 +7,49 @@ preprocessing and ensemble rule, so a repository predicts what ``Session.predict
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.protocol import IMAGE, TEXT, Limits, decode_request, encode_outputs
+from mmedge.serve.protocol import Limits, decode_request, encode_outputs
 
 __all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "STEPS"]
 
 
 class Preprocess:
-    """One modality's preprocessing: contract inputs (``image``...) -> its encoder's inputs.
+    """One modality's preprocessing: its contract inputs (``image``...) -> its encoder's inputs.
 
     Args:
-        modality: ``image``, ``text`` or ``audio``.
-        spec: The bundle's ``inputs.<modality>`` (an ``ImageSpec`` / ``TextSpec`` / ``AudioSpec`` dict).
+        modality: A registered modality (``mmedge.runtime.modalities``): ``image``, ``text``, ``audio``...
+        spec: The bundle's ``inputs.<modality>`` (a dict of its spec class).
         outputs: Encoder input name -> preprocessing array name (``pixel_values``, ``input_ids``,
-            ``attention_mask``, ``mel``).
-        folder: The model version folder (holds ``tokenizer.json`` for text).
+            ``attention_mask``, ``mel`` / ``waveform``: the record's ``encoder_inputs(spec)``).
+        folder: The model version folder (holds the files the spec names: ``tokenizer.json``).
     """
 
     def __init__(self, modality: str, spec: Mapping[str, Any], outputs: Mapping[str, str], folder: Path) -> None:
-        from mmedge.runtime.bundle import SPEC_CLASSES
+        from mmedge.runtime.modalities import MODALITIES, PreprocessContext
         from mmedge.runtime.specs import spec_from_dict
 
-        if modality not in SPEC_CLASSES:
-            raise ConfigError(f"unknown modality {modality!r}; valid: {list(SPEC_CLASSES)}")
-        self.modality, self.outputs = modality, dict(outputs)
-        self.spec = spec_from_dict(SPEC_CLASSES[modality], spec)
-        self._tokenizer = None
-        if modality == TEXT:
-            from mmedge.runtime.preprocess import TextTokenizer
-
-            self._tokenizer = TextTokenizer(Path(folder) / self.spec.tokenizer_file, self.spec)
-
-    def _arrays(self, items: list) -> dict[str, np.ndarray]:
-        from mmedge.runtime.preprocess import preprocess_audio, preprocess_images
-
-        if self.modality == IMAGE:
-            return {"pixel_values": preprocess_images(items, self.spec)}  # (b, 3, S, S)
-        if self.modality == TEXT:
-            return self._tokenizer(items)  # input_ids, attention_mask: (b, L) int64
-        return {"mel": preprocess_audio(items, self.spec)}  # (b, 1, M, T)
+        if modality not in MODALITIES:
+            raise ConfigError(f"unknown modality {modality!r}; valid: {list(MODALITIES)}")
+        self.modality, self.outputs, self.record = modality, dict(outputs), MODALITIES[modality]
+        self.spec = spec_from_dict(self.record.spec_class, spec)
+        self._preprocess = self.record.preprocessor(self.spec, PreprocessContext(folder=Path(folder)))
 
     def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = decode_request(data, Limits())
-        arrays = self._arrays(rows.items[self.modality])
-        if len(self.outputs) == 1 and len(arrays) == 1:
+        arrays = self._preprocess(rows.items[self.modality])
+        if len(self.outputs) == 1 and len(arrays) == 1:  # a repository written before the names came from the spec
             return {next(iter(self.outputs)): next(iter(arrays.values()))}
         return {name: arrays[source] for name, source in self.outputs.items()}
 
 
 class Combine:
-    """The ensemble rule over members' logits -> the contract outputs (``protocol.encode_outputs``).
+    """The ensemble rule over members' logits -> the contract outputs (``protocol.encode_outputs``), through
+    ``mmedge.runtime.ensemble.ensemble_prediction`` as ``Session`` does.
 
     Args:
         method: ``weighted_mean`` | ``soft_vote`` | ``majority_vote``.
@@ -76,26 +63,21 @@ class Combine:
 
     def __init__(self, method: str, labels: list[str], members: list[dict], all_members: list[str],
                  backend: str, precision: str, note: str = "") -> None:
-        self.method, self.labels, self.members = method, list(labels), list(members)
+        from mmedge.runtime.ensemble import MemberRule
+
+        self.method, self.labels = method, list(labels)
+        self.members = [MemberRule(m["name"], float(m["weight"]), float(m["temperature"])) for m in members]
         self.all_members, self.backend, self.precision, self.note = list(all_members), backend, precision, note
 
     def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mmedge.runtime.ensemble import combine, softmax
-        from mmedge.runtime.prediction import Prediction
+        from mmedge.runtime.ensemble import ensemble_prediction
 
-        start = time.perf_counter()
-        logits = [np.asarray(data[f"logits.{m['name']}"], dtype=np.float32) for m in self.members]  # K x (b, C)
-        probs = combine(logits, method=self.method, weights=[m["weight"] for m in self.members],
-                        temperatures=[m["temperature"] for m in self.members])
-        member_probs = {m["name"]: softmax(lg, m["temperature"]) for m, lg in zip(self.members, logits)}
-        indices = probs.argmax(axis=1).astype(np.int64)
-        ran = tuple(m["name"] for m in self.members)
-        pred = Prediction(labels=[self.labels[i] for i in indices], indices=indices, probabilities=probs,
-                          member_probabilities=member_probs,
-                          timings_ms={"ensemble": (time.perf_counter() - start) * 1000.0}, backend=self.backend,
-                          precision=self.precision, members=ran,
-                          skipped_members=tuple(n for n in self.all_members if n not in ran), note=self.note)
-        return encode_outputs(pred, self.all_members, slice(0, len(indices)))
+        logits = {m.name: np.asarray(data[f"logits.{m.name}"], dtype=np.float32) for m in self.members}  # (b, C)
+        ran = {m.name for m in self.members}
+        pred = ensemble_prediction(logits, self.members, method=self.method, labels=self.labels, backend=self.backend,
+                                   precision=self.precision, skipped=[n for n in self.all_members if n not in ran],
+                                   note=self.note)
+        return encode_outputs(pred, self.all_members, slice(0, len(pred.indices)))
 
 
 class OnnxGraph:

@@ -121,15 +121,18 @@ def test_preprocess_images_channel_order_red_first():
     assert np.allclose(out[0, 0], 1.0) and np.allclose(out[0, 1:], 0.0)
 
 
+_ANY_IMAGE = ImageSpec(size=128, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
 def test_preprocess_images_errors():
     with pytest.raises(InputError, match="bicubic.*valid"):
-        pp.preprocess_images([_rgb()], ImageSpec(resize="bicubic"))
+        pp.preprocess_images([_rgb()], ImageSpec(size=128, resize="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3))
     with pytest.raises(InputError, match="non-empty"):
-        pp.preprocess_images([], ImageSpec())
+        pp.preprocess_images([], _ANY_IMAGE)
     with pytest.raises(InputError, match=r"images\[1\].*float32"):
-        pp.preprocess_images([_rgb(), _rgb().astype(np.float32)], ImageSpec())
+        pp.preprocess_images([_rgb(), _rgb().astype(np.float32)], _ANY_IMAGE)
     with pytest.raises(InputError, match=r"images\[0\].*uint8"):
-        pp.preprocess_images([np.zeros((4, 4), np.uint8)], ImageSpec())
+        pp.preprocess_images([np.zeros((4, 4), np.uint8)], _ANY_IMAGE)
 
 
 # ----------------------------------------------------------------------------- audio
@@ -268,8 +271,9 @@ def _torch_log_mel(waves, spec):
     return np.log(np.einsum("mf,nft->nmt", fb, power) + 1e-6)
 
 
-@pytest.mark.parametrize("spec", [AudioSpec(), AudioSpec(sample_rate=8000, n_fft=256, win_length=200,
-                                                         hop_length=80, n_mels=32, fmax=4000.0)])
+@pytest.mark.parametrize("spec", [AudioSpec(sample_rate=16000, clip_seconds=1.0),
+                                  AudioSpec(sample_rate=8000, clip_seconds=1.0, n_fft=256, win_length=200,
+                                            hop_length=80, n_mels=32, fmax=4000.0)])
 def test_log_mel_matches_torch_stft(spec):
     rng = np.random.default_rng(0)
     waves = (0.1 * rng.standard_normal((3, spec.clip_samples))).astype(np.float32)
@@ -280,7 +284,7 @@ def test_log_mel_matches_torch_stft(spec):
 
 
 def test_log_mel_pure_tone_lands_in_right_bin():
-    spec = AudioSpec()
+    spec = AudioSpec(sample_rate=16000, clip_seconds=1.0)
     out = pp.log_mel(_sine(1000.0, 16000)[None], spec)
     fb = pp.mel_filterbank(spec)
     expected = int(np.argmax(fb[:, int(round(1000.0 * spec.n_fft / spec.sample_rate))]))
@@ -293,18 +297,18 @@ def test_log_mel_pure_tone_lands_in_right_bin():
 
 
 def test_log_mel_errors_and_cache():
-    spec = AudioSpec()
+    spec = AudioSpec(sample_rate=16000, clip_seconds=1.0)
     with pytest.raises(InputError, match="fit_clip"):
         pp.log_mel(np.zeros((2, 100), np.float32), spec)
     with pytest.raises(InputError, match="float"):
         pp.log_mel(np.zeros((1, spec.clip_samples), np.int16), spec)
     with pytest.raises(InputError, match="fmax"):
-        pp.log_mel(np.zeros((1, spec.clip_samples), np.float32), AudioSpec(fmax=9000.0))
-    assert pp.mel_filterbank(spec) is pp.mel_filterbank(AudioSpec())
+        pp.log_mel(np.zeros((1, spec.clip_samples), np.float32), AudioSpec(sample_rate=16000, clip_seconds=1.0, fmax=9000.0))
+    assert pp.mel_filterbank(spec) is pp.mel_filterbank(AudioSpec(sample_rate=16000, clip_seconds=1.0))
 
 
 def test_preprocess_audio_batch():
-    spec = AudioSpec()
+    spec = AudioSpec(sample_rate=16000, clip_seconds=1.0)
     a = _sine(440.0, 44100, 1.5)
     b = (0.3 * np.sin(np.linspace(0, 300, 12000)) * 32767).astype(np.int16)  # at spec rate, short
     out = pp.preprocess_audio([(a, 44100), b], spec)
@@ -332,7 +336,7 @@ TEXTS = ["A dog runs on the beach.", "Two CATS sleeping on a sofa!",
 
 def test_text_tokenizer_matches_transformers(minilm_dir):
     transformers = pytest.importorskip("transformers")
-    tok = pp.TextTokenizer(f"{minilm_dir}/tokenizer.json", TextSpec(max_length=32))
+    tok = pp.TextTokenizer(f"{minilm_dir}/tokenizer.json", TextSpec(max_length=32, lowercase=True))
     out = tok(TEXTS)
     ref = transformers.AutoTokenizer.from_pretrained(minilm_dir)(
         TEXTS, padding="max_length", truncation=True, max_length=32, return_tensors="np")
@@ -343,7 +347,7 @@ def test_text_tokenizer_matches_transformers(minilm_dir):
 
 
 def test_text_tokenizer_folder_and_fixed_length(minilm_dir):
-    tok = pp.TextTokenizer(minilm_dir, TextSpec(max_length=8))
+    tok = pp.TextTokenizer(minilm_dir, TextSpec(max_length=8, lowercase=True))
     out = tok(["hi"])
     assert out["input_ids"].shape == (1, 8)
     assert out["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
@@ -351,8 +355,8 @@ def test_text_tokenizer_folder_and_fixed_length(minilm_dir):
 
 
 def test_bucketed_tokenizer_pads_to_the_longest_text_rounded_up(minilm_dir):
-    fixed = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32))
-    tok = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32), bucket=8)
+    fixed = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32, lowercase=True))
+    tok = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32, lowercase=True), bucket=8)
     short = tok(["hi", "a dog runs on the beach"])  # longest: 8 tokens with [CLS] and [SEP]
     assert short["input_ids"].shape == (2, 8)
     ref = fixed(["hi", "a dog runs on the beach"])
@@ -361,26 +365,26 @@ def test_bucketed_tokenizer_pads_to_the_longest_text_rounded_up(minilm_dir):
     assert tok(["a dog runs on the beach again"])["input_ids"].shape == (1, 16)
     long = tok(TEXTS)  # one text is truncated: never more than max_length
     np.testing.assert_array_equal(long["input_ids"], fixed(TEXTS)["input_ids"])
-    assert pp.TextTokenizer(minilm_dir, TextSpec(max_length=30), bucket=8)(TEXTS)["input_ids"].shape == (4, 30)
+    assert pp.TextTokenizer(minilm_dir, TextSpec(max_length=30, lowercase=True), bucket=8)(TEXTS)["input_ids"].shape == (4, 30)
     with pytest.raises(InputError, match="bucket"):
-        pp.TextTokenizer(minilm_dir, TextSpec(), bucket=-1)
+        pp.TextTokenizer(minilm_dir, TextSpec(max_length=32, lowercase=True), bucket=-1)
 
 
 @pytest.mark.parametrize("texts, match", [([], "non-empty"), ("a string", "non-empty"), (["ok", ""], r"texts\[1\]"),
                                           (["   \n"], "whitespace"), (["ok", 3], r"texts\[1\] is a int")])
 def test_text_tokenizer_input_errors(minilm_dir, texts, match):
-    tok = pp.TextTokenizer(minilm_dir, TextSpec())
+    tok = pp.TextTokenizer(minilm_dir, TextSpec(max_length=32, lowercase=True))
     with pytest.raises(InputError, match=match):
         tok(texts)
 
 
 def test_text_tokenizer_bundle_errors(tmp_path):
     with pytest.raises(BundleError, match="not found.*nope.json"):
-        pp.TextTokenizer(tmp_path / "nope.json", TextSpec())
+        pp.TextTokenizer(tmp_path / "nope.json", TextSpec(max_length=32, lowercase=True))
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{not json")
     with pytest.raises(BundleError, match="cannot read"):
-        pp.TextTokenizer(bad, TextSpec())
+        pp.TextTokenizer(bad, TextSpec(max_length=32, lowercase=True))
 
 
 # ----------------------------------------------------------------------------- no torch

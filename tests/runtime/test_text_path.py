@@ -34,12 +34,12 @@ def test_texts_padded_to_the_batchs_longest_give_the_fixed_length_answer(bundle_
     images = _images(rng, 3)
     texts = ["a two", "the handwritten digit seven drawn with a thick marker pen on paper", "nine"]
     with Session(bundle_path, threads=1) as bucketed:
-        assert bucketed._tokenizer.bucket == session_module.TEXT_BUCKET
+        assert bucketed._preprocessors["text"].bucket == session_module.TEXT_BUCKET
         bucketed.encode_texts(texts[:1])  # cached at 8 tokens; the batch below runs at 16
         got = bucketed.predict(image=images, text=texts)
     monkeypatch.setattr(session_module, "TEXT_BUCKET", 0)
     with Session(bundle_path, threads=1, text_cache_size=0) as fixed:
-        assert fixed._tokenizer.bucket == 0
+        assert fixed._preprocessors["text"].bucket == 0
         want = fixed.predict(image=images, text=texts)
     assert got.labels == want.labels
     np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
