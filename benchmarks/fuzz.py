@@ -48,6 +48,7 @@ from fuzz_bundle import build_micro_bundle  # noqa: E402
 from mmedge.errors import MmedgeError  # noqa: E402
 from mmedge.runtime import Bundle, Session  # noqa: E402
 from mmedge.runtime.limits import Limits  # noqa: E402
+from mmedge.runtime.modalities import modality_names  # noqa: E402
 
 __all__ = ["Fuzzer", "STRATEGIES", "run_property", "run", "main"]
 
@@ -133,8 +134,8 @@ def _predict_kwargs(draw) -> dict[str, Any]:
     """Valid arguments with 0, 1, 2 or all fields replaced by wild values."""
     batch = draw(st.integers(1, 3))
     kwargs = {k: draw(v) for k, v in _VALID.items()}
-    for key in ("image", "text", "audio"):
-        if kwargs[key] is not None and batch > 1:
+    for key in modality_names():
+        if kwargs.get(key) is not None and batch > 1:
             kwargs[key] = [kwargs[key]] * batch
     wild = draw(st.sampled_from([(), (), ("image",), ("text",), ("audio", "audio_rate"), ("audio_layout",),
                                  ("image_color_order",), tuple(_WILD)]))

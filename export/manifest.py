@@ -21,8 +21,7 @@ def _versions(opset: int) -> dict[str, Any]:
 
 
 def _inputs(recipe) -> dict[str, Any]:
-    specs = {"image": recipe.image, "text": recipe.text, "audio": recipe.audio}
-    return {m: spec_to_dict(specs[m]) for m in recipe.modalities}
+    return {m: spec_to_dict(recipe.specs[m]) for m in recipe.modalities}
 
 
 def build_manifest(src, comps, config) -> dict[str, Any]:
@@ -71,7 +70,12 @@ def _validation_metrics(checkpoint: Path | None) -> dict[str, Any]:
 
 def bundle_files(manifest: dict[str, Any], work: Path, tokenizer_file: Path | None) -> dict[str, Path]:
     """Bundle-relative path -> file on disk, for every graph the manifest references."""
+    from mmedge.runtime.modalities import get_modality
+    from mmedge.runtime.specs import spec_files
+
     files = {e["file"]: work / e["file"] for e in graph_entries(manifest) if "file" in e}
-    if "text" in manifest["inputs"] and tokenizer_file is not None:
-        files[manifest["inputs"]["text"]["tokenizer_file"]] = tokenizer_file
+    for m, raw in manifest["inputs"].items():  # the files a spec names: the tokenizer
+        for rel in spec_files(get_modality(m).spec_class, raw).values():
+            if tokenizer_file is not None:
+                files[rel] = tokenizer_file
     return files

@@ -62,14 +62,19 @@ class ExportSources:
         return cls(checkpoint, model, meta, recipe, data, test_rows, tokenizer, cases, calib, source)
 
 
+def _audio_rate(recipe: Recipe) -> int:
+    """The rate audio samples are read at: the recipe's audio spec's (any, unused, without audio)."""
+    return getattr(recipe.specs.get("audio"), "sample_rate", 16000)
+
+
 def _calibration_items(recipe: Recipe, data, config, model) -> tuple[dict[str, list], str]:
     labels = list(data.labels)
     if config.calib is not None:
-        items = load_calibration(config.calib, recipe.modalities, labels=labels, rate=recipe.audio.sample_rate)
+        items = load_calibration(config.calib, recipe.modalities, labels=labels, rate=_audio_rate(recipe))
         return take(items, config.calib_samples), str(config.calib)
     default = default_calibration_file(recipe.dataset)
     if default is not None:
-        items = load_calibration(default, recipe.modalities, labels=labels, rate=recipe.audio.sample_rate)
+        items = load_calibration(default, recipe.modalities, labels=labels, rate=_audio_rate(recipe))
         return take(items, config.calib_samples), f"calibration_data/{recipe.dataset}"
     rows = np.asarray(data.splits["train"])[: config.calib_samples]
     return rows_items(data, rows, recipe.modalities), f"{recipe.dataset} training split"
@@ -88,12 +93,12 @@ def user_sources(model, tokenizer_file: Path | None, *, labels: list[str], calib
     from mmedge.export.user_samples import calibration_items, eval_dataset
 
     recipe = model.recipe
-    items, source = calibration_items(calib, recipe.modalities, labels=labels, rate=recipe.audio.sample_rate,
+    items, source = calibration_items(calib, recipe.modalities, labels=labels, rate=_audio_rate(recipe),
                                       limit=config.calib_samples)
     first = {m: v[:7] for m, v in items.items()}
     probe = _fitting(source, lambda: with_features(model, encoder_inputs(first, recipe, tokenizer_file)))
     model.recipe = recipe = describe_outputs(model, probe, labels)
-    data = eval_dataset(eval_data, recipe.modalities, labels=labels, task=recipe.task, rate=recipe.audio.sample_rate)
+    data = eval_dataset(eval_data, recipe.modalities, labels=labels, task=recipe.task, rate=_audio_rate(recipe))
     rows = np.arange(len(data) if data is not None else 0)[: config.eval_samples]
     cases = parity_cases(model, recipe, first, tokenizer_file)
     batches = _fitting(source, lambda: calibration_set(model, recipe, items, tokenizer_file))

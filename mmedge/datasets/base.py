@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mmedge.atomic import atomic_file
 from mmedge.errors import DataError
 from mmedge.registry import Registry
 
@@ -23,7 +24,6 @@ __all__ = [
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
-_MODALITIES = ("image", "text", "audio")
 
 
 @dataclass
@@ -57,8 +57,10 @@ class MultimodalDataset:
     @property
     def modalities(self) -> tuple[str, ...]:
         """The modalities present, in the order image, text, audio."""
+        from mmedge.runtime.modalities import modality_names
+
         present = {"image": self.images, "text": self.texts, "audio": self.audio}
-        return tuple(m for m in _MODALITIES if present[m] is not None)
+        return tuple(m for m in modality_names() if present.get(m) is not None)
 
     def __len__(self) -> int:
         return int(len(self.y))
@@ -212,10 +214,8 @@ def save_npz(path: Path, ds: MultimodalDataset) -> None:
         arrays["audio"] = np.asarray(ds.audio)
     if ds.texts is not None:
         arrays["texts"] = np.array(ds.texts, dtype=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_npz(path: Path, *, name: str, audio_rate: int = 16000) -> MultimodalDataset:

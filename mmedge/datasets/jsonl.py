@@ -12,13 +12,13 @@ import numpy as np
 
 from mmedge.datasets.base import SPLIT_NAMES, MultimodalDataset, stratified_split
 from mmedge.errors import DataError, InputError
+from mmedge.runtime.modalities import modality_names
 from mmedge.runtime.preprocess import load_audio, load_image, resample
 
 __all__ = ["load_jsonl", "AUDIO_RATE", "JSONL_SPLIT_FRACTIONS"]
 
 AUDIO_RATE = 16000
 JSONL_SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
-_MODALITY_KEYS = ("image", "text", "audio")
 _TASKS = ("classification", "matching")
 
 
@@ -81,7 +81,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _row_modalities(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(m for m in _MODALITY_KEYS if row.get(m) is not None)
+    return tuple(m for m in modality_names() if row.get(m) is not None)
 
 
 def _check_modalities(path: Path, rows) -> tuple[str, ...]:
@@ -91,7 +91,7 @@ def _check_modalities(path: Path, rows) -> tuple[str, ...]:
         here = _row_modalities(row)
         if not here:
             raise DataError(f"{_where(path, n)}: no modality; give at least one of "
-                            f"{', '.join(map(repr, _MODALITY_KEYS))}")
+                            f"{', '.join(map(repr, modality_names()))}")
         if here != mods:
             raise DataError(f"{_where(path, n)}: has modalities {list(here)} but line {first_line} has "
                             f"{list(mods)}; every row must have the same set")

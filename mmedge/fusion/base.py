@@ -15,7 +15,6 @@ from mmedge.errors import ConfigError
 from mmedge.registry import Registry
 
 FUSION_HEADS: Registry[Callable[..., "FusionHead"]] = Registry("fusion head")
-MODALITIES = ("image", "text", "audio")
 Features = Mapping[str, torch.Tensor]
 
 
@@ -59,9 +58,11 @@ class FusionHead(nn.Module):
 
 
 def _check_modalities(name: str, modalities: tuple[str, ...], dims: Mapping[str, int], minimum: int) -> None:
-    unknown = [m for m in modalities if m not in MODALITIES]
+    from mmedge.runtime.modalities import modality_names
+
+    unknown = [m for m in modalities if m not in modality_names()]
     if unknown:
-        raise ConfigError(f"{name}: unknown modalities {unknown}; valid: {list(MODALITIES)}")
+        raise ConfigError(f"{name}: unknown modalities {unknown}; valid: {list(modality_names())}")
     if len(set(modalities)) != len(modalities) or not (minimum <= len(modalities) <= 3):
         raise ConfigError(f"{name} needs {minimum} to 3 distinct modalities, got {list(modalities)}")
     missing = [m for m in modalities if m not in dims]
