@@ -2,7 +2,7 @@
 
 numpy only. Each modality record (``mmedge.runtime.modalities``) names its wire tensors and uses
 one decoder and one encoder from here; ``mmedge.serve.protocol`` assembles the contract from the
-records. ``limits`` is the serving layer's per-row limits object (``max_image_side``,
+records. ``limits`` is the serving layer's per-row ``mmedge.serve.protocol.WireLimits`` (``max_image_side``,
 ``max_text_bytes``, ``max_audio_seconds``, ``audio_rates``). Rows come batched (Triton prepends
 the batch axis); every error is an ``InputError`` naming the tensor and what is accepted.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ServeConfig", "Server", "serve", "RepositoryConfig", "write_repository", "Limits"]
+__all__ = ["ServeConfig", "Server", "serve", "RepositoryConfig", "write_repository", "WireLimits"]
 
 _LAZY = {
     "ServeConfig": "mmedge.serve.serve_config",
@@ -20,7 +20,7 @@ _LAZY = {
     "serve": "mmedge.serve.server",
     "RepositoryConfig": "mmedge.serve.model_repository",
     "write_repository": "mmedge.serve.model_repository",
-    "Limits": "mmedge.serve.protocol",
+    "WireLimits": "mmedge.serve.protocol",
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mmedge.serve.protocol import Limits, RequestRows, decode_request, encode_outputs
+from mmedge.serve.protocol import RequestRows, WireLimits, decode_request, encode_outputs
 
 __all__ = ["BundleHandler"]
 
@@ -29,7 +29,7 @@ class BundleHandler:
         limits: Payload limits checked per request before anything runs.
     """
 
-    def __init__(self, session: Any, *, limits: Limits = Limits()) -> None:
+    def __init__(self, session: Any, *, limits: WireLimits = WireLimits()) -> None:
         self.session = session
         self.limits = limits
         self._members = tuple(m.name for m in session.bundle.members)

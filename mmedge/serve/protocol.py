@@ -31,7 +31,7 @@ import numpy as np
 from mmedge.errors import ConfigError, InputError
 from mmedge.runtime.modalities import TensorSpec, get_modality, modalities
 
-__all__ = ["INPUTS", "OUTPUTS", "TensorSpec", "Limits", "RequestRows", "input_specs", "modality_inputs",
+__all__ = ["INPUTS", "OUTPUTS", "TensorSpec", "WireLimits", "RequestRows", "input_specs", "modality_inputs",
            "decode_request", "encode_outputs", "decode_outputs", "output_specs"]
 
 PROBABILITIES, MEMBER_PROBABILITIES, INDEX, LABEL, META = (
@@ -63,8 +63,9 @@ OUTPUTS: tuple[str, ...] = (PROBABILITIES, MEMBER_PROBABILITIES, INDEX, LABEL, M
 
 
 @dataclass(frozen=True)
-class Limits:
-    """What one request row may hold; larger payloads are refused with an ``InputError``.
+class WireLimits:
+    """What one request row on the serving wire may hold; larger payloads are refused with an
+    ``InputError`` (a ``Session``'s own limits are ``mmedge.runtime.limits.Limits``).
 
     Attributes:
         max_image_side: Largest image height or width in pixels.
@@ -80,7 +81,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_image_side < 1 or self.max_text_bytes < 1 or self.max_audio_seconds <= 0:
-            raise ConfigError(f"Limits must be positive, got {self}")
+            raise ConfigError(f"WireLimits must be positive, got {self}")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class RequestRows:
     items: Mapping[str, list] = field(default_factory=dict)
 
 
-def decode_request(data: Mapping[str, np.ndarray], limits: Limits = Limits()) -> RequestRows:
+def decode_request(data: Mapping[str, np.ndarray], limits: WireLimits = WireLimits()) -> RequestRows:
     """Checks one request's inputs and splits them into per-modality items.
 
     Args:

@@ -5,7 +5,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from mmedge.errors import ConfigError
-from mmedge.serve.protocol import Limits
+from mmedge.serve.protocol import WireLimits
 
 __all__ = ["ServeConfig", "DEFAULT_MODEL_NAME"]
 
@@ -67,7 +67,7 @@ class ServeConfig:
     queue_delay_us: int = 2000
     instances: int = 1
     threads: int | None = None
-    limits: Limits = field(default_factory=Limits)
+    limits: WireLimits = field(default_factory=WireLimits)
     log_verbose: int = 0
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.protocol import Limits, decode_request, encode_outputs
+from mmedge.serve.protocol import WireLimits, decode_request, encode_outputs
 
 __all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "STEPS"]
 
@@ -40,7 +40,7 @@ class Preprocess:
         self._preprocess = self.record.preprocessor(self.spec, PreprocessContext(folder=Path(folder)))
 
     def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = decode_request(data, Limits())
+        rows = decode_request(data, WireLimits())
         arrays = self._preprocess(rows.items[self.modality])
         if len(self.outputs) == 1 and len(arrays) == 1:  # a repository written before the names came from the spec
             return {next(iter(self.outputs)): next(iter(arrays.values()))}

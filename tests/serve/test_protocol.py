@@ -8,7 +8,7 @@ import pytest
 from mmedge.errors import ConfigError, InputError
 from mmedge.serve.serve_config import ServeConfig
 from mmedge.serve.handler import BundleHandler
-from mmedge.serve.protocol import Limits, decode_outputs, decode_request, encode_outputs
+from mmedge.serve.protocol import WireLimits, decode_outputs, decode_request, encode_outputs
 
 
 def _text(*texts):
@@ -45,7 +45,7 @@ def test_decode_request_refuses_bad_payloads(data, words):
 
 def test_limits_and_config_are_checked():
     with pytest.raises(ConfigError):
-        Limits(max_image_side=0)
+        WireLimits(max_image_side=0)
     with pytest.raises(ConfigError, match="must differ"):
         ServeConfig(http_port=9000, grpc_port=9000)
     with pytest.raises(ConfigError, match="IP address"):

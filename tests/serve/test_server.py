@@ -18,7 +18,7 @@ from conftest import free_ports  # noqa: E402  (tests/serve/conftest.py)
 from mmedge.client import Client, ServerError  # noqa: E402
 from mmedge.runtime import Session  # noqa: E402
 from mmedge.serve.serve_config import ServeConfig  # noqa: E402
-from mmedge.serve.protocol import Limits  # noqa: E402
+from mmedge.serve.protocol import WireLimits  # noqa: E402
 from mmedge.serve.server import Server, workspace_root  # noqa: E402
 
 
@@ -26,7 +26,7 @@ from mmedge.serve.server import Server, workspace_root  # noqa: E402
 def server(bundle_path):
     http, grpc, metrics = free_ports(3)
     config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=8, threads=1,
-                         queue_delay_us=5000, limits=Limits(max_image_side=512))
+                         queue_delay_us=5000, limits=WireLimits(max_image_side=512))
     with Server(bundle_path, config) as s:
         yield s
     assert not s.workspace.parent.exists()
