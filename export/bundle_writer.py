@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
 
 from mmedge import BUNDLE_FORMAT
-from mmedge.atomic import make_temp_dir, recover_dir, replace_dir, sweep_stale
+from mmedge.atomic import atomic_file, make_temp_dir, recover_dir, replace_dir, sweep_stale
 from mmedge.errors import ExportError
 from mmedge.runtime.bundle import sha256_file
 
@@ -117,15 +115,8 @@ def zip_bundle(folder: Path, dst: Path) -> Path:
         raise ExportError(f"{folder} is not a bundle folder (no manifest.json); write it with write_bundle")
     if dst.suffix != ".mmedge":
         raise ExportError(f"bundle archive name must end in .mmedge, got {dst.name}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                method = zipfile.ZIP_DEFLATED if path.suffix in _TEXT_SUFFIXES else zipfile.ZIP_STORED
-                zf.write(path, path.relative_to(folder).as_posix(), compress_type=method)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(dst) as f, zipfile.ZipFile(f, "w") as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            method = zipfile.ZIP_DEFLATED if path.suffix in _TEXT_SUFFIXES else zipfile.ZIP_STORED
+            zf.write(path, path.relative_to(folder).as_posix(), compress_type=method)
     return dst

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mmedge import __version__
+from mmedge.atomic import atomic_write
 from mmedge.errors import BackendUnavailable, EngineBuildError
 from mmedge.export.engine_config import (BuildConfig, BuildJob, engine_root, plan_jobs, select_precisions,
                                          workspace_bytes)
 from mmedge.export.engine_profiles import component_profiles, profiles_to_dict
-from mmedge.runtime.backends.trt_engines import (TIMING_CACHE, BuildRecord, DeviceIdentity, atomic_write,
-                                                 cuda_check, load_tensorrt, probe_device, write_engine)
+from mmedge.runtime.backends.trt_engines import (TIMING_CACHE, BuildRecord, DeviceIdentity, cuda_check, load_tensorrt,
+                                                 probe_device, write_engine)
 from mmedge.runtime.bundle import Bundle
 
 __all__ = ["BuildResult", "BuildReport", "build_engines", "ensure_engines", "require_tensorrt"]

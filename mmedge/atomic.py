@@ -1,5 +1,9 @@
-"""Atomic replacement of an output folder (a bundle, a checkpoint): whatever moment the writer is
-killed at, the output path holds the complete previous folder or the complete new one.
+"""Atomic replacement of an output folder (a bundle, a checkpoint) or file (an archive, an engine, a
+cache entry): whatever moment the writer is killed at, the output path holds the complete previous
+folder or file, or the complete new one. Every atomic write of the project goes through here.
+
+A file is written to a temporary sibling (``atomic_file`` / ``atomic_write``), flushed to disk,
+then renamed over the output; on any error the temporary file is removed.
 
 A writer builds the new folder in a temporary sibling (``temp_sibling``), flushes it to disk, then
 ``replace_dir`` swaps it in. On Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` system call:
@@ -7,10 +11,11 @@ there is no moment without a folder at the output path. Elsewhere (or on a file 
 it) the old folder is first renamed aside, and ``recover_dir`` puts it back if the writer died
 between the two renames. Temporary siblings carry the writer's process id, so ``sweep_stale``
 removes those of writers that are gone (killed), and never those of a writer still running.
-No torch: the exporter and the training loop share it.
+Plain Python, no torch and no numpy: the exporter, the training loop and the runtime share it.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -19,8 +24,10 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
-__all__ = ["temp_sibling", "make_temp_dir", "replace_dir", "recover_dir", "sweep_stale", "fsync_tree", "pid_alive"]
+__all__ = ["temp_sibling", "make_temp_dir", "replace_dir", "recover_dir", "sweep_stale", "fsync_tree", "pid_alive",
+           "atomic_file", "atomic_write"]
 
 _KINDS = ("tmp", "old", "work")
 _AT_FDCWD = -100
@@ -137,3 +144,32 @@ def replace_dir(tmp: Path, out: Path) -> None:
             raise
         shutil.rmtree(old, ignore_errors=True)
     _fsync(out.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Opens a new temporary sibling of ``path`` for binary writing; when the block ends without
+    an error, flushes it to disk and renames it over ``path``. On any error (or interrupt) the
+    temporary file is removed and ``path`` is left as it was.
+
+        with atomic_file(out) as f:
+            np.savez(f, **arrays)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path, "tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Writes ``data`` (a ``str`` as UTF-8) to ``path`` through ``atomic_file``; returns ``path``."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+    return Path(path)

@@ -19,10 +19,10 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import IO, Mapping
 
+from mmedge.atomic import atomic_write
 from mmedge.errors import BundleError
 
 __all__ = ["hash_stream", "sha256_file", "resolve_inside", "verify_files", "read_file", "stamp_dir", "Identity"]
@@ -84,12 +84,8 @@ def _stamp_key(manifest_sha: str, identities: Mapping[str, Identity]) -> str:
 
 
 def _write_stamp(key: str, root: Path, count: int) -> None:
-    folder = stamp_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps({"bundle": str(root), "files": count, "verified_at": time.time()}))
-        os.replace(tmp, folder / key)
+        atomic_write(stamp_dir() / key, json.dumps({"bundle": str(root), "files": count, "verified_at": time.time()}))
     except OSError:
         pass  # a read-only cache only means hashing again next time
 

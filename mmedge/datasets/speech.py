@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
+from mmedge.atomic import atomic_file
 from mmedge.errors import DataError
 from mmedge.runtime.preprocess import resample
 
@@ -137,11 +137,9 @@ def speak_pool(
 
 
 def _save_pool(path: Path, clips: list[np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     lengths = np.array([len(c) for c in clips], dtype=np.int64)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, lengths=lengths, samples=np.concatenate(clips).astype(np.float32))
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        np.savez(f, lengths=lengths, samples=np.concatenate(clips).astype(np.float32))
 
 
 def _load_pool(path: Path, n_words: int, n_settings: int) -> list[list[np.ndarray]]:

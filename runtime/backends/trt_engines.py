@@ -18,20 +18,19 @@ so one bundle can carry engines for several device types.
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from mmedge.atomic import atomic_write
 from mmedge.errors import BackendUnavailable, EngineMismatch
 
 __all__ = ["DeviceIdentity", "BuildRecord", "RECORD_FORMAT", "ENGINE_SUFFIX", "RECORD_SUFFIX", "TIMING_CACHE",
            "L4T_RELEASE_FILE", "INSTALL_HINT", "parse_l4t_release", "read_l4t_release", "default_engine_root",
            "engine_file", "ort_trt_cache_dir", "record_file", "read_record", "record_problems", "check_engine",
-           "missing_engine_error", "rebuild_hint", "atomic_write", "write_engine", "load_tensorrt", "load_cudart",
+           "missing_engine_error", "rebuild_hint", "write_engine", "load_tensorrt", "load_cudart",
            "cuda_check", "current_device", "probe_device", "probe_gpu"]
 
 ENGINE_SUFFIX = ".engine"
@@ -326,28 +325,7 @@ def _describe_other(key: str, engine: Path, here: DeviceIdentity, hint: str) -> 
     return f"{key} ({'; '.join(record_problems(record, here, source_sha256=None)) or 'same device'})"
 
 
-# -- atomic writes -------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes | str) -> Path:
-    """Writes ``data`` to a temporary sibling, fsyncs it and renames it over ``path``.
-
-    A crash leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+# -- atomic writes (``mmedge.atomic.atomic_write``) ----------------------------------------
 
 
 def write_engine(engine: Path, data: bytes, record: BuildRecord) -> None:

@@ -1,4 +1,5 @@
-"""``mmedge.atomic``: folder replacement that never leaves a half folder, recovery, stale sweeping."""
+"""``mmedge.atomic``: folder replacement that never leaves a half folder, recovery, stale sweeping,
+and file writes that leave the old file or the new one."""
 from __future__ import annotations
 
 import os
@@ -53,3 +54,31 @@ def test_sweep_removes_only_what_dead_writers_left(tmp_path):
 
 def test_pid_alive():
     assert atomic.pid_alive(os.getpid()) and not atomic.pid_alive(_dead_pid())
+
+
+def test_atomic_write_leaves_old_file_or_new_one(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "timing.cache"
+    atomic.atomic_write(target, b"old")
+
+    def crash(*_a):
+        raise OSError("killed mid-rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        atomic.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old" and os.listdir(target.parent) == ["timing.cache"]  # no temp file left
+
+
+def test_atomic_file_streams_and_leaves_nothing_on_error(tmp_path):
+    import numpy as np
+
+    target = tmp_path / "pool.npz"
+    with atomic.atomic_file(target) as f:
+        np.savez(f, a=np.arange(3))
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_file(target) as f:
+            f.write(b"half")
+            raise KeyboardInterrupt
+    with np.load(target) as z:
+        assert z["a"].tolist() == [0, 1, 2]
+    assert os.listdir(tmp_path) == ["pool.npz"]  # the exact name, no temp file left

@@ -16,7 +16,7 @@ import pytest
 from mmedge.errors import BackendUnavailable, EngineMismatch
 from mmedge.runtime.backends.base import RunnerSetup
 from mmedge.runtime.backends.ort import OrtCudaRunner, OrtRunner, OrtTensorRTRunner
-from mmedge.runtime.backends.trt_engines import (BuildRecord, DeviceIdentity, atomic_write, check_engine,
+from mmedge.runtime.backends.trt_engines import (BuildRecord, DeviceIdentity, check_engine,
                                                  default_engine_root, engine_file, missing_engine_error,
                                                  ort_trt_cache_dir, parse_l4t_release, read_l4t_release,
                                                  read_record, rebuild_hint, record_file, record_problems,
@@ -129,19 +129,6 @@ def test_missing_engine_error_points_at_the_other_devices(tmp_path):
     assert isinstance(err, EngineMismatch)
     msg = str(err)
     assert ORIN.key in msg and RTX.key in msg and "this device has '10.13.3.9'" in msg and HINT in msg
-
-
-def test_atomic_write_leaves_old_file_or_new_one(tmp_path, monkeypatch):
-    target = tmp_path / "sub" / "timing.cache"
-    atomic_write(target, b"old")
-
-    def crash(*_a):
-        raise OSError("killed mid-rename")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="killed"):
-        atomic_write(target, b"new")
-    assert target.read_bytes() == b"old" and os.listdir(target.parent) == ["timing.cache"]  # no temp file left
 
 
 def test_interrupted_rebuild_leaves_no_engine_that_looks_valid(tmp_path, monkeypatch):
