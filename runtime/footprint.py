@@ -20,7 +20,6 @@ import numpy as np
 __all__ = ["measure_footprint"]
 
 _BLOCKED = ("torch", "onnx", "nncf")
-_LISTS = ("image", "audio")  # per-item arrays, stored as "<modality>.<index>"
 
 
 def measure_footprint(bundle: str | Path, precision: str, inputs: Mapping[str, Any], *, threads: int | None = None,
@@ -56,28 +55,26 @@ def measure_footprint(bundle: str | Path, precision: str, inputs: Mapping[str, A
 
 
 def _save_inputs(path: Path, inputs: Mapping[str, Any]) -> None:
+    """``predict`` keyword arguments as arrays: a list's items as ``<name>.<index>``, other values as ``<name>``."""
     arrays: dict[str, np.ndarray] = {}
-    for modality in _LISTS:
-        for i, value in enumerate(inputs.get(modality) or []):
-            arrays[f"{modality}.{i:05d}"] = np.asarray(value)
-    if inputs.get("text") is not None:
-        arrays["text"] = np.asarray(list(inputs["text"]), dtype=str)
-    if inputs.get("audio_rate") is not None:
-        arrays["audio_rate"] = np.asarray(int(inputs["audio_rate"]))
+    for name, value in inputs.items():
+        if isinstance(value, (list, tuple)):
+            arrays.update({f"{name}.{i:05d}": np.asarray(item) for i, item in enumerate(value)})
+        elif value is not None:
+            arrays[name] = np.asarray(value)
     np.savez(path, **arrays)
 
 
 def _load_inputs(path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     with np.load(path, allow_pickle=False) as z:
-        out: dict[str, Any] = {}
-        for modality in _LISTS:
-            keys = sorted(k for k in z.files if k.startswith(f"{modality}."))
-            if keys:
-                out[modality] = [z[k] for k in keys]
-        if "text" in z.files:
-            out["text"] = [str(t) for t in z["text"]]
-        if "audio_rate" in z.files:
-            out["audio_rate"] = int(z["audio_rate"])
+        for key in sorted(z.files):
+            name, _, index = key.partition(".")
+            value = z[key].item() if z[key].ndim == 0 else z[key]  # texts and rates back as str / int
+            if index:
+                out.setdefault(name, []).append(value)
+            else:
+                out[name] = value
     return out
 
 

@@ -120,6 +120,7 @@ def test_image_and_audio_encoders_through_the_export_api(hf_models, tmp_path):
     from mmedge.runtime import Session
     from mmedge.runtime.audio import preprocess_audio
     from mmedge.runtime.preprocess import preprocess_images
+    from mmedge.runtime.specs import AudioSpec
 
     torch.manual_seed(0)
     head = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 3))
@@ -136,7 +137,8 @@ def test_image_and_audio_encoders_through_the_export_api(hf_models, tmp_path):
     samples = [{"image": rng.integers(0, 256, (48, 40, 3), dtype=np.uint8), "label": CLASSES[i % 3],
                 "audio": (rng.standard_normal(12000).astype(np.float32) * 0.2, 16000)} for i in range(16)]
     kwargs = dict(encoders={"image": f"hf:{hf_models['image']}", "audio": f"hf:{hf_models['audio']}"},
-                  heads={"fuse": Member(Head(), inputs=("image_pooled", "audio_pooled"))}, labels=CLASSES)
+                  heads={"fuse": Member(Head(), inputs=("image_pooled", "audio_pooled"))}, labels=CLASSES,
+                  specs={"audio": AudioSpec(sample_rate=16000, clip_seconds=1.0)})  # the folder sets the rate
     manifest = export_model(**kwargs, calib=samples[:12], eval_data=samples[12:], out=tmp_path / "b",
                             config=ExportConfig(precisions=("fp32", "int8"), calib_samples=12, max_drop=100.0))
     _check_graphs(manifest)
@@ -151,3 +153,10 @@ def test_image_and_audio_encoders_through_the_export_api(hf_models, tmp_path):
     for precision, margin in (("fp32", 0.0), ("int8", 0.2)):
         with Session(tmp_path / "b", precision=precision) as session:
             _agree(probs, session.predict(image=images, audio=waves, audio_rate=16000).labels, CLASSES, margin=margin)
+
+
+def test_a_hf_audio_encoder_needs_its_clip_length(hf_models):
+    from mmedge.export.user_model import build_ensemble
+
+    with pytest.raises(ConfigError, match=r"clip.*AudioSpec\(sample_rate=16000, clip_seconds=1.0\)"):
+        build_ensemble(encoders={"audio": f"hf:{hf_models['audio']}"}, heads={"h": None}, labels=["a", "b"])
