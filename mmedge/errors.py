@@ -19,6 +19,7 @@ __all__ = [
     "BackendUnavailable",
     "EngineMismatch",
     "EngineBuildError",
+    "BagError",
 ]
 
 
@@ -75,3 +76,7 @@ class EngineMismatch(MmedgeError):
 
 class EngineBuildError(MmedgeError):
     """TensorRT could not parse a bundle graph or build an engine from it."""
+
+
+class BagError(MmedgeError):
+    """A rosbag that cannot be read (missing, truncated, not a bag) or an output bag that cannot be written."""

@@ -14,6 +14,7 @@ and the ``mmedge`` script all run ``main()``, so they list the same commands.
 | demo     | demo                            | both, end to end    |
 | triton   | triton (model repository)       | server (torch-free) |
 | serve    | serve (Triton via PyTriton)     | server, `[serve]`   |
+| replay   | replay (rosbag -> predictions)  | device, `[ros]`     |
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typer.core import TyperGroup
 
 __all__ = ["app", "main", "COMMAND_MODULES"]
 
-COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "build", "bench", "demo", "triton", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("train", "export", "device", "build", "bench", "demo", "triton", "serve", "replay")
 
 
 class PluginGroup(TyperGroup):
