@@ -2,26 +2,42 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from mmedge.errors import ConfigError
 
-__all__ = ["BenchOptions", "BASELINES"]
+__all__ = ["BenchOptions", "BASELINES", "option_default"]
 
 BASELINES = (None, "torch", "torch-process")
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What ``run_bench`` measures (validated on construction; ``ConfigError`` names the bad value).
+    """What ``run_bench`` and ``run_peers`` measure (validated on construction; ``ConfigError`` names
+    the bad value). The one declaration of the bench's settings and their defaults: ``mmedge bench``
+    and ``benchmarks/peers.py`` read their option defaults from it (``option_default``).
 
     Attributes:
+        bundle: Bundle folder or ``.mmedge`` file.
+        precisions: Precisions to time (each must be one the bundle ships).
+        backends: Backends to time.
+        batches: Batch sizes to time.
+        iters: Timed iterations per configuration.
+        warmup: Untimed warm-up iterations (excluded from every statistic).
+        threads: CPU threads for ONNX Runtime and torch (default: all cores).
         baseline: ``"torch"`` times the checkpoint's PyTorch ensemble interleaved with the
             runtime, in the same process; ``"torch-process"`` times it alone in a fresh process
             of its own (no co-resident thread pool flatters either side); None skips it.
         torch_compile: With ``"torch-process"``, also time the model under ``torch.compile`` in
             that process, interleaved with eager.
+        checkpoint: The PyTorch checkpoint of the baseline and the peers (None: the bundle's
+            ``source_checkpoint``).
+        data: Dataset name or JSONL file (None: the bundle's dataset).
+        accuracy_samples: Test samples of the accuracy check (0: skip).
+        seed: Seed of the interleaving order and the accuracy subset.
+        import_repeats: Fresh interpreters timing ``import mmedge.runtime``.
         peers: Also compare every encoder with PyTorch eager, ``torch.compile`` and the peer
             recipe (``mmedge.bench.peers``); needs the checkpoint, like the baseline.
         peer_calib: Training rows calibrating the peer's static quantization.
@@ -29,6 +45,7 @@ class BenchOptions:
         members_compare: Also time the member that is most accurate on the validation split.
         footprint: Measure each precision in a fresh torch-free process (resident memory,
             time to first prediction).
+        command: The command line recorded in the report (default: ``sys.argv``).
     """
 
     bundle: Path
@@ -70,3 +87,17 @@ class BenchOptions:
         if self.torch_compile and self.baseline != "torch-process":
             raise ConfigError("--torch-compile times torch.compile in the baseline's own process: add "
                               "--baseline torch-process")
+
+
+def option_default(name: str) -> Any:
+    """The default of ``BenchOptions`` field ``name``: command lines read it instead of restating it.
+
+    Raises:
+        KeyError: ``name`` is not a field, or has no default.
+    """
+    for f in fields(BenchOptions):
+        if f.name == name and f.default is not MISSING:
+            return f.default
+        if f.name == name and f.default_factory is not MISSING:
+            return f.default_factory()
+    raise KeyError(f"BenchOptions has no field {name!r} with a default")

@@ -201,9 +201,7 @@ def _peers(opts: BenchOptions, checkpoint: Path, log: Log) -> dict[str, Any]:
     from mmedge.bench.peers import run_peers
 
     log("comparing every encoder with PyTorch eager, torch.compile and the peer recipe (--peers)")
-    return run_peers(opts.bundle, checkpoint, data=opts.data, batches=opts.batches, iters=opts.iters,
-                     warmup=opts.warmup, threads=opts.threads, calib=opts.peer_calib, eval=opts.peer_eval, log=log,
-                     command=" ".join(opts.command or sys.argv))
+    return run_peers(opts, checkpoint, log=log)
 
 
 def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:

@@ -32,10 +32,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from mmedge.bench.options import BenchOptions
 from mmedge.bench.schema import PEERS_SCHEMA
 from mmedge.errors import DataError
 
@@ -48,35 +49,22 @@ MMEDGE_VARIANTS = ("mmedge fp32", "mmedge int8")
 
 @dataclass(frozen=True)
 class _Plan:
-    batches: tuple[int, ...]
-    iters: int
-    warmup: int
-    threads: int
-    calib: int
-    eval: int
+    opts: BenchOptions
     log: Callable[[str], None]
 
 
-def run_peers(bundle: str | Path, checkpoint: str | Path, *, data: str | None = None,
-              batches: Sequence[int] = (1, 8), iters: int = 60, warmup: int = 10, threads: int = 2,
-              calib: int = 64, eval: int = 64, log: Callable[[str], None] = print,
-              command: str | None = None) -> dict[str, Any]:
-    """Times and compares every encoder of ``bundle`` with its PyTorch and peer variants.
+def run_peers(opts: BenchOptions, checkpoint: str | Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Times and compares every encoder of ``opts.bundle`` with its PyTorch and peer variants.
 
     Args:
-        bundle: Bundle folder or ``.mmedge`` file.
+        opts: The bench's options; this reads ``bundle``, ``data`` (None: the checkpoint
+            recipe's dataset; calibration rows come from its "train" split, fidelity and timing
+            rows from its "test" split), ``batches``, ``iters``, ``warmup`` (interleaved the same
+            way), ``threads`` (ONNX Runtime and torch), ``peer_calib`` (training rows calibrating
+            the ORT static peer), ``peer_eval`` (held-out rows of the fidelity cosines) and
+            ``command`` (recorded in the report; empty: ``sys.argv``).
         checkpoint: The ``mmedge train`` folder the bundle was exported from (its weights).
-        data: Dataset name or JSONL file (``--data`` of ``mmedge bench``); None: the
-            checkpoint recipe's dataset. Calibration rows come from its "train" split,
-            fidelity and timing rows from its "test" split.
-        batches: Batch sizes to time.
-        iters: Timed iterations per variant and batch.
-        warmup: Untimed iterations first (interleaved the same way).
-        threads: ONNX Runtime and torch threads.
-        calib: Training rows calibrating the ORT static peer.
-        eval: Held-out rows for the fidelity cosines.
         log: Receives one progress line per encoder and batch.
-        command: The command recorded in the report (default: ``sys.argv``).
 
     Returns:
         The ``mmedge.peers/1`` report (see the module docstring).
@@ -88,16 +76,16 @@ def run_peers(bundle: str | Path, checkpoint: str | Path, *, data: str | None = 
     from mmedge.export.flops import matmul_peak
     from mmedge.runtime import Bundle
 
-    plan = _Plan(tuple(batches), iters, warmup, threads, calib, eval, log)
-    ref = TorchReference.from_checkpoint(Path(checkpoint), threads=threads)
-    peaks = {k: matmul_peak(k, threads=threads).gops for k in ("fp32", "int8")}
-    with Bundle.open(bundle) as opened:
-        dataset = _dataset(opened, ref, data)
+    plan = _Plan(opts, log)
+    ref = TorchReference.from_checkpoint(Path(checkpoint), threads=opts.threads)
+    peaks = {k: matmul_peak(k, threads=opts.threads).gops for k in ("fp32", "int8")}
+    with Bundle.open(opts.bundle) as opened:
+        dataset = _dataset(opened, ref, opts.data)
         report = {m: _encoder_report(m, ref.model.encoders[m], opened, dataset, ref, plan, peaks)
                   for m in opened.encoders}
-    return {"schema": PEERS_SCHEMA, "command": command if command is not None else " ".join(sys.argv),
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threads": threads,
-            "iters": iters, "warmup": warmup, "peaks_gops": peaks, "encoders": report}
+    return {"schema": PEERS_SCHEMA, "command": " ".join(opts.command or sys.argv),
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threads": opts.threads,
+            "iters": opts.iters, "warmup": opts.warmup, "peaks_gops": peaks, "encoders": report}
 
 
 def best_peer(median_ms: Mapping[str, float]) -> str | None:
@@ -198,7 +186,7 @@ def _variants(enc: Any, onnx_graphs: Mapping[str, Path], plan: _Plan) -> dict[st
     names = tuple(enc.input_names)
     return {"pytorch eager": _pooled_fn_torch(enc, names),
             "torch.compile": _pooled_fn_torch(torch.compile(enc, dynamic=False), names),
-            **{k: _pooled_fn_ort(path, plan.threads) for k, path in onnx_graphs.items()}}
+            **{k: _pooled_fn_ort(path, plan.opts.threads) for k, path in onnx_graphs.items()}}
 
 
 def _op_profile(path: Path, feed: Feed, threads: int, runs: int = 30) -> dict[str, float]:
@@ -222,8 +210,8 @@ def _op_profile(path: Path, feed: Feed, threads: int, runs: int = 30) -> dict[st
 def _time(variants: Mapping[str, Fn], feed: Feed, plan: _Plan) -> dict[str, float]:
     from mmedge.runtime.timing import run_interleaved
 
-    samples = run_interleaved({k: (lambda f=f: f(feed)) for k, f in variants.items()}, iters=plan.iters,
-                              warmup=plan.warmup, rng_seed=0)
+    samples = run_interleaved({k: (lambda f=f: f(feed)) for k, f in variants.items()}, iters=plan.opts.iters,
+                              warmup=plan.opts.warmup, rng_seed=0)
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
@@ -249,19 +237,19 @@ def _encoder_report(m: str, enc: Any, bundle: Any, data: Any, ref: Any, plan: _P
     test = _rows(data, "test", "timing and fidelity")
     train = _rows(data, "train", "calibrating the ONNX Runtime static peer")
     inputs = lambda rows: modality_inputs(data, m, list(rows), ref.recipe, ref.tokenizer_file)  # noqa: E731
-    calib = [inputs(train[i:i + 1]) for i in range(min(plan.calib, len(train)))]
-    evals = [inputs(test[i:i + 8]) for i in range(0, min(plan.eval, len(test)), 8)]
+    calib = [inputs(train[i:i + 1]) for i in range(min(plan.opts.peer_calib, len(train)))]
+    evals = [inputs(test[i:i + 8]) for i in range(0, min(plan.opts.peer_eval, len(test)), 8)]
     fp32 = bundle.root / bundle.encoders[m].graphs["fp32"].file
     with tempfile.TemporaryDirectory(prefix=f"peers-{m}-") as tmp:
         graphs = _onnx_variants(m, enc, bundle, calib, Path(tmp))
         variants = _variants(enc, graphs, plan)
         fidelity = {k: _cosines(variants["pytorch eager"], f, evals) for k, f in variants.items()}
         batches = {}
-        for b in plan.batches:
+        for b in plan.opts.batches:
             feed = inputs(test[np.arange(b) % len(test)])
             batches[str(b)] = {"median_ms": _time(variants, feed, plan), **_floor(fp32, feed, peaks)}
             plan.log(f"{m} b{b}: " + ", ".join(f"{k} {v:.2f}" for k, v in batches[str(b)]["median_ms"].items()))
         feed = inputs(test[:1])
-        profiles = {k: _op_profile(path, feed, plan.threads) for k, path in graphs.items() if k != "mmedge fp32"}
+        profiles = {k: _op_profile(path, feed, plan.opts.threads) for k, path in graphs.items() if k != "mmedge fp32"}
     return {"encoder": bundle.encoders[m].name, "fidelity_vs_pytorch_fp32": fidelity, "batches": batches,
             "op_ms_b1": profiles}
