@@ -28,7 +28,7 @@ from mmedge.export.engine_config import TRT_PRECISIONS, BuildConfig
 from mmedge.export.parity import row_cosine
 from mmedge.runtime import Bundle, Session
 from mmedge.runtime.audio import preprocess_audio
-from mmedge.runtime.backends import OrtRunner, TensorRTRunner
+from mmedge.runtime.backends import GraphRef, LoadSettings, open_runners
 from mmedge.runtime.backends.trt_engines import default_engine_root
 from mmedge.runtime.preprocess import TextTokenizer, preprocess_images
 from mmedge.runtime.timing import run_interleaved, stage_stats
@@ -75,16 +75,8 @@ def _encoder_inputs(bundle: Bundle, items: dict[str, list], i: int) -> dict[str,
 
 
 def _runners(bundle: Bundle, precision: str, backend: str, engine_dir: Path) -> dict[str, Any]:
-    runners = {}
-    for component in bundle.components():
-        graph = bundle.graph_path(component, precision)
-        if backend == "ort":
-            runners[component] = OrtRunner(graph, precision=precision)
-        else:
-            runners[component] = TensorRTRunner(TensorRTRunner.artifact(graph, engine_dir=engine_dir),
-                                                source_sha256=bundle.graph_entry(component, precision).sha256)
-        runners[component].activate()
-    return runners
+    graphs = [GraphRef.from_bundle(bundle, component, precision) for component in bundle.components()]
+    return open_runners(backend, graphs, LoadSettings(bundle.source, precision, engine_dir))
 
 
 def _component_outputs(bundle: Bundle, runners: Mapping[str, Any], inputs: dict[str, Arrays],

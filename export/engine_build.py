@@ -67,13 +67,13 @@ Listener = Callable[[str, BuildJob, "BuildResult | None"], None]  # ("start" | "
 def require_tensorrt(bundle: str | Path = "BUNDLE") -> None:
     """Raises ``BackendUnavailable`` unless TensorRT, cuda-python and a GPU are here, saying
     what is missing, how to install it, and that ONNX Runtime runs the same bundle meanwhile."""
-    from mmedge.runtime.backends.trt import TensorRTRunner
+    from mmedge.runtime.backends.trt import EngineLoader
 
-    problem = TensorRTRunner.availability()
+    problem = EngineLoader.availability()
     if problem:
         raise BackendUnavailable(
             f"mmedge build compiles TensorRT engines and needs TensorRT, cuda-python and an NVIDIA GPU: {problem}. "
-            f"To install: {TensorRTRunner.install_hint}. Without TensorRT, the same bundle runs on ONNX Runtime: "
+            f"To install: {EngineLoader.install_hint}. Without TensorRT, the same bundle runs on ONNX Runtime: "
             f"`mmedge run {bundle} ...` or mmedge.runtime.Session({str(bundle)!r}) (backends ort, ort-cuda, ort-trt)")
 
 

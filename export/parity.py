@@ -16,6 +16,7 @@ import numpy as np
 
 from mmedge.errors import ParityError
 from mmedge.runtime.backends.ort import create_session
+from mmedge.runtime.precisions import get_precision
 
 Arrays = dict[str, np.ndarray]
 ModuleFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -119,7 +120,8 @@ def check_parity(
     Returns:
         A ``ParityReport`` with max abs diff and min per-row cosine per output and case.
     """
-    sess = create_session(onnx_path, precision=precision)
+    disabled = get_precision(precision).ort_disabled_optimizers if precision else ()
+    sess = create_session(onnx_path, disabled_optimizers=disabled)
     names = [o.name for o in sess.get_outputs()]
     results: list[OutputParity] = []
     for case in cases:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Session", "Prediction", "Bundle", "available_backends", "resolve_backend", "RUNNERS", "BaseRunner"]
+__all__ = ["Session", "Prediction", "Bundle", "available_backends", "resolve_backend", "BACKENDS", "BaseRunner"]
 
 _LAZY = {
     "Session": "mmedge.runtime.session",
@@ -21,7 +21,7 @@ _LAZY = {
     "Bundle": "mmedge.runtime.bundle",
     "available_backends": "mmedge.runtime.backends",
     "resolve_backend": "mmedge.runtime.backends",
-    "RUNNERS": "mmedge.runtime.backends",
+    "BACKENDS": "mmedge.runtime.backends",
     "BaseRunner": "mmedge.runtime.backends.base",
 }
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmedge.runtime.bundle import Bundle
     from mmedge.runtime.prediction import Prediction
     from mmedge.runtime.backends.base import BaseRunner
-    from mmedge.runtime.backends import RUNNERS, available_backends, resolve_backend
+    from mmedge.runtime.backends import BACKENDS, available_backends, resolve_backend
     from mmedge.runtime.session import Session
 
 

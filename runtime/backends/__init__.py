@@ -1,26 +1,32 @@
-"""Inference backends: one module per backend, each a runner registered in ``RUNNERS``,
+"""Inference backends: one module per backend (its loader, its runner, its row in the backend table),
 and the choice of a backend for ``"auto"``.
 
-| name       | runner              | runs                                                    |
-|------------|---------------------|---------------------------------------------------------|
-| `tensorrt` | `TensorRTRunner`    | engines built on the device by `mmedge build`           |
-| `ort-trt`  | `OrtTensorRTRunner` | ONNX graphs, ORT TensorRT EP -> CUDA EP -> CPU EP        |
-| `ort-cuda` | `OrtCudaRunner`     | ONNX graphs, ORT CUDA EP -> CPU EP                       |
-| `ort`      | `OrtRunner`         | ONNX graphs, ORT CPU EP                                  |
+| name       | rank | loader              | runner           | runs                                          |
+|------------|------|---------------------|------------------|-----------------------------------------------|
+| `tensorrt` | 10   | `EngineLoader`      | `TensorRTRunner` | engines built on the device by `mmedge build` |
+| `ort-trt`  | 20   | `OrtTensorRTLoader` | `OrtRunner`      | ONNX graphs, ORT TensorRT EP -> CUDA EP -> CPU |
+| `ort-cuda` | 30   | `OrtCudaLoader`     | `OrtRunner`      | ONNX graphs, ORT CUDA EP -> CPU EP             |
+| `ort`      | 90   | `OrtLoader`         | `OrtRunner`      | ONNX graphs, ORT CPU EP                        |
+
+Adding a backend is one module in this package: a ``BaseLoader`` subclass, a ``BaseRunner``
+subclass and one ``register_backend(Backend(...))`` call. Every module of the package is imported
+here, so nothing else lists it; a backend module imports its heavy libraries lazily (inside its
+loader and ``availability``), so that importing the runtime stays cheap and torch-free.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
+from typing import Sequence
 
 from mmedge.errors import BackendUnavailable
-from mmedge.runtime.backends.base import RUNNERS, BaseRunner, TensorMeta, register_runner
-from mmedge.runtime.backends.ort import OrtCudaRunner, OrtRunner, OrtTensorRTRunner, create_session
-from mmedge.runtime.backends.trt import TensorRTRunner
+from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
+from mmedge.runtime.backends.table import BACKENDS, Backend, backend_order, get_backend, register_backend
 
-__all__ = ["RUNNERS", "AUTO_ORDER", "BackendChoice", "BaseRunner", "TensorMeta", "OrtRunner", "OrtCudaRunner",
-           "OrtTensorRTRunner", "TensorRTRunner", "available_backends", "create_session", "register_runner",
-           "resolve_backend", "runner_class"]
-AUTO_ORDER: tuple[str, ...] = ("tensorrt", "ort-trt", "ort-cuda", "ort")  # fastest first
+__all__ = ["BACKENDS", "Backend", "BackendChoice", "BaseLoader", "BaseRunner", "GraphRef", "LoadSettings",
+           "TensorMeta", "available_backends", "backend_order", "get_backend", "open_runners", "register_backend",
+           "resolve_backend"]
 
 
 @dataclass(frozen=True)
@@ -33,27 +39,21 @@ class BackendChoice:
 
 def available_backends() -> list[str]:
     """Backends that can run on this machine, fastest first (``tensorrt`` also needs built engines)."""
-    return [name for name in AUTO_ORDER if RUNNERS[name].availability() is None]
+    return [b.name for b in backend_order() if b.availability() is None]
 
 
-def runner_class(name: str) -> type[BaseRunner]:
-    """The runner class registered as ``name``; an unknown name lists the valid ones."""
-    if name not in RUNNERS:
-        raise BackendUnavailable(f"unknown backend {name!r}; valid: ['auto', {', '.join(map(repr, RUNNERS))}]")
-    return RUNNERS[name]
-
-
-def resolve_backend(requested: str = "auto", *, engines_ready: bool = False) -> BackendChoice:
+def resolve_backend(requested: str = "auto", *, graphs: Sequence[GraphRef] = (),
+                    settings: LoadSettings | None = None) -> BackendChoice:
     """Picks the backend to use.
 
-    ``"auto"`` takes ``tensorrt`` if it is importable and the engines exist, else
-    ``ort-trt`` / ``ort-cuda`` if those execution providers are in
-    ``onnxruntime.get_available_providers()``, else ``ort``. A named backend is used
-    as asked or refused; it is never silently replaced.
+    ``"auto"`` takes the first backend of ``backend_order()`` that can run here and has what it
+    needs built for ``graphs`` (``BaseLoader.missing``: TensorRT needs engines from ``mmedge build``),
+    ending with ``ort``. A named backend is used as asked or refused; it is never silently replaced.
 
     Args:
-        requested: ``"auto"`` or a name in ``RUNNERS``.
-        engines_ready: Whether TensorRT engines for the bundle exist on this device.
+        requested: ``"auto"`` or a name in ``BACKENDS``.
+        graphs: The graphs to run (without them, backends that need built artifacts are skipped).
+        settings: The Session's settings (where built artifacts live).
 
     Returns:
         The chosen backend and the reason.
@@ -63,19 +63,50 @@ def resolve_backend(requested: str = "auto", *, engines_ready: bool = False) -> 
             and how to install the requested one.
     """
     if requested != "auto":
-        cls = runner_class(requested)
-        problem = cls.availability()
+        row = get_backend(requested)
+        problem = row.availability()
         if problem:
             raise BackendUnavailable(f"backend {requested!r} is not available here: {problem}. "
-                                     f"Available: {available_backends()}. To install it: {cls.install_hint}")
+                                     f"Available: {available_backends()}. To install it: {row.install_hint}")
         return BackendChoice(requested, f"{requested!r} was requested")
     skipped = []
-    for name in AUTO_ORDER:
-        problem = RUNNERS[name].availability()
-        if problem is None and name == "tensorrt" and not engines_ready:
-            problem = "no TensorRT engines built for this bundle (run `mmedge build`)"
+    for row in backend_order():
+        problem = row.availability() or row.loader.missing(graphs, settings)
         if problem is None:
-            why = f"auto: chose {name!r}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
-            return BackendChoice(name, why)
-        skipped.append(f"{name}: {problem}")
-    raise BackendUnavailable(f"no backend can run here ({'; '.join(skipped)}); {OrtRunner.install_hint}")
+            why = f"auto: chose {row.name!r}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
+            return BackendChoice(row.name, why)
+        skipped.append(f"{row.name}: {problem}")
+    last = backend_order()[-1]
+    raise BackendUnavailable(f"no backend can run here ({'; '.join(skipped)}); to install {last.name!r}: "
+                             f"{last.install_hint}")
+
+
+def open_runners(backend: str | Backend, graphs: Sequence[GraphRef], settings: LoadSettings) -> dict[str, BaseRunner]:
+    """Activated runners for ``graphs`` on one backend, by component (all deactivated again if one fails).
+
+    Args:
+        backend: A backend name or row.
+        graphs: The graphs to run (``GraphRef.from_bundle``).
+        settings: The Session's settings; the backend's loader takes the part that concerns it.
+    """
+    row = get_backend(backend) if isinstance(backend, str) else backend
+    make = row.loader.for_session(settings)
+    runners: dict[str, BaseRunner] = {}
+    try:
+        for graph in graphs:
+            runners[graph.component] = runner = row.runner(make(graph))
+            runner.activate()
+    except BaseException:
+        for runner in runners.values():
+            runner.deactivate()
+        raise
+    return runners
+
+
+def _import_backend_modules() -> None:
+    """Imports every module of this package: each backend module registers its row."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_backend_modules()

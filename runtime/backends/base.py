@@ -1,24 +1,35 @@
-"""The runner interface (after Polygraphy's ``BaseRunner``) and the backend registry.
+"""The backend interface, after Polygraphy: a loader makes an artifact, a runner runs it.
 
-One small class per backend, registered by name in ``RUNNERS`` with ``@register_runner``.
+A **loader** (``BaseLoader``) knows how a backend's artifact is made from one bundle graph: an
+ONNX Runtime session with its execution providers and disabled optimizers, a deserialized
+TensorRT engine from the engine folder, with or without CUDA graphs. Calling it makes the
+artifact. Its class also says whether the backend can run here (``availability``), how to
+install it, what must be built first (``missing``, ``build_missing``) and how a Session's
+settings become its own typed options (``for_session``).
 
-``activate()`` loads the graph or engine, ``infer(feed)`` maps input names to arrays and
-returns output names to arrays, ``deactivate()`` frees everything. Runners are context
-managers. The ensemble and the Session see only this interface.
+A **runner** (``BaseRunner``) only runs what its loader made: ``activate()`` calls the loader,
+``infer(feed)`` maps input names to arrays and returns output names to arrays, ``deactivate()``
+frees everything. Runners are context managers. The ensemble and the Session see only this
+interface. Optional abilities are declared here with their defaults (``backend_fallback``).
+
+Each backend is one row of the ordered backend table (``mmedge.runtime.backends.table``).
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from mmedge.errors import InputError
-from mmedge.registry import Registry
 
-__all__ = ["BaseRunner", "TensorMeta", "RunnerSetup", "RUNNERS", "register_runner"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mmedge.runtime.bundle import Bundle, GraphEntry
+
+__all__ = ["BaseLoader", "BaseRunner", "BackendFallback", "GraphRef", "LoadSettings", "TensorMeta"]
 
 
 @dataclass(frozen=True)
@@ -31,49 +42,76 @@ class TensorMeta:
 
 
 @dataclass(frozen=True)
-class RunnerSetup:
-    """What a Session tells every runner it opens; each backend takes what concerns it
-    (``BaseRunner.shared_kwargs``).
+class GraphRef:
+    """One bundle graph that a runner stands for.
+
+    Attributes:
+        component: ``encoder.<modality>`` or ``head.<member>``.
+        path: The ONNX file in the bundle.
+        entry: Its manifest entry (sha256, and the facts export recorded for loaders, such as
+            ``ort_disabled_optimizers``).
+        read: Returns the graph's verified bytes (None: read ``path``).
+    """
+
+    component: str
+    path: Path
+    entry: "GraphEntry"
+    read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_bundle(cls, bundle: "Bundle", component: str, precision: str) -> "GraphRef":
+        """The graph of ``component`` at ``precision``, read through the bundle's verified bytes."""
+        return cls(component, bundle.graph_path(component, precision), bundle.graph_entry(component, precision),
+                   read=functools.partial(bundle.graph_bytes, component, precision))
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """What a Session asks of the backend it opens; each loader class turns the part that concerns
+    it into its own options (``BaseLoader.for_session``), so no runner sees another backend's options.
 
     Attributes:
         bundle_source: The bundle folder or ``.mmedge`` file (for messages and rebuild commands).
         precision: The precision the Session runs.
-        engine_dir: The engine root (``<bundle>/engines`` by default), holding one folder per device key.
-        cuda_graph: Capture CUDA graphs for repeated input shapes (TensorRT backend).
+        engine_dir: The root for compiled artifacts, one folder per device key (TensorRT engines,
+            ONNX Runtime's TensorRT caches).
+        threads: CPU threads per graph for backends that use them (None: the backend's default).
+        cuda_graph: Capture CUDA graphs for repeated input shapes (TensorRT).
     """
 
     bundle_source: Path
     precision: str
     engine_dir: Path
+    threads: int | None = None
     cuda_graph: bool = False
 
 
-class BaseRunner(abc.ABC):
-    """Base class of every backend runner.
-
-    Args:
-        path: The graph (``.onnx``) or engine file this runner executes.
-        threads: CPU threads for backends that use them (None: the backend's default).
-        source_sha256: sha256 of the bundle graph this runner stands for; backends that run a
-            compiled artifact (TensorRT engines) check it against the artifact's build record.
+@dataclass(frozen=True)
+class BackendFallback:
+    """A graph that runs on a slower backend than the one asked for (a "backend fallback", e.g.
+    ONNX Runtime quietly running a CUDA graph on its CPU execution provider).
 
     Attributes:
-        name: The backend name this runner is registered under (``"ort"``, ``"tensorrt"``...).
+        runs_as: The registered backend that really runs the graph.
+        detail: What happened, for messages.
+    """
+
+    runs_as: str
+    detail: str
+
+
+class BaseLoader(abc.ABC):
+    """Knows how one backend's artifact is made from one bundle graph; calling it makes it.
+
+    Subclasses are usually frozen dataclasses whose fields are the backend's own typed options.
+
+    Attributes:
+        path: The file the artifact comes from (the ONNX graph, or a compiled engine), for messages.
         install_hint: How to make this backend available, for error messages.
     """
 
-    name: ClassVar[str] = ""
+    path: Path
     install_hint: ClassVar[str] = ""
-
-    def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None) -> None:
-        self.path = Path(path)
-        self.threads = threads
-        self.source_sha256 = source_sha256
-        self.is_active = False
-        self._inputs: tuple[TensorMeta, ...] = ()
-        self._outputs: tuple[TensorMeta, ...] = ()
-
-    # -- backend hooks ---------------------------------------------------------------
 
     @classmethod
     @abc.abstractmethod
@@ -81,18 +119,48 @@ class BaseRunner(abc.ABC):
         """None when this backend can run here, else why not (without importing heavy modules if possible)."""
 
     @classmethod
-    def artifact(cls, graph: Path, *, engine_dir: Path | None = None) -> Path:
-        """The file this backend runs for the bundle graph ``graph`` (the ONNX file by default)."""
-        return graph
+    @abc.abstractmethod
+    def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "BaseLoader"]:
+        """The loader of each graph of one Session (state shared by a Session's loaders is made here)."""
 
     @classmethod
-    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
-        """Extra constructor keywords shared by the runners of one Session (none by default)."""
-        return {}
+    def missing(cls, graphs: Sequence[GraphRef], settings: LoadSettings | None) -> str | None:
+        """What must be built on this device before these graphs can run (None: nothing; the default)."""
+        return None
+
+    @classmethod
+    def build_missing(cls, bundle: "Bundle", graphs: Sequence[GraphRef], settings: LoadSettings) -> None:
+        """Builds what ``missing`` reports, for ``Session(auto_build=True)`` (nothing by default)."""
+
+    @abc.abstractmethod
+    def __call__(self) -> Any:
+        """Makes the artifact the runner runs.
+
+        Raises:
+            BundleError, BackendUnavailable, EngineMismatch: the artifact cannot be made, saying
+                why and what to run.
+        """
+
+
+class BaseRunner(abc.ABC):
+    """Base class of every backend runner: runs what its loader makes.
+
+    Args:
+        loader: The loader of the artifact this runner executes.
+    """
+
+    def __init__(self, loader: BaseLoader) -> None:
+        self.loader = loader
+        self.path = Path(loader.path)
+        self.is_active = False
+        self._inputs: tuple[TensorMeta, ...] = ()
+        self._outputs: tuple[TensorMeta, ...] = ()
+
+    # -- backend hooks ---------------------------------------------------------------
 
     @abc.abstractmethod
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
-        """Loads the graph; returns (inputs, outputs) metadata."""
+        """Calls the loader; returns (inputs, outputs) metadata."""
 
     @abc.abstractmethod
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -100,6 +168,13 @@ class BaseRunner(abc.ABC):
 
     def _deactivate(self) -> None:
         """Frees backend resources."""
+
+    # -- optional abilities (a backend that lacks one keeps the default) ----------------
+
+    @property
+    def backend_fallback(self) -> BackendFallback | None:
+        """Set when this graph runs on a slower backend than asked (after ``activate()``); None by default."""
+        return None
 
     # -- public interface --------------------------------------------------------------
 
@@ -186,13 +261,3 @@ def _check_array(graph: str, meta: TensorMeta, value: object) -> None:
         if want is not None and want != got:
             raise InputError(f"{graph}: input {meta.name!r} axis {axis} must be {want} "
                              f"(shape {list(meta.shape)}), got shape {value.shape}")
-
-
-RUNNERS: Registry[type[BaseRunner]] = Registry("backend")
-
-
-def register_runner(cls: type[BaseRunner]) -> type[BaseRunner]:
-    """Class decorator: registers a runner under its ``name`` (a duplicate name is an error)."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name' to be registered")
-    return RUNNERS.register(cls.name)(cls)

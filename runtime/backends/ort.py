@@ -1,29 +1,30 @@
-"""ONNX Runtime: the one session factory for bundle graphs, and one runner per execution-provider list.
+"""ONNX Runtime: the one session factory for bundle graphs, its loaders (one per execution-provider
+list) and its runner.
 
 ``create_session`` is how every bundle graph is opened with ONNX Runtime, by the runtime,
 by export's parity and accuracy checks, by the bench and by the tests, so all of them run
-the graph with the same options.
+the graph with the same options. Which optimizers stay off for a graph is a fact of the
+graph, recorded by export in its manifest entry (``GraphEntry.ort_disabled_optimizers``).
+
+Backends here: ``ort-trt`` (TensorRT EP -> CUDA EP -> CPU EP), ``ort-cuda`` (CUDA EP -> CPU EP),
+``ort`` (CPU EP): three loaders that differ in their providers, one runner.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from mmedge.errors import BundleError
-from mmedge.runtime.backends.base import BaseRunner, RunnerSetup, TensorMeta, register_runner
+from mmedge.runtime.backends.base import (BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings,
+                                          TensorMeta)
+from mmedge.runtime.backends.table import Backend, backend_order, register_backend
 
-__all__ = ["create_session", "session_options", "disabled_optimizers", "OrtRunner", "OrtCudaRunner",
-           "OrtTensorRTRunner"]
-
-# ONNX Runtime graph optimizers that mis-handle a precision's graphs. WeightBiasQuantization
-# turns a Conv's float bias into int32 with scale x_scale * w_scale; with the float16 scales of
-# int8-fp16-trt that product underflows in fp16 and the outputs are garbage (measured: image
-# encoder cosine 0.23 vs fp32 with it, 0.996 without). TensorRT does not do this rewrite.
-_DISABLED_OPTIMIZERS: dict[str, tuple[str, ...]] = {"int8-fp16-trt": ("WeightBiasQuantization",)}
+__all__ = ["create_session", "session_options", "OrtLoader", "OrtCudaLoader", "OrtTensorRTLoader", "OrtRunner"]
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -52,22 +53,18 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
-def disabled_optimizers(precision: str | None) -> tuple[str, ...]:
-    """ONNX Runtime optimizers that must stay off for the graphs of ``precision`` (usually none)."""
-    return _DISABLED_OPTIMIZERS.get(precision or "", ())
-
-
 def create_session(graph: str | Path | bytes, *, threads: int | None = None,
                    providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
-                   precision: str | None = None, profile_prefix: str | Path | None = None) -> Any:
+                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | Path | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` for a bundle graph, with the runtime's options.
 
     Args:
         graph: An ONNX file, or a serialized model.
         threads: Intra-op threads (None: all cores).
         providers: Execution providers in priority order: names, or ``(name, options)`` tuples.
-        precision: The bundle precision of the graph; turns off the optimizers that break it
-            (``disabled_optimizers``).
+        disabled_optimizers: ONNX Runtime optimizers that break this graph and stay off: the
+            graph's ``GraphEntry.ort_disabled_optimizers``, or, with only a precision name,
+            ``mmedge.runtime.precisions.get_precision(name).ort_disabled_optimizers``.
         profile_prefix: Turn on ONNX Runtime's profiler, writing ``<prefix>_<time>.json``
             (``session.end_profiling()`` returns the path).
     """
@@ -79,7 +76,7 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
         options.profile_file_prefix = str(profile_prefix)
     source = graph if isinstance(graph, bytes) else str(graph)
     return ort.InferenceSession(source, sess_options=options, providers=list(providers),
-                                disabled_optimizers=list(disabled_optimizers(precision)))
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 @contextlib.contextmanager
@@ -110,34 +107,29 @@ def _meta(node) -> TensorMeta:
     return TensorMeta(node.name, np.dtype(_ORT_DTYPES.get(node.type, np.float32)), shape)
 
 
-@register_runner
-class OrtRunner(BaseRunner):
-    """Runs an ONNX graph with ONNX Runtime on the CPU execution provider.
+@dataclass(frozen=True)
+class OrtLoader(BaseLoader):
+    """Makes an ONNX Runtime session for one bundle graph, on the CPU execution provider.
 
-    Graph optimizations are ``ORT_ENABLE_ALL``; ``threads`` sets ``intra_op_num_threads``.
-    ``infer`` is thread-safe (ONNX Runtime's ``run`` is).
+    Args:
+        path: The ONNX file (for messages, and loaded when ``read`` is None).
+        threads: Intra-op threads (None: all cores).
+        disabled_optimizers: Optimizers that stay off for this graph (its ``GraphEntry.ort_disabled_optimizers``).
+        provider_options: Execution provider name -> its options.
+        read: Returns the graph's verified bytes, loaded instead of reading ``path`` again.
 
     Attributes:
-        providers: The execution providers, in priority order.
+        providers: The execution providers, in priority order (the first is the one asked for).
     """
 
-    name: ClassVar[str] = "ort"
+    path: Path
+    threads: int | None = None
+    disabled_optimizers: tuple[str, ...] = ()
+    provider_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
     install_hint: ClassVar[str] = "pip install onnxruntime"
-    loads_graph_bytes: ClassVar[bool] = True  # takes the verified bytes of the bundle graph (graph_bytes=)
-
-    def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None,
-                 precision: str | None = None, provider_options: Mapping[str, Mapping[str, Any]] | None = None,
-                 graph_bytes: bytes | None = None) -> None:
-        super().__init__(path, threads=threads, source_sha256=source_sha256)
-        self._graph_bytes = graph_bytes  # loaded instead of reading ``path`` again; dropped once loaded
-        self.precision = precision
-        self.provider_options = {k: dict(v) for k, v in (provider_options or {}).items()}
-
-    @classmethod
-    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
-        """The precision (some optimizers must stay off for it)."""
-        return {"precision": setup.precision}
 
     @classmethod
     def availability(cls) -> str | None:
@@ -151,18 +143,83 @@ class OrtRunner(BaseRunner):
             return f"onnxruntime has no {cls.providers[0]} (available providers: {have})"
         return None
 
-    def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+    @classmethod
+    def session_provider_options(cls, settings: LoadSettings) -> dict[str, dict[str, Any]]:
+        """Execution provider options for the graphs of one Session (none for the CPU and CUDA EPs)."""
+        return {}
+
+    @classmethod
+    def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "OrtLoader"]:
+        """Threads from the Session, disabled optimizers from each graph's manifest entry."""
+        options = cls.session_provider_options(settings)
+        return lambda graph: cls(graph.path, threads=settings.threads, provider_options=options, read=graph.read,
+                                 disabled_optimizers=tuple(graph.entry.ort_disabled_optimizers))
+
+    def __call__(self) -> Any:
+        """The ``onnxruntime.InferenceSession``.
+
+        Raises:
+            BundleError: ONNX Runtime cannot load the graph.
+        """
+        providers = [(p, dict(self.provider_options[p])) if p in self.provider_options else p for p in self.providers]
         try:
-            providers = [(p, self.provider_options[p]) if p in self.provider_options else p for p in self.providers]
-            with _verified_source(self.path, self._graph_bytes) as source:
-                self._session = create_session(source, threads=self.threads, providers=providers,
-                                               precision=self.precision)
-            metas = (tuple(_meta(n) for n in self._session.get_inputs()),
-                     tuple(_meta(n) for n in self._session.get_outputs()))
+            with _verified_source(self.path, self.read() if self.read is not None else None) as source:
+                return create_session(source, threads=self.threads, providers=providers,
+                                      disabled_optimizers=self.disabled_optimizers)
+        except BundleError:
+            raise
         except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/...; undecodable names in a damaged graph
             raise BundleError(f"onnxruntime cannot load {self.path}: {str(exc)[:300]}; re-export the bundle") from exc
-        self._graph_bytes = None
-        return metas
+
+
+@dataclass(frozen=True)
+class OrtCudaLoader(OrtLoader):
+    """ONNX Runtime on the CUDA execution provider (CPU fallback for unsupported nodes).
+
+    The CUDA execution provider has no engine or timing cache to point anywhere: it picks
+    cuDNN algorithms per process (``cudnn_conv_algo_search``), so there is nothing to persist.
+    """
+
+    providers: ClassVar[tuple[str, ...]] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    install_hint: ClassVar[str] = ("pip uninstall onnxruntime && pip install onnxruntime-gpu "
+                                   "(with the CUDA and cuDNN versions it was built for)")
+
+
+@dataclass(frozen=True)
+class OrtTensorRTLoader(OrtLoader):
+    """ONNX Runtime on its TensorRT execution provider, then CUDA, then CPU."""
+
+    providers: ClassVar[tuple[str, ...]] = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                            "CPUExecutionProvider")
+    install_hint: ClassVar[str] = ("install onnxruntime-gpu built with TensorRT support and put the TensorRT "
+                                   "libraries on the library path (on Jetson: JetPack's onnxruntime-gpu wheel)")
+
+    @classmethod
+    def session_provider_options(cls, settings: LoadSettings) -> dict[str, dict[str, Any]]:
+        """The TensorRT EP's engine and timing caches, in this device's folder of the engine root."""
+        from mmedge.runtime.backends.trt_engines import ort_trt_cache_dir
+
+        cache = str(ort_trt_cache_dir(settings.engine_dir))
+        return {"TensorrtExecutionProvider": {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                                              "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}}
+
+
+class OrtRunner(BaseRunner):
+    """Runs the ONNX Runtime session its loader makes (any ``OrtLoader``).
+
+    ``infer`` is thread-safe (ONNX Runtime's ``run`` is).
+
+    Args:
+        loader: An ``OrtLoader`` (or ``OrtCudaLoader``, ``OrtTensorRTLoader``), e.g.
+            ``OrtRunner(OrtLoader(path, threads=1))``.
+    """
+
+    loader: OrtLoader
+
+    def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+        self._session = self.loader()
+        return (tuple(_meta(n) for n in self._session.get_inputs()),
+                tuple(_meta(n) for n in self._session.get_outputs()))
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -181,44 +238,19 @@ class OrtRunner(BaseRunner):
         return list(self._session.get_providers()) if self.is_active else []
 
     @property
-    def fallback(self) -> str | None:
-        """Why ONNX Runtime does not run this graph on the first requested provider (None when it does)."""
-        active = self.active_providers
-        if not active or active[0] == self.providers[0]:
+    def backend_fallback(self) -> BackendFallback | None:
+        """Set when ONNX Runtime does not run this graph on the first requested provider."""
+        active, asked = self.active_providers, self.loader.providers[0]
+        if not active or active[0] == asked:
             return None
-        return f"{self.path.name} runs on {active}, not {self.providers[0]}"
+        same = [b.name for b in backend_order()
+                if issubclass(b.loader, OrtLoader) and b.loader.providers[0] == active[0]]
+        return BackendFallback(same[-1] if same else "ort", f"{self.path.name} runs on {active}, not {asked}")
 
 
-@register_runner
-class OrtCudaRunner(OrtRunner):
-    """ONNX Runtime on the CUDA execution provider (CPU fallback for unsupported nodes).
-
-    The CUDA execution provider has no engine or timing cache to point anywhere: it picks
-    cuDNN algorithms per process (``cudnn_conv_algo_search``), so there is nothing to persist.
-    """
-
-    name: ClassVar[str] = "ort-cuda"
-    providers: ClassVar[tuple[str, ...]] = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    install_hint: ClassVar[str] = ("pip uninstall onnxruntime && pip install onnxruntime-gpu "
-                                   "(with the CUDA and cuDNN versions it was built for)")
-
-
-@register_runner
-class OrtTensorRTRunner(OrtRunner):
-    """ONNX Runtime on its TensorRT execution provider, then CUDA, then CPU."""
-
-    name: ClassVar[str] = "ort-trt"
-    providers: ClassVar[tuple[str, ...]] = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                            "CPUExecutionProvider")
-    install_hint: ClassVar[str] = ("install onnxruntime-gpu built with TensorRT support and put the TensorRT "
-                                   "libraries on the library path (on Jetson: JetPack's onnxruntime-gpu wheel)")
-
-    @classmethod
-    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
-        """The TensorRT EP's engine and timing caches, in this device's folder of the engine root."""
-        from mmedge.runtime.backends.trt_engines import ort_trt_cache_dir
-
-        cache = str(ort_trt_cache_dir(setup.engine_dir))
-        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                   "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
-        return {**super().shared_kwargs(setup), "provider_options": {"TensorrtExecutionProvider": options}}
+register_backend(Backend("ort-trt", rank=20, loader=OrtTensorRTLoader, runner=OrtRunner,
+                         summary="ONNX graphs, ONNX Runtime TensorRT EP -> CUDA EP -> CPU EP"))
+register_backend(Backend("ort-cuda", rank=30, loader=OrtCudaLoader, runner=OrtRunner,
+                         summary="ONNX graphs, ONNX Runtime CUDA EP -> CPU EP"))
+register_backend(Backend("ort", rank=90, loader=OrtLoader, runner=OrtRunner,
+                         summary="ONNX graphs, ONNX Runtime CPU EP"))

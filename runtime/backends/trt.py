@@ -1,34 +1,40 @@
-"""TensorRT 10 runner for the engines ``mmedge build`` compiles on the device.
+"""TensorRT: the loader of the engines ``mmedge build`` compiles on the device, and their runner.
 
-``tensorrt`` and cuda-python are imported lazily (``activate()``, and ``availability()``
-asks CUDA for a GPU), so this module imports everywhere. Engines are found under
-``<engine_dir>/<device key>/`` (``trt_engines``); an engine whose build record does not
-fit this device or this bundle graph raises ``EngineMismatch`` saying what differs and the
-command that rebuilds it.
+``tensorrt`` and cuda-python are imported lazily (when a loader is called, and ``availability()``
+asks CUDA for a GPU), so this module imports everywhere. ``EngineLoader`` finds an engine under
+``<engine_dir>/<device key>/`` (``trt_engines``), refuses one whose build record does not fit
+this device or this bundle graph (``EngineMismatch``, saying what differs and the command that
+rebuilds it), deserializes it and creates its execution context. Its options are TensorRT's
+alone (``TensorRTOptions``: engine folder, CUDA graphs, the rebuild command).
 
-Execution: the named-tensor API (``set_input_shape`` / ``set_tensor_address`` /
-``execute_async_v3``) on one CUDA stream shared by every runner of a Session, pinned host
-staging buffers and device buffers reused across calls (grown on demand), and, when asked,
-one CUDA graph captured per input-shape combination.
+``TensorRTRunner`` only executes: the named-tensor API (``set_input_shape`` /
+``set_tensor_address`` / ``execute_async_v3``) on one CUDA stream shared by every runner of a
+Session, pinned host staging buffers and device buffers reused across calls (grown on demand),
+and, when the loader says so, one CUDA graph captured per input-shape combination.
 """
 from __future__ import annotations
 
 import ctypes
 import importlib.util
 import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from mmedge.errors import BackendUnavailable, InputError
-from mmedge.runtime.backends.base import BaseRunner, RunnerSetup, TensorMeta, register_runner
+from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
+from mmedge.runtime.backends.table import Backend, register_backend
 from mmedge.runtime.backends.trt_engines import (ENGINE_SUFFIX, INSTALL_HINT, check_engine, cuda_check,
                                                  current_device, default_engine_root, engine_file,
-                                                 load_cudart, missing_engine_error, load_tensorrt)
+                                                 load_cudart, load_tensorrt, missing_engine_error, rebuild_hint)
 
-__all__ = ["TensorRTRunner", "CudaStream", "engine_path"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mmedge.runtime.bundle import Bundle
+
+__all__ = ["EngineLoader", "TensorRTOptions", "TensorRTRunner", "CudaStream", "engine_path"]
 
 
 def engine_path(graph: Path, *, engine_dir: Path | None = None) -> Path:
@@ -109,28 +115,64 @@ class _Buffer:
         self.cudart.cudaFreeHost(self.host)
 
 
-@register_runner
-class TensorRTRunner(BaseRunner):
-    """Runs one serialized TensorRT engine built by ``mmedge build``.
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """The TensorRT-only settings of a Session.
 
-    Args:
-        path: The engine file (``TensorRTRunner.artifact(graph, engine_dir=...)``).
-        threads: Unused (TensorRT runs on the GPU).
-        source_sha256: The bundle graph's sha256, checked against the build record.
-        stream: The Session's shared stream (a private one when None).
-        hint: The rebuild command for error messages.
+    Attributes:
+        engine_dir: The engine root ``mmedge build`` wrote to (one folder per device key).
         cuda_graph: Capture one CUDA graph per input-shape combination and replay it.
+        hint: The rebuild command, for error messages.
     """
 
-    name: ClassVar[str] = "tensorrt"
-    install_hint: ClassVar[str] = INSTALL_HINT
+    engine_dir: Path | None = None
+    cuda_graph: bool = False
+    hint: str = "rebuild it on this device with `mmedge build`"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, source_sha256: str | None = None,
-                 stream: CudaStream | None = None, hint: str = "rebuild it on this device with `mmedge build`",
-                 cuda_graph: bool = False) -> None:
-        super().__init__(path, threads=threads, source_sha256=source_sha256)
-        self._shared_stream = stream or CudaStream()
-        self._hint, self.cuda_graph = hint, cuda_graph
+    @classmethod
+    def from_settings(cls, settings: LoadSettings) -> "TensorRTOptions":
+        """The part of a Session's settings that concerns TensorRT."""
+        return cls(settings.engine_dir, settings.cuda_graph,
+                   rebuild_hint(settings.bundle_source, settings.precision, settings.engine_dir))
+
+
+@dataclass
+class LoadedEngine:
+    """What ``EngineLoader`` makes: a deserialized engine, its execution context and the stream it runs on."""
+
+    trt: Any
+    cudart: Any
+    logger: Any
+    runtime: Any
+    engine: Any
+    context: Any
+    stream: CudaStream
+    stream_handle: Any
+    cuda_graph: bool
+
+    def release(self) -> None:
+        """Drops the context, the engine and this engine's use of the stream."""
+        self.context = self.engine = self.runtime = None
+        self.stream.release()
+
+
+@dataclass(frozen=True)
+class EngineLoader(BaseLoader):
+    """Loads one serialized TensorRT engine built by ``mmedge build``, after checking its build record.
+
+    Args:
+        path: The engine file (``engine_path(graph, engine_dir=...)``).
+        source_sha256: The bundle graph's sha256, checked against the build record.
+        options: TensorRT's settings (CUDA graphs, the rebuild command).
+        stream: The Session's shared stream (each loader gets its own when not given).
+    """
+
+    path: Path
+    source_sha256: str | None = None
+    options: TensorRTOptions = TensorRTOptions()
+    stream: CudaStream = field(default_factory=lambda: CudaStream(), compare=False, repr=False)
+
+    install_hint: ClassVar[str] = INSTALL_HINT
 
     @classmethod
     def availability(cls) -> str | None:
@@ -142,38 +184,64 @@ class TensorRTRunner(BaseRunner):
         return _gpu_problem()
 
     @classmethod
-    def artifact(cls, graph: Path, *, engine_dir: Path | None = None) -> Path:
-        """The engine built for ``graph`` on this device (see ``engine_path``)."""
-        return engine_path(graph, engine_dir=engine_dir)
+    def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "EngineLoader"]:
+        """One stream per Session; each graph's engine for this device under the engine root."""
+        options, stream = TensorRTOptions.from_settings(settings), CudaStream()
+        return lambda graph: cls(engine_path(graph.path, engine_dir=options.engine_dir),
+                                 source_sha256=graph.entry.sha256, options=options, stream=stream)
 
     @classmethod
-    def shared_kwargs(cls, setup: RunnerSetup) -> dict[str, Any]:
-        """One stream per Session, the rebuild command, and the CUDA-graph switch."""
-        from mmedge.runtime.backends.trt_engines import rebuild_hint
+    def missing(cls, graphs: Sequence[GraphRef], settings: LoadSettings | None) -> str | None:
+        """Says so unless every graph has an engine file for this device (imports TensorRT)."""
+        if settings is not None and graphs and all(engine_path(g.path, engine_dir=settings.engine_dir).is_file()
+                                                   for g in graphs):
+            return None
+        return "no TensorRT engines built for this bundle (run `mmedge build`)"
 
-        return {"stream": CudaStream(), "cuda_graph": setup.cuda_graph,
-                "hint": rebuild_hint(setup.bundle_source, setup.precision, setup.engine_dir)}
+    @classmethod
+    def build_missing(cls, bundle: "Bundle", graphs: Sequence[GraphRef], settings: LoadSettings) -> None:
+        """Builds the engines that are missing, stale or built for another device or graph."""
+        from mmedge.export.engine_build import ensure_engines  # TensorRT only; no torch, no onnx
 
-    # -- activation ---------------------------------------------------------------------------
+        ensure_engines(bundle, settings.precision, engine_dir=settings.engine_dir,
+                       components=[g.component for g in graphs])
 
-    def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+    def __call__(self) -> LoadedEngine:
+        """The deserialized engine and its execution context.
+
+        Raises:
+            BackendUnavailable: no engine for this graph, or TensorRT cannot deserialize it.
+            EngineMismatch: an engine built for another device or graph (what differs, what to run).
+        """
         trt, cudart = load_tensorrt()
-        here = current_device()
+        here, hint = current_device(), self.options.hint
         if not self.path.is_file():
             root, rel = self.path.parents[2], f"{self.path.parent.name}/{self.path.name[:-len(ENGINE_SUFFIX)]}.onnx"
-            raise missing_engine_error(root, here, rel, hint=self._hint)
-        check_engine(self.path, here, source_sha256=self.source_sha256, hint=self._hint)
-        self._trt, self._cudart = trt, cudart
+            raise missing_engine_error(root, here, rel, hint=hint)
+        check_engine(self.path, here, source_sha256=self.source_sha256, hint=hint)
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise BackendUnavailable(f"TensorRT {trt.__version__} cannot deserialize {self.path} (see the TensorRT "
+                                     f"log above); {hint}")
+        context = engine.create_execution_context()
+        return LoadedEngine(trt, cudart, logger, runtime, engine, context, self.stream,
+                            self.stream.acquire(cudart), self.options.cuda_graph)
+
+
+class TensorRTRunner(BaseRunner):
+    """Runs the engine its ``EngineLoader`` loads, e.g. ``TensorRTRunner(EngineLoader(engine_path(graph)))``."""
+
+    loader: EngineLoader
+
+    def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
+        self._loaded = loaded = self.loader()
+        self._trt, self._cudart, self.cuda_graph = loaded.trt, loaded.cudart, loaded.cuda_graph
+        self._engine, self._context, self._stream = loaded.engine, loaded.context, loaded.stream_handle
+        self._shared_stream = loaded.stream
         self._buffers: dict[str, _Buffer] = {}
         self._graphs: dict[tuple, Any] = {}
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self._engine is None:
-            raise BackendUnavailable(f"TensorRT {trt.__version__} cannot deserialize {self.path} (see the TensorRT "
-                                     f"log above); {self._hint}")
-        self._context = self._engine.create_execution_context()
-        self._stream = self._shared_stream.acquire(cudart)
         metas = [self._tensor_meta(self._engine.get_tensor_name(i)) for i in range(self._engine.num_io_tensors)]
         return tuple(m for m, is_in in metas if is_in), tuple(m for m, is_in in metas if not is_in)
 
@@ -270,5 +338,9 @@ class TensorRTRunner(BaseRunner):
             for buf in self._buffers.values():
                 buf.free()
             self._buffers = {}
-            self._context = self._engine = self._runtime = None
-            self._shared_stream.release()
+            self._context = self._engine = None
+            self._loaded.release()
+
+
+register_backend(Backend("tensorrt", rank=10, loader=EngineLoader, runner=TensorRTRunner,
+                         summary="TensorRT engines built on the device by `mmedge build`"))

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from mmedge.errors import EngineMismatch, InputError
 from mmedge.runtime import Session
-from mmedge.runtime.backends.trt import TensorRTRunner
+from mmedge.runtime.backends.trt import EngineLoader
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(TensorRTRunner.availability() is not None,
-                                                  reason=f"TensorRT backend: {TensorRTRunner.availability()}")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(EngineLoader.availability() is not None,
+                                                  reason=f"TensorRT backend: {EngineLoader.availability()}")]
 TEXTS = ["a photo of the digit seven", "three", "a handwritten zero"]
 
 

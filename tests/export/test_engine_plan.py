@@ -197,14 +197,14 @@ def test_build_config_validation(bad, match):
 
 def test_mmedge_build_without_tensorrt_says_what_is_missing(bundle_path):
     from mmedge.cli import app
-    from mmedge.runtime.backends.trt import TensorRTRunner
+    from mmedge.runtime.backends.trt import EngineLoader
 
-    if TensorRTRunner.availability() is None:
+    if EngineLoader.availability() is None:
         pytest.skip("TensorRT and a GPU are here: tests/e2e/test_tensorrt_gpu.py builds for real")
     result = CliRunner().invoke(app, ["build", str(bundle_path), "--precision", "fp32"])
     assert result.exit_code == 2
     message = " ".join(result.output.split())
-    for part in ("needs TensorRT, cuda-python and an NVIDIA GPU", TensorRTRunner.availability(),
+    for part in ("needs TensorRT, cuda-python and an NVIDIA GPU", EngineLoader.availability(),
                  "pip install 'mmedge[tensorrt]'", f"mmedge run {bundle_path}", "ONNX Runtime", "Session"):
         assert part in message, part
     bad = CliRunner().invoke(app, ["build", str(bundle_path), "--opt-level", "9"])

@@ -10,13 +10,13 @@ import pytest
 
 from mmedge.errors import BackendUnavailable
 from mmedge.runtime import Session
-from mmedge.runtime.backends import OrtCudaRunner, OrtTensorRTRunner
+from mmedge.runtime.backends.ort import OrtCudaLoader, OrtTensorRTLoader
 
 
 @pytest.fixture
 def pretend_gpu(monkeypatch):
     """Makes the GPU runners look available, as on a machine whose CUDA libraries then fail to load."""
-    for cls in (OrtCudaRunner, OrtTensorRTRunner):
+    for cls in (OrtCudaLoader, OrtTensorRTLoader):
         monkeypatch.setattr(cls, "availability", classmethod(lambda cls: None))
 
 

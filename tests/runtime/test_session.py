@@ -316,14 +316,16 @@ def _head_feed(batch=2):
 
 
 def test_ort_runner_interface_and_feed_validation(bundle_path):
-    from mmedge.runtime.backends import RUNNERS, OrtRunner
+    from mmedge.runtime.backends import BACKENDS
+    from mmedge.runtime.backends.ort import OrtLoader, OrtRunner
 
-    assert set(RUNNERS) == {"tensorrt", "ort-trt", "ort-cuda", "ort"} and RUNNERS["ort"] is OrtRunner
-    runner = OrtRunner(bundle_path / "heads/concat.fp32.onnx", threads=1)
+    assert set(BACKENDS) == {"tensorrt", "ort-trt", "ort-cuda", "ort"} and BACKENDS["ort"].runner is OrtRunner
+    runner = OrtRunner(OrtLoader(bundle_path / "heads/concat.fp32.onnx", threads=1))
     with pytest.raises(RuntimeError, match="not active"):
         runner.infer(_head_feed())
     with runner:
-        assert runner.name == "ort" and runner.active_providers == ["CPUExecutionProvider"]
+        assert BACKENDS["ort"].loader is OrtLoader and runner.active_providers == ["CPUExecutionProvider"]
+        assert runner.backend_fallback is None
         assert runner.input_names == ("image_pooled", "text_pooled") and runner.output_names == ("logits",)
         assert runner.infer(_head_feed(3))["logits"].shape == (3, 10)
         bad_feeds = [
@@ -353,4 +355,4 @@ def test_resolve_backend_auto_and_named():
                 resolve_backend(name)
 
 
-# TensorRT engines (built by mmedge build, run by TensorRTRunner): tests/e2e/test_tensorrt_gpu.py
+# TensorRT engines (built by mmedge build, loaded by EngineLoader, run by TensorRTRunner): tests/e2e/test_tensorrt_gpu.py

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from mmedge.errors import BackendUnavailable, EngineMismatch
-from mmedge.runtime.backends.base import RunnerSetup
-from mmedge.runtime.backends.ort import OrtCudaRunner, OrtRunner, OrtTensorRTRunner
+from mmedge.runtime.backends.base import GraphRef, LoadSettings
+from mmedge.runtime.backends.ort import OrtCudaLoader, OrtLoader, OrtRunner, OrtTensorRTLoader
+from mmedge.runtime.backends.trt import EngineLoader, TensorRTOptions
 from mmedge.runtime.backends.trt_engines import (BuildRecord, DeviceIdentity, check_engine,
                                                  default_engine_root, engine_file, missing_engine_error,
                                                  ort_trt_cache_dir, parse_l4t_release, read_l4t_release,
                                                  read_record, rebuild_hint, record_file, record_problems,
                                                  write_engine)
+from mmedge.runtime.bundle import Bundle
 
 ORIN = DeviceIdentity("10.3.0", "Orin", "8.7", "36.3.0")
 RTX = DeviceIdentity("10.13.3.9", "NVIDIA GeForce RTX 4090", "8.9")
@@ -149,36 +152,63 @@ def test_interrupted_rebuild_leaves_no_engine_that_looks_valid(tmp_path, monkeyp
     assert sorted(p.name for p in engine.parent.iterdir()) == ["image.fp16.engine"]
 
 
-def test_ort_gpu_runners_point_caches_at_the_device_folder(bundle_path, tmp_path):
-    setup = RunnerSetup(bundle_path, "int8-fp16-trt", tmp_path / "engines")
-    kwargs = OrtTensorRTRunner.shared_kwargs(setup)
-    options = kwargs["provider_options"]["TensorrtExecutionProvider"]
+def _graph(bundle_path: Path, component: str = "head.concat", disabled: tuple[str, ...] = ()) -> GraphRef:
+    """A graph of the fixture bundle whose manifest entry turns ``disabled`` optimizers off."""
+    with Bundle.open(bundle_path) as bundle:
+        ref = GraphRef.from_bundle(bundle, component, "fp32")
+    return replace(ref, entry=replace(ref.entry, ort_disabled_optimizers=disabled), read=None)
+
+
+def test_ort_gpu_loaders_point_caches_at_the_device_folder(bundle_path, tmp_path):
+    settings = LoadSettings(bundle_path, "int8-fp16-trt", tmp_path / "engines", threads=2, cuda_graph=True)
+    graph = _graph(bundle_path, disabled=("WeightBiasQuantization",))
+    loader = OrtTensorRTLoader.for_session(settings)(graph)
+    options = loader.provider_options["TensorrtExecutionProvider"]
     cache = ort_trt_cache_dir(tmp_path / "engines")  # no cuda-python here: the GPU part is unidentified
     assert options == {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
     assert cache.parent.parent == tmp_path / "engines" and cache.name == "ort-trt"
-    assert kwargs["precision"] == "int8-fp16-trt"
-    assert OrtCudaRunner.shared_kwargs(setup) == OrtRunner.shared_kwargs(setup) == {"precision": "int8-fp16-trt"}
+    assert loader.disabled_optimizers == ("WeightBiasQuantization",) and loader.threads == 2
+    for cls in (OrtCudaLoader, OrtLoader):
+        other = cls.for_session(settings)(graph)
+        assert other.provider_options == {} and other.disabled_optimizers == ("WeightBiasQuantization",)
+    # TensorRT's own options (engine folder, CUDA graphs) reach no ONNX Runtime loader
+    assert {f.name for f in fields(OrtLoader)} == {"path", "threads", "disabled_optimizers", "provider_options", "read"}
     keyed = ort_trt_cache_dir(Path("/e"), gpu=("Orin", "8.7"), ort_version="1.22.0", l4t_file=tmp_path / "none")
     assert keyed == Path("/e/ort1.22.0_orin_sm87/ort-trt")
 
 
 def test_ort_trt_runner_passes_provider_option_tuples(bundle_path, tmp_path, monkeypatch):
     """The TensorRT EP gets its options in ONNX Runtime's (name, options) form; the session is then
-    opened on the CPU provider (no TensorRT EP here), with the precision's optimizer switches."""
+    opened on the CPU provider (no TensorRT EP here), with the graph's optimizer switches."""
     from mmedge.runtime.backends import ort as ort_backend
 
     seen = {}
     real = ort_backend.create_session
 
-    def spy(graph, *, threads=None, providers=("CPUExecutionProvider",), precision=None):
-        seen.update(providers=list(providers), precision=precision)
-        return real(graph, threads=threads, providers=["CPUExecutionProvider"], precision=precision)
+    def spy(graph, *, threads=None, providers=("CPUExecutionProvider",), disabled_optimizers=()):
+        seen.update(providers=list(providers), disabled=tuple(disabled_optimizers))
+        return real(graph, threads=threads, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers)
 
     monkeypatch.setattr(ort_backend, "create_session", spy)
-    setup = RunnerSetup(bundle_path, "fp32", tmp_path / "engines")
-    with OrtTensorRTRunner(bundle_path / "heads/concat.fp32.onnx", **OrtTensorRTRunner.shared_kwargs(setup)):
+    settings = LoadSettings(bundle_path, "fp32", tmp_path / "engines")
+    graph = _graph(bundle_path, disabled=("WeightBiasQuantization",))
+    with OrtRunner(OrtTensorRTLoader.for_session(settings)(graph)):
         pass
     trt_ep, *rest = seen["providers"]
     assert trt_ep[0] == "TensorrtExecutionProvider" and trt_ep[1]["trt_engine_cache_enable"] is True
-    assert rest == ["CUDAExecutionProvider", "CPUExecutionProvider"] and seen["precision"] == "fp32"
+    assert rest == ["CUDAExecutionProvider", "CPUExecutionProvider"] and seen["disabled"] == ("WeightBiasQuantization",)
+
+
+def test_tensorrt_options_come_from_the_session_settings(bundle_path, tmp_path):
+    """The TensorRT loader takes the engine folder, CUDA graphs and the rebuild command; without
+    built engines (or without graphs to look for) the backend says what to run."""
+    settings = LoadSettings(bundle_path, "fp16", tmp_path / "e", threads=3, cuda_graph=True)
+    options = TensorRTOptions.from_settings(settings)
+    assert options == TensorRTOptions(tmp_path / "e", True, rebuild_hint(bundle_path, "fp16", tmp_path / "e"))
+    assert f"--engine-dir {tmp_path / 'e'}" in options.hint
+    no_engines = EngineLoader.missing([], settings)
+    assert "run `mmedge build`" in no_engines and EngineLoader.missing([_graph(bundle_path)], None) == no_engines
+    if EngineLoader.availability() is not None:  # no TensorRT here: loading says how to install it
+        with pytest.raises(BackendUnavailable, match="tensorrt"):
+            EngineLoader(tmp_path / "x.engine")()
