@@ -15,10 +15,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from mmedge.errors import BundleError, ConfigError
+from mmedge.errors import BundleError
 from mmedge.runtime.archive import extract_archive
 from mmedge.runtime.integrity import Identity, read_file, resolve_inside, sha256_file, verify_files
-from mmedge.runtime.limits import DEFAULT_LIMITS, Limits
+from mmedge.runtime.limits import DEFAULT_LIMITS, Limits, checked_limits
 from mmedge.runtime.manifest_schema import validate_manifest
 from mmedge.runtime.specs import spec_from_dict
 
@@ -173,9 +173,7 @@ class Bundle:
                 bundle, a missing or tampered file, or an archive over the limits.
             ConfigError: ``limits`` is not a ``Limits``.
         """
-        limits = DEFAULT_LIMITS if limits is None else limits
-        if not isinstance(limits, Limits):
-            raise ConfigError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
+        limits = checked_limits(limits)
         source = Path(path)
         if not source.exists():
             raise BundleError(f"bundle not found: {source}; pass a bundle folder or a .mmedge file")

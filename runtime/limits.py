@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 
 from mmedge.errors import ConfigError
 
-__all__ = ["Limits", "DEFAULT_LIMITS"]
+__all__ = ["Limits", "DEFAULT_LIMITS", "checked_limits"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,16 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def checked_limits(limits: Limits | None) -> Limits:
+    """``limits`` itself, or ``DEFAULT_LIMITS`` for None.
+
+    Raises:
+        ConfigError: ``limits`` is something else than a ``Limits``.
+    """
+    if limits is None:
+        return DEFAULT_LIMITS
+    if not isinstance(limits, Limits):
+        raise ConfigError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
+    return limits

@@ -17,7 +17,9 @@ from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import combine, softmax
 from mmedge.runtime.graph_checks import check_graphs, check_logits, token_axis_dynamic
 from mmedge.runtime.limits import Limits
-from mmedge.runtime.prediction import CacheInfo, Prediction, TextCache
+from mmedge.runtime.prediction import Prediction
+from mmedge.runtime.session_config import check_session_config
+from mmedge.runtime.text_cache import CacheInfo, TextCache
 from mmedge.runtime.backends.base import BaseRunner, RunnerSetup
 from mmedge.runtime.backends.trt_engines import default_engine_root
 from mmedge.runtime.backends import BackendChoice, TensorRTRunner, resolve_backend, runner_class
@@ -80,7 +82,7 @@ class Session:
                  engine_dir: str | Path | None = None, members: Sequence[str] | None = None,
                  auto_build: bool = False, cuda_graph: bool = False, limits: Limits | None = None,
                  strict: bool = False) -> None:
-        _inputs.check_session_config(threads, text_cache_size, limits)
+        check_session_config(threads, text_cache_size, limits)
         self._owns_bundle = not isinstance(bundle, Bundle)
         self.bundle = Bundle.open(bundle, limits=limits) if self._owns_bundle else bundle
         self.limits = limits if limits is not None else self.bundle.limits

@@ -12,10 +12,10 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from mmedge.errors import ConfigError, InputError
+from mmedge.errors import InputError
 from mmedge.runtime.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["check_session_config", "image_items", "text_items", "audio_items", "check_batch_sizes", "check_audio_rate", "check_color_order",
+__all__ = ["image_items", "text_items", "audio_items", "check_batch_sizes", "check_audio_rate", "check_color_order",
            "check_stream_args", "load_images", "load_waves", "AUDIO_LAYOUTS"]
 
 _PATHS = (str, os.PathLike)
@@ -193,13 +193,3 @@ def check_stream_args(source: Any, text: Any, every: Any, max_frames: Any, limit
         raise InputError(f"max_frames must be a positive integer or None, got {max_frames!r}")
     if text is not None:
         text_items(text, limits)
-
-
-def check_session_config(threads: int | None, text_cache_size: int, limits: Limits | None) -> None:
-    """``Session``'s own settings: a ``ConfigError`` names the bad one."""
-    if limits is not None and not isinstance(limits, Limits):
-        raise ConfigError(f"limits must be a mmedge.runtime.limits.Limits, got {type(limits).__name__}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-    if isinstance(text_cache_size, bool) or not isinstance(text_cache_size, int) or text_cache_size < 0:
-        raise ConfigError(f"text_cache_size must be an integer >= 0, got {text_cache_size!r}")

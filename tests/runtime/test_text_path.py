@@ -5,7 +5,7 @@ import numpy as np
 
 from mmedge.runtime import Session
 from mmedge.runtime import session as session_module
-from mmedge.runtime.prediction import TextCache
+from mmedge.runtime.text_cache import TextCache
 
 
 def _images(rng, n):
