@@ -376,25 +376,6 @@ class Session:
         finally:
             capture.release()
 
-    def streams(self, sources: Sequence[int | str | Path], *, text: str | None = None, fps: float | None = None,
-                max_age: float | None = None, max_ticks: int | None = None) -> Iterator[list]:
-        """Predicts on several cameras or video files at once: one batched ``predict`` per tick.
-
-        One capture thread per source keeps its newest frame; each tick batches the newest unused
-        frame of every source (older ones are dropped). ``fps``: read video files at this rate
-        (default: the file's own, like a camera; 0: as fast as they decode); ``max_age``: drop
-        frames older than this many seconds; ``max_ticks``: stop after this many ticks.
-
-        Yields:
-            Per tick, a list of ``mmedge.runtime.streams.StreamPrediction`` (source, frame, batch-of-1
-            prediction, capture time, capture-to-prediction latency). Captures are released when
-            the iteration ends, fails or is closed.
-        """
-        from mmedge.runtime.streams import multi_stream
-
-        self._plan(["image"] + (["text"] if text is not None else []))
-        return multi_stream(self, sources, text=text, fps=fps, max_age=max_age, max_ticks=max_ticks)
-
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
