@@ -25,9 +25,10 @@ def _command() -> tuple[str, ...]:
 
 def bench(
     bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
-    precision: str = typer.Option(_csv("precisions"), help="Comma-separated precisions: fp32,fp16,int8,int8-trt,"
-                                                           "int8-fp16-trt,mixed."),
-    backend: str = typer.Option(_csv("backends"), help="Comma-separated backends: ort,tensorrt,ort-cuda,ort-trt."),
+    precision: str = typer.Option(_csv("precisions"), help="Comma-separated precisions the bundle has (`mmedge "
+                                                           "inspect` lists them)."),
+    backend: str = typer.Option(_csv("backends"), help="Comma-separated backends (an unknown one is refused with "
+                                                       "the list of those registered)."),
     batch: str = typer.Option(_csv("batches"), help="Comma-separated batch sizes, e.g. 1,8."),
     iters: int = typer.Option(_d("iters"), help="Timed iterations per configuration."),
     warmup: int = typer.Option(_d("warmup"), help="Untimed warm-up iterations (excluded from every statistic)."),

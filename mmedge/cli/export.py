@@ -13,9 +13,11 @@ from mmedge.errors import MmedgeError
 
 def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `mmedge train`."),
-    out: Path = typer.Option(Path("bundles/digits-av"), "--out", "-o", help="Bundle folder to write."),
-    precision: str = typer.Option("fp32,fp16,int8,int8-trt,int8-fp16-trt,mixed", help="Comma-separated precisions; "
-                                   "mixed: per component, the fastest CPU graph within --max-drop."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder to write (default: "
+                                                                 "bundles/<the checkpoint folder's name>)."),
+    precision: Optional[str] = typer.Option(None, help="Comma-separated precisions (default: every registered one; "
+                                                       "mixed: per component, the fastest CPU graph within "
+                                                       "--max-drop)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration JSONL or folder (default: calibration_data/)."),
     max_drop: float = typer.Option(1.0, help="Largest accepted accuracy drop vs PyTorch, in points."),
     calib_samples: int = typer.Option(200, help="Calibration samples per component."),
@@ -26,9 +28,11 @@ def export(
     from mmedge.export.exporter import ExportConfig, export_checkpoint
 
     progress.enable()
+    out = out if out is not None else Path("bundles") / checkpoint.resolve().name
     try:
-        cfg = ExportConfig(precisions=split_list(precision, "--precision"), max_drop=max_drop,
-                           calib=calib, calib_samples=calib_samples, eval_samples=eval_samples)
+        chosen = {} if precision is None else {"precisions": split_list(precision, "--precision")}
+        cfg = ExportConfig(**chosen, max_drop=max_drop, calib=calib, calib_samples=calib_samples,
+                           eval_samples=eval_samples)
         manifest = export_checkpoint(checkpoint, out, config=cfg)
     except MmedgeError as e:
         fail(e)
