@@ -14,18 +14,20 @@ import numpy as np
 from mmedge.errors import BundleError, InputError
 from mmedge.runtime import user_inputs as _inputs
 from mmedge.runtime.bundle import Bundle, MemberInfo
-from mmedge.runtime.ensemble import combine, softmax
-from mmedge.runtime.graph_checks import check_graphs, check_logits, token_axis_dynamic
+from mmedge.runtime.ensemble import ensemble_prediction
+from mmedge.runtime.graph_checks import check_graphs, check_logits, length_axis_dynamic
+from mmedge.runtime.modalities import (InputOptions, Modality, Preprocess, PreprocessContext, check_given,
+                                       encoder_feed, get_modality)
 from mmedge.runtime.limits import Limits
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.session_config import check_session_config
 from mmedge.runtime.text_cache import CacheInfo, TextCache
-from mmedge.runtime.backends.base import BaseRunner, RunnerSetup
-from mmedge.runtime.backends.trt_engines import default_engine_root
-from mmedge.runtime.backends import BackendChoice, TensorRTRunner, resolve_backend, runner_class
+from mmedge.runtime.backends import (BackendChoice, BaseRunner, GraphRef, LoadSettings, backend_order, get_backend,
+                                     open_runners, resolve_backend)
 from mmedge.runtime.backends.fallback import honest_choice
+from mmedge.runtime.backends.trt_engines import default_engine_root
 
-TEXT_BUCKET = 8  # text is padded to a multiple of this many tokens when the graphs allow it
+TEXT_BUCKET = 8  # text (any variable-length input) is padded to a multiple of this many tokens when the graphs allow it
 
 __all__ = ["Session", "Prediction"]
 
@@ -94,13 +96,15 @@ class Session:
                 raise BundleError(problem)
             self.precision = precision
             self._engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_root(self.bundle.source)
-            if auto_build and backend in ("auto", "tensorrt") and TensorRTRunner.availability() is None:
-                self._build_engines()
-            self._choice = resolve_backend(backend, engines_ready=self._engines_ready())
-            self._start_runners(runner_class(self._choice.name), threads, cuda_graph)
+            settings = LoadSettings(self.bundle.source, precision, self._engine_dir, threads, cuda_graph)
+            graphs = tuple(GraphRef.from_bundle(self.bundle, c, precision) for c in self._components())
+            if auto_build:
+                self._build_missing(backend, graphs, settings)
+            self._choice = resolve_backend(backend, graphs=graphs, settings=settings)
+            self._runners = open_runners(self._choice.name, graphs, settings)
             self._choice = honest_choice(self._choice, self._runners, strict=strict)
-            self._tokenizer = self._make_tokenizer()
-            check_graphs(self.bundle, self._runners, self._members, self._tokenizer)
+            self._preprocessors = self._make_preprocessors()
+            check_graphs(self.bundle, self._runners, self._members, self._preprocessors)
         except BaseException:
             self.close()
             raise
@@ -112,38 +116,21 @@ class Session:
         used = {m for mb in self._members for m in mb.modalities}
         return [f"encoder.{m}" for m in self.bundle.encoders if m in used] + [f"head.{m.name}" for m in self._members]
 
-    def _engines_ready(self) -> bool:
-        if TensorRTRunner.availability() is not None:
-            return False
-        graphs = [self.bundle.graph_path(c, self.precision) for c in self._components()]
-        return all(TensorRTRunner.artifact(g, engine_dir=self._engine_dir).is_file() for g in graphs)
+    def _build_missing(self, backend: str, graphs: tuple[GraphRef, ...], settings: LoadSettings) -> None:
+        """auto_build: builds what the requested backend (for auto: the fastest one here) needs, e.g. engines."""
+        rows = backend_order() if backend == "auto" else (get_backend(backend),)
+        row = next((r for r in rows if r.availability() is None), None)
+        if row is not None:
+            row.loader.build_missing(self.bundle, graphs, settings)
 
-    def _build_engines(self) -> None:
-        from mmedge.export.engine_build import ensure_engines  # TensorRT only; no torch, no onnx
-
-        ensure_engines(self.bundle, self.precision, engine_dir=self._engine_dir, components=self._components())
-
-    def _start_runners(self, cls: type[BaseRunner], threads: int | None, cuda_graph: bool = False) -> None:
-        shared = cls.shared_kwargs(RunnerSetup(self.bundle.source, self.precision, self._engine_dir, cuda_graph))
-        for component in self._components():
-            graph = self.bundle.graph_path(component, self.precision)
-            sha = self.bundle.graph_entry(component, self.precision).sha256
-            artifact = cls.artifact(graph, engine_dir=self._engine_dir)
-            own = ({"graph_bytes": self.bundle.graph_bytes(component, self.precision)}  # the verified bytes
-                   if artifact == graph and getattr(cls, "loads_graph_bytes", False) else {})
-            runner = cls(artifact, threads=threads, source_sha256=sha, **shared, **own)
-            runner.activate()
-            self._runners[component] = runner
-
-    def _make_tokenizer(self) -> Any:
-        if "text" not in self.bundle.modalities:
-            return None
-        from mmedge.runtime.preprocess import TextTokenizer
-
-        spec = self.bundle.specs["text"]
-        bucket = TEXT_BUCKET if token_axis_dynamic(self._runners) else 0
-        return TextTokenizer(self.bundle.tokenizer_path, spec, data=self.bundle.read_bytes(spec.tokenizer_file),
-                             bucket=bucket)
+    def _make_preprocessors(self) -> dict[str, Preprocess]:
+        """Each modality's preprocessing, built once from its spec (and the bundle's files it names)."""
+        out = {}
+        for m in self.bundle.modalities:
+            bucket = TEXT_BUCKET if length_axis_dynamic(self._runners, f"encoder.{m}") else 0
+            context = PreprocessContext(read_file=self.bundle.read_bytes, folder=self.bundle.root, length_bucket=bucket)
+            out[m] = get_modality(m).preprocessor(self.bundle.specs[m], context)
+        return out
 
     @property
     def backend(self) -> str:
@@ -190,14 +177,8 @@ class Session:
     # -- encoders ------------------------------------------------------------------------
 
     def _feed(self, component: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        runner = self._runners[component]
-        if len(runner.input_names) == 1 and len(arrays) == 1:
-            return {runner.input_names[0]: next(iter(arrays.values()))}
-        missing = [n for n in runner.input_names if n not in arrays]
-        if missing:
-            raise BundleError(f"{component} expects inputs {list(runner.input_names)}, preprocessing gives "
-                              f"{sorted(arrays)}; re-export the bundle")
-        return {n: arrays[n] for n in runner.input_names}
+        feed = encoder_feed(component, self._runners[component].input_names, list(arrays))
+        return {name: arrays[source] for name, source in feed.items()}
 
     def _run_encoder(self, modality: str, arrays: dict[str, np.ndarray], timings: dict[str, float]
                      ) -> dict[str, np.ndarray]:
@@ -207,31 +188,20 @@ class Session:
         timings[component] = timings.get(component, 0.0) + _ms(start)
         return out
 
-    def _encode_image(self, items: list, color_order: str, timings: dict[str, float]) -> dict[str, np.ndarray]:
-        from mmedge.runtime.preprocess import preprocess_images
-
+    def _encode_uncached(self, record: Modality, items: list, options: InputOptions, timings: dict[str, float]
+                         ) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        rgb = _inputs.load_images(items, color_order, self.limits)
-        x = preprocess_images(rgb, self.bundle.specs["image"])  # (B, 3, S, S)
-        timings["preprocess.image"] = _ms(start)
-        return self._run_encoder("image", {"pixel_values": x}, timings)
+        arrays = self._preprocessors[record.name](record.load(items, options, self.limits))
+        stage = f"preprocess.{record.name}"
+        timings[stage] = timings.get(stage, 0.0) + _ms(start)
+        return self._run_encoder(record.name, arrays, timings)
 
-    def _encode_audio(self, items: list, timings: dict[str, float]) -> dict[str, np.ndarray]:
-        from mmedge.runtime.audio import preprocess_audio
-
-        start = time.perf_counter()
-        mel = preprocess_audio(_inputs.load_waves(items, self.limits), self.bundle.specs["audio"])  # (B, 1, M, T)
-        timings["preprocess.audio"] = _ms(start)
-        return self._run_encoder("audio", {"mel": mel}, timings)
-
-    def _encode_text_uncached(self, texts: list[str], timings: dict[str, float]) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        tokens = self._tokenizer(texts)  # input_ids, attention_mask: (n, L) int64
-        timings["preprocess.text"] = timings.get("preprocess.text", 0.0) + _ms(start)
-        return self._run_encoder("text", tokens, timings)
-
-    def _encode_text(self, texts: list[str], timings: dict[str, float]) -> dict[str, np.ndarray]:
-        return self._text_cache.lookup(texts, lambda misses: self._encode_text_uncached(misses, timings))
+    def _encode(self, modality: str, items: list, options: InputOptions, timings: dict[str, float]
+                ) -> dict[str, np.ndarray]:
+        record = get_modality(modality)
+        if not record.cacheable:
+            return self._encode_uncached(record, items, options, timings)
+        return self._text_cache.lookup(items, lambda misses: self._encode_uncached(record, misses, options, timings))
 
     def encode_texts(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Encodes texts with the text encoder through the cache (pre-warms it for fixed prompts).
@@ -245,9 +215,9 @@ class Session:
         Raises:
             InputError: the bundle has no text, or a text is empty.
         """
-        if self._tokenizer is None:
+        if "text" not in self._preprocessors:
             raise InputError(f"this bundle has no text encoder (modalities {list(self.bundle.modalities)})")
-        return self._encode_text(_inputs.text_items(texts, self.limits), {})
+        return self._encode("text", get_modality("text").split(texts, InputOptions(), self.limits), InputOptions(), {})
 
     def text_cache_info(self) -> CacheInfo:
         """Hits, misses, size and text-encoder runs of the text cache."""
@@ -256,7 +226,7 @@ class Session:
     # -- predict ---------------------------------------------------------------------------
 
     def predict(self, *, image: Any = None, text: Any = None, audio: Any = None, audio_rate: int | None = None,
-                image_color_order: str = "RGB", audio_layout: str | None = None) -> Prediction:
+                image_color_order: str = "RGB", audio_layout: str | None = None, **inputs: Any) -> Prediction:
         """Predicts a batch.
 
         Args:
@@ -264,11 +234,12 @@ class Session:
                 ``image_color_order="BGR"``), file paths or encoded PNG/JPEG bytes.
             text: A string or a list of strings.
             audio: One wave or a list: float (full scale +-1)/int16/int32 arrays at ``audio_rate``
-                (resampled to the bundle's rate), or wav/flac file paths.
+                (resampled to the bundle's rate), wav/flac file paths, or ``(array, rate)`` pairs.
             audio_rate: Sample rate (Hz) of audio arrays.
             image_color_order: ``"RGB"`` or ``"BGR"``, for image arrays.
             audio_layout: Where the channels of 2-D audio arrays are: ``"channels_first"`` (C, N)
                 or ``"channels_last"`` (N, C); None (default) takes 1-D clips only.
+            **inputs: The inputs of other registered modalities (``mmedge.runtime.modalities``), by name.
 
         Returns:
             The ensemble ``Prediction``.
@@ -279,33 +250,23 @@ class Session:
             BundleError: a graph that fails or gives NaN/Inf on valid inputs.
         """
         start, timings = time.perf_counter(), {}
-        _inputs.check_color_order(image_color_order)
-        given = {"image": image, "text": text, "audio": audio}
-        plan = self._plan([m for m, v in given.items() if v is not None])
-        items = self._split(plan.modalities, given, audio_rate, audio_layout)
+        options = InputOptions(image_color_order=image_color_order, audio_rate=audio_rate, audio_layout=audio_layout)
+        given = {m: v for m, v in dict(inputs, image=image, text=text, audio=audio).items() if v is not None}
+        check_given(list(given))
+        plan = self._plan(list(given))
+        items = self._split(plan.modalities, given, options)
         feats: dict[str, np.ndarray] = {}
         for modality in plan.modalities:
-            feats.update(self._encode(modality, items[modality], image_color_order, timings))
+            feats.update(self._encode(modality, items[modality], options, timings))
         logits = {m.name: self._run_head(m, feats, timings) for m in plan.members}
         pred = self._combine(plan, logits, timings)
         timings["total"] = _ms(start)
         return pred
 
-    def _split(self, modalities: Sequence[str], given: dict[str, Any], audio_rate: Any, audio_layout: Any
-               ) -> dict[str, list]:
-        splitters = {"image": lambda i: _inputs.image_items(i, self.limits),
-                     "text": lambda t: _inputs.text_items(t, self.limits),
-                     "audio": lambda a: _inputs.audio_items(a, audio_rate, self.limits, audio_layout)}
-        items = {m: splitters[m](given[m]) for m in modalities}
+    def _split(self, modalities: Sequence[str], given: dict[str, Any], options: InputOptions) -> dict[str, list]:
+        items = {m: get_modality(m).split(given[m], options, self.limits) for m in modalities}
         _inputs.check_batch_sizes({m: len(v) for m, v in items.items()})
         return items
-
-    def _encode(self, modality: str, items: list, color_order: str, timings: dict[str, float]
-                ) -> dict[str, np.ndarray]:
-        encoders = {"image": lambda: self._encode_image(items, color_order, timings),
-                    "text": lambda: self._encode_text(items, timings),
-                    "audio": lambda: self._encode_audio(items, timings)}
-        return encoders[modality]()
 
     def _run_head(self, member: MemberInfo, feats: dict[str, np.ndarray], timings: dict[str, float]) -> np.ndarray:
         component = f"head.{member.name}"
@@ -316,18 +277,9 @@ class Session:
         return check_logits(member, out[member.output], len(self.bundle.labels), batch)  # (B, C)
 
     def _combine(self, plan: _Plan, logits: dict[str, np.ndarray], timings: dict[str, float]) -> Prediction:
-        start = time.perf_counter()
-        members = plan.members
-        method = self.bundle.ensemble.method
-        probs = combine([logits[m.name] for m in members], method=method, temperatures=[m.temperature for m in members],
-                        weights=None if method == "soft_vote" else [m.weight for m in members])
-        member_probs = {m.name: softmax(logits[m.name], m.temperature) for m in members}
-        indices = probs.argmax(axis=1).astype(np.int64)  # (B,)
-        timings["ensemble"] = _ms(start)
-        return Prediction(labels=[self.bundle.labels[i] for i in indices], indices=indices, probabilities=probs,
-                          member_probabilities=member_probs, timings_ms=timings, backend=self.backend,
-                          precision=self.precision, members=tuple(m.name for m in members),
-                          skipped_members=plan.skipped, note=plan.note)
+        return ensemble_prediction(logits, plan.members, method=self.bundle.ensemble.method, labels=self.bundle.labels,
+                                   backend=self.backend, precision=self.precision, skipped=plan.skipped,
+                                   note=plan.note, timings=timings)
 
     # -- video -----------------------------------------------------------------------------
 
@@ -375,6 +327,25 @@ class Session:
                 produced += 1
         finally:
             capture.release()
+
+    def streams(self, sources: Sequence[int | str | Path], *, text: str | None = None, fps: float | None = None,
+                max_age: float | None = None, max_ticks: int | None = None) -> Iterator[list]:
+        """Predicts on several cameras or video files at once: one batched ``predict`` per tick.
+
+        One capture thread per source keeps its newest frame; each tick batches the newest unused
+        frame of every source (older ones are dropped). ``fps``: read video files at this rate
+        (default: the file's own, like a camera; 0: as fast as they decode); ``max_age``: drop
+        frames older than this many seconds; ``max_ticks``: stop after this many ticks.
+
+        Yields:
+            Per tick, a list of ``mmedge.runtime.streams.StreamPrediction`` (source, frame, batch-of-1
+            prediction, capture time, capture-to-prediction latency). Captures are released when
+            the iteration ends, fails or is closed.
+        """
+        from mmedge.runtime.streams import multi_stream
+
+        self._plan(["image"] + (["text"] if text is not None else []))
+        return multi_stream(self, sources, text=text, fps=fps, max_age=max_age, max_ticks=max_ticks)
 
     # -- lifetime --------------------------------------------------------------------------
 
