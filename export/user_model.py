@@ -2,11 +2,12 @@
 to a bundle, through the very pipeline ``mmedge export`` runs on checkpoints (``export_sources``).
 
     from mmedge.export.user_model import Member, export_model
-    from mmedge.runtime.specs import ImageSpec
+    from mmedge.runtime.specs import ImageSpec, TextSpec
 
     export_model(encoders={"image": my_cnn, "text": "hf:./my-bert"},
                  heads={"gated": Member(GatedHead(), inputs=("image_pooled", "text_pooled"))},
-                 specs={"image": ImageSpec(size=64, mean=(0.5,) * 3, std=(0.5,) * 3)},  # your module's own
+                 specs={"image": ImageSpec(size=64, mean=(0.5,) * 3, std=(0.5,) * 3),  # your module's own
+                        "text": TextSpec(max_length=32)},  # tokens to read; the folder brings the tokenizer
                  labels=["cat", "dog"], calib="calib.jsonl", eval_data="test.jsonl", out="bundles/pets")
 
 The contract (``docs/bring_your_own.md``): an encoder takes its modality's preprocessed tensors

@@ -102,10 +102,7 @@ def hf_spec(name: str, modality: str, base: Any = None) -> Any:
     if found != modality:
         raise ConfigError(f"encoder {name!r} is given for {modality} but {folder} holds a model for {found}; "
                           f"use it as --encoder {found}={name}")
-    configs = HFConfigs(str(folder), _json(folder / "config.json"), _optional_json(folder / PROCESSOR),
-                        _optional_json(folder / "tokenizer_config.json"))
+    processor = _json(folder / PROCESSOR) if (folder / PROCESSOR).is_file() else {}
+    configs = HFConfigs(str(folder), _json(folder / "config.json"), processor)
     return get_modality(modality).spec_class.from_hf(configs, base)
 
-
-def _optional_json(path: Path) -> dict[str, Any]:
-    return _json(path) if path.is_file() else {}

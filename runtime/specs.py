@@ -32,13 +32,11 @@ class HFConfigs:
         where: The folder, for messages.
         config: ``config.json``.
         processor: ``preprocessor_config.json`` (empty when absent).
-        tokenizer: ``tokenizer_config.json`` (empty when absent).
     """
 
     where: str
     config: Mapping[str, Any]
     processor: Mapping[str, Any]
-    tokenizer: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _hf_error(message: str) -> Exception:
@@ -133,21 +131,19 @@ class TextSpec:
     @classmethod
     def from_hf(cls, hf: HFConfigs, base: TextSpec | None = None) -> TextSpec:
         """The spec of a Hugging Face text model: its ``tokenizer.json``, case left to the tokenizer's own
-        normalizer, ``max_length`` from ``base`` or else the tokenizer's ``model_max_length`` (capped by the
-        model's ``max_position_embeddings``).
+        normalizer, ``base``'s ``max_length`` (how many tokens to read is a choice: a model only bounds it).
 
         Raises:
-            ConfigError: a ``base`` length the model's positions cannot hold.
+            ConfigError: no ``base`` (state the length), or a length the model's positions cannot hold.
         """
+        if base is None:
+            raise _hf_error(f"{hf.where}: state how many tokens to read: pass the text spec, e.g. "
+                            "specs={'text': TextSpec(max_length=32)} (the folder brings the tokenizer)")
         limit = hf.config.get("max_position_embeddings")
-        limit = limit if isinstance(limit, int) and limit > 0 else None
-        told = hf.tokenizer.get("model_max_length")
-        length = base.max_length if base is not None else min(x for x in (told, limit, 65536)
-                                                               if isinstance(x, int) and x > 0)
-        if limit is not None and length > limit:
-            raise _hf_error(f"text max_length {length} exceeds {hf.where}'s max_position_embeddings {limit}; "
-                            "lower max_length")
-        return cls(max_length=length, tokenizer_file="tokenizer.json", lowercase=False)
+        if isinstance(limit, int) and base.max_length > limit:
+            raise _hf_error(f"text max_length {base.max_length} exceeds {hf.where}'s max_position_embeddings "
+                            f"{limit}; lower max_length")
+        return cls(max_length=base.max_length, tokenizer_file="tokenizer.json", lowercase=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ from tiny_hf import hf_models  # noqa: F401  (a fixture)
 from mmedge.errors import ConfigError, ExportError
 from mmedge.export.exporter import ExportConfig
 from mmedge.export.user_model import Member, build_ensemble, export_model
-from mmedge.runtime.specs import ImageSpec
+from mmedge.runtime.specs import ImageSpec, TextSpec
 
 LABELS = ["zero", "one", "two"]
 SPEC = ImageSpec(size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -92,7 +92,7 @@ def exported(hf_models, tmp_path_factory):
     torch.manual_seed(0)
     parts = dict(encoders={"image": SmallCNN(), "text": f"hf:{hf_models['text']}"},
                  heads={"gated": Member(GatedHead(), inputs=("image_pooled", "text_pooled"), weight=1.0)},
-                 specs={"image": SPEC}, labels=LABELS)
+                 specs={"image": SPEC, "text": TextSpec(max_length=32)}, labels=LABELS)
     out = tmp_path_factory.mktemp("user") / "bundle"
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(POLICIES._items, "conv-fails", _FailsOnConv())
@@ -145,7 +145,7 @@ def test_session_labels_match_pytorch(exported):
 def test_failed_precision_falls_back_with_module_and_op(exported):
     _, manifest, _ = exported
     entry = manifest["encoders"]["image"]["graphs"]["conv-fails"]
-    assert entry["fallback"] == "fp32" and entry["file"].endswith(".fp32.onnx")
+    assert entry["build_fallback"] == "fp32" and entry["file"].endswith(".fp32.onnx")
     assert entry["failed"]["module"] == "body.0" and entry["failed"]["op"] == "Conv"
     assert "torch.nn.modules.conv.Conv2d" in entry["failed"]["class"] and "body.0" in entry["kept_float"]
     assert "failed" not in manifest["encoders"]["text"]["graphs"]["conv-fails"]

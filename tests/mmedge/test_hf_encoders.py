@@ -160,3 +160,10 @@ def test_a_hf_audio_encoder_needs_its_clip_length(hf_models):
 
     with pytest.raises(ConfigError, match=r"clip.*AudioSpec\(sample_rate=16000, clip_seconds=1.0\)"):
         build_ensemble(encoders={"audio": f"hf:{hf_models['audio']}"}, heads={"h": None}, labels=["a", "b"])
+
+
+def test_a_hf_text_encoder_needs_its_token_length(hf_models):
+    from mmedge.export.user_model import build_ensemble
+
+    with pytest.raises(ConfigError, match=r"tokens.*TextSpec\(max_length=32\)"):
+        build_ensemble(encoders={"text": f"hf:{hf_models['text']}"}, heads={"h": None}, labels=["a", "b"])
