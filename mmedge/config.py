@@ -72,7 +72,23 @@ class MemberConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimization settings shared by every member head."""
+    """Every training hyperparameter, declared once (``recipe.json`` keeps them; a field missing from
+    an older file takes its default here).
+
+    Attributes:
+        epochs: Most epochs per member head (early stopping may end sooner).
+        batch_size: Head training batch.
+        lr: Head learning rate (AdamW, cosine decay).
+        weight_decay: Head weight decay.
+        patience: Epochs without a better validation score before a head stops.
+        modality_dropout: Probability of zeroing one modality of a training sample (ModDrop).
+        encoder_epochs: Epochs of an encoder trained here or fine-tuned (``unfreeze``).
+        seed: Seed of the data order, the encoders' training and the dataset split.
+        label_smoothing: Label smoothing of the cross-entropy, heads and encoders alike.
+        encoder_batch_size: Batch of encoder training.
+        encoder_lr: Peak learning rate of encoder training (AdamW, one-cycle schedule).
+        encoder_weight_decay: Weight decay of encoder training.
+    """
 
     epochs: int = 40
     batch_size: int = 64
@@ -82,12 +98,19 @@ class TrainConfig:
     modality_dropout: float = 0.0
     encoder_epochs: int = 12
     seed: int = 0
+    label_smoothing: float = 0.05
+    encoder_batch_size: int = 64
+    encoder_lr: float = 3e-3
+    encoder_weight_decay: float = 1e-2
 
     def __post_init__(self) -> None:
-        small = {k: getattr(self, k) for k in ("epochs", "batch_size", "patience", "encoder_epochs") if getattr(self, k) < 1}
-        if small or not 0.0 <= self.modality_dropout < 1.0 or self.lr <= 0:
-            raise ConfigError(f"invalid training settings {small or ''}: epochs, batch_size, patience and "
-                              f"encoder_epochs must be >= 1, lr > 0, 0 <= modality_dropout < 1")
+        counts = ("epochs", "batch_size", "patience", "encoder_epochs", "encoder_batch_size")
+        small = {k: getattr(self, k) for k in counts if getattr(self, k) < 1}
+        if small or not 0.0 <= self.modality_dropout < 1.0 or self.lr <= 0 or self.encoder_lr <= 0 \
+                or not 0.0 <= self.label_smoothing < 1.0 or min(self.weight_decay, self.encoder_weight_decay) < 0:
+            raise ConfigError(f"invalid training settings {small or ''}: epochs, batch_size, patience, encoder_epochs "
+                              f"and encoder_batch_size must be >= 1, lr and encoder_lr > 0, weight decays >= 0, "
+                              f"0 <= modality_dropout < 1, 0 <= label_smoothing < 1")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from mmedge.config import MemberConfig, Recipe
+from mmedge.encoder_tuning import TailTraining, train_tail
 from mmedge.encoders import Encoder, create_encoder, encoder_tokenizer, freeze
+from mmedge.ensemble_fit import fit_temperature, fit_weights
 from mmedge.errors import ConfigError, DataError
 from mmedge.features import FeatureSet, batched_inputs, encode
+from mmedge.head_training import accuracy, predict_logits, train_member
 from mmedge.model import MultimodalEnsemble
 from mmedge.progress import log
 from mmedge.runtime.ensemble import EnsembleMethod, combine, softmax
-from mmedge.head_training import (TailTraining, accuracy, augment_mel, fit_temperature, fit_weights, predict_logits,
-                          train_member, train_tail)
 
 
 @dataclass
@@ -89,15 +90,14 @@ def _fit_encoder(enc: Encoder, modality: str, blocks: int, recipe: Recipe, data)
         trunk, tail, forward = enc.split_for_finetune(blocks)
         spec = TailTraining(forward, tail, enc.dim)
     else:
-        trunk, spec = None, TailTraining(enc, enc, enc.dim, augment_mel if modality == "audio" else None)
+        trunk, spec = None, TailTraining(enc, enc, enc.dim, enc.train_augment)
     x, y = {}, {}
     for split in ("train", "val"):
         part = data.subset(data.splits[split])
         with torch.no_grad():
             x[split] = torch.cat([_trunk_out(trunk, enc, b) for b in batched_inputs(part, modality, recipe, _tokenizer_file(recipe))])
         y[split] = torch.as_tensor(part.y, dtype=torch.long)
-    return train_tail(spec, x, y, len(data.labels), epochs=recipe.train.encoder_epochs, seed=recipe.train.seed,
-                      desc=f"training {modality} encoder")
+    return train_tail(spec, x, y, len(data.labels), recipe.train, desc=f"training {modality} encoder")
 
 
 def _trunk_out(trunk, enc: Encoder, batch: dict) -> torch.Tensor:

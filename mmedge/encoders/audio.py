@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmedge.augmentation import augment_mel
 from mmedge.encoders.base import Encoder, register_encoder
 
 
@@ -26,6 +27,7 @@ class AudioCNNEncoder(Encoder):
     input_names = ("mel",)
     pretrained_source = "trained by mmedge on the recipe's training split"
     trained_here = True
+    train_augment = staticmethod(augment_mel)  # SpecAugment-lite on the log-mel input
 
     def __init__(self, dim: int = 128) -> None:
         super().__init__()

@@ -27,6 +27,9 @@ class Encoder(nn.Module):
         dim: Feature size D of ``pooled`` and ``seq``.
         input_names: Names of the preprocessed inputs ``forward`` takes, in order.
         pretrained_source: Where the weights come from (recorded in the checkpoint).
+        trained_here: Trained by ``mmedge train`` on the recipe's data (not pretrained).
+        train_augment: ``fn(inputs, generator) -> inputs``, the augmentation of its first input
+            while it is trained here (None: none).
     """
 
     modality: str = ""
@@ -34,6 +37,7 @@ class Encoder(nn.Module):
     input_names: tuple[str, ...] = ()
     pretrained_source: str = ""
     trained_here: bool = False
+    train_augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -55,7 +55,9 @@ def test_recipe_for_user_data():
     assert {m.head for m in single.members} == {"concat"}
 
 
-@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(encoder_epochs=0), dict(modality_dropout=1.0)])
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(encoder_epochs=0), dict(modality_dropout=1.0),
+                                 dict(label_smoothing=1.0), dict(encoder_lr=0.0), dict(encoder_batch_size=0),
+                                 dict(encoder_weight_decay=-1.0)])
 def test_bad_training_settings_are_errors(bad):
     from mmedge.config import TrainConfig
 

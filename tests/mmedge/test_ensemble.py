@@ -4,7 +4,7 @@ import pytest
 
 from mmedge.errors import ConfigError
 from mmedge.runtime.ensemble import EnsembleMethod, combine, softmax
-from mmedge.head_training import fit_temperature, fit_weights
+from mmedge.ensemble_fit import fit_temperature, fit_weights
 
 RNG = np.random.default_rng(0)
 LOGITS = [RNG.normal(size=(6, 4)) * 3 for _ in range(3)]
