@@ -28,7 +28,8 @@ def train(
     recipe: str = typer.Option("digits-av", help="Built-in recipe (see `mmedge recipes`)."),
     data: Optional[Path] = typer.Option(None, help="Your own JSONL dataset (docs/data_format.md) instead of the recipe's."),
     task: str = typer.Option("classification", help="With --data: classification or matching."),
-    out: Path = typer.Option(Path("runs/digits-av"), "--out", "-o", help="Checkpoint folder to write."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Checkpoint folder to write (default: runs/<recipe>, "
+                                                                 "or runs/<data file name, no suffix> with --data)."),
     subset: Optional[int] = typer.Option(None, help="Use at most this many training samples (quick runs)."),
     epochs: Optional[int] = typer.Option(None, help="Override the recipe's epochs per member."),
     ensemble: Optional[str] = typer.Option(None, help="weighted_mean | soft_vote | majority_vote."),
@@ -43,6 +44,7 @@ def train(
     from mmedge import progress
 
     progress.enable()
+    out = out if out is not None else Path("runs") / (data.stem if data is not None else recipe)
     try:
         overrides = {"encoders": _pairs(encoder or [], "--encoder"), "heads": tuple(head or ())}
         result = _train(recipe, data, task, out, subset, epochs, ensemble, overrides)
