@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
-DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json")
+DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "multi_camera.json")
 
 
 def main() -> None:

@@ -242,3 +242,19 @@ def render_soak(report: Report, source: str) -> str:
                       f"{report.get('bundle_note', '')} {report['created_utc']}.\n",
                       markdown_table(["threads", "seconds", "predict calls", "stream frames", "mismatches vs single-thread",
                               "errors", "RSS MiB after warm-up -> end", "fds", "threads"], [row])])
+
+
+@register_renderer("mmedge.multi_camera/1")
+def render_multi_camera(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/multi_camera.py`` run: ``Session.streams`` against N ``stream()`` loops."""
+    rows = [[r["sources"], r["mode"], r["predictions"], f"{r['fps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+             r.get("mean_batch", "-"), r.get("dropped", "-")] for r in report["results"]]
+    return "\n".join([f"## Several cameras: `Session.streams` against N `stream()` loops ({source})\n",
+                      f"```bash\n{report['command']}\n```\n",
+                      f"{report['seconds']:g} s per row, text {report['text']!r}, precision {report['precision']}, "
+                      f"{report['threads']} ONNX Runtime threads per graph, {report['cpu_count']} cores, "
+                      f"{report['created_utc']}. {report.get('bundle_note', '')} Latency: from the frame's read to its "
+                      "prediction. Paced rows read each video at its frame rate, like a camera; unpaced rows read "
+                      "every frame as fast as the model takes them.\n",
+                      markdown_table(["sources", "mode", "predictions", "frames/s (all sources)", "p50 ms", "p99 ms",
+                                      "mean batch", "dropped"], rows)])

@@ -2,7 +2,8 @@
 
 One capture thread per source keeps only the newest frame; each tick takes the newest unused frame
 of every source (frames replaced before a tick used them are dropped, and so are frames older
-than ``max_age``), runs them as one batch (the text once, through the Session's text cache) and
+than ``max_age``; a video file read at ``fps=0`` is read in lockstep instead: every frame, as fast
+as the model takes them), runs them as one batch (the text once, through the Session's text cache) and
 yields one ``StreamPrediction`` per source with its capture time and capture-to-prediction
 latency. Threads stop and captures are released when the iteration ends, fails or is closed.
 numpy + cv2 only; never torch.
@@ -68,10 +69,12 @@ def prediction_row(pred: Prediction, row: int) -> Prediction:
 class _Capture(threading.Thread):
     """Reads one source in its own thread, keeping the newest frame under the shared condition."""
 
-    def __init__(self, index: int, source: Source, capture: Any, interval: float, cond: threading.Condition,
+    def __init__(self, index: int, source: Source, capture: Any, interval: float | None, cond: threading.Condition,
                  stop: threading.Event) -> None:
         super().__init__(name=f"mmedge-capture-{index}", daemon=True)
-        self.index, self.source, self.capture, self.interval = index, source, capture, interval
+        self.index, self.source, self.capture = index, source, capture
+        self.lockstep = interval is None  # a file at fps=0: the next frame is read once this one was taken
+        self.interval = interval or 0.0
         self.cond, self.stop = cond, stop
         self.latest: tuple[np.ndarray, float, int] | None = None
         self.read = self.dropped = 0
@@ -81,6 +84,8 @@ class _Capture(threading.Thread):
         try:
             next_at = time.monotonic()
             while not self.stop.is_set():
+                if self.lockstep and not self._wait_taken():
+                    break
                 ok, frame = self.capture.read()
                 now = time.monotonic()
                 if not ok:
@@ -94,6 +99,12 @@ class _Capture(threading.Thread):
             with self.cond:
                 self.ended = True
                 self.cond.notify_all()
+
+    def _wait_taken(self) -> bool:
+        with self.cond:
+            while self.latest is not None and not self.stop.is_set():
+                self.cond.wait(_WAIT_S)
+        return not self.stop.is_set()
 
     def _offer(self, frame: np.ndarray, now: float) -> None:
         with self.cond:
@@ -129,10 +140,11 @@ def _check(sources: Any, text: Any, fps: Any, max_age: Any, max_ticks: Any, limi
     return list(sources)
 
 
-def _open(sources: Sequence[Source], fps: float | None) -> list[tuple[Any, float]]:
+def _open(sources: Sequence[Source], fps: float | None) -> list[tuple[Any, float | None]]:
+    """Each source's capture and read interval (seconds; 0: as the camera delivers; None: lockstep)."""
     import cv2
 
-    opened: list[tuple[Any, float]] = []
+    opened: list[tuple[Any, float | None]] = []
     for source in sources:
         capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
         if not capture.isOpened():
@@ -141,8 +153,11 @@ def _open(sources: Sequence[Source], fps: float | None) -> list[tuple[Any, float
                 other.release()
             raise InputError(f"cannot open video source {source!r}; pass camera indices (e.g. 0) or readable "
                              "video files")
-        rate = fps if fps is not None else (0.0 if isinstance(source, int) else capture.get(cv2.CAP_PROP_FPS) or 30.0)
-        opened.append((capture, 1.0 / rate if rate else 0.0))
+        if isinstance(source, int):
+            opened.append((capture, 1.0 / fps if fps else 0.0))
+            continue
+        rate = fps if fps is not None else capture.get(cv2.CAP_PROP_FPS) or 30.0
+        opened.append((capture, 1.0 / rate if rate else None))
     return opened
 
 
@@ -152,6 +167,8 @@ def _next_batch(captures: list[_Capture], cond: threading.Condition, max_age: fl
     with cond:
         while True:
             batch = [(c, f) for c in captures if (f := c.take()) is not None]
+            if batch:
+                cond.notify_all()  # lockstep readers may read their next frame
             if max_age is not None:
                 now = time.monotonic()
                 for c, f in batch:
@@ -190,6 +207,8 @@ def _ticks(session: Any, sources: list[Source], text: str | None, fps: float | N
             ticks += 1
     finally:
         stop.set()
+        with cond:
+            cond.notify_all()  # wakes lockstep readers waiting for their frame to be taken
         for capture in captures:
             capture.join(timeout=5.0)  # a camera read that blocks longer is left to its daemon thread
         if stats is not None:

@@ -32,12 +32,19 @@ def _capture_threads():
     return [t for t in threading.enumerate() if t.name.startswith("mmedge-capture-")]
 
 
-def test_every_frame_is_predicted_or_dropped_and_rows_match_predict(session, videos):
+def test_fast_sources_drop_stale_frames_and_every_frame_is_accounted_for(session, videos):
+    stats = StreamStats([], [], [])
+    ticks = list(multi_stream(session, videos, text=TEXT, fps=5000, stats=stats))
+    assert stats.read == [10, 12, 14] and sum(stats.dropped) > 0
+    assert [p + d for p, d in zip(stats.predicted, stats.dropped)] == stats.read
+    assert sum(len(t) for t in ticks) == sum(stats.predicted)
+
+
+def test_files_at_fps_0_predict_every_frame_and_rows_match_predict(session, videos):
     stats = StreamStats([], [], [])
     ticks = list(multi_stream(session, videos, text=TEXT, fps=0, stats=stats))
     assert ticks and all(1 <= len(t) <= 3 for t in ticks)
-    assert stats.read == [10, 12, 14]
-    assert [p + d for p, d in zip(stats.predicted, stats.dropped)] == stats.read
+    assert stats.read == stats.predicted == [10, 12, 14] and stats.dropped == [0, 0, 0]
     for tick in ticks[:3]:
         assert len({p.index for p in tick}) == len(tick)  # one frame per source per tick
         for p in tick:
