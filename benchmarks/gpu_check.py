@@ -24,12 +24,13 @@ import numpy as np
 
 from mmedge.export.calibration_reader import load_calibration, take
 from mmedge.export.engine_build import build_engines
-from mmedge.export.engine_config import TRT_PRECISIONS, BuildConfig
+from mmedge.export.engine_config import BuildConfig
 from mmedge.export.parity import row_cosine
 from mmedge.runtime import Bundle, Session
 from mmedge.runtime.audio import preprocess_audio
 from mmedge.runtime.backends import GraphRef, LoadSettings, open_runners
 from mmedge.runtime.backends.trt_engines import default_engine_root
+from mmedge.runtime.precisions import tensorrt_precisions
 from mmedge.runtime.preprocess import TextTokenizer, preprocess_images
 from mmedge.runtime.timing import run_interleaved, stage_stats
 
@@ -200,7 +201,7 @@ def main(argv: list[str]) -> int:
     bundle = Bundle.open(args.bundle)
     if "fp32" not in bundle.precisions():
         sys.exit(f"error: {args.bundle} has no fp32 precision to compare against")
-    precisions = tuple(p for p in TRT_PRECISIONS if p in bundle.precisions())
+    precisions = tuple(p for p in tensorrt_precisions() if p in bundle.precisions())
     engine_dir = args.engine_dir or default_engine_root(bundle.source)
     report = _build(bundle, precisions, engine_dir, args.opt_level)
     _log(f"built on {report.device.describe()} in {time.perf_counter() - start:.0f} s")

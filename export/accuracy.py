@@ -1,106 +1,144 @@
-"""Accuracy of every precision of the whole ensemble (runtime on the held-out split), with
-accuracy-aware fallback: sensitive components are kept in float until the drop is within
-``max_drop``; a precision that still loses too much is marked failed, never shipped silently."""
+"""Accuracy of every precision of the whole ensemble (the runtime on the held-out split), with
+accuracy control: components are reverted to fp32 until the drop is within ``max_drop``
+(``export.accuracy_control``); a precision that still loses too much is marked failed, never
+shipped silently. ``mixed`` is chosen by the same control (``export.mixed_precision``)."""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmedge.export.bundle_writer import write_bundle
-from mmedge.export.components import Component, keep_float
+from mmedge.export.accuracy_control import AccuracyControlReport, control_accuracy
+from mmedge.export.bundle_writer import graph_entries, write_bundle
+from mmedge.export.components import Component, accuracy_revert
 from mmedge.export.manifest import bundle_files
-from mmedge.export.mixed_precision import MIXED, choose_mixed, component_latencies
-from mmedge.export.quantization import CPU_ACCURACY, policy
+from mmedge.export.mixed_precision import choose_mixed, component_latencies, mixed_candidates
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log
+from mmedge.runtime.precisions import REFERENCE, PrecisionKind, get_precision
+
+__all__ = ["PyTorchReference", "AccuracyRun", "assess_precisions", "measured_on"]
+
+
+@dataclass(frozen=True)
+class PyTorchReference:
+    """The PyTorch ensemble on the held-out split: what every precision is compared with.
+
+    Attributes:
+        metrics: ``score``'s figures (``ensemble``, ``members``...).
+        predictions: Its predicted labels, row by row.
+    """
+
+    metrics: dict[str, Any]
+    predictions: np.ndarray
+
+    @property
+    def ensemble(self) -> float:
+        """The ensemble's accuracy."""
+        return float(self.metrics["ensemble"])
+
+    def drop(self, result: dict[str, Any]) -> float:
+        """How many points ``result``'s ensemble accuracy is below PyTorch's."""
+        return 100.0 * (self.ensemble - result["ensemble"])
+
+
+@dataclass(frozen=True)
+class AccuracyRun:
+    """One export's accuracy assessment: the manifest and components it updates, where the
+    candidate bundle is written, the data, the settings and the PyTorch reference.
+
+    Attributes:
+        manifest: The manifest being built (``metrics`` and ``precisions`` filled in here).
+        comps: The components (their graph entries are what the candidate bundle ships).
+        src: The ``ExportSources`` (data, held-out rows, tokenizer).
+        work: The export's work folder (the candidate bundle goes to ``work/candidate``).
+        config: The ``ExportConfig`` (``max_drop``, ``threads``, ``precisions``).
+        reference: PyTorch on the held-out split.
+    """
+
+    manifest: dict[str, Any]
+    comps: list[Component]
+    src: Any
+    work: Path
+    config: Any
+    reference: PyTorchReference
+    _written: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def write_candidate(self) -> None:
+        """(Re)writes the bundle the runtime evaluates when its graph entries point at other files
+        than when it was last written (once, then after each revert or ``mixed`` choice)."""
+        files = json.dumps([e.get("file") for e in graph_entries(self.manifest)])
+        if self._written.get("files") != files:
+            write_bundle(self.work / "candidate", self.manifest,
+                         bundle_files(self.manifest, self.work, self.src.tokenizer_file))
+            self._written["files"] = files
+
+    def evaluate(self, precision: str) -> tuple[dict[str, Any], float]:
+        """The runtime's figures of ``precision`` on the candidate bundle (rewritten if needed) and the drop."""
+        self.write_candidate()
+        result = evaluate_bundle(self.work / "candidate", precision, self.src.data, self.src.test_rows,
+                                 threads=self.config.threads)
+        result.pop("samples")
+        return result, self.reference.drop(result)
+
+    def record(self, precision: str, report: AccuracyControlReport, *, fail_all_reference: bool = True) -> None:
+        """Writes ``metrics[precision]`` and, when it failed, ``precisions[precision]``."""
+        result = dict(report.result)
+        pred = result.pop("predictions")
+        result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == self.reference.predictions)),
+                      drop_points=report.drop, accuracy_reverts=report.step_texts(), measured_on=measured_on(precision))
+        self.manifest["metrics"][precision] = result
+        status = self.manifest["precisions"]
+        if fail_all_reference and report.all_reference and report.steps:
+            status[precision] = "failed: every component had to stay fp32 to keep the accuracy"
+        elif fail_all_reference and report.all_reference and precision != REFERENCE:
+            status[precision] = "failed: every component had to stay fp32 (its own graphs could not be built)"
+        elif not report.within_budget:
+            status[precision] = (f"failed: ensemble accuracy {result['ensemble']:.4f} is {report.drop:.2f} points below "
+                                 f"PyTorch ({self.reference.ensemble:.4f}) > max_drop {report.max_drop}")
+        log(f"  {precision}: ensemble accuracy {result['ensemble']:.4f} (PyTorch {self.reference.ensemble:.4f}), "
+            f"{status[precision]}")
 
 
 def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, work: Path, config) -> None:
-    """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (fallbacks applied in place);
-    then, when asked for, picks the ``mixed`` graphs (``export.mixed_precision``)."""
+    """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (accuracy reverts applied in place);
+    then picks the graphs of each selected precision asked for (``mixed``)."""
     torch_ref = TorchReference(src.model, src.tokenizer_file)
-    reference = score(torch_ref.predictor(src.data), src.test_rows, np.asarray(src.data.y))
-    reference.pop("samples")
-    ref_pred = reference.pop("predictions")
-    manifest["metrics"].update(split="test", samples=int(len(src.test_rows)), pytorch=reference,
+    metrics = score(torch_ref.predictor(src.data), src.test_rows, np.asarray(src.data.y))
+    metrics.pop("samples")
+    predictions = np.asarray(metrics.pop("predictions"))
+    manifest["metrics"].update(split="test", samples=int(len(src.test_rows)), pytorch=metrics,
                                evaluated_with="mmedge.runtime.Session on ONNX Runtime (CPU)")
-    _write_candidate(manifest, src, work)
-    for precision in (p for p in config.precisions if p != MIXED):
-        result, actions = _evaluate_with_fallback(manifest, comps, src, work, precision, reference["ensemble"], config)
-        _record(manifest, precision, result, actions, reference, ref_pred, config)
-    if MIXED in config.precisions:
-        _assess_mixed(manifest, comps, src, work, config, reference, ref_pred)
+    run = AccuracyRun(manifest, comps, src, work, config, PyTorchReference(metrics, predictions))
+    for precision in config.precisions:
+        if get_precision(precision).kind is PrecisionKind.BUILT:
+            _assess_built(run, precision)
+    for precision in config.precisions:
+        if get_precision(precision).kind is PrecisionKind.SELECTED:
+            _assess_selected(run, precision)
 
 
-def _record(manifest, precision: str, result: dict[str, Any], actions: list[str], reference, ref_pred, config) -> None:
-    pred = result.pop("predictions")
-    drop = 100.0 * (reference["ensemble"] - result["ensemble"])
-    result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == np.asarray(ref_pred))),
-                  drop_points=drop, fallback=actions, measured_on=measured_on(precision))
-    manifest["metrics"][precision] = result
-    if result.pop("all_float", False):
-        manifest["precisions"][precision] = "failed: every component had to stay fp32 to keep the accuracy"
-    elif drop > config.max_drop:
-        manifest["precisions"][precision] = (f"failed: ensemble accuracy {result['ensemble']:.4f} is {drop:.2f} points "
-                                             f"below PyTorch ({reference['ensemble']:.4f}) > max_drop {config.max_drop}")
-    log(f"  {precision}: ensemble accuracy {result['ensemble']:.4f} (PyTorch {reference['ensemble']:.4f}), "
-        f"{manifest['precisions'][precision]}")
+def _assess_built(run: AccuracyRun, precision: str) -> None:
+    reason = f"accuracy drop > {run.config.max_drop} points with {precision}"
+    report = control_accuracy(run.comps, precision, evaluate=lambda: run.evaluate(precision),
+                              revert=lambda comp: accuracy_revert(comp, precision, reason),
+                              max_drop=run.config.max_drop)
+    run.record(precision, report)
 
 
-def _assess_mixed(manifest, comps: list[Component], src, work: Path, config, reference, ref_pred) -> None:
-    log("  mixed: timing each component's fp32 / int8 / fp16 graphs (batch 1, interleaved)")
-    latencies = component_latencies(comps, work, src.cases, threads=config.threads)
-
-    def evaluate() -> tuple[dict[str, Any], float]:
-        _write_candidate(manifest, src, work)
-        result = _evaluate(src, work, MIXED, config.threads)
-        return result, 100.0 * (reference["ensemble"] - result["ensemble"])
-
-    result, _drop, choice, steps = choose_mixed(comps, latencies, evaluate, max_drop=config.max_drop)
-    result["components"] = choice
-    result["latency_ms_batch1"] = latencies
-    _record(manifest, MIXED, result, steps, reference, ref_pred, config)
+def _assess_selected(run: AccuracyRun, precision: str) -> None:
+    """``mixed``: per component the fastest candidate graph, then accuracy control."""
+    log(f"  {precision}: timing each component's {' / '.join(mixed_candidates())} graphs (batch 1, interleaved)")
+    latencies = component_latencies(run.comps, run.work, run.src.cases, threads=run.config.threads)
+    report, choice = choose_mixed(run.comps, latencies, lambda: run.evaluate(precision), max_drop=run.config.max_drop,
+                                  precision=precision)
+    run.record(precision, report, fail_all_reference=False)
+    run.manifest["metrics"][precision].update(components=choice, latency_ms_batch1=latencies)
 
 
 def measured_on(precision: str) -> str:
     """How export's accuracy figure of ``precision`` was obtained (a simulation is labelled so)."""
-    return CPU_ACCURACY if precision in ("fp32", MIXED) else policy(precision).accuracy_measured_on
-
-
-def _write_candidate(manifest, src, work: Path) -> None:
-    """(Re)writes the bundle the runtime evaluates: once, and again after each fallback step."""
-    write_bundle(work / "candidate", manifest, bundle_files(manifest, work, src.tokenizer_file))
-
-
-def _evaluate(src, work: Path, precision: str, threads) -> dict[str, Any]:
-    result = evaluate_bundle(work / "candidate", precision, src.data, src.test_rows, threads=threads)
-    result.pop("samples")
-    return result
-
-
-def fallback_plan(comps: list[Component], precision: str) -> list[list[Component]]:
-    """Groups kept in float one step at a time: the heads first (small, cheap in float), then
-    encoders from the least faithful (lowest min cosine vs fp32) on."""
-    heads = [c for c in comps if c.kind == "head"]
-    encoders = sorted((c for c in comps if c.kind == "encoder"),
-                      key=lambda c: c.graphs[precision].get("fidelity", {}).get("min_cosine", 1.0))
-    return [heads] + [[e] for e in encoders]
-
-
-def _evaluate_with_fallback(manifest, comps, src, work, precision, ref_acc, config) -> tuple[dict, list[str]]:
-    result = _evaluate(src, work, precision, config.threads)
-    actions: list[str] = []
-    if precision == "fp32":
-        return result, actions
-    for group in fallback_plan(comps, precision):
-        if 100.0 * (ref_acc - result["ensemble"]) <= config.max_drop:
-            break
-        for comp in group:
-            keep_float(comp, precision, f"accuracy drop > {config.max_drop} points with {precision}")
-        actions.append(f"kept {', '.join(c.key for c in group)} in fp32")
-        _write_candidate(manifest, src, work)
-        result = _evaluate(src, work, precision, config.threads)
-    result["all_float"] = all("kept_float" in c.graphs[precision] for c in comps)
-    return result, actions
+    return get_precision(precision).accuracy_label

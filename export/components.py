@@ -1,8 +1,17 @@
-"""One exportable component (an encoder or a member's fusion head) and its four precisions.
+"""One exportable component (an encoder or a member's fusion head) and its precisions.
 
 Each component is exported to fp32 ONNX (parity against PyTorch enforced), then turned
-into each reduced precision by its policy (``mmedge.export.quantization``), whose
-fidelity against fp32 is measured and recorded.
+into each reduced precision by its policy (``mmedge.export.quantization``), from the fp32
+graph or from the graph its precision record ``derives_from``; its fidelity against fp32 is
+measured and recorded. Two ways a graph entry can point at another precision's graph:
+
+- build fallback (``build_fallback``): the graph could not be built; the entry records the
+  failure and uses the first built precision of the record's ``build_fallback`` (else fp32);
+- accuracy revert (``accuracy_revert``): the graph was built, but the ensemble lost too much
+  accuracy with it (``export.accuracy_control``); the entry uses the fp32 graph.
+
+(The runtime's backend fallback, when a backend cannot run a graph, is a third thing:
+``mmedge.runtime.backends.fallback``.)
 """
 from __future__ import annotations
 
@@ -15,15 +24,16 @@ import numpy as np
 
 from mmedge.export.onnx_export import GraphInfo, export_encoder, export_head, head_forward
 from mmedge.export.parity import check_parity, check_reduced_precision, mask_sequences, require_parity, torch_fn
-from mmedge.errors import CalibrationError
+from mmedge.errors import CalibrationError, ExportError
 from mmedge.export.diagnose import graph_failure
 from mmedge.export.quantization import policy
 from mmedge.export.quantization.graph_traits import graph_traits
 from mmedge.progress import log
+from mmedge.runtime.precisions import REFERENCE, get_precision
+
+__all__ = ["Component", "export_fp32", "make_reduced", "build_fallback", "accuracy_revert"]
 
 Arrays = dict[str, np.ndarray]
-# A TensorRT precision that cannot be built falls back to fp16 (when built), any other to fp32.
-FALLBACKS: dict[str, tuple[str, ...]] = {"int8-trt": ("fp16",), "int8-fp16-trt": ("fp16",)}
 
 
 @dataclass
@@ -79,33 +89,33 @@ def export_fp32(comp: Component, work: Path, example: Arrays, cases: Sequence[Ar
     comp.model_type = comp.model_type or traits.model_type  # encoders: read from the graph
     comp.graphs["fp32"] = {"file": comp.rel("fp32"), "status": "ok", "exporter": comp.info.exporter,
                            "opset": comp.info.opset, "notes": list(comp.info.notes), "parity": _summary(report.to_dict()),
-                           "graph": {**traits.to_dict(), "model_type": comp.model_type}}
+                           "graph": {**traits.to_dict(), "model_type": comp.model_type},
+                           "ort_disabled_optimizers": list(get_precision(REFERENCE).ort_disabled_optimizers)}
 
 
 def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
-    """Builds the fp16 / int8 / int8-trt graph from fp32 and records its fidelity against fp32.
+    """Builds the graph of ``precision`` with its policy and records its fidelity against fp32.
 
     A graph that cannot be built or run is not fatal: the failure is recorded with the module
-    path and op it names, and the component falls back to a precision that works (``fall_back``).
+    path and op it names, and the component uses a precision that works (``build_fallback``).
     """
     try:
         _make_reduced(comp, precision, work, calib, cases)
     except CalibrationError:
         raise  # the user's data, not the graph: say so
     except Exception as err:  # noqa: BLE001 - NNCF, the converters and ONNX Runtime raise their own types
-        fall_back(comp, precision, graph_failure(work / comp.rel("fp32"), err))
+        build_fallback(comp, precision, graph_failure(work / comp.rel(REFERENCE), err))
 
 
-def fall_back(comp: Component, precision: str, failure: Mapping[str, str]) -> str:
-    """Points ``precision`` of ``comp`` at the first working graph of ``FALLBACKS[precision]``
+def build_fallback(comp: Component, precision: str, failure: Mapping[str, str]) -> str:
+    """Points ``precision`` of ``comp`` at the first built graph of its record's ``build_fallback``
     (else fp32) and records why; returns the precision used."""
-    target = next((p for p in FALLBACKS.get(precision, ()) if p in comp.graphs and "fallback" not in comp.graphs[p]),
-                  "fp32")
+    target = next((p for p in get_precision(precision).build_fallback if _built(comp.graphs.get(p))), REFERENCE)
     where = f"module {failure['module']!r} ({failure.get('class') or '?'}), op {failure['op']}" if "op" in failure else \
         "no node named in the error"
     entry = {k: v for k, v in comp.graphs[target].items() if k not in ("parity", "fidelity", "warnings")}
-    entry.update(fallback=target, failed={**failure, "precision": precision})
-    if target == "fp32":
+    entry.update(build_fallback=target, failed={**failure, "precision": precision})
+    if target == REFERENCE:
         entry["kept_float"] = f"{precision} failed at {where}"
     comp.graphs[precision] = entry
     log(f"  {comp.key}: {precision} failed at {where} ({failure['error'][:160]}); using its {target} graph")
@@ -113,20 +123,39 @@ def fall_back(comp: Component, precision: str, failure: Mapping[str, str]) -> st
 
 
 def _make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
-    src, dst = work / comp.rel("fp32"), work / comp.rel(precision)
-    builder = policy(precision)
+    record, builder = get_precision(precision), policy(precision)
+    source = record.derives_from or REFERENCE
+    if not _built(comp.graphs.get(source)):
+        raise ExportError(f"{precision} converts the {source} graph of {comp.key}, which was not built ("
+                          f"{(comp.graphs.get(source) or {}).get('kept_float', 'not asked for')})")
+    dst = work / comp.rel(precision)
     batches = [_pick(c, comp.input_names) for c in calib] if builder.needs_calibration else []
-    how = builder.build(src, dst, calib=batches, model_type=comp.model_type)
+    how = builder.build(work / comp.rel(source), dst, calib=batches, model_type=comp.model_type)
+    if source != REFERENCE:
+        how = _derived(comp.graphs[source].get("quantization", {}), how, source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fidelity = check_reduced_precision(src, dst, [_pick(c, comp.input_names) for c in cases], precision=precision)
+        fidelity = check_reduced_precision(work / comp.rel(REFERENCE), dst, [_pick(c, comp.input_names) for c in cases],
+                                           precision=precision)
     comp.graphs[precision] = {"file": comp.rel(precision), "status": "ok", "quantization": how,
-                              "fidelity": _summary(fidelity), "warnings": [str(w.message) for w in caught]}
+                              "fidelity": _summary(fidelity), "warnings": [str(w.message) for w in caught],
+                              "ort_disabled_optimizers": list(record.ort_disabled_optimizers)}
 
 
-def keep_float(comp: Component, precision: str, reason: str) -> None:
-    """Makes ``precision`` of this component point at its fp32 graph (a sensitive component)."""
-    entry = dict(comp.graphs["fp32"], kept_float=reason)
+def _built(entry: Mapping[str, Any] | None) -> bool:
+    """Whether a graph entry is a graph of its own precision (not a build fallback or a revert)."""
+    return bool(entry) and entry.get("status") == "ok" and "build_fallback" not in entry and "kept_float" not in entry
+
+
+def _derived(source: Mapping[str, Any], how: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The description of a graph converted from the ``name`` graph: that graph's, then this step's."""
+    notes = "; then ".join(n for n in (source.get("notes"), how.get("notes")) if n)
+    return {**source, **how, "derived_from": name, **({"notes": notes} if notes else {})}
+
+
+def accuracy_revert(comp: Component, precision: str, reason: str) -> None:
+    """Makes ``precision`` of this component point at its fp32 graph (the ensemble lost too much with it)."""
+    entry = dict(comp.graphs[REFERENCE], kept_float=reason)
     entry.pop("parity", None)
     comp.graphs[precision] = entry
 

@@ -14,16 +14,11 @@ from mmedge.export.engine_profiles import ProfileShape, profiles_to_dict
 from mmedge.runtime.backends.trt_engines import (DeviceIdentity, default_engine_root, engine_file, read_record,
                                                  record_problems)
 from mmedge.runtime.bundle import Bundle
+from mmedge.runtime.precisions import PRECISIONS, tensorrt_precisions
 
-__all__ = ["BuildConfig", "BuildJob", "TRT_PRECISIONS", "BEST_ORDER", "select_precisions", "plan_jobs",
-           "stale_reason", "workspace_bytes", "engine_root"]
+__all__ = ["BuildConfig", "BuildJob", "select_precisions", "plan_jobs", "stale_reason",
+           "workspace_bytes", "engine_root"]
 
-# Precisions TensorRT builds as strongly typed networks: the graph's own types decide the
-# layer precisions (FP16 from an fp16 graph, INT8 from explicit s8 Q/DQ). "int8" is the
-# ONNX Runtime CPU graph (u8 activations with zero point 128), which TensorRT refuses.
-TRT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-trt", "int8-fp16-trt")
-# "best": the first of these the bundle has (expected fastest first; gpu_check.sh measures them all).
-BEST_ORDER: tuple[str, ...] = ("int8-fp16-trt", "fp16", "int8-trt", "fp32")
 MIB = 1 << 20
 _WORKSPACE_CAP = 4 << 30
 _WORKSPACE_FLOOR = 64 * MIB
@@ -90,29 +85,36 @@ class BuildJob:
     stale: str | None
 
 
+def _trt_source(precision: str) -> str:
+    """The bundle precision whose graph TensorRT builds for ``precision`` (a strongly typed network:
+    the graph's own types decide the layer precisions, FP16 from an fp16 graph, INT8 from s8 Q/DQ)."""
+    return PRECISIONS[precision].tensorrt.source
+
+
 def select_precisions(bundle: Bundle, requested: Sequence[str]) -> tuple[str, ...]:
     """The precisions to build: ``requested`` checked against the bundle, or ``best``.
 
     Raises:
-        ConfigError: ``int8`` (the CPU graph), an unknown name, or ``best`` mixed with others.
+        ConfigError: a precision TensorRT does not build (``int8``, the CPU graph), an unknown
+            name, or ``best`` mixed with others.
         BundleError: a precision the bundle does not have with status ok.
     """
     requested = tuple(dict.fromkeys(requested))
-    available = bundle.precisions()
+    available, buildable = bundle.precisions(), tensorrt_precisions()
     if "best" in requested:
         if len(requested) > 1:
             raise ConfigError(f"--precision best picks one precision by itself; do not combine it with {requested}")
-        best = [p for p in BEST_ORDER if p in available]
+        best = [p for p in buildable if p in available]
         if not best:
-            raise BundleError(f"bundle {bundle.source} has none of {list(BEST_ORDER)} with status ok "
+            raise BundleError(f"bundle {bundle.source} has none of {list(buildable)} with status ok "
                               f"(it has {available}); re-export it with mmedge export")
         return (best[0],)
     for precision in requested:
-        if precision == "int8":
-            raise ConfigError("int8 is the ONNX Runtime CPU graph (u8 activations, non-zero zero points), which "
-                              "TensorRT does not take; build int8-fp16-trt or int8-trt (signed symmetric Q/DQ) instead")
-        if precision not in TRT_PRECISIONS:
-            raise ConfigError(f"TensorRT cannot build precision {precision!r}; valid: {[*TRT_PRECISIONS, 'best']}")
+        if precision in PRECISIONS and precision not in buildable:
+            raise ConfigError(f"TensorRT does not build {precision}, {PRECISIONS[precision].summary}; build "
+                              f"{', '.join(buildable[:-1])} or {buildable[-1]} instead")
+        if precision not in buildable:
+            raise ConfigError(f"TensorRT cannot build precision {precision!r}; valid: {[*buildable, 'best']}")
         problem = bundle.precision_problem(precision)
         if problem:
             raise BundleError(problem)
@@ -161,7 +163,7 @@ def plan_jobs(bundle: Bundle, precisions: Sequence[str], *, root: Path, here: De
     jobs: dict[Path, BuildJob] = {}
     for precision in precisions:
         for component in components or bundle.components():
-            entry = bundle.graph_entry(component, precision)
+            entry = bundle.graph_entry(component, _trt_source(precision))
             engine = engine_file(root, here.key, str(entry.file))
             if engine in jobs:
                 old = jobs[engine]
@@ -169,8 +171,9 @@ def plan_jobs(bundle: Bundle, precisions: Sequence[str], *, root: Path, here: De
                 continue
             wanted = profiles[component] if check_profiles else None
             stale = "--force" if force else stale_reason(engine, here, str(entry.sha256), wanted)
-            jobs[engine] = BuildJob(component, (precision,), bundle.graph_path(component, precision), str(entry.file),
-                                    str(entry.sha256), engine, profiles[component], stale)
+            source = bundle.graph_path(component, _trt_source(precision))
+            jobs[engine] = BuildJob(component, (precision,), source, str(entry.file), str(entry.sha256), engine,
+                                    profiles[component], stale)
     return list(jobs.values())
 
 

@@ -1,4 +1,4 @@
-"""``mmedge export``: checkpoint -> bundle (ONNX fp32/fp16/int8/int8-trt, parity, accuracy).
+"""``mmedge export``: checkpoint -> bundle (ONNX graphs per precision, parity, accuracy).
 
 The bundle is assembled in a temporary folder next to the output and renamed into place,
 so an interrupted export leaves nothing under the output name.
@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmedge.atomic import make_temp_dir
-from mmedge.config import Recipe
 from mmedge.errors import ConfigError
 from mmedge.export.components import Component, export_fp32, make_reduced
-from mmedge.export.quantization import PRECISIONS, precisions
+from mmedge.export.quantization import export_precisions
 from mmedge.export.manifest import build_manifest, bundle_files
-from mmedge.export.mixed_precision import MIXED
 from mmedge.export.accuracy import assess_precisions
 from mmedge.progress import log, track
+from mmedge.runtime.precisions import PRECISIONS, REFERENCE, PrecisionKind, get_precision
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,8 @@ class ExportConfig:
     """Settings of one export.
 
     Attributes:
-        precisions: Precisions to build (fp32 is always built: the others derive from it).
+        precisions: Precisions to make (default: every one export can make,
+            ``quantization.export_precisions``); fp32 is always built: the others derive from it.
         max_drop: Largest accepted ensemble accuracy drop vs PyTorch, in points.
         calib: A user calibration JSONL or folder; None = the default set for the dataset.
         calib_samples: Calibration samples used per component.
@@ -36,7 +36,7 @@ class ExportConfig:
         threads: ONNX Runtime threads for evaluation (None = all cores).
     """
 
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] = field(default_factory=export_precisions)
     max_drop: float = 1.0
     calib: Path | None = None
     calib_samples: int = 200
@@ -45,17 +45,36 @@ class ExportConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.precisions if p not in precisions()]
-        if unknown:
-            raise ConfigError(f"unknown precisions {unknown}; valid: {list(precisions())}")
+        _check_precisions(self.precisions)
         if self.max_drop < 0 or self.calib_samples < 1 or (self.eval_samples is not None and self.eval_samples < 1):
             raise ConfigError(f"need max_drop >= 0, calib_samples >= 1 and eval_samples >= 1 (or None); got "
                               f"{self.max_drop}, {self.calib_samples}, {self.eval_samples}")
-        ordered = tuple(p for p in precisions() if p == "fp32" or p in self.precisions)
+        ordered = tuple(p for p in export_precisions() if p == REFERENCE or p in self.precisions)
         object.__setattr__(self, "precisions", ordered)
 
 
-def components_of(model, recipe: Recipe) -> list[Component]:
+def _check_precisions(asked: tuple[str, ...]) -> None:
+    """Every precision asked for is registered, has a way to be made, and has the graph it derives from.
+
+    Raises:
+        ConfigError: naming the precision and what to do.
+    """
+    valid = export_precisions()
+    unknown = [p for p in asked if p not in PRECISIONS]
+    if unknown:
+        raise ConfigError(f"unknown precisions {unknown}; valid: {list(valid)}")
+    unbuildable = [p for p in asked if p not in valid]
+    if unbuildable:
+        raise ConfigError(f"precisions {unbuildable} have no export policy (import the module that registers one); "
+                          f"valid: {list(valid)}")
+    for name in asked:
+        source = get_precision(name).derives_from
+        if source not in (None, REFERENCE) and source not in asked:
+            raise ConfigError(f"{name} is converted from the {source} graph: add {source} to the precisions "
+                              f"(--precision ...,{source},{name})")
+
+
+def components_of(model) -> list[Component]:
     """Every encoder and every member head of the ensemble, in bundle order (an encoder's NNCF
     scheme is read from its exported graph: ``quantization.graph_traits``)."""
     comps = [Component(f"encoder.{m}", f"encoders/{m}", enc, "encoder") for m, enc in model.encoders.items()]
@@ -93,10 +112,11 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = make_temp_dir(out, "work")  # named with this process id: a later write sweeps it if we are killed
     try:
-        comps = components_of(src.model, src.recipe)
+        comps = components_of(src.model)
         for comp in track(comps, "exporting fp32 + parity"):
             export_fp32(comp, work, src.cases[1], src.cases, atol=config.atol)
-        for precision in (p for p in config.precisions[1:] if p != MIXED):  # mixed picks among the built graphs
+        built = [p for p in config.precisions[1:] if get_precision(p).kind is PrecisionKind.BUILT]
+        for precision in built:  # in registration order: a graph's source is built before it; mixed picks among them
             for comp in track(comps, f"building {precision}"):
                 make_reduced(comp, precision, work, src.calib, src.cases)
         manifest = build_manifest(src, comps, config)
@@ -104,8 +124,10 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
             assess_precisions(manifest, comps, src, work, config)
         else:
             manifest["metrics"]["accuracy"] = "not measured: no labelled samples were given (eval_data)"
-            if MIXED in manifest["precisions"]:
-                manifest["precisions"][MIXED] = "not built: mixed checks its accuracy budget on labelled samples"
+            for precision in config.precisions:
+                if get_precision(precision).kind is PrecisionKind.SELECTED:
+                    manifest["precisions"][precision] = (f"not built: {precision} checks its accuracy budget on "
+                                                         "labelled samples")
         from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))

@@ -21,9 +21,6 @@ from mmedge.runtime.precisions import get_precision
 Arrays = dict[str, np.ndarray]
 ModuleFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
-# Warning-level thresholds for reduced precisions (min per-row cosine vs fp32 / PyTorch).
-MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95, "int8-trt": 0.95, "int8-fp16-trt": 0.95}
-
 
 @dataclass(frozen=True)
 class OutputParity:
@@ -162,14 +159,14 @@ def check_reduced_precision(
     Sequence outputs are compared on valid positions only (``{m}_seq`` rows zeroed where
     ``{m}_mask`` is 0): padded positions carry no information and every head masks them.
     Emits a ``UserWarning`` (never raises) when the min row cosine falls below
-    ``min_cosine`` (default ``MIN_COSINE[precision]``: fp16 0.999, int8 0.95).
+    ``min_cosine`` (default: the precision record's ``min_cosine``, e.g. fp16 0.999, int8 0.95).
 
     Returns:
         The report dict plus ``precision``, ``min_cosine_required`` and ``within_threshold``.
     """
     ref_fn = onnx_fn(reference) if isinstance(reference, (str, Path)) else reference
     report = check_parity(_masked(ref_fn), onnx_path, cases, atol=float("inf"), mask_padding=True, precision=precision)
-    threshold = MIN_COSINE.get(precision, 0.95) if min_cosine is None else min_cosine
+    threshold = get_precision(precision).min_cosine if min_cosine is None else min_cosine
     ok = report.min_cosine >= threshold
     if not ok:
         warnings.warn(f"{report.graph} ({precision}): min row cosine {report.min_cosine:.4f} vs fp32 is below "

@@ -38,12 +38,18 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class GraphEntry:
-    """One graph of one component at one precision."""
+    """One graph of one component at one precision.
+
+    Attributes:
+        ort_disabled_optimizers: ONNX Runtime optimizers that stay off for this graph, as export
+            recorded them (a bundle written before they were recorded: its precision record's).
+    """
 
     file: str | None
     sha256: str | None
     bytes: int | None
     status: str
+    ort_disabled_optimizers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,17 @@ def _tensors(items: list[Mapping[str, Any]]) -> tuple[TensorInfo, ...]:
 
 
 def _graphs(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, GraphEntry]:
-    return MappingProxyType({p: GraphEntry(g.get("file"), g.get("sha256"), g.get("bytes"), g.get("status", "ok"))
-                             for p, g in raw.items()})
+    return MappingProxyType({p: GraphEntry(g.get("file"), g.get("sha256"), g.get("bytes"), g.get("status", "ok"),
+                                           _disabled_optimizers(p, g)) for p, g in raw.items()})
+
+
+def _disabled_optimizers(precision: str, entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """The entry's ``ort_disabled_optimizers``; absent (an older bundle): its precision record's."""
+    from mmedge.runtime.precisions import PRECISIONS
+
+    if "ort_disabled_optimizers" in entry:
+        return tuple(entry["ort_disabled_optimizers"])
+    return PRECISIONS[precision].ort_disabled_optimizers if precision in PRECISIONS else ()
 
 
 def _encoders(checked: Mapping[str, Any]) -> Mapping[str, EncoderInfo]:

@@ -201,7 +201,7 @@ def _tensors(value: Any, path: str) -> list[dict[str, Any]]:
 
 def _graph(value: Any, path: str) -> dict[str, Any]:
     spec = {"file": check_relpath, "bytes": _ranged(0, 2**62), "status": _string,
-            "sha256": lambda v, p: _sha256(v, p)}
+            "sha256": lambda v, p: _sha256(v, p), "ort_disabled_optimizers": _unique_strings}
     entry = _fields(value, path, spec)
     if entry.get("status", "ok") == "ok":
         for key in ("file", "sha256"):

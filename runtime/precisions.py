@@ -18,8 +18,10 @@ from enum import Enum
 from mmedge.errors import ConfigError
 from mmedge.registry import Registry
 
-__all__ = ["PrecisionKind", "MeasuredOn", "TensorRTBuild", "Precision", "PRECISIONS", "register_precision",
-           "get_precision", "precision_names", "precisions"]
+__all__ = ["REFERENCE", "PrecisionKind", "MeasuredOn", "TensorRTBuild", "Precision", "PRECISIONS", "register_precision",
+           "get_precision", "precision_names", "precisions", "tensorrt_precisions"]
+
+REFERENCE = "fp32"  # the precision exported from PyTorch: every other is measured against it and reverts to it
 
 
 class PrecisionKind(str, Enum):
@@ -69,6 +71,8 @@ class Precision:
         derives_from: The precision whose graph its policy converts (None: the fp32 graph).
         ort_disabled_optimizers: ONNX Runtime optimizers that mis-handle its graphs; export
             writes them into each graph entry.
+        roofline_peak: The matrix-multiply peak that bounds its graphs on ONNX Runtime's CPU
+            kernels (``"fp32"``, or ``"int8"`` for integer kernels): the bench's roofline.
     """
 
     name: str
@@ -81,6 +85,7 @@ class Precision:
     tensorrt: TensorRTBuild | None = None
     derives_from: str | None = None
     ort_disabled_optimizers: tuple[str, ...] = ()
+    roofline_peak: str = "fp32"
 
     @property
     def accuracy_label(self) -> str:
@@ -134,6 +139,13 @@ def precisions(*, kind: PrecisionKind | None = None) -> tuple[Precision, ...]:
     return tuple(p for k in kinds for p in PRECISIONS.values() if p.kind is k)
 
 
+def tensorrt_precisions() -> tuple[str, ...]:
+    """The precisions TensorRT builds (their record's ``tensorrt``), best first: ``mmedge build
+    --precision best`` takes the first the bundle has (expected fastest)."""
+    built = sorted((p for p in precisions() if p.tensorrt is not None), key=lambda p: p.tensorrt.preference)
+    return tuple(p.name for p in built)
+
+
 # WeightBiasQuantization turns a Conv's float bias into int32 with scale x_scale * w_scale; with
 # the float16 scales of int8-fp16-trt that product underflows in float16 and the outputs are
 # garbage (measured: image encoder cosine 0.23 vs fp32 with it, 0.996 without). TensorRT does
@@ -143,13 +155,15 @@ for _record in (
               mixed_candidate=True, tensorrt=TensorRTBuild("fp32", 40)),
     Precision("fp16", "float16 weights and compute, float32 inputs and outputs", min_cosine=0.999,
               mixed_candidate=True, tensorrt=TensorRTBuild("fp16", 20)),
-    Precision("int8", "NNCF int8 for ONNX Runtime's CPU integer kernels (u8 activations, s8 weights; TensorRT "
-              "does not take its asymmetric Q/DQ)", mixed_candidate=True),
+    Precision("int8", "the ONNX Runtime CPU graph: NNCF int8 for its integer kernels (u8 activations with "
+              "non-zero zero points, s8 weights)", mixed_candidate=True, roofline_peak="int8"),
     Precision("int8-trt", "NNCF int8 as explicit s8 symmetric Q/DQ for TensorRT (float32 outside Q/DQ)",
-              measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), tensorrt=TensorRTBuild("int8-trt", 30)),
+              measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), tensorrt=TensorRTBuild("int8-trt", 30),
+              roofline_peak="int8"),
     Precision("int8-fp16-trt", "the int8-trt graph with float16 outside Q/DQ, for TensorRT on Jetson",
               measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), derives_from="int8-trt",
-              tensorrt=TensorRTBuild("int8-fp16-trt", 10), ort_disabled_optimizers=("WeightBiasQuantization",)),
+              tensorrt=TensorRTBuild("int8-fp16-trt", 10), ort_disabled_optimizers=("WeightBiasQuantization",),
+              roofline_peak="int8"),
     Precision("mixed", "per component, the fastest CPU graph within the accuracy budget (--max-drop)",
               kind=PrecisionKind.SELECTED),
 ):

@@ -1,33 +1,29 @@
-"""Reduced precisions, one policy per target over shared graph surgery.
+"""Export policies: how export builds each reduced precision, over shared graph surgery.
 
-| precision       | module              | target                                                |
-|-----------------|---------------------|-------------------------------------------------------|
-| `fp16`          | `fp16`              | any backend (float16 compute, fp32 I/O)               |
-| `int8`          | `ort_cpu`           | ONNX Runtime CPU integer kernels (u8/s8)              |
-| `int8-trt`      | `tensorrt_qdq`      | TensorRT, explicit s8 symmetric Q/DQ                  |
-| `int8-fp16-trt` | `tensorrt_qdq_fp16` | TensorRT, the same Q/DQ around float16 compute (Jetson) |
+| precision       | module              | target                                                  |
+|-----------------|---------------------|---------------------------------------------------------|
+| `fp16`          | `fp16`              | any backend (float16 compute, fp32 I/O)                 |
+| `int8`          | `ort_cpu`           | ONNX Runtime CPU integer kernels (u8/s8)                |
+| `int8-trt`      | `tensorrt_qdq`      | TensorRT, explicit s8 symmetric Q/DQ                    |
+| `int8-fp16-trt` | `tensorrt_qdq_fp16` | TensorRT, the int8-trt graph with float16 compute (Jetson) |
 
-``nncf_ptq`` is the calibration run the int8 targets share; ``graph_surgery`` the ONNX
-rewrites and checks. ``precisions()`` is fp32, every registered policy, then ``mixed`` (chosen, not built).
+What each precision is (thresholds, fallbacks, TensorRT, ``mixed``) is its record in
+``mmedge.runtime.precisions``; a policy is attached to a registered record. ``nncf_ptq`` is the
+calibration run the int8 targets share; ``graph_surgery`` the ONNX rewrites and checks.
 """
 from __future__ import annotations
 
 from mmedge.export.quantization import fp16, ort_cpu, tensorrt_qdq, tensorrt_qdq_fp16  # noqa: F401  (register the policies)
-from mmedge.export.quantization.base import CPU_ACCURACY, POLICIES, PrecisionPolicy, register_policy
+from mmedge.export.quantization.base import POLICIES, PrecisionPolicy, policy, register_policy
 from mmedge.export.quantization.graph_surgery import assert_trt_qdq, qdq_summary
+from mmedge.runtime.precisions import REFERENCE, PrecisionKind, precisions
 
-__all__ = ["CPU_ACCURACY", "POLICIES", "PRECISIONS", "PrecisionPolicy", "register_policy", "policy", "precisions",
-           "assert_trt_qdq", "qdq_summary"]
-
-PRECISIONS: tuple[str, ...] = ("fp32", *POLICIES, "mixed")  # the built-in ones; see precisions()
-
-
-def precisions() -> tuple[str, ...]:
-    """fp32, every registered policy (built-in or added later: a plug-in, a test), and ``mixed``
-    (per component, the fastest graph within the accuracy budget: ``export.mixed_precision``)."""
-    return ("fp32", *POLICIES, "mixed")
+__all__ = ["POLICIES", "PrecisionPolicy", "register_policy", "policy", "export_precisions", "assert_trt_qdq",
+           "qdq_summary"]
 
 
-def policy(precision: str) -> PrecisionPolicy:
-    """The policy that builds ``precision`` (a ``RegistryError`` lists the valid ones)."""
-    return POLICIES[precision]
+def export_precisions() -> tuple[str, ...]:
+    """What export can make, in order: fp32, every registered precision with a policy (built-in or
+    added later: a plug-in, a test), then the selected ones (``mixed``: ``export.mixed_precision``)."""
+    return tuple(p.name for p in precisions() if p.name == REFERENCE or p.name in POLICIES
+                 or p.kind is PrecisionKind.SELECTED)

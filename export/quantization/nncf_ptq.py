@@ -1,10 +1,11 @@
 """NNCF post-training quantization of an ONNX graph: the calibration run every int8 target shares.
 
-The targets differ only in the preset and in the graph surgery they apply afterwards
-(``ort_cpu``: u8 activations; ``tensorrt_qdq``: s8 symmetric).
+The targets differ only in their activation scheme (NNCF's preset) and in the graph surgery
+they apply afterwards (``ort_cpu``: u8 activations; ``tensorrt_qdq``: s8 symmetric).
 """
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -14,7 +15,15 @@ from mmedge.errors import CalibrationError, ExportError
 from mmedge.export.quantization.graph_surgery import present_op_types
 from mmedge.export.quantization.graph_traits import GraphTraits, graph_traits
 
-__all__ = ["MODEL_TYPES", "DEFAULT_IGNORED", "ignored_for", "nncf_quantize", "describe"]
+__all__ = ["MODEL_TYPES", "DEFAULT_IGNORED", "ActivationScheme", "ignored_for", "nncf_quantize", "describe"]
+
+
+class ActivationScheme(str, Enum):
+    """How NNCF quantizes activations (its preset: weights are s8 symmetric either way)."""
+
+    SYMMETRIC = "symmetric"  # NNCF's PERFORMANCE preset
+    ASYMMETRIC = "asymmetric"  # NNCF's MIXED preset (asymmetric activations; not the ``mixed`` precision)
+
 
 MODEL_TYPES = ("cnn", "transformer", "head")
 # Op types kept in float by default, per model type (the type of an encoder is read from its graph:
@@ -27,7 +36,8 @@ DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
 }
 
 
-def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *, model_type: str, preset: str,
+def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *, model_type: str,
+                  activations: ActivationScheme,
                   ignored_types: Sequence[str] | None = None, subset_size: int = 300) -> tuple[Any, tuple[str, ...], int]:
     """Runs NNCF PTQ on the fp32 graph ``src``.
 
@@ -35,7 +45,7 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
         src: fp32 ONNX graph.
         calib: Calibration batches, ``dict[input_name, ndarray]``.
         model_type: "cnn", "transformer" (NNCF's transformer scheme) or "head".
-        preset: "performance" (symmetric) or "mixed" (asymmetric activations).
+        activations: Symmetric (NNCF's performance preset) or asymmetric (its mixed preset).
         ignored_types: Op types left in float; default ``ignored_for(model_type, graph_traits(src))``.
         subset_size: At most this many calibration batches are used.
 
@@ -53,7 +63,7 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
         raise CalibrationError(f"no calibration batches for {Path(src).name}; pass at least one dict[input_name, ndarray]")
     model = onnx.load(str(src))
     ignored = tuple(ignored_for(model_type, graph_traits(model)) if ignored_types is None else ignored_types)
-    options = _options(preset, model_type, present_op_types(model, ignored))
+    options = _options(activations, model_type, present_op_types(model, ignored))
     run = lambda: nncf.quantize(_copy(model), nncf.Dataset(batches),  # noqa: E731
                                 subset_size=min(subset_size, len(batches)), **options)
     quantized = run()
@@ -118,15 +128,15 @@ def _quiet() -> None:
     onnxruntime.set_default_logger_severity(3)
 
 
-def _options(preset: str, model_type: str, ignored: Sequence[str]) -> dict[str, Any]:
+def _options(activations: ActivationScheme, model_type: str, ignored: Sequence[str]) -> dict[str, Any]:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     # Per-tensor activations: ORT's integer conv has no per-channel activations, TensorRT neither.
     acts = QuantizationParameters(per_channel=False)
-    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    symmetric = ActivationScheme(activations) is ActivationScheme.SYMMETRIC
     options: dict[str, Any] = {
-        "preset": presets[preset],
+        "preset": nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED,
         "advanced_parameters": AdvancedQuantizationParameters(activations_quantization_params=acts),
     }
     if model_type == "transformer":

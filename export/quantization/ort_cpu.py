@@ -1,8 +1,8 @@
 """``int8``: the ONNX Runtime CPU target (measurements behind it: ``docs/quantization_notes.md``).
 
-NNCF's mixed preset, then every activation QuantizeLinear's int8 zero point shifted +128 to
-uint8 (same scale, same grid: lossless) so ORT fuses Conv/MatMul into integer kernels; s8
-per-channel weights; ``Gather`` left to NNCF in float and large embedding tables (1M elements, or a
+NNCF with asymmetric activations (its MIXED preset), then every activation QuantizeLinear's
+int8 zero point shifted +128 to uint8 (same scale, same grid: lossless) so ORT fuses
+Conv/MatMul into integer kernels; s8 per-channel weights; ``Gather`` left to NNCF in float and large embedding tables (1M elements, or a
 quarter of the graph's weights: ``graph_traits``) stored s8 per row instead (only the gathered rows
 are dequantized).
 """
@@ -16,7 +16,7 @@ import numpy as np
 from mmedge.export.quantization.base import PrecisionPolicy, register_policy
 from mmedge.export.quantization.graph_surgery import compress_gather_tables, qdq_summary, shift_activations_to_uint8
 from mmedge.export.quantization.graph_traits import graph_traits, table_threshold
-from mmedge.export.quantization.nncf_ptq import describe, nncf_quantize
+from mmedge.export.quantization.nncf_ptq import ActivationScheme, describe, nncf_quantize
 
 
 @register_policy
@@ -31,7 +31,8 @@ class Int8OrtCpu(PrecisionPolicy):
               model_type: str = "cnn") -> dict[str, Any]:
         import onnx
 
-        model, ignored, batches = nncf_quantize(src, calib, model_type=model_type, preset="mixed")
+        model, ignored, batches = nncf_quantize(src, calib, model_type=model_type,
+                                                activations=ActivationScheme.ASYMMETRIC)
         shifted = shift_activations_to_uint8(model)
         tables = compress_gather_tables(model, min_elements=table_threshold(graph_traits(src)))
         onnx.checker.check_model(model)

@@ -1,7 +1,8 @@
 """``int8-trt``: explicit Q/DQ for TensorRT (strongly typed networks; no implicit calibrator).
 
-NNCF's performance preset, then every unsigned activation quantizer rewritten to signed int8
-with zero point 0 (TensorRT accepts nothing else), verified on every Q/DQ node. Export's
+NNCF with symmetric activations (its PERFORMANCE preset), then every unsigned activation
+quantizer rewritten to signed int8 with zero point 0 (TensorRT accepts nothing else), verified
+on every Q/DQ node. Export's
 accuracy for it runs the Q/DQ graph on ONNX Runtime (CPU): a simulation of the engine,
 labelled so in the manifest until a TensorRT engine measures it.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from mmedge.export.quantization.base import PrecisionPolicy, register_policy
 from mmedge.export.quantization.graph_surgery import assert_trt_qdq, make_trt_symmetric, qdq_summary
-from mmedge.export.quantization.nncf_ptq import describe, nncf_quantize
+from mmedge.export.quantization.nncf_ptq import ActivationScheme, describe, nncf_quantize
 
 
 @register_policy
@@ -24,7 +25,6 @@ class Int8TensorRT(PrecisionPolicy):
     name = "int8-trt"
     target = "tensorrt"
     needs_calibration = True
-    accuracy_measured_on = "simulated on ONNX Runtime (CPU): the Q/DQ graph, not a TensorRT engine"
 
     def build(self, src: Path, dst: Path, *, calib: Sequence[Mapping[str, np.ndarray]] = (),
               model_type: str = "cnn") -> dict[str, Any]:
@@ -32,7 +32,8 @@ class Int8TensorRT(PrecisionPolicy):
 
         # (NNCF's HW config refuses signedness_to_force for post-ReLU tensors: its unsigned
         # quantizers are made signed afterwards.)
-        model, ignored, batches = nncf_quantize(src, calib, model_type=model_type, preset="performance")
+        model, ignored, batches = nncf_quantize(src, calib, model_type=model_type,
+                                                activations=ActivationScheme.SYMMETRIC)
         rewritten = make_trt_symmetric(model)
         onnx.checker.check_model(model)
         onnx.save(model, str(dst))

@@ -1,21 +1,20 @@
 """``int8-fp16-trt``: explicit s8 symmetric Q/DQ around float16 compute, for TensorRT.
 
 In a strongly typed TensorRT network the layers outside Q/DQ run in the graph's float type:
-``int8-trt`` keeps them in float32, which is slow on a Jetson. This variant is the same
-calibration (``int8-trt``'s NNCF performance preset, signed zero-point-0 quantizers) with
-every float outside the quantized ops in float16, Q/DQ scales included (as NVIDIA's ModelOpt
-writes FP16 Q/DQ graphs; opset >= 19 allows float16 scales). Graph inputs and outputs stay
-float32 (Casts at the boundary), like ``fp16``.
+``int8-trt`` keeps them in float32, which is slow on a Jetson. This variant converts the
+``int8-trt`` graph (its record ``derives_from`` it: no second calibration) so that every float
+outside the quantized ops is float16, Q/DQ scales included (as NVIDIA's ModelOpt writes FP16
+Q/DQ graphs; opset >= 19 allows float16 scales). Graph inputs and outputs stay float32 (Casts at
+the boundary), like ``fp16``.
 
 Accuracy at export runs this graph on ONNX Runtime (CPU) with its ``WeightBiasQuantization``
-optimizer off (``runtime.backends.ort.disabled_optimizers``): that rewrite multiplies the
-float16 scales into an int32 bias scale, which underflows in float16 and wrecks the outputs.
-With it off, ONNX Runtime computes what the graph says; the figure is still a simulation of
-the engine and is labelled so.
+optimizer off (the record's ``ort_disabled_optimizers``, written into each graph entry): that
+rewrite multiplies the float16 scales into an int32 bias scale, which underflows in float16 and
+wrecks the outputs. With it off, ONNX Runtime computes what the graph says; the figure is still
+a simulation of the engine and is labelled so.
 """
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,8 +22,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import ExportError
-from mmedge.export.quantization.base import POLICIES, PrecisionPolicy, register_policy
-from mmedge.export.quantization.graph_surgery import assert_trt_qdq, toposort
+from mmedge.export.quantization.base import PrecisionPolicy, register_policy
+from mmedge.export.quantization.graph_surgery import assert_trt_qdq, qdq_summary, toposort
 
 FP16_QDQ_MIN_OPSET = 19  # QuantizeLinear / DequantizeLinear take float16 scales from opset 19
 
@@ -58,23 +57,21 @@ def _subnormal_scales(model: Any) -> int:
 
 @register_policy
 class Int8Fp16TensorRT(PrecisionPolicy):
-    """s8 symmetric Q/DQ (zero point 0) with float16 outside them, for TensorRT on Jetson."""
+    """The ``int8-trt`` graph (s8 symmetric Q/DQ, zero point 0) with float16 outside Q/DQ, for TensorRT on Jetson.
+
+    ``src`` is the component's ``int8-trt`` graph; the description returned is what this step
+    did (export adds the ``int8-trt`` graph's own, calibration included).
+    """
 
     name = "int8-fp16-trt"
     target = "tensorrt"
-    needs_calibration = True
-    accuracy_measured_on = ("simulated on ONNX Runtime (CPU), WeightBiasQuantization optimizer off: the float16 "
-                            "Q/DQ graph, not a TensorRT engine")
 
     def build(self, src: Path, dst: Path, *, calib: Sequence[Mapping[str, np.ndarray]] = (),
               model_type: str = "cnn") -> dict[str, Any]:
         import onnx
 
-        with tempfile.TemporaryDirectory(prefix="mmedge-int8-fp16-") as tmp:
-            int8 = Path(tmp) / "int8-trt.onnx"
-            info = POLICIES["int8-trt"].build(src, int8, calib=calib, model_type=model_type)
-            model = onnx.load(str(int8))
-        half = self._to_fp16(model, Path(src).name)
+        assert_trt_qdq(src)  # the source must already be TensorRT's Q/DQ (the int8-trt graph)
+        half = self._to_fp16(onnx.load(str(src)), Path(src).name)
         onnx.save(half, str(dst))
         assert_trt_qdq(dst)
         types = _scale_types(half)
@@ -82,10 +79,12 @@ class Int8Fp16TensorRT(PrecisionPolicy):
             raise ExportError(f"{Path(src).name}: int8-fp16-trt left Q/DQ scales of types {dict(types)} (want all "
                               "float16); report this with the graph")
         subnormal = _subnormal_scales(half)
-        return {**info, "compute": "fp16 outside Q/DQ", "scales": "fp16",
-                "io": "float32 (Cast at graph inputs/outputs)",
-                "notes": f"{info['notes']}; then float16 outside Q/DQ (onnxruntime.transformers.float16, "
-                         f"keep_io_types); {subnormal} scale values below float16's smallest normal"}
+        summary = qdq_summary(dst)
+        return {"target": self.target, "compute": "fp16 outside Q/DQ", "scales": "fp16",
+                "io": "float32 (Cast at graph inputs/outputs)", "quantize_linear": summary["quantize_linear"],
+                "dequantize_linear": summary["dequantize_linear"],
+                "notes": f"float16 outside Q/DQ (onnxruntime.transformers.float16, keep_io_types); {subnormal} "
+                         "scale values below float16's smallest normal"}
 
     @staticmethod
     def _to_fp16(model: Any, graph: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
+from mmedge.runtime.precisions import PRECISIONS
 from mmedge.runtime.probes import numpy_matmul_peak
 
 __all__ = ["roofline", "count_flops", "measure_peaks", "roofline_of"]
@@ -52,7 +53,8 @@ def roofline_of(record: dict[str, Any], flops: Mapping[str, Any] | None, peak: M
     stages = record["stages_ms"]
     used = [k for k in stages if k.startswith(("encoder.", "head.")) and k in flops]
     per_sample = float(sum(flops[k]["flops"] for k in used))
-    kind = "int8" if record["precision"].startswith("int8") and record["backend"] == "ort" else "fp32"
+    precision = PRECISIONS[record["precision"]] if record["precision"] in PRECISIONS else None
+    kind = precision.roofline_peak if precision is not None and record["backend"] == "ort" else "fp32"
     chosen = peak.get(kind) or peak["numpy_fp32"]
     compute_ms = sum(stages[k]["p50"] for k in used)
     record["flops_per_sample"] = per_sample

@@ -14,14 +14,15 @@ from rich.table import Table
 
 from mmedge.cli.console import console, fail, split_list
 from mmedge.errors import MmedgeError
+from mmedge.runtime.precisions import tensorrt_precisions
 
 __all__ = ["build", "register", "engines_table"]
 
 
 def build(
     bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
-    precision: str = typer.Option("best", help="Comma-separated: fp32,fp16,int8-trt,int8-fp16-trt, or best "
-                                               "(the fastest the bundle has: int8-fp16-trt > fp16 > int8-trt > fp32)."),
+    precision: str = typer.Option("best", help=f"Comma-separated: {','.join(tensorrt_precisions())}, or best (the "
+                                               f"fastest the bundle has: {' > '.join(tensorrt_precisions())})."),
     max_batch: int = typer.Option(8, help="Largest batch the engines accept."),
     opt_batch: int = typer.Option(1, help="Batch TensorRT tunes its kernels for."),
     workspace: Optional[int] = typer.Option(None, help="Builder workspace in MiB (default: 1/2 of free device "

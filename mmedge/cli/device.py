@@ -9,8 +9,9 @@ from typing import Any, Callable, Optional
 import typer
 
 from mmedge.cli.console import console, fail
-from mmedge.cli.tables import accuracy_table, components_table
+from mmedge.cli.tables import accuracy_table, components_table, precisions_table
 from mmedge.errors import MmedgeError
+from mmedge.runtime.precisions import precision_names
 
 
 def inspect(bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file.")) -> None:
@@ -24,6 +25,7 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge fi
     m = b.manifest
     console.print(f"[bold]{b.name}[/] ({m['format']}): {m['task']}, labels {m['labels']}, "
                   f"modalities {m['modalities']}, ensemble {m['ensemble']['method']}")
+    console.print(precisions_table(m))
     console.print(components_table(m))
     if m.get("metrics"):
         console.print(accuracy_table(m))
@@ -32,7 +34,7 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge fi
 
 def run(
     bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge file."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 | int8-trt | int8-fp16-trt"),
+    precision: str = typer.Option("fp32", help=f"A precision the bundle has: {' | '.join(precision_names())}."),
     backend: str = typer.Option("auto", help="auto | ort | ort-cuda | ort-trt | tensorrt"),
     as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
     **inputs: Optional[str],

@@ -11,6 +11,7 @@ import typer
 
 from mmedge.cli.console import console, err_console, fail
 from mmedge.errors import MmedgeError
+from mmedge.runtime.precisions import precision_names
 
 PLAIN_INTERVAL_S = 5.0
 
@@ -76,7 +77,7 @@ def replay(
     queue_size: int = typer.Option(10, help="Messages per topic the synchronizer keeps."),
     prefix: str = typer.Option("/mmedge", help="Output topics: PREFIX/prediction, PREFIX/classification."),
     storage: str = typer.Option("mcap", help="Output storage: mcap | sqlite3."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 | ..."),
+    precision: str = typer.Option("fp32", help=f"A precision the bundle has: {' | '.join(precision_names())}."),
     backend: str = typer.Option("auto", help="auto | ort | ort-cuda | ort-trt | tensorrt"),
 ) -> None:
     """Replay a rosbag through a bundle; write its predictions, stamped like the inputs, into a new bag."""

@@ -8,6 +8,7 @@ import typer
 
 from mmedge.cli.console import console, fail
 from mmedge.errors import MmedgeError
+from mmedge.runtime.precisions import precision_names
 
 
 def serve(
@@ -17,7 +18,7 @@ def serve(
     grpc_port: int = typer.Option(8001, help="gRPC port."),
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port (/metrics)."),
     model_name: str = typer.Option("mmedge", help="Triton model name the clients call."),
-    precision: str = typer.Option("fp32", help="Bundle precision: fp32 | fp16 | int8 | int8-trt."),
+    precision: str = typer.Option("fp32", help=f"Bundle precision: {' | '.join(precision_names())}."),
     backend: str = typer.Option("auto", help="mmedge runtime backend: auto | ort | ort-cuda | ort-trt | tensorrt."),
     max_batch: int = typer.Option(16, help="Triton max_batch_size: most rows per execution."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Dynamic batching."),

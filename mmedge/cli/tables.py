@@ -7,7 +7,7 @@ from rich.table import Table
 
 from mmedge.cli.console import console
 
-__all__ = ["metrics_table", "accuracy_table", "components_table", "summary_table", "stage_table",
+__all__ = ["metrics_table", "accuracy_table", "precisions_table", "components_table", "summary_table", "stage_table",
            "comparison_table", "peers_table", "print_bench_report"]
 
 
@@ -35,7 +35,7 @@ def accuracy_table(manifest: dict) -> Table:
     metrics = manifest.get("metrics", {})
     members = [m["name"] for m in manifest["members"]]
     table = Table(title=f"{manifest.get('name', 'bundle')}: accuracy on {metrics.get('samples', '?')} held-out samples")
-    for col in ["precision", "status", "ensemble", *members, "drop (pts)", "measured on", "fallback"]:
+    for col in ["precision", "status", "ensemble", *members, "drop (pts)", "measured on", "accuracy reverts"]:
         table.add_column(col)
     if "pytorch" in metrics:
         ref = metrics["pytorch"]
@@ -48,7 +48,23 @@ def accuracy_table(manifest: dict) -> Table:
             continue
         table.add_row(p, status if len(status) <= 40 else status[:40] + "...", f"{r['ensemble']:.2%}",
                       *[f"{r['members'].get(m, float('nan')):.2%}" for m in members], f"{r['drop_points']:+.2f}",
-                      _measured_on(r.get("measured_on", "")), "; ".join(r.get("fallback", [])))
+                      _measured_on(r.get("measured_on", "")),
+                      "; ".join(r.get("accuracy_reverts", r.get("fallback", []))))  # "fallback": older bundles
+    return table
+
+
+def precisions_table(manifest: dict) -> Table:
+    """The bundle's precisions: status, and what each is (its record, when this mmedge has it registered)."""
+    from mmedge.runtime.precisions import PRECISIONS
+
+    table = Table(title="precisions")
+    for col in ("precision", "status", "what it is", "TensorRT builds it from"):
+        table.add_column(col)
+    for name, status in manifest.get("precisions", {}).items():
+        record = PRECISIONS[name] if name in PRECISIONS else None
+        what = record.summary if record else "not registered in this mmedge (import the plug-in that registers it)"
+        trt = record.tensorrt.source if record and record.tensorrt else "-"
+        table.add_row(name, status if len(status) <= 40 else status[:40] + "...", what, trt)
     return table
 
 

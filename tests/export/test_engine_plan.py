@@ -117,7 +117,7 @@ def test_select_precisions(multi, requested, expected):
 
 
 @pytest.mark.parametrize("requested, error, match", [
-    (("int8",), ConfigError, "ONNX Runtime CPU graph.*int8-fp16-trt or int8-trt"),
+    (("int8",), ConfigError, "does not build int8, the ONNX Runtime CPU graph.*int8-fp16-trt, fp16, int8-trt or fp32"),
     (("bf16",), ConfigError, "cannot build precision 'bf16'"),
     (("best", "fp16"), ConfigError, "do not combine"),
     (("int8-fp16-trt",), BundleError, "'int8-fp16-trt' is not in the bundle"),

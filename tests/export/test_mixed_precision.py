@@ -24,15 +24,16 @@ def test_least_faithful_component_goes_back_first_until_within_budget():
     latencies["head.concat"] = {"fp32": 0.1, "int8": 0.2}  # int8 slower: fp32 from the start
     # the drop is 1 point per int8 encoder
     evaluate = lambda: ({"ensemble": 0.9}, float(sum(c.graphs[MIXED]["chosen"] == "int8" for c in comps)))  # noqa: E731
-    _, drop, choice, steps = choose_mixed(comps, latencies, evaluate, max_drop=1.0)
+    report, choice = choose_mixed(comps, latencies, evaluate, max_drop=1.0)
     assert choice == {"encoder.text": "int8", "encoder.image": "fp32", "head.concat": "fp32"}
-    assert drop == 1.0 and len(steps) == 2 and "encoder.image back to fp32" in steps[1]
+    assert report.drop == 1.0 and len(report.steps) == 1 and "kept encoder.image in fp32" in str(report.steps[0])
+    assert report.steps[0].was == ("int8",) and report.within_budget
     assert comps[1].graphs[MIXED]["file"] == "encoder.image.fp32.onnx"
     assert "parity" not in comps[2].graphs[MIXED] and comps[2].graphs[MIXED]["latency_ms_batch1"]["int8"] == 0.2
 
 
 def test_everything_back_in_fp32_stops_the_search():
     comps = [_comp("encoder.text", 0.9)]
-    _, drop, choice, _ = choose_mixed(comps, {"encoder.text": {"fp32": 2.0, "int8": 1.0}},
-                                      lambda: ({"ensemble": 0.5}, 5.0), max_drop=1.0)
-    assert choice == {"encoder.text": "fp32"} and drop == 5.0
+    report, choice = choose_mixed(comps, {"encoder.text": {"fp32": 2.0, "int8": 1.0}},
+                                  lambda: ({"ensemble": 0.5}, 5.0), max_drop=1.0)
+    assert choice == {"encoder.text": "fp32"} and report.drop == 5.0 and report.all_reference

@@ -21,7 +21,7 @@ from mmedge.training import train_recipe
 pytestmark = pytest.mark.slow
 FAST = dict(calib_samples=24, eval_samples=48)
 # The tiny checkpoint's accuracy on 48 rows is noisy: no fallback here, so every precision's
-# graphs are the quantized ones whose structure the tests check (fallback_plan is tested alone).
+# graphs are the quantized ones whose structure the tests check (the revert order is tested alone).
 STRUCTURE = dict(FAST, max_drop=100.0)
 
 
@@ -138,18 +138,22 @@ def test_int8_files_are_much_smaller(bundle):
 
 
 def test_fallback_keeps_heads_then_least_faithful_encoders_in_float():
-    from mmedge.export.components import Component
-    from mmedge.export.accuracy import fallback_plan
+    from mmedge.export.accuracy_control import control_accuracy
+    from mmedge.export.components import Component, accuracy_revert
 
     def comp(key, kind, cos):
         c = Component(key, key, None, kind, "cnn")
-        c.graphs["int8"] = {"fidelity": {"min_cosine": cos}}
+        c.graphs["fp32"] = {"file": f"{key}.fp32.onnx", "status": "ok"}
+        c.graphs["int8"] = {"file": f"{key}.int8.onnx", "status": "ok", "fidelity": {"min_cosine": cos}}
         return c
 
     comps = [comp("encoder.image", "encoder", 0.99), comp("encoder.text", "encoder", 0.95),
              comp("head.a", "head", 0.9), comp("head.b", "head", 0.999)]
-    plan = [[c.key for c in group] for group in fallback_plan(comps, "int8")]
+    report = control_accuracy(comps, "int8", evaluate=lambda: ({"ensemble": 0.5}, 5.0), max_drop=1.0,
+                              revert=lambda c: accuracy_revert(c, "int8", "test"))
+    plan = [list(step.components) for step in report.steps]
     assert plan == [["head.a", "head.b"], ["encoder.text"], ["encoder.image"]]
+    assert report.all_reference and not report.within_budget
 
 
 def test_inspect_prints_components(bundle):
@@ -241,7 +245,6 @@ class _ZeroedWeights:
     for one test, it makes the accuracy-aware fallback run end to end with a known outcome."""
 
     needs_calibration = False
-    accuracy_measured_on = "mmedge.runtime on ONNX Runtime (CPU)"
 
     def __init__(self, name, model_types):
         self.name, self.model_types = name, model_types
@@ -262,19 +265,23 @@ def test_accuracy_fallback_runs_end_to_end(checkpoint, tmp_path, monkeypatch):
     Everything zeroed: every step runs, every component ends in fp32, the precision fails."""
     from mmedge.export.quantization import POLICIES
 
-    monkeypatch.setitem(POLICIES._items, "zeroed-heads", _ZeroedWeights("zeroed-heads", ("head",)))
-    monkeypatch.setitem(POLICIES._items, "zeroed-all", _ZeroedWeights("zeroed-all", ("cnn", "transformer", "head")))
+    from mmedge.runtime.precisions import PRECISIONS, Precision
+
+    for name, kinds in (("zeroed-heads", ("head",)), ("zeroed-all", ("cnn", "transformer", "head"))):
+        monkeypatch.setitem(PRECISIONS._items, name, Precision(name, "test: zeroed weight matrices"))
+        monkeypatch.setitem(POLICIES._items, name, _ZeroedWeights(name, kinds))
     manifest = export_checkpoint(checkpoint, tmp_path / "b", config=ExportConfig(
         precisions=("fp32", "zeroed-heads", "zeroed-all"), max_drop=0.0, **FAST))
     metrics, status = manifest["metrics"], manifest["precisions"]
-    assert metrics["zeroed-heads"]["fallback"] == ["kept head.concat, head.cross_attention in fp32"]
+    kept = [s.split(":")[0] for s in metrics["zeroed-heads"]["accuracy_reverts"]]
+    assert kept == ["kept head.concat, head.cross_attention in fp32"]
     assert status["zeroed-heads"] == "ok"
     assert metrics["zeroed-heads"]["ensemble"] == metrics["fp32"]["ensemble"]
     heads = [m["graphs"]["zeroed-heads"] for m in manifest["members"]]
     assert all(g["file"].endswith(".fp32.onnx") and "kept_float" in g for g in heads)
     assert all("kept_float" not in e["graphs"]["zeroed-heads"] for e in manifest["encoders"].values())
-    steps = metrics["zeroed-all"]["fallback"]
-    assert steps[0] == "kept head.concat, head.cross_attention in fp32" and len(steps) >= 2  # heads, then encoders
+    steps = metrics["zeroed-all"]["accuracy_reverts"]
+    assert steps[0].split(":")[0] == "kept head.concat, head.cross_attention in fp32" and len(steps) >= 2  # heads, then encoders
     floats = [e["graphs"]["zeroed-all"] for e in manifest["encoders"].values()]
     if len(steps) == 1 + len(manifest["encoders"]):  # every encoder had to go back to fp32
         assert status["zeroed-all"].startswith("failed: every component had to stay fp32")

@@ -14,7 +14,7 @@ from mmedge.export.calibration_batches import calibration_batches, check_calibra
 from mmedge.export.onnx_export import export_encoder, export_head
 from mmedge.export.parity import check_reduced_precision, onnx_fn
 from mmedge.export.accuracy import measured_on
-from mmedge.export.quantization import POLICIES, assert_trt_qdq, precisions, qdq_summary
+from mmedge.export.quantization import POLICIES, assert_trt_qdq, export_precisions, qdq_summary
 from mmedge.runtime.backends.ort import create_session
 from mmedge.runtime.precisions import get_precision
 from mmedge.fusion import create_fusion_head
@@ -87,8 +87,9 @@ def int8(graphs):
     done = {}
     for name in ("image", "text", "head"):
         for precision in ("int8", "int8-trt", "int8-fp16-trt"):
-            dst = out / f"{name}.{precision}.onnx"
-            done[name, precision] = dst, POLICIES[precision].build(infos[name].file, dst, calib=calib[name],
+            dst, source = out / f"{name}.{precision}.onnx", get_precision(precision).derives_from  # int8-trt's graph
+            src = done[name, source][0] if source else infos[name].file
+            done[name, precision] = dst, POLICIES[precision].build(src, dst, calib=calib[name],
                                                                    model_type=MODEL_TYPES[name])
     return done
 
@@ -179,7 +180,8 @@ def test_calibration_batches_stack_and_select():
 
 
 def test_int8_fp16_trt_is_a_precision_labelled_simulated():
-    assert "int8-fp16-trt" in precisions() and POLICIES["int8-fp16-trt"].target == "tensorrt"
+    assert "int8-fp16-trt" in export_precisions() and POLICIES["int8-fp16-trt"].target == "tensorrt"
+    assert get_precision("int8-fp16-trt").derives_from == "int8-trt"  # converted, not calibrated again
     assert "simulated on ONNX Runtime" in measured_on("int8-fp16-trt")
     assert get_precision("int8-fp16-trt").ort_disabled_optimizers == ("WeightBiasQuantization",)
     assert get_precision("int8").ort_disabled_optimizers == get_precision("fp32").ort_disabled_optimizers == ()

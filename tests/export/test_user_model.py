@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from tiny_hf import hf_models  # noqa: F401  (a fixture)
+from tiny_modules import SmallCNN
 
 from mmedge.errors import ConfigError, ExportError
 from mmedge.export.exporter import ExportConfig
@@ -21,18 +22,6 @@ from mmedge.runtime.specs import ImageSpec, TextSpec
 
 LABELS = ["zero", "one", "two"]
 SPEC = ImageSpec(size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
-
-
-class SmallCNN(nn.Module):
-    """A user's image backbone: returns named features (a dict)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
-
-    def forward(self, pixel_values):
-        seq = self.body(pixel_values).flatten(2).transpose(1, 2)  # (B, 64, 16)
-        return {"pooled": seq.mean(1), "seq": seq}
 
 
 class GatedHead(nn.Module):
@@ -74,7 +63,7 @@ def _samples(n, seed=0, text=True):
 class _FailsOnConv:
     """A precision whose builder fails on any graph with a Conv, naming that node as ORT would."""
 
-    name, needs_calibration, accuracy_measured_on = "conv-fails", False, "mmedge.runtime on ONNX Runtime (CPU)"
+    name, needs_calibration = "conv-fails", False
 
     def build(self, src, dst, *, calib=(), model_type="cnn"):
         conv = next((n for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"), None)
@@ -88,6 +77,7 @@ class _FailsOnConv:
 @pytest.fixture(scope="module")
 def exported(hf_models, tmp_path_factory):
     from mmedge.export.quantization import POLICIES
+    from mmedge.runtime.precisions import PRECISIONS, Precision
 
     torch.manual_seed(0)
     parts = dict(encoders={"image": SmallCNN(), "text": f"hf:{hf_models['text']}"},
@@ -95,6 +85,7 @@ def exported(hf_models, tmp_path_factory):
                  specs={"image": SPEC, "text": TextSpec(max_length=32)}, labels=LABELS)
     out = tmp_path_factory.mktemp("user") / "bundle"
     with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRECISIONS._items, "conv-fails", Precision("conv-fails", "test: fails on a Conv"))
         mp.setitem(POLICIES._items, "conv-fails", _FailsOnConv())
         manifest = export_model(**parts, calib=_samples(12), eval_data=_samples(9, seed=1), out=out,
                                 config=ExportConfig(precisions=("fp32", "int8", "conv-fails"), calib_samples=12,
