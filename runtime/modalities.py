@@ -28,7 +28,7 @@ from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec
 from mmedge.runtime.waveform import FRONT_ENDS, audio_input_name
 
 __all__ = ["Modality", "InputOptions", "PreprocessContext", "HFFrontEnd", "TensorSpec", "Preprocess", "MODALITIES",
-           "register_modality", "get_modality", "modality_names", "modalities", "encoder_feed"]
+           "register_modality", "get_modality", "modality_names", "modalities", "encoder_feed", "check_given"]
 
 Preprocess = Callable[[Sequence[Any]], dict[str, np.ndarray]]  # loaded samples -> encoder input arrays (B, ...)
 

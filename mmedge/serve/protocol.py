@@ -31,7 +31,7 @@ import numpy as np
 from mmedge.errors import ConfigError, InputError
 from mmedge.runtime.modalities import TensorSpec, get_modality, modalities
 
-__all__ = ["INPUTS", "OUTPUTS", "TensorSpec", "WireLimits", "RequestRows", "input_specs", "modality_inputs",
+__all__ = ["OUTPUTS", "TensorSpec", "WireLimits", "RequestRows", "input_specs", "modality_inputs",
            "decode_request", "encode_outputs", "decode_outputs", "output_specs"]
 
 PROBABILITIES, MEMBER_PROBABILITIES, INDEX, LABEL, META = (
@@ -47,9 +47,6 @@ def input_specs(names: Sequence[str] | None = None) -> tuple[TensorSpec, ...]:
 def modality_inputs(modality: str) -> tuple[str, ...]:
     """The names of ``modality``'s input tensors (``audio``: ``audio``, ``audio_rate``)."""
     return tuple(t.name for t in get_modality(modality).wire)
-
-
-INPUTS: tuple[TensorSpec, ...] = input_specs()  # the built-in modalities' (plug-ins: ``input_specs()``)
 
 
 def output_specs(num_classes: int, num_members: int) -> tuple[TensorSpec, ...]:

@@ -26,7 +26,7 @@ from mmedge.atomic import pid_alive
 from mmedge.errors import BackendUnavailable, MmedgeError
 from mmedge.serve.serve_config import ServeConfig
 from mmedge.serve.handler import BundleHandler
-from mmedge.serve.protocol import INPUTS, output_specs
+from mmedge.serve.protocol import input_specs, output_specs
 
 __all__ = ["Server", "serve", "workspace_root", "sweep_workspaces", "prepare_environment"]
 
@@ -180,7 +180,7 @@ class Server:
     def _bind(self, model_config: Any) -> None:
         cfg, bundle = self.config, self._bundle
         inputs = [model_config.Tensor(name=t.name, dtype=_pytriton_dtype(t.dtype), shape=t.dims, optional=True)
-                  for t in INPUTS]
+                  for t in input_specs()]  # every registered modality's (plug-ins included)
         outputs = [model_config.Tensor(name=t.name, dtype=_pytriton_dtype(t.dtype), shape=t.dims)
                    for t in output_specs(len(bundle.labels), len(bundle.members))]
         batcher = model_config.DynamicBatcher(max_queue_delay_microseconds=cfg.queue_delay_us) if cfg.batching else None
