@@ -177,3 +177,20 @@ def test_specs_have_no_model_defaults_and_old_manifests_still_read():
     spec = spec_from_dict(get_modality("audio").spec_class, old)
     assert (spec.front_end, spec.normalize) == ("log_mel", False)
     assert dataclasses.asdict(spec) == {**old, "front_end": "log_mel", "normalize": False}
+
+
+def test_a_spec_without_the_models_numbers_is_refused_by_name(bundle_path, tmp_path, tools):
+    folder = tools.clone(bundle_path, tmp_path / "b")
+    tools.edit_manifest(folder, lambda m: m["inputs"]["image"].pop("mean"))
+    with pytest.raises(BundleError, match=r"inputs\.image.*lacks the required key 'mean'.*re-export"):
+        Bundle.open(folder)
+
+
+def test_a_recipe_written_before_still_reads():
+    from mmedge.config import LITE0_IMAGE, MINILM_TEXT, Recipe, get_recipe
+
+    old = get_recipe("digits-match").to_dict()
+    old["audio"] = {"sample_rate": 16000, "clip_seconds": 1.0, "n_fft": 512, "win_length": 400, "hop_length": 160,
+                    "n_mels": 64, "fmin": 20.0, "fmax": 8000.0}  # older recipe.json files held every modality's spec
+    recipe = Recipe.from_dict(old)
+    assert recipe.specs == {"image": LITE0_IMAGE, "text": MINILM_TEXT} and recipe.image == LITE0_IMAGE
