@@ -20,7 +20,8 @@ def _block(cin: int, cout: int, stride: tuple[int, int] = (2, 2)) -> nn.Sequenti
 class AudioCNNEncoder(Encoder):
     """Four strided conv blocks over (1, mels, frames); frequency pooled, time kept as the sequence.
 
-    Input ``mel`` (B, 1, n_mels, T) log-mel. Outputs pooled (B, D), seq (B, ~T/8, D), mask.
+    Input ``mel`` (B, 1, n_mels, T) log-mel (``mmedge.config.AUDIO_CNN_MEL``: 1 s at 16 kHz, 64 mels).
+    Outputs pooled (B, D), seq (B, ~T/8, D), mask.
     """
 
     modality = "audio"

@@ -119,7 +119,8 @@ class Lite0Encoder(Encoder):
     """EfficientNet-Lite0 image encoder: patches of a feature map as the sequence.
 
     Input ``pixel_values`` (B, 3, S, S) normalized with mean 0.498, std 0.502 (Lite's
-    ImageNet preprocessing). Outputs pooled (B, C), seq (B, h*w, C), mask (B, h*w).
+    ImageNet preprocessing: ``mmedge.config.LITE0_IMAGE``, 128 px). Outputs pooled (B, C),
+    seq (B, h*w, C), mask (B, h*w).
 
     Args:
         blocks: Keep the first ``blocks`` of the 16 MBConv blocks; 16 = the whole network

@@ -22,8 +22,8 @@ def minilm_dir() -> Path:
 class MiniLMEncoder(Encoder):
     """all-MiniLM-L6-v2: token states as the sequence, masked mean as the pooled vector.
 
-    Inputs ``input_ids``, ``attention_mask`` (B, L) int64. Outputs pooled (B, 384),
-    seq (B, L, 384), mask (B, L) float.
+    Inputs ``input_ids``, ``attention_mask`` (B, L) int64 (``mmedge.config.MINILM_TEXT``: 32 tokens,
+    uncased). Outputs pooled (B, 384), seq (B, L, 384), mask (B, L) float.
     """
 
     modality = "text"
