@@ -41,3 +41,17 @@ def test_steps_reproduce_the_session(session, bundle_path, tmp_path, rng):
 def test_create_step_refuses_unknown_steps(tmp_path):
     with pytest.raises(ConfigError, match="regenerate"):
         create_step({"step": "nope"}, tmp_path)
+
+
+def test_audio_preprocessing_names_its_output_from_the_spec(tmp_path):
+    """A raw-waveform bundle's step gives ``waveform`` (the spec's front end), a log-mel one ``mel``."""
+    from mmedge.runtime.audio import preprocess_audio
+    from mmedge.runtime.specs import AudioSpec
+
+    rows = {"audio": np.full((2, 8000), 0.1, np.float32), "audio_rate": np.array([[8000], [8000]], np.int32)}
+    for front_end, name, shape in (("waveform", "waveform", (2, 16000)), ("log_mel", "mel", (2, 1, 64, 101))):
+        spec = AudioSpec(sample_rate=16000, clip_seconds=1.0, front_end=front_end, normalize=front_end == "waveform")
+        out = Preprocess("audio", spec_to_dict(spec), {name: name}, tmp_path)(rows)
+        assert list(out) == [name] and out[name].shape == shape
+        want = preprocess_audio([(w, 8000) for w in rows["audio"]], spec)
+        np.testing.assert_array_equal(out[name], want)
