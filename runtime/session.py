@@ -334,7 +334,7 @@ class Session:
 
         One capture thread per source keeps its newest frame; each tick batches the newest unused
         frame of every source (older ones are dropped). ``fps``: read video files at this rate
-        (default: the file's own, like a camera; 0: as fast as they decode); ``max_age``: drop
+        (default: the file's own, like a camera; 0: every frame, as fast as ticks take them); ``max_age``: drop
         frames older than this many seconds; ``max_ticks``: stop after this many ticks.
 
         Yields:

@@ -75,7 +75,7 @@ class Skip:
 
 @dataclass
 class ReplaySummary:
-    """What a replay did; ``stopped_at`` and ``error`` say where and why it ended early."""
+    """What a replay did; ``last_time_ns``, ``error`` and ``interrupted`` say where and why it ended early."""
 
     bag: str
     output: str
