@@ -126,8 +126,9 @@ def _make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[A
     record, builder = get_precision(precision), policy(precision)
     source = record.derives_from or REFERENCE
     if not _built(comp.graphs.get(source)):
-        raise ExportError(f"{precision} converts the {source} graph of {comp.key}, which was not built ("
-                          f"{(comp.graphs.get(source) or {}).get('kept_float', 'not asked for')})")
+        used = (comp.graphs.get(source) or {}).get("build_fallback")
+        raise ExportError(f"{precision} converts the {source} graph of {comp.key}, which "
+                          + (f"could not be built (its entry uses the {used} graph)" if used else "was not built"))
     dst = work / comp.rel(precision)
     batches = [_pick(c, comp.input_names) for c in calib] if builder.needs_calibration else []
     how = builder.build(work / comp.rel(source), dst, calib=batches, model_type=comp.model_type)

@@ -114,6 +114,33 @@ def test_open_folder_gives_validated_view(bundle_path):
         b.task = "x"  # frozen
 
 
+def test_graph_entries_carry_the_onnx_runtime_optimizers_kept_off(bundle_path, tmp_path, tools):
+    """Export records them per graph entry; an entry written before that (no key) gets its
+    precision record's (old int8-fp16-trt bundles keep WeightBiasQuantization off)."""
+    folder = tools.clone(bundle_path, tmp_path / "b")
+
+    def edit(m):
+        for owner in [*m["encoders"].values(), *m["members"]]:  # older bundles: no key
+            owner["graphs"].update({p: dict(owner["graphs"]["fp32"]) for p in ("int8-fp16-trt", "not-registered")})
+        graphs = {k: e["graphs"] for k, e in m["encoders"].items()}
+        graphs["text"]["int8-fp16-trt"]["ort_disabled_optimizers"] = []
+        graphs["audio"]["fp32"]["ort_disabled_optimizers"] = ["ConstantFolding"]
+        m["precisions"].update({"int8-fp16-trt": "ok", "not-registered": "ok"})
+
+    tools.edit_manifest(folder, edit)
+    with Bundle.open(folder) as b:
+        off = {(c, p): b.graph_entry(c, p).ort_disabled_optimizers for c, p in [
+            ("encoder.image", "int8-fp16-trt"), ("encoder.text", "int8-fp16-trt"), ("encoder.audio", "fp32"),
+            ("encoder.audio", "not-registered"), ("encoder.image", "fp32")]}
+    assert off == {("encoder.image", "int8-fp16-trt"): ("WeightBiasQuantization",),
+                   ("encoder.text", "int8-fp16-trt"): (), ("encoder.audio", "fp32"): ("ConstantFolding",),
+                   ("encoder.audio", "not-registered"): (), ("encoder.image", "fp32"): ()}
+    tools.edit_manifest(folder, lambda m: m["encoders"]["image"]["graphs"]["fp32"].update(
+        ort_disabled_optimizers="WeightBiasQuantization"))
+    with pytest.raises(BundleError, match=r"encoders\.image\.graphs\.fp32\.ort_disabled_optimizers"):
+        Bundle.open(folder)
+
+
 def test_open_zip_extracts_and_cleans_up(bundle_path, bundle_zip):
     with zipfile.ZipFile(bundle_zip) as zf:
         assert "manifest.json" in zf.namelist()
