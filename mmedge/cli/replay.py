@@ -17,10 +17,10 @@ PLAIN_INTERVAL_S = 5.0
 
 
 class _Progress:
-    """A rich bar on a terminal, a plain line every few seconds otherwise."""
+    """A rich bar on a terminal, a plain line every few seconds otherwise; stops the replay when asked."""
 
-    def __init__(self) -> None:
-        self.last = time.monotonic()
+    def __init__(self, stop: "_StopRequest") -> None:
+        self.last, self.stop = time.monotonic(), stop
         self.bar = None
         if sys.stdout.isatty() and sys.stderr.isatty():
             from rich.progress import Progress
@@ -38,6 +38,7 @@ class _Progress:
             self.bar.stop()
 
     def __call__(self, summary) -> None:
+        self.stop.check()
         if self.bar is not None:
             self.bar.update(self.task, completed=summary.read, total=summary.total,
                             description=f"replay: {summary.predictions} predictions")
@@ -46,8 +47,22 @@ class _Progress:
             print(f"replay: {summary.read}/{summary.total} messages, {summary.predictions} predictions", flush=True)
 
 
-def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
+class _StopRequest:
+    """SIGINT/SIGTERM/SIGHUP ask the replay to stop after the message in hand (the bags stay consistent);
+    a second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """Raises ``KeyboardInterrupt`` once a stop was asked for (called between messages)."""
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 def _print_summary(summary) -> None:
@@ -84,12 +99,13 @@ def replay(
     from mmedge.robotics.replayer import ReplayConfig, replay as run_replay
     from mmedge.runtime import Session
 
-    old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    stop = _StopRequest()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         config = ReplayConfig(image_topic=image_topic, audio_topic=audio_topic, audio_info_topic=audio_info_topic,
                               text_topic=text_topic, text=text, queries=tuple(query or ()), slop=slop,
                               queue_size=queue_size, prefix=prefix, storage=storage)
-        with Session(bundle, precision=precision, backend=backend) as session, _Progress() as progress:
+        with Session(bundle, precision=precision, backend=backend) as session, _Progress(stop) as progress:
             summary = run_replay(session, bag, output, config, on_message=progress)
     except MmedgeError as e:
         fail(e)
