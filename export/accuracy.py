@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,10 @@ from mmedge.export.mixed_precision import choose_mixed, component_latencies, mix
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, get_precision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmedge.export.exporter import ExportConfig
+    from mmedge.export.sources import ExportSources
 
 __all__ = ["PyTorchReference", "AccuracyRun", "assess_precisions", "measured_on"]
 
@@ -61,9 +65,9 @@ class AccuracyRun:
 
     manifest: dict[str, Any]
     comps: list[Component]
-    src: Any
+    src: "ExportSources"
     work: Path
-    config: Any
+    config: "ExportConfig"
     reference: PyTorchReference
     _written: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -103,7 +107,8 @@ class AccuracyRun:
             f"{status[precision]}")
 
 
-def assess_precisions(manifest: dict[str, Any], comps: list[Component], src, work: Path, config) -> None:
+def assess_precisions(manifest: dict[str, Any], comps: list[Component], src: "ExportSources", work: Path,
+                      config: "ExportConfig") -> None:
     """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (accuracy reverts applied in place);
     then picks the graphs of each selected precision asked for (``mixed``)."""
     torch_ref = TorchReference(src.model, src.tokenizer_file)
