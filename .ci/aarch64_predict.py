@@ -58,7 +58,8 @@ def _check(precision: str, ref: dict, got: dict) -> str | None:
     diff = float(np.abs(p_ref - p_arm).max())
     limit = min(TOLERANCE[precision], SPREAD_FRACTION * float((p_ref.max(0) - p_ref.min(0)).max()))
     top2 = np.sort(p_ref, axis=1)[:, -2:]
-    wrong = [i for i, (a, b) in enumerate(zip(ref["labels"], got["labels"])) if a != b and top2[i, 1] - top2[i, 0] > MARGIN]
+    wrong = [i for i, (a, b) in enumerate(zip(ref["labels"], got["labels"]))
+             if a != b and top2[i, 1] - top2[i, 0] > MARGIN]
     cosine = _cosine(np.array(ref["text_pooled"]), np.array(got["text_pooled"]))
     print(f"{precision}: max |p_x86 - p_arm| = {diff:.2e} (limit {limit:.2e}), text feature cosine {cosine:.6f} "
           f"(min {MIN_COSINE[precision]}), labels {got['labels']}")

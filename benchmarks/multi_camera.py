@@ -136,7 +136,8 @@ def main() -> None:
     with Session(args.bundle, precision=args.precision, threads=args.threads) as session, \
             tempfile.TemporaryDirectory() as tmp:
         rows = run_all(session, Path(tmp), counts, args.seconds, args.fps)
-    report = {"schema": "mmedge.multi_camera/1", "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    report = {"schema": "mmedge.multi_camera/1", "created_utc": created,
               "command": "python benchmarks/multi_camera.py --bundle BUNDLE --json benchmarks/multi_camera.json",
               "bundle_note": args.bundle_note, "precision": args.precision, "threads": args.threads,
               "seconds": args.seconds, "fps": args.fps, "text": TEXT, "cpu_count": os.cpu_count(),

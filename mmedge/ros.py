@@ -143,22 +143,19 @@ class MmedgeNode:
     def _publish(self, payloads: list, stamp_ns: int, frame_id: str) -> None:
         from mmedge.robotics import convert
 
-        stamp = {"stamp_ns": int(stamp_ns), "frame_id": frame_id}
-        body = dict(payloads[0], **stamp) if len(payloads) == 1 else dict(stamp, queries=payloads)
+        body = convert.prediction_body(payloads, stamp_ns, frame_id)
         self._out.publish(self._string(data=convert.payload_json(body)))
         if self._out_cls is not None:
             self._out_cls.publish(self._classification(payloads, stamp_ns, frame_id))
 
     def _classification(self, payloads: list, stamp_ns: int, frame_id: str) -> Any:
-        from mmedge.robotics.convert import classification_results
+        from mmedge.robotics.convert import prediction_results
 
         classification, hypothesis = self._vision
         msg = classification()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
         msg.header.frame_id = frame_id
-        results = (classification_results(payloads[0]) if len(payloads) == 1 and "query" not in payloads[0]
-                   else [(f"{p['query']}: {p['label']}", p["probability"]) for p in payloads])
-        msg.results = [hypothesis(class_id=c, score=float(s)) for c, s in results]
+        msg.results = [hypothesis(class_id=c, score=float(s)) for c, s in prediction_results(payloads)]
         return msg
 
     def close(self) -> None:

@@ -123,18 +123,11 @@ class OutputBag:
     def write_prediction(self, payloads: list[dict], stamp_ns: int, frame_id: str) -> None:
         """Writes one prediction (one payload, or one per query) at the input's header stamp."""
         types = self.store.types
-        stamp = {"stamp_ns": int(stamp_ns), "frame_id": frame_id}
-        body = dict(payloads[0], **stamp) if len(payloads) == 1 else dict(stamp, queries=payloads)
-        text = types[messages.STRING](data=convert.payload_json(body))
+        text = types[messages.STRING](data=convert.payload_json(convert.prediction_body(payloads, stamp_ns, frame_id)))
         self._writer.write(self._prediction, stamp_ns, self.store.serialize_cdr(text, messages.STRING))
         hypothesis = types["vision_msgs/msg/ObjectHypothesis"]
-        results = _results(payloads)
+        results = convert.prediction_results(payloads)
         msg = types[messages.CLASSIFICATION](header=messages.make_header(stamp_ns, frame_id),
                                              results=[hypothesis(class_id=c, score=float(s)) for c, s in results])
         self._writer.write(self._classification, stamp_ns, self.store.serialize_cdr(msg, messages.CLASSIFICATION))
 
-
-def _results(payloads: list[dict]) -> list[tuple[str, float]]:
-    if len(payloads) == 1 and "query" not in payloads[0]:
-        return convert.classification_results(payloads[0])
-    return [(f"{p['query']}: {p['label']}", p["probability"]) for p in payloads]

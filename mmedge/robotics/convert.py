@@ -16,7 +16,8 @@ from mmedge.errors import InputError
 
 __all__ = ["MessageError", "PixelFormat", "PIXEL_FORMATS", "SampleFormat", "SAMPLE_FORMATS", "AudioFormat",
            "stamp_ns", "image_from_msg", "text_from_msg", "audio_format_from_info", "audio_from_msg",
-           "prediction_payload", "classification_results", "payload_json"]
+           "prediction_payload", "classification_results", "prediction_results", "prediction_body",
+           "payload_json"]
 
 
 class MessageError(InputError):
@@ -189,6 +190,21 @@ def prediction_payload(pred: Any, labels: Sequence[str], *, row: int = 0, query:
 def classification_results(payload: dict[str, Any]) -> list[tuple[str, float]]:
     """``(class_id, score)`` pairs of a payload, best first: the ``vision_msgs/Classification`` results."""
     return sorted(payload["probabilities"].items(), key=lambda kv: -kv[1])
+
+
+def prediction_results(payloads: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """The ``vision_msgs/Classification`` results of one prediction: every label of a single payload,
+    or ``("<query>: <label>", probability)`` per query."""
+    if len(payloads) == 1 and "query" not in payloads[0]:
+        return classification_results(payloads[0])
+    return [(f"{p['query']}: {p['label']}", p["probability"]) for p in payloads]
+
+
+def prediction_body(payloads: list[dict[str, Any]], stamp_ns: int, frame_id: str) -> dict[str, Any]:
+    """The JSON object of the ``std_msgs/String`` prediction: the payload (or ``queries``: one per query)
+    with the input's ``stamp_ns`` and ``frame_id``."""
+    stamp = {"stamp_ns": int(stamp_ns), "frame_id": frame_id}
+    return dict(payloads[0], **stamp) if len(payloads) == 1 else dict(stamp, queries=payloads)
 
 
 def payload_json(payload: dict[str, Any]) -> str:

@@ -170,3 +170,19 @@ def test_ros1_bag(session, rows, tmp_path):
     got = read_predictions(tmp_path / "out")
     assert got[1][1]["label"] == session.predict(image=rows.images[1], text="seven").label
     assert json.loads(json.dumps(got[1][1]))["stamp_ns"] == rows.stamps[1]
+
+
+def test_open_vocabulary_queries(session, rows, tmp_path):
+    queries = ("a handwritten seven", "zero")
+    summary = replay(session, write_bag(tmp_path / "in", rows, audio=False), tmp_path / "out",
+                     ReplayConfig(image_topic="/camera", queries=queries))
+    assert summary.predictions == 6
+    _, body = read_predictions(tmp_path / "out")[1]
+    want = session.predict(image=[rows.images[1]] * 2, text=list(queries))
+    assert [q["query"] for q in body["queries"]] == list(queries)
+    assert [q["label"] for q in body["queries"]] == want.labels
+    reader = open_reader(tmp_path / "out")
+    conns = [c for c in reader.connections if c.topic == "/mmedge/classification"]
+    msg = reader.deserialize(next(reader.messages(connections=conns))[2], conns[0].msgtype)
+    reader.close()
+    assert [r.class_id for r in msg.results] == [f"{q}: {lab}" for q, lab in zip(queries, want.labels)]
