@@ -10,19 +10,26 @@ header stamp (approximate time, ``slop`` seconds), keeps the latest caption, and
 (``vision_msgs/Classification``, when vision_msgs is installed). See docs/robotics.md.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
+
+ARGUMENTS = {  # launch argument = node parameter -> default ("" leaves the node's own default)
+    "bundle": "", "precision": "fp32", "backend": "auto", "image_topic": "/camera/image_raw",
+    "audio_topic": "", "audio_info_topic": "", "text_topic": "/caption", "text": "", "slop": "0.05",
+}
+
+
+def _node(context) -> list:
+    """The node process, with a ``-p name:=value`` for every argument given a value."""
+    ros_args = ["--ros-args"]
+    for name in ARGUMENTS:
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            ros_args += ["-p", f"{name}:={value}"]
+    return [ExecuteProcess(cmd=["mmedge-ros-node", *ros_args], output="screen", name="mmedge")]
 
 
 def generate_launch_description() -> LaunchDescription:
-    """The node with its parameters taken from launch arguments."""
-    args = {
-        "bundle": "", "precision": "fp32", "backend": "auto", "image_topic": "/camera/image_raw",
-        "audio_topic": "", "audio_info_topic": "/audio_info", "text_topic": "/caption", "slop": "0.05",
-    }
-    declared = [DeclareLaunchArgument(name, default_value=value) for name, value in args.items()]
-    ros_args = ["--ros-args"]
-    for name in args:
-        ros_args += ["-p", [f"{name}:=", LaunchConfiguration(name)]]
-    node = ExecuteProcess(cmd=["mmedge-ros-node", *ros_args], output="screen", name="mmedge")
-    return LaunchDescription([*declared, node])
+    """The launch arguments and the node built from them."""
+    declared = [DeclareLaunchArgument(name, default_value=value) for name, value in ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_node)])
