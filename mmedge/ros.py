@@ -31,6 +31,7 @@ class NodeParams:
         compressed: The image topic carries ``sensor_msgs/CompressedImage``.
         audio_topic: ``audio_common_msgs/AudioData`` topic ('' for none).
         audio_info_topic: Its ``AudioInfo`` topic.
+        audio_window: Seconds of chunked audio before each frame (0: one message = one clip).
         text_topic: ``std_msgs/String`` captions ('' for none).
         text: A fixed caption.
         queries: Open-vocabulary queries.
@@ -46,6 +47,7 @@ class NodeParams:
     compressed: bool = False
     audio_topic: str = ""
     audio_info_topic: str = "/audio_info"
+    audio_window: float = 0.0
     text_topic: str = ""
     text: str = ""
     queries: tuple[str, ...] = ()
@@ -70,7 +72,8 @@ class NodeParams:
         from mmedge.robotics.replayer import ReplayConfig
 
         return ReplayConfig(image_topic=self.image_topic or None, audio_topic=self.audio_topic or None,
-                            audio_info_topic=self.audio_info_topic or None, text_topic=self.text_topic or None,
+                            audio_info_topic=self.audio_info_topic or None,
+                            audio_window=self.audio_window, text_topic=self.text_topic or None,
                             text=self.text or None, queries=self.queries, queue_size=self.queue_size,
                             slop=self.slop, prefix=self.prefix)
 

@@ -85,6 +85,8 @@ def replay(
     image_topic: Optional[str] = typer.Option(None, help="sensor_msgs/Image or CompressedImage topic."),
     audio_topic: Optional[str] = typer.Option(None, help="audio_common_msgs/AudioData topic (one message = one clip)."),
     audio_info_topic: Optional[str] = typer.Option(None, help="Its AudioInfo topic (default: any in the bag)."),
+    audio_window: float = typer.Option(0.0, help="Seconds of chunked audio before each frame (0: one message "
+                                                 "= one clip, paired by stamp)."),
     text_topic: Optional[str] = typer.Option(None, help="std_msgs/String captions (latest text wins)."),
     text: Optional[str] = typer.Option(None, help="A fixed caption for every prediction."),
     query: Optional[List[str]] = typer.Option(None, help="Open-vocabulary query (repeatable)."),  # noqa: B008
@@ -103,8 +105,9 @@ def replay(
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         config = ReplayConfig(image_topic=image_topic, audio_topic=audio_topic, audio_info_topic=audio_info_topic,
-                              text_topic=text_topic, text=text, queries=tuple(query or ()), slop=slop,
-                              queue_size=queue_size, prefix=prefix, storage=storage)
+                              audio_window=audio_window, text_topic=text_topic, text=text,
+                              queries=tuple(query or ()), slop=slop, queue_size=queue_size, prefix=prefix,
+                              storage=storage)
         with Session(bundle, precision=precision, backend=backend) as session, _Progress(stop) as progress:
             summary = run_replay(session, bag, output, config, on_message=progress)
     except MmedgeError as e:

@@ -1,6 +1,7 @@
 """``MessagePredictor``: deserialized ROS messages in, predictions out; shared by replay and the node.
 
-It pairs the image and audio topics with ``ApproximateTimeSync``, keeps the latest caption, turns
+It pairs the image and audio topics with ``ApproximateTimeSync`` (or, with an audio window, keeps
+the last seconds of chunked audio for each frame), keeps the latest caption, turns
 each pair into ``Session.predict`` inputs with ``convert`` and hands the payloads to ``emit``
 (replay writes them into the output bag, the node publishes them).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from mmedge.robotics import convert
-from mmedge.robotics.sync import ApproximateTimeSync, LatestValue
+from mmedge.robotics.sync import ApproximateTimeSync, LatestValue, SampleWindow
 
 __all__ = ["Emit", "MessagePredictor"]
 
@@ -33,7 +34,9 @@ class MessagePredictor:
 
     def __init__(self, session: Any, config: Any, roles: dict[str, str], emit: Emit) -> None:
         self.session, self.config, self.roles, self.emit = session, config, roles, emit
-        self.paired = tuple(t for t in (config.image_topic, config.audio_topic) if t)
+        window = getattr(config, "audio_window", 0.0)
+        self.audio_window = SampleWindow(window) if window and config.image_topic else None
+        self.paired = tuple(t for t in (config.image_topic, None if self.audio_window else config.audio_topic) if t)
         self.sync = ApproximateTimeSync(self.paired, queue_size=config.queue_size, slop=config.slop)
         self.caption: LatestValue[str] = LatestValue(config.text)
         self.audio_format: convert.AudioFormat | None = None
@@ -55,6 +58,9 @@ class MessagePredictor:
             self.caption.set(convert.text_from_msg(msg))
             return
         item = self._convert(role, msg)
+        if role == "audio" and self.audio_window is not None:
+            self.audio_window.add(convert.stamp_ns(msg, time_ns), item)
+            return
         match = self.sync.add(topic, convert.stamp_ns(msg, time_ns), (item, msg))
         if match is not None:
             self._predict(match)
@@ -72,7 +78,7 @@ class MessagePredictor:
         if self.config.image_topic:
             given["image"] = match[self.config.image_topic].item[0]
         if self.config.audio_topic:
-            given["audio"], given["audio_rate"] = match[self.config.audio_topic].item[0], self.audio_format.sample_rate
+            given["audio"], given["audio_rate"] = self._audio(match), self.audio_format.sample_rate
         caption = self.caption.get()
         if self.config.queries:
             k = len(self.config.queries)
@@ -82,6 +88,15 @@ class MessagePredictor:
         elif "text" in self.session.bundle.modalities and "text" not in self.session.bundle.optional_modalities:
             raise convert.MessageError("no caption received yet on the text topic; this pair is skipped")
         return given
+
+    def _audio(self, match: dict) -> Any:
+        if self.audio_window is None:
+            return match[self.config.audio_topic].item[0]
+        samples = None if self.audio_format is None else \
+            self.audio_window.window(match[self.config.image_topic].stamp_ns, self.audio_format.sample_rate)
+        if samples is None:
+            raise convert.MessageError("no audio received yet before this frame; this frame is skipped")
+        return samples
 
     def _predict(self, match: dict) -> None:
         first = match[self.paired[0]]

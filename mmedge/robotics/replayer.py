@@ -31,7 +31,10 @@ class ReplayConfig:
 
     Attributes:
         image_topic: ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` topic.
-        audio_topic: ``audio_common_msgs/AudioData`` (or ``AudioDataStamped``) topic; one message is one clip.
+        audio_topic: ``audio_common_msgs/AudioData`` (or ``AudioDataStamped``) topic; one message is one clip,
+            paired by stamp, unless ``audio_window`` is set.
+        audio_window: Seconds of audio for each frame, from the chunks stamped up to the frame's
+            stamp (audio recorded in short chunks); 0: one message is one clip.
         audio_info_topic: Its ``AudioInfo`` topic (None: every ``AudioInfo`` topic of the bag).
         text_topic: ``std_msgs/String`` captions, latest-text-wins.
         text: A fixed caption for every prediction (instead of ``text_topic``).
@@ -46,6 +49,7 @@ class ReplayConfig:
     image_topic: str | None = None
     audio_topic: str | None = None
     audio_info_topic: str | None = None
+    audio_window: float = 0.0
     text_topic: str | None = None
     text: str | None = None
     queries: tuple[str, ...] = ()
@@ -60,6 +64,8 @@ class ReplayConfig:
             raise ConfigError("replay needs --image-topic or --audio-topic (the messages predictions are made for)")
         if sum(bool(x) for x in (self.text_topic, self.text, self.queries)) > 1:
             raise ConfigError("pass one of --text-topic, --text or --query, not several")
+        if self.audio_window < 0 or (self.audio_window and not (self.image_topic and self.audio_topic)):
+            raise ConfigError("--audio-window takes seconds > 0 and needs both --image-topic and --audio-topic")
         if self.storage not in ("mcap", "sqlite3"):
             raise ConfigError(f"output storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
 
@@ -162,7 +168,7 @@ def replay(session: Any, bag: str | Path, output: str | Path, config: ReplayConf
             except KeyboardInterrupt:
                 summary.interrupted = True
             except Exception as e:  # noqa: BLE001 - a bag failing part-way: keep what was made, say where
-                summary.error = f"reading the bag failed ({type(e).__name__}: {e})"
+                summary.error = f"the replay stopped ({type(e).__name__}: {e})"
             finally:
                 summary.seconds = time.perf_counter() - start
                 summary.predictions = predictor.predictions

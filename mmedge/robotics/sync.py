@@ -5,6 +5,7 @@ policy): one queue per topic of at most ``queue_size`` messages keyed by stamp; 
 the first combination, nearest stamps first, whose stamps lie within ``slop`` of each other, and
 those messages leave their queues. Messages pushed out of a full queue are counted as dropped.
 ``LatestValue`` is the "latest text wins" policy for captions: no pairing, the newest one is used.
+``SampleWindow`` keeps the last seconds of a chunked audio stream, for audio recorded in short chunks.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Generic, Sequence, TypeVar
 
 from mmedge.errors import ConfigError
 
-__all__ = ["Stamped", "ApproximateTimeSync", "LatestValue"]
+__all__ = ["Stamped", "ApproximateTimeSync", "LatestValue", "SampleWindow"]
 
 T = TypeVar("T")
 
@@ -109,3 +110,36 @@ class LatestValue(Generic[T]):
         """The newest item (None before the first)."""
         with self._lock:
             return self._value
+
+
+class SampleWindow:
+    """The latest ``seconds`` of a chunked audio stream (``AudioData`` chunks), thread-safe.
+
+    Each chunk is stamped with the time of its last sample; ``window(end_ns)`` returns the samples
+    of the chunks stamped up to ``end_ns``, the last ``seconds`` of them.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ConfigError(f"the audio window must be > 0 seconds, got {seconds}")
+        self.seconds = float(seconds)
+        self._chunks: list[tuple[int, Any]] = []  # (stamp_ns, float32 samples), in arrival order
+        self._lock = threading.Lock()
+
+    def add(self, stamp_ns: int, samples: Any) -> None:
+        """Appends one chunk; chunks older than twice the window are forgotten."""
+        with self._lock:
+            self._chunks.append((int(stamp_ns), samples))
+            horizon = int(stamp_ns) - int(2 * self.seconds * 1e9)
+            while self._chunks and self._chunks[0][0] < horizon:
+                self._chunks.pop(0)
+
+    def window(self, end_ns: int, rate: int) -> Any | None:
+        """The last ``seconds`` of samples at ``rate`` up to ``end_ns`` (None before the first chunk)."""
+        import numpy as np
+
+        with self._lock:
+            parts = [s for t, s in self._chunks if t <= end_ns]
+        if not parts:
+            return None
+        return np.concatenate(parts)[-int(round(self.seconds * rate)):]

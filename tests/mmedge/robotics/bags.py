@@ -114,3 +114,35 @@ def write_bag(path: Path, rows: Rows, *, compressed: bool = False, storage: str 
                 w.write(aud, when, store.serialize_cdr(store.types["audio_common_msgs/msg/AudioData"](data=pcm),
                                                        aud.msgtype))
     return path
+
+
+def write_chunked_audio_bag(path: Path, rows: Rows, chunk: int = RATE // 10) -> tuple[Path, np.ndarray, list[int]]:
+    """A rosbag2 with ``/camera`` and ``/caption`` as ``write_bag`` makes them, and the clips of ``rows``
+    played back to back as a microphone publishes them: ``AudioData`` chunks of ``chunk`` samples,
+    each at the bag time of its last sample.
+
+    Returns:
+        The bag, the whole stream (float32) and each chunk's time (ns).
+    """
+    from rosbags.rosbag2 import Writer
+
+    store = _store()
+    stream = np.concatenate(rows.waves)
+    times = [BASE_NS + int((k + 1) * chunk / RATE * 1e9) for k in range(len(stream) // chunk)]
+    with Writer(path, version=9) as w:
+        cam = w.add_connection("/camera", "sensor_msgs/msg/Image", typestore=store)
+        cap = w.add_connection("/caption", "std_msgs/msg/String", typestore=store)
+        aud = w.add_connection("/audio", "audio_common_msgs/msg/AudioData", typestore=store)
+        info = w.add_connection("/audio_info", "audio_common_msgs/msg/AudioInfo", typestore=store)
+        msg = store.types["audio_common_msgs/msg/AudioInfo"](channels=1, sample_rate=RATE, sample_format="S16LE",
+                                                             bitrate=0, coding_format="wave")
+        w.write(info, BASE_NS - 1, store.serialize_cdr(msg, info.msgtype))
+        for k, when in enumerate(times):
+            pcm = np.round(stream[k * chunk:(k + 1) * chunk] * 32768).astype("<i2").view(np.uint8)
+            data = store.types["audio_common_msgs/msg/AudioData"](data=pcm)
+            w.write(aud, when, store.serialize_cdr(data, aud.msgtype))
+        for i, stamp in enumerate(rows.stamps):
+            text = store.types["std_msgs/msg/String"](data=rows.texts[i])
+            w.write(cap, stamp - 20_000_000, store.serialize_cdr(text, cap.msgtype))
+            w.write(cam, stamp, store.serialize_cdr(image_msg(store, rows.images[i], stamp), cam.msgtype))
+    return path, stream, times

@@ -186,3 +186,25 @@ def test_open_vocabulary_queries(session, rows, tmp_path):
     msg = reader.deserialize(next(reader.messages(connections=conns))[2], conns[0].msgtype)
     reader.close()
     assert [r.class_id for r in msg.results] == [f"{q}: {lab}" for q, lab in zip(queries, want.labels)]
+
+
+def test_chunked_audio_with_a_window(session, rows, tmp_path):
+    from bags import write_chunked_audio_bag
+
+    bag, stream, times = write_chunked_audio_bag(tmp_path / "in", rows)
+    cfg = ReplayConfig(image_topic="/camera", audio_topic="/audio", text_topic="/caption", audio_window=0.3)
+    summary = replay(session, bag, tmp_path / "out", cfg)
+    heard_any = [i for i, stamp in enumerate(rows.stamps) if times[0] <= stamp]  # frames before any audio: skipped
+    assert summary.complete and summary.skipped == len(rows.stamps) - len(heard_any) >= 1
+    assert "no audio received yet" in summary.skips[0].reason
+    got = read_predictions(tmp_path / "out")
+    assert [s for s, _ in got] == [rows.stamps[i] for i in heard_any]
+    chunk = len(stream) // len(times)
+    for i, (stamp, payload) in zip(heard_any, got):
+        heard = sum(t <= stamp for t in times) * chunk
+        want = session.predict(image=rows.images[i], text=rows.texts[i], audio=stream[max(0, heard - 4800):heard],
+                               audio_rate=RATE)
+        probs = np.array([payload["probabilities"][lab] for lab in session.bundle.labels])
+        np.testing.assert_allclose(probs, want.probabilities[0], atol=2e-6)
+    with pytest.raises(ConfigError, match="audio-window"):
+        ReplayConfig(image_topic="/camera", audio_window=0.3, text="x")

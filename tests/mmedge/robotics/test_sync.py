@@ -69,3 +69,22 @@ def test_latest_value():
     caption.set("new")
     assert caption.get() == "new"
     assert LatestValue().get() is None
+
+
+def test_sample_window_keeps_the_last_seconds_up_to_a_stamp():
+    import numpy as np
+
+    from mmedge.robotics.sync import SampleWindow
+
+    window = SampleWindow(0.25)
+    assert window.window(10**9, 8) is None
+    for k in range(5):  # 8 Hz, one sample per 125 ms chunk
+        window.add((k + 1) * 125 * MS, np.array([k], np.float32))
+    assert window.window(500 * MS, 8).tolist() == [2, 3]  # chunks stamped <= 500 ms, the last 2 samples
+    assert window.window(100 * MS, 8) is None
+    for k in range(5, 10):
+        window.add((k + 1) * 125 * MS, np.array([k], np.float32))
+    assert window.window(1250 * MS, 8).tolist() == [8, 9]
+    assert window.window(500 * MS, 8) is None  # older than twice the window: forgotten
+    with pytest.raises(ConfigError):
+        SampleWindow(0)
