@@ -109,10 +109,12 @@ class MmedgeNode:
 
     def __init__(self, node: Any, params: NodeParams) -> None:
         from mmedge.robotics.predictor import MessagePredictor
+        from mmedge.robotics.replayer import check_modalities
         from mmedge.runtime import Session
 
         self.node, self.params = node, params
         self.session = Session(params.bundle, precision=params.precision, backend=params.backend)
+        check_modalities(self.session.bundle, params.replay_config())
         self.predictor = MessagePredictor(self.session, params.replay_config(), params.roles(), self._publish)
         (self._string,) = _import("std_msgs.msg", ["String"])
         self._vision = _import("vision_msgs.msg", ["Classification", "ObjectHypothesis"])

@@ -20,7 +20,7 @@ from mmedge.robotics import convert
 from mmedge.robotics.bag_io import InputPlan, OutputBag, open_reader, plan_inputs
 from mmedge.robotics.predictor import MessagePredictor
 
-__all__ = ["ReplayConfig", "Skip", "ReplaySummary", "replay", "BagError"]
+__all__ = ["ReplayConfig", "Skip", "ReplaySummary", "replay", "check_modalities", "read_predictions", "BagError"]
 
 MAX_SKIPS_KEPT = 1000  # skips kept with their reason; every one is counted
 
@@ -114,6 +114,24 @@ class ReplaySummary:
             self.skips.append(Skip(topic, time_ns, reason))
 
 
+def check_modalities(bundle: Any, config: ReplayConfig) -> None:
+    """Refuses a config that leaves out a modality the bundle requires, or gives one it lacks.
+
+    Raises:
+        ConfigError: naming the modality and the flag that provides it.
+    """
+    given = {"image": bool(config.image_topic), "audio": bool(config.audio_topic),
+             "text": bool(config.text_topic or config.text or config.queries)}
+    flags = {"image": "--image-topic", "audio": "--audio-topic", "text": "--text-topic, --text or --query"}
+    required = set(bundle.modalities) - set(bundle.optional_modalities)
+    for modality, flag in flags.items():
+        if modality in required and not given[modality]:
+            raise ConfigError(f"bundle {bundle.name!r} needs {modality}: pass {flag}")
+        if given[modality] and modality not in bundle.modalities:
+            raise ConfigError(f"bundle {bundle.name!r} takes no {modality} (it takes {list(bundle.modalities)}); "
+                              f"leave out {flag}")
+
+
 def _feed(predictor: MessagePredictor, out: OutputBag, reader: Any, plan: InputPlan, summary: ReplaySummary,
           on_message: Callable[[ReplaySummary], None] | None) -> None:
     for conn, time_ns, raw in reader.messages(connections=plan.connections):
@@ -153,8 +171,10 @@ def replay(session: Any, bag: str | Path, output: str | Path, config: ReplayConf
 
     Raises:
         BagError: the bag cannot be opened, or ``output`` exists.
+        ConfigError: topics that leave out a modality the bundle requires, or give one it lacks.
         InputError: a topic the bag lacks (its topics listed) or of a type replay does not read.
     """
+    check_modalities(session.bundle, config)
     summary = ReplaySummary(bag=str(bag), output=str(output))
     reader = open_reader(Path(bag))
     try:

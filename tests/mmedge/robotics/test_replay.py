@@ -143,6 +143,8 @@ def test_output_that_exists_and_bad_config_are_refused(session, rows, tmp_path):
         replay(session, bag, tmp_path / "out", FULL)
     with pytest.raises(BagError, match="does not exist"):
         replay(session, tmp_path / "nothing", tmp_path / "out2", FULL)
+    with pytest.raises(ConfigError, match="needs text: pass --text-topic, --text or --query"):
+        replay(session, bag, tmp_path / "out3", ReplayConfig(image_topic="/camera"))
     with pytest.raises(ConfigError):
         ReplayConfig(text="x")
     with pytest.raises(ConfigError):
