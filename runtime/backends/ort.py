@@ -218,8 +218,13 @@ class OrtRunner(BaseRunner):
 
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         self._session = self.loader()
-        return (tuple(_meta(n) for n in self._session.get_inputs()),
-                tuple(_meta(n) for n in self._session.get_outputs()))
+        try:
+            return (tuple(_meta(n) for n in self._session.get_inputs()),
+                    tuple(_meta(n) for n in self._session.get_outputs()))
+        except Exception as exc:  # undecodable names in a damaged graph (found by the fuzzer)
+            self._session = None
+            raise BundleError(f"onnxruntime cannot read the inputs and outputs of {self.path}: {str(exc)[:300]}; "
+                              "re-export the bundle") from exc
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
