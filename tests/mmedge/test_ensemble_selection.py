@@ -1,0 +1,91 @@
+"""Ensemble selection: greedy forward selection, stacking and the cross-validated choice."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmedge.ensemble_selection import (SelectionRule, diversity, fit_stacking, greedy_weights, select_ensemble)
+from mmedge.errors import ConfigError
+
+
+def _members(seed: int = 0, n: int = 300, c: int = 4, noise=(0.9, 1.1, 2.5)) -> tuple[np.ndarray, np.ndarray]:
+    """K noisy members' probabilities over the same labels: independent errors, different quality."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    onehot = np.eye(c)[y] * 2.0
+    probs = []
+    for scale in noise:
+        z = onehot + rng.normal(0.0, scale, (n, c))
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs.append(e / e.sum(axis=1, keepdims=True))
+    return np.stack(probs), y
+
+
+def _acc(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(p.argmax(1) == y))
+
+
+def test_greedy_never_below_the_best_member_on_the_data_it_is_fit_on():
+    for seed in range(5):
+        probs, y = _members(seed)
+        w = greedy_weights(probs, y)
+        assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+        assert _acc(np.tensordot(w, probs, axes=1), y) >= max(_acc(p, y) for p in probs)
+
+
+def test_greedy_ignores_a_useless_member():
+    probs, y = _members(1, noise=(0.8, 1.0, 50.0))  # the third member is noise
+    w = greedy_weights(probs, y)
+    assert w[2] == 0.0 and w[:2].sum() == pytest.approx(1.0)
+
+
+def test_stacking_fits_a_probability_table_and_learns_a_permuted_member():
+    probs, y = _members(2)
+    permuted = probs[:, :, ::-1]  # a member whose classes come out in reverse order
+    model = fit_stacking(permuted, y)
+    out = model.predict(permuted)
+    assert out.shape == (len(y), 4) and np.allclose(out.sum(1), 1.0)
+    assert _acc(out, y) > 0.6 > _acc(permuted.mean(0), y)
+
+
+def test_stacking_binary_labels_use_two_columns():
+    probs, y = _members(3, c=2)
+    out = fit_stacking(probs, y).predict(probs)
+    assert out.shape == (len(y), 2) and _acc(out, y) >= max(_acc(p, y) for p in probs) - 0.02
+
+
+def test_diversity_disagreement_and_oracle():
+    y = np.array([0, 1, 1, 0])
+    probs = np.stack([np.eye(2)[[0, 1, 0, 0]], np.eye(2)[[0, 0, 1, 1]]]).astype(float)
+    disagreement, oracle = diversity(probs, y)
+    assert disagreement[0, 1] == pytest.approx(0.75) and disagreement[0, 0] == 0.0
+    assert oracle == pytest.approx(1.0)
+
+
+def test_select_reports_every_candidate_and_keeps_the_best_cross_validated():
+    probs, y = _members(4)
+    sel = select_ensemble(probs, y, ["a", "b", "c"])
+    assert [s.rule for s in sel.scores] == list(SelectionRule)
+    best = max(sel.scores, key=lambda s: (s.cv_accuracy, -s.cv_nll))
+    assert sel.rule is best.rule
+    record = sel.to_dict()
+    assert set(record["candidates"]) == {r.value for r in SelectionRule}
+    assert set(record["weights"]) == {"a", "b", "c"} and "a|b" in record["disagreement"]
+    assert _acc(sel.predict(probs), y) >= max(sel.member_accuracy) - 1e-9 or sel.rule is SelectionRule.STACKING
+
+
+def test_a_forced_rule_is_kept_and_drops_are_recorded():
+    probs, y = _members(5)
+    sel = select_ensemble(probs, y, ["a", "b", "c"], rule="best_member")
+    assert sel.rule is SelectionRule.BEST_MEMBER and sorted(sel.weights) == [0.0, 0.0, 1.0]
+    assert len(sel.dropped) == 2
+
+
+def test_bad_inputs_are_config_errors():
+    probs, y = _members(6)
+    with pytest.raises(ConfigError, match="unknown ensemble rule"):
+        select_ensemble(probs, y, ["a", "b", "c"], rule="bagging")
+    with pytest.raises(ConfigError, match="must be"):
+        select_ensemble(probs, y, ["a", "b"])
+    with pytest.raises(ConfigError, match="at least 2 validation samples"):
+        select_ensemble(probs[:, :1], y[:1], ["a", "b", "c"])
