@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The torch-free runtime on linux/aarch64 (a Jetson's CPU architecture), under qemu-user-static:
-# no binfmt_misc and no chroot (DESIGN.md, "aarch64 by emulation").
+# no binfmt_misc and no chroot (docs/robotics.md, "On a Jetson (JetPack 6)").
 #   1. x86: a small bundle (fp32, int8, fp16) from a short digits-match training, unless BUNDLE is given;
 #   2. an arm64 CPython 3.11 unpacked from Debian's arm64 packages into ROOT (dpkg-deb -x, nothing installed);
 #   3. the runtime's aarch64 wheels (glibc <= 2.35, as on JetPack 6) and mmedge's own wheel, in SITE;
