@@ -38,8 +38,7 @@ def build_manifest(src, comps, config) -> dict[str, Any]:
                      "inputs": list(heads[mb.name].input_names), "output": "logits",
                      "temperature": t, "weight": w, "graphs": heads[mb.name].graphs}
                     for mb, t, w in zip(recipe.members, model.temperatures, model.weights)],
-        "ensemble": {"method": recipe.ensemble.value, "weights": list(model.weights),
-                     "temperatures": list(model.temperatures)},
+        "ensemble": {"method": recipe.ensemble.value},  # weights and temperatures live on each member
         "precisions": {p: "ok" for p in config.precisions},
         "metrics": {"validation": _validation_metrics(src.checkpoint)},
         "calibration": {"source": src.calib_source, "samples": len(src.calib)},

@@ -82,8 +82,6 @@ class EnsembleInfo:
     """How members are combined (``mmedge.runtime.ensemble.combine``)."""
 
     method: str
-    weights: tuple[float, ...]
-    temperatures: tuple[float, ...]
 
 
 def _tensors(items: list[Mapping[str, Any]]) -> tuple[TensorInfo, ...]:
@@ -111,6 +109,7 @@ def _encoders(checked: Mapping[str, Any]) -> Mapping[str, EncoderInfo]:
 
 def _members(checked: Mapping[str, Any]) -> tuple[MemberInfo, ...]:
     ens = checked["ensemble"]
+    # bundles written before the members held them also list them under ``ensemble`` (same values)
     weights = ens.get("weights") or [m.get("weight", 1.0) for m in checked["members"]]
     temps = ens.get("temperatures") or [m.get("temperature", 1.0) for m in checked["members"]]
     return tuple(MemberInfo(m["name"], m.get("head", m["name"]), tuple(m["modalities"]), tuple(m["inputs"]),
@@ -212,8 +211,7 @@ class Bundle:
             for rel in checked["files"]:
                 resolve_inside(root, rel)
         members = _members(checked)
-        ensemble = EnsembleInfo(checked["ensemble"]["method"], tuple(m.weight for m in members),
-                                tuple(m.temperature for m in members))
+        ensemble = EnsembleInfo(checked["ensemble"]["method"])
         return cls(root=root, source=source, manifest=MappingProxyType(manifest),
                    name=checked.get("name", source.stem), task=checked["task"], labels=tuple(checked["labels"]),
                    modalities=tuple(checked["modalities"]), optional_modalities=tuple(checked["optional_modalities"]),

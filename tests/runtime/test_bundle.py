@@ -99,8 +99,8 @@ def test_open_folder_gives_validated_view(bundle_path):
     assert isinstance(b.specs["image"], ImageSpec) and b.specs["image"].size == 64
     assert isinstance(b.specs["text"], TextSpec) and isinstance(b.specs["audio"], AudioSpec)
     assert [m.name for m in b.members] == ["concat", "cross_attention"]
-    assert b.ensemble.method == "weighted_mean" and b.ensemble.weights == (0.6, 0.4)
-    assert b.ensemble.temperatures == (1.3, 0.8)
+    assert b.ensemble.method == "weighted_mean" and tuple(m.weight for m in b.members) == (0.6, 0.4)
+    assert tuple(m.temperature for m in b.members) == (1.3, 0.8)
     assert b.precisions() == ["fp32"]
     assert b.graph_path("encoder.image", "fp32") == bundle_path / "encoders/image.fp32.onnx"
     assert b.graph_path("head.concat", "fp32").is_file()
