@@ -94,9 +94,7 @@ class Selection:
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         """(K, N, C) calibrated member probabilities -> (N, C) ensemble probabilities."""
-        if self.stacking is not None:
-            return self.stacking.predict(probs)
-        return np.tensordot(np.asarray(self.weights), probs, axes=1)
+        return _apply(np.asarray(self.weights), self.stacking, probs)
 
     def to_dict(self) -> dict[str, Any]:
         """The record the checkpoint and the manifest keep."""
