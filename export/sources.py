@@ -46,8 +46,8 @@ class ExportSources:
         """Loads the checkpoint, its dataset, and builds the parity and calibration samples."""
         from mmedge.training import load_recipe_data
 
-        model, meta = load_checkpoint(checkpoint)
-        recipe = Recipe.from_dict(meta["recipe"])
+        model, meta = load_checkpoint(checkpoint, drop_unused=True)  # weight-0 members stay out of the bundle
+        recipe = model.recipe
         tokenizer = checkpoint / TOKENIZER_FILE if (checkpoint / TOKENIZER_FILE).is_file() else None
         data = load_recipe_data(recipe, seed=meta.get("dataset", {}).get("seed", recipe.train.seed))
         test_rows = np.asarray(data.splits["test"])[: config.eval_samples]
@@ -98,7 +98,7 @@ def user_sources(model, tokenizer_file: Path | None, *, labels: list[str], calib
     first = {m: v[:7] for m, v in items.items()}
     probe = _fitting(source, lambda: with_features(model, encoder_inputs(first, recipe, tokenizer_file)))
     model.recipe = recipe = describe_outputs(model, probe, labels)
-    data = eval_dataset(eval_data, recipe.modalities, labels=labels, task=recipe.task, rate=_audio_rate(recipe))
+    data = eval_dataset(eval_data, model.used_modalities(), labels=labels, task=recipe.task, rate=_audio_rate(recipe))
     rows = np.arange(len(data) if data is not None else 0)[: config.eval_samples]
     cases = parity_cases(model, recipe, first, tokenizer_file)
     batches = _fitting(source, lambda: calibration_set(model, recipe, items, tokenizer_file))

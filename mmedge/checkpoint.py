@@ -16,6 +16,7 @@ from mmedge.encoders import Encoder, create_encoder, freeze
 from mmedge.errors import CheckpointError
 from mmedge.model import MultimodalEnsemble, build_head
 from mmedge.plugins import check_plugins, plugin_records
+from mmedge.runtime.ensemble import EnsembleMethod, Stacking
 
 RECIPE_FILE, WEIGHTS_FILE, METRICS_FILE, TOKENIZER_FILE = "recipe.json", "weights.pt", "metrics.json", "tokenizer.json"
 
@@ -37,6 +38,8 @@ def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], 
                          for m, e in model.encoders.items()},
             "members": [{"name": mb.name, "temperature": t, "weight": w, "inputs": list(model.heads[mb.name].input_names())}
                         for mb, t, w in zip(model.recipe.members, model.temperatures, model.weights)],
+            "ensemble": {"method": model.method.value,
+                         "stacking": model.stacking.to_dict() if model.stacking is not None else None},
             **(extra or {}),
         }
         (tmp / RECIPE_FILE).write_text(json.dumps(meta, indent=2))
@@ -81,18 +84,31 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: Path) -> tuple[MultimodalEnsemble, dict[str, Any]]:
-    """Loads a checkpoint folder into a ``MultimodalEnsemble`` (eval mode) and its metadata."""
+def load_checkpoint(path: Path, *, drop_unused: bool = False) -> tuple[MultimodalEnsemble, dict[str, Any]]:
+    """Loads a checkpoint folder into a ``MultimodalEnsemble`` (eval mode) and its metadata.
+
+    Args:
+        path: The checkpoint folder.
+        drop_unused: Leave out the members whose ensemble weight is 0 (they add nothing; export
+            leaves them out of bundles): the model's recipe then lists only the members kept.
+    """
     meta = read_checkpoint_meta(path)
     check_plugins(meta, str(path))
     recipe = Recipe.from_dict(meta["recipe"])
     state = _load_weights(Path(path) / WEIGHTS_FILE)
     encoders = _load_encoders(recipe, state)
     dims = {m: e.dim for m, e in encoders.items()}
-    heads = {mb.name: build_head(mb, recipe, dims, len(meta["labels"])) for mb in recipe.members}
-    model = MultimodalEnsemble(recipe, encoders, heads, [m["temperature"] for m in meta["members"]],
-                               [m["weight"] for m in meta["members"]])
-    head_state = {k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")}
+    ens = meta.get("ensemble") or {}  # absent: a checkpoint written before ensemble selection
+    method = EnsembleMethod(ens.get("method") or recipe.ensemble)
+    members = [(mb, m) for mb, m in zip(recipe.members, meta["members"])
+               if not drop_unused or m["weight"] > 0 or method is EnsembleMethod.SOFT_VOTE]
+    recipe = recipe.replace(members=tuple(mb for mb, _ in members)) if drop_unused else recipe
+    heads = {mb.name: build_head(mb, recipe, dims, len(meta["labels"])) for mb, _ in members}
+    model = MultimodalEnsemble(recipe, encoders, heads, [m["temperature"] for _, m in members],
+                               [m["weight"] for _, m in members], method=method,
+                               stacking=Stacking.from_dict(ens["stacking"]) if ens.get("stacking") else None)
+    head_state = {k[len("heads."):]: v for k, v in state.items()
+                  if k.startswith("heads.") and k.split(".")[1] in heads}
     try:
         model.heads.load_state_dict(head_state)
     except RuntimeError as e:
@@ -116,7 +132,7 @@ def _load_encoders(recipe: Recipe, state: Mapping[str, torch.Tensor]) -> dict[st
     """Pretrained encoders from their packages; trained or fine-tuned ones from ``weights.pt``."""
     encoders = {}
     for m, name in recipe.encoders.items():
-        enc = create_encoder(name)
+        enc = create_encoder(name, modality=m)
         prefix = f"encoders.{m}."
         own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if own:

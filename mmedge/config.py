@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mmedge.ensemble_selection import SelectionRule, parse_rule
 from mmedge.errors import ConfigError
 from mmedge.hf_folder import hf_name, hf_spec, is_hf_name
 from mmedge.registry import Registry
@@ -126,7 +127,11 @@ class Recipe:
         specs: modality -> preprocessing spec; a modality left out gets its encoder's own
             (``encoder_spec``). In ``recipe.json`` each spec sits under its modality's name.
         members: The ensemble members.
-        ensemble: How member outputs are combined.
+        ensemble: How member outputs are combined. ``weighted_mean`` (the default) keeps the rule that
+            cross-validates best on the validation split (``mmedge.ensemble_selection``): the best
+            member alone, greedy weights, or stacking; ``stacking`` forces stacking.
+        ensemble_rule: Force this selection rule (``best_member``, ``greedy``, ``stacking``); None: the
+            best cross-validated one. Only with ``ensemble`` ``weighted_mean`` or ``stacking``.
         unfreeze: modality -> number of last encoder blocks fine-tuned on the labels before
             the heads train (0 = frozen, features cached as they are).
         baselines: Train single-modality baselines for the metrics table.
@@ -140,6 +145,7 @@ class Recipe:
     members: tuple[MemberConfig, ...]
     encoders: Mapping[str, str] = field(default_factory=dict)
     ensemble: EnsembleMethod = EnsembleMethod.WEIGHTED_MEAN
+    ensemble_rule: SelectionRule | None = None
     train: TrainConfig = TrainConfig()
     specs: Mapping[str, Any] = field(default_factory=dict)
     unfreeze: Mapping[str, int] = field(default_factory=dict)
@@ -153,6 +159,8 @@ class Recipe:
         object.__setattr__(self, "encoders", enc)
         object.__setattr__(self, "specs", self._checked_specs())
         object.__setattr__(self, "ensemble", parse_method(self.ensemble))
+        object.__setattr__(self, "ensemble_rule", parse_rule(self.ensemble_rule))
+        _check_rule(self.ensemble, self.ensemble_rule)
         if self.subset is not None and self.subset < 2:
             raise ConfigError(f"subset must be at least 2 training samples, got {self.subset}")
         bad = {m: n for m, n in self.unfreeze.items() if m not in self.modalities or int(n) < 0}
@@ -212,6 +220,7 @@ class Recipe:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "specs"}
         d.update(
             modalities=list(self.modalities), encoders=dict(self.encoders), ensemble=self.ensemble.value,
+            ensemble_rule=self.ensemble_rule.value if self.ensemble_rule is not None else None,
             unfreeze=dict(self.unfreeze),
             members=[dict(dataclasses.asdict(m), modalities=list(m.modalities)) for m in self.members],
             train=dataclasses.asdict(self.train),
@@ -232,6 +241,16 @@ class Recipe:
         d["specs"] = {m: spec_from_dict(get_modality(m).spec_class, raw) for m, raw in raw_specs.items()
                       if m in d["modalities"]}
         return cls(**d)
+
+
+def _check_rule(method: EnsembleMethod, rule: SelectionRule | None) -> None:
+    """A forced selection rule needs a method that selection decides (and agrees with stacking)."""
+    selected = (EnsembleMethod.WEIGHTED_MEAN, EnsembleMethod.STACKING)
+    if rule is not None and (method not in selected or (method is EnsembleMethod.STACKING
+                                                        and rule is not SelectionRule.STACKING)):
+        raise ConfigError(f"ensemble_rule {rule.value!r} does not go with ensemble {method.value!r}: a rule is "
+                          f"chosen only for {[m.value for m in selected]} (stacking forces the stacking rule); "
+                          "drop ensemble_rule or set ensemble to weighted_mean")
 
 
 def _reject_unknown(cls: type, data: Mapping[str, Any]) -> None:

@@ -23,9 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmedge.errors import ConfigError
+from mmedge.runtime.ensemble import Stacking  # the runtime applies the same model
 
 __all__ = ["SelectionRule", "Stacking", "RuleScore", "Selection", "greedy_weights", "fit_stacking", "diversity",
-           "select_ensemble"]
+           "select_ensemble", "parse_rule",
+           "fit_rule", "apply_rule"]
 
 _EPS = 1e-12
 
@@ -36,25 +38,6 @@ class SelectionRule(str, Enum):
     BEST_MEMBER = "best_member"
     GREEDY = "greedy"
     STACKING = "stacking"
-
-
-@dataclass(frozen=True)
-class Stacking:
-    """``softmax(coef @ concat_k log p_k + intercept)``: coef (C, K*C), intercept (C,)."""
-
-    coef: np.ndarray
-    intercept: np.ndarray
-
-    def predict(self, probs: np.ndarray) -> np.ndarray:
-        """(K, N, C) member probabilities -> (N, C) ensemble probabilities."""
-        z = _stack_features(probs) @ self.coef.T + self.intercept  # (N, C)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready coefficients."""
-        return {"coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
 
 
 @dataclass(frozen=True)
@@ -94,7 +77,7 @@ class Selection:
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         """(K, N, C) calibrated member probabilities -> (N, C) ensemble probabilities."""
-        return _apply(np.asarray(self.weights), self.stacking, probs)
+        return apply_rule(np.asarray(self.weights), self.stacking, probs)
 
     def to_dict(self) -> dict[str, Any]:
         """The record the checkpoint and the manifest keep."""
@@ -122,7 +105,7 @@ def _score(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _stack_features(probs: np.ndarray) -> np.ndarray:
     k, n, c = probs.shape
-    return np.log(probs + _EPS).transpose(1, 0, 2).reshape(n, k * c)  # (N, K*C)
+    return np.log(probs + _EPS).transpose(1, 0, 2).reshape(n, k * c)  # (N, K*C), as Stacking.predict reads them
 
 
 def _best_member(probs: np.ndarray, y: np.ndarray) -> int:
@@ -184,7 +167,8 @@ def diversity(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return disagreement, float(np.mean((pred == y[None, :]).any(axis=0)))
 
 
-def _fit(rule: SelectionRule, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Stacking | None]:
+def fit_rule(rule: SelectionRule, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Stacking | None]:
+    """``rule`` fit on (K, N, C) calibrated probabilities: (K,) weights, and the stacking model for stacking."""
     if rule is SelectionRule.STACKING:
         return np.full(len(probs), 1.0 / len(probs)), fit_stacking(probs, y)
     if rule is SelectionRule.GREEDY:
@@ -194,7 +178,8 @@ def _fit(rule: SelectionRule, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     return weights, None
 
 
-def _apply(weights: np.ndarray, stacking: Stacking | None, probs: np.ndarray) -> np.ndarray:
+def apply_rule(weights: np.ndarray, stacking: Stacking | None, probs: np.ndarray) -> np.ndarray:
+    """What ``fit_rule`` fit, applied to (K, N, C) calibrated probabilities: (N, C) ensemble probabilities."""
     return stacking.predict(probs) if stacking is not None else np.tensordot(weights, probs, axes=1)
 
 
@@ -205,8 +190,8 @@ def _cross_validate(rule: SelectionRule, probs: np.ndarray, y: np.ndarray, folds
     out = np.zeros(probs.shape[1:])
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fit_idx, held_idx in splitter.split(np.zeros(len(y)), y):
-        weights, stacking = _fit(rule, probs[:, fit_idx], y[fit_idx])
-        out[held_idx] = _apply(weights, stacking, probs[:, held_idx])
+        weights, stacking = fit_rule(rule, probs[:, fit_idx], y[fit_idx])
+        out[held_idx] = apply_rule(weights, stacking, probs[:, held_idx])
     return out
 
 
@@ -226,7 +211,7 @@ def select_ensemble(probs: np.ndarray, y: Sequence[int], names: Sequence[str], *
         ConfigError: mismatched shapes, fewer than 2 samples of some class, or an unknown rule.
     """
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y, dtype=np.int64)
-    forced = _parse_rule(rule)
+    forced = parse_rule(rule)
     if probs.ndim != 3 or probs.shape[0] != len(names) or probs.shape[1] != len(y):
         raise ConfigError(f"probs must be (K={len(names)}, N={len(y)}, C), got {probs.shape}")
     counts = np.bincount(y)
@@ -237,17 +222,22 @@ def select_ensemble(probs: np.ndarray, y: Sequence[int], names: Sequence[str], *
     scores = []
     for candidate in SelectionRule:
         oof = _cross_validate(candidate, probs, y, k_folds, seed)
-        weights, stacking = _fit(candidate, probs, y)
-        scores.append(RuleScore(candidate, _accuracy(oof, y), _nll(oof, y), _accuracy(_apply(weights, stacking, probs), y)))
+        weights, stacking = fit_rule(candidate, probs, y)
+        scores.append(RuleScore(candidate, _accuracy(oof, y), _nll(oof, y), _accuracy(apply_rule(weights, stacking, probs), y)))
     chosen = forced or max(scores, key=lambda s: (s.cv_accuracy, -s.cv_nll, -list(SelectionRule).index(s.rule))).rule
-    weights, stacking = _fit(chosen, probs, y)
+    weights, stacking = fit_rule(chosen, probs, y)
     disagreement, oracle = diversity(probs, y)
     dropped = tuple(n for n, w in zip(names, weights) if w == 0)
     return Selection(tuple(names), chosen, tuple(float(w) for w in weights), stacking, tuple(scores),
                      tuple(_accuracy(p, y) for p in probs), disagreement, oracle, dropped)
 
 
-def _parse_rule(rule: SelectionRule | str | None) -> SelectionRule | None:
+def parse_rule(rule: SelectionRule | str | None) -> SelectionRule | None:
+    """The rule named ``rule`` (None stays None: let selection choose).
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones).
+    """
     if rule is None:
         return None
     try:

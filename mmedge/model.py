@@ -11,7 +11,7 @@ from torch import nn
 from mmedge.config import Recipe
 from mmedge.encoders import Encoder
 from mmedge.fusion import FusionHead, create_fusion_head
-from mmedge.runtime.ensemble import combine, softmax
+from mmedge.runtime.ensemble import EnsembleMethod, Stacking, combine, parse_method, softmax
 
 
 def build_head(member, recipe: Recipe, dims: Mapping[str, int], num_classes: int) -> FusionHead:
@@ -32,11 +32,14 @@ class MultimodalEnsemble(nn.Module):
         heads: member name -> fusion head.
         temperatures: Per-member temperature (calibration), in ``recipe.members`` order.
         weights: Per-member ensemble weights, same order.
+        method: The combination rule training fit (default: the recipe's ``ensemble``).
+        stacking: The ``stacking`` rule's model.
     """
 
     def __init__(
         self, recipe: Recipe, encoders: Mapping[str, Encoder], heads: Mapping[str, FusionHead],
-        temperatures: Sequence[float], weights: Sequence[float],
+        temperatures: Sequence[float], weights: Sequence[float], *,
+        method: EnsembleMethod | str | None = None, stacking: Stacking | None = None,
     ) -> None:
         super().__init__()
         self.recipe = recipe
@@ -44,6 +47,8 @@ class MultimodalEnsemble(nn.Module):
         self.heads = nn.ModuleDict(dict(heads))
         self.temperatures = list(map(float, temperatures))
         self.weights = list(map(float, weights))
+        self.method = parse_method(method or recipe.ensemble)
+        self.stacking = stacking
 
     def features(self, inputs: Mapping[str, torch.Tensor], *,
                  timings: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
@@ -54,12 +59,19 @@ class MultimodalEnsemble(nn.Module):
             timings: If given, receives ``encoder.<modality>`` milliseconds.
         """
         feats: dict[str, torch.Tensor] = {}
+        used = self.used_modalities()
         for modality, enc in self.encoders.items():
+            if modality not in used and not all(n in inputs for n in enc.input_names):
+                continue  # a tower no member reads (a zero-shot bundle's text tower), not given
             start = time.perf_counter()
             outs = enc(*[inputs[n] for n in enc.input_names])
             feats.update(zip(enc.output_names(), outs))
             _record(timings, f"encoder.{modality}", start)
         return feats
+
+    def used_modalities(self) -> tuple[str, ...]:
+        """The modalities some member reads (a pretrained text tower kept for similarity may be unused)."""
+        return tuple(m for m in self.recipe.modalities if any(m in mb.modalities for mb in self.recipe.members))
 
     @torch.no_grad()
     def member_logits(self, inputs: Mapping[str, torch.Tensor], *,
@@ -87,8 +99,8 @@ class MultimodalEnsemble(nn.Module):
         """
         logits = {k: v.numpy() for k, v in self.member_logits(inputs, timings=timings).items()}
         start = time.perf_counter()
-        probs = combine(list(logits.values()), method=self.recipe.ensemble, weights=self.weights,
-                        temperatures=self.temperatures)
+        probs = combine(list(logits.values()), method=self.method, weights=self.weights,
+                        temperatures=self.temperatures, stacking=self.stacking)
         _record(timings, "ensemble", start)
         members = {n: softmax(lg, t) for (n, lg), t in zip(logits.items(), self.temperatures)}
         return probs, members

@@ -1,7 +1,7 @@
 """``mmedge train``: from a recipe (and its dataset) to a checkpoint folder with metrics."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,33 @@ from mmedge.config import MemberConfig, Recipe
 from mmedge.encoder_tuning import TailTraining, train_tail
 from mmedge.encoders import Encoder, create_encoder, encoder_tokenizer, freeze
 from mmedge.ensemble_fit import fit_temperature, fit_weights
+from mmedge.ensemble_selection import Selection, SelectionRule, apply_rule, fit_rule, select_ensemble
 from mmedge.errors import ConfigError, DataError
 from mmedge.features import FeatureSet, batched_inputs, encode
+from mmedge.fusion import FusionHead
 from mmedge.head_training import accuracy, predict_logits, train_member
 from mmedge.model import MultimodalEnsemble
 from mmedge.progress import log
-from mmedge.runtime.ensemble import EnsembleMethod, combine, softmax
+from mmedge.runtime.ensemble import EnsembleMethod, Stacking, combine, softmax
+
+
+@dataclass(frozen=True)
+class EnsembleFit:
+    """The combination fit on the validation split.
+
+    Attributes:
+        method: The runtime rule (``weighted_mean`` for the best member and greedy weights, ``stacking``...).
+        temperatures: One per member, in recipe order.
+        weights: One per member (0: the member adds nothing and is left out of bundles).
+        stacking: The stacking model when ``method`` is ``stacking``.
+        selection: The selection's evidence (None for soft_vote and majority_vote, which select nothing).
+    """
+
+    method: EnsembleMethod
+    temperatures: list[float]
+    weights: list[float]
+    stacking: Stacking | None = None
+    selection: Selection | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -75,7 +96,7 @@ def build_trained_encoders(recipe: Recipe, data) -> dict[str, Encoder]:
     pretrained ones with ``recipe.unfreeze[m] > 0`` get their last blocks fine-tuned."""
     encoders = {}
     for m, name in recipe.encoders.items():
-        enc = create_encoder(name)
+        enc = create_encoder(name, modality=m)
         blocks = recipe.unfreeze.get(m, 0)
         if enc.trained_here or blocks:
             acc = _fit_encoder(enc, m, blocks, recipe, data)
@@ -131,46 +152,107 @@ def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> Train
     feats = encode(encoders, data, recipe, tokenizer_file)
     split = {s: feats.take(data.splits[s]) for s in ("train", "val", "test")}
     dims = {m: e.dim for m, e in encoders.items()}
+    heads, fit, metrics = train_ensemble(recipe, split, dims, len(data.labels))
+    model = MultimodalEnsemble(recipe, encoders, heads, fit.temperatures, fit.weights, method=fit.method,
+                               stacking=fit.stacking).eval()
+    if recipe.baselines and recipe.task == "classification":
+        metrics["baselines"] = train_baselines(recipe, dims, len(data.labels), split)
+    ckpt = None
+    if out is not None:
+        from mmedge.checkpoint import save_checkpoint
+
+        ckpt = save_checkpoint(out, model, labels=list(data.labels), metrics=metrics, tokenizer_file=tokenizer_file,
+                               extra={"dataset": {"name": data.name, "task": data.task, "seed": recipe.train.seed},
+                                      "ensemble_selection": metrics["ensemble"].get("selection")})
+    return TrainingResult(model, metrics, ckpt)
+
+
+def train_ensemble(recipe: Recipe, split: dict[str, FeatureSet], dims: dict[str, int], num_classes: int
+                   ) -> tuple[dict[str, FusionHead], EnsembleFit, dict[str, Any]]:
+    """Trains every member head on cached features, fits the combination on validation, scores the test split.
+
+    Args:
+        recipe: What to train (its members and their seeds).
+        split: ``train``/``val``/``test`` encoder features.
+        dims: Encoder output size per modality.
+        num_classes: Number of labels.
+
+    Returns:
+        The heads by member name, the ensemble fit, and the metrics (members, ensemble, samples).
+    """
     heads, val_logits, test_logits, metrics = {}, [], [], {"members": {}, "baselines": {}}
     for mb in recipe.members:
-        res = train_member(mb, recipe, dims, len(data.labels), split["train"], split["val"])
+        res = train_member(mb, recipe, dims, num_classes, split["train"], split["val"])
         heads[mb.name] = res.head
         val_logits.append(predict_logits(res.head, split["val"]))
         test_logits.append(predict_logits(res.head, split["test"]))
         metrics["members"][mb.name] = {"head": mb.head, "val_accuracy": res.val_accuracy, "epochs": res.epochs_run,
                                       "test_accuracy": accuracy(test_logits[-1], split["test"].y)}
         log(f"  member {mb.name}: test accuracy {metrics['members'][mb.name]['test_accuracy']:.4f}")
-    temps, weights = fit_ensemble(recipe, val_logits, split["val"].y.numpy())
-    model = MultimodalEnsemble(recipe, encoders, heads, temps, weights).eval()
-    metrics["ensemble"] = ensemble_metrics(recipe, test_logits, split["test"].y.numpy(), temps, weights)
-    if recipe.baselines and recipe.task == "classification":
-        metrics["baselines"] = train_baselines(recipe, dims, len(data.labels), split)
+    fit = fit_ensemble(recipe, val_logits, split["val"].y.numpy())
+    metrics["ensemble"] = ensemble_metrics(recipe, test_logits, split["test"].y.numpy(), fit,
+                                           val=(val_logits, split["val"].y.numpy()))
     metrics["samples"] = {s: len(v) for s, v in split.items()}
-    ckpt = None
-    if out is not None:
-        from mmedge.checkpoint import save_checkpoint
-
-        ckpt = save_checkpoint(out, model, labels=list(data.labels), metrics=metrics, tokenizer_file=tokenizer_file,
-                               extra={"dataset": {"name": data.name, "task": data.task, "seed": recipe.train.seed}})
-    return TrainingResult(model, metrics, ckpt)
+    return heads, fit, metrics
 
 
-def fit_ensemble(recipe: Recipe, val_logits: list[np.ndarray], y_val: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-member temperatures and ensemble weights, both fit on the validation split."""
+def fit_ensemble(recipe: Recipe, val_logits: list[np.ndarray], y_val: np.ndarray) -> EnsembleFit:
+    """Per-member temperatures and the combination, both fit on the validation split.
+
+    ``weighted_mean`` and ``stacking`` recipes run ensemble selection (``recipe.ensemble_rule`` forces a
+    rule); ``soft_vote`` weighs members equally; ``majority_vote`` weighs votes by NLL-fit weights.
+    """
     temps = [fit_temperature(lg, y_val) for lg in val_logits]
     if recipe.ensemble is EnsembleMethod.SOFT_VOTE:
-        return temps, [1.0] * len(val_logits)
+        return EnsembleFit(recipe.ensemble, temps, [1.0] * len(val_logits))
     probs = np.stack([softmax(lg, t) for lg, t in zip(val_logits, temps)])
-    return temps, [float(w) for w in fit_weights(probs, y_val)]
+    if recipe.ensemble is EnsembleMethod.MAJORITY_VOTE:
+        return EnsembleFit(recipe.ensemble, temps, [float(w) for w in fit_weights(probs, y_val)])
+    forced = recipe.ensemble_rule or (SelectionRule.STACKING if recipe.ensemble is EnsembleMethod.STACKING else None)
+    sel = select_ensemble(probs, y_val, [mb.name for mb in recipe.members], rule=forced, seed=recipe.train.seed)
+    stacked = sel.rule is SelectionRule.STACKING
+    log(f"  ensemble: {sel.rule.value} (cross-validated on validation), weights "
+        f"{dict(zip(sel.names, (round(w, 3) for w in sel.weights)))}, dropped {list(sel.dropped)}")
+    return EnsembleFit(EnsembleMethod.STACKING if stacked else EnsembleMethod.WEIGHTED_MEAN, temps,
+                       list(sel.weights), sel.stacking, sel)
 
 
-def ensemble_metrics(recipe: Recipe, test_logits, y_test, temps, weights) -> dict[str, Any]:
-    """Test accuracy of the recipe's rule, and of every other rule for comparison."""
-    out = {"method": recipe.ensemble.value, "temperatures": temps, "weights": weights}
-    for method in EnsembleMethod:
-        w = [1.0] * len(weights) if method is EnsembleMethod.SOFT_VOTE else weights
+def ensemble_metrics(recipe: Recipe, test_logits, y_test, fit: EnsembleFit, *, val=None) -> dict[str, Any]:
+    """Test accuracy of the fitted rule, and of every other rule for comparison.
+
+    Args:
+        recipe: The recipe trained.
+        test_logits: Each member's test logits.
+        y_test: Test labels.
+        fit: The fitted combination.
+        val: (validation logits, labels): also refit and score every selection rule on the test split.
+    """
+    temps, weights = fit.temperatures, fit.weights
+    out = {"method": fit.method.value, "temperatures": temps, "weights": weights,
+           "test_accuracy": accuracy(_combined(test_logits, fit.method, weights, temps, fit.stacking), y_test)}
+    for method in (m for m in EnsembleMethod if m is not EnsembleMethod.STACKING):
+        w = [1.0] * len(weights) if method is EnsembleMethod.SOFT_VOTE or sum(weights) <= 0 else weights
         out[f"test_accuracy_{method.value}"] = accuracy(combine(test_logits, method=method, weights=w, temperatures=temps), y_test)
-    out["test_accuracy"] = out[f"test_accuracy_{recipe.ensemble.value}"]
+    if fit.selection is not None:
+        out["selection"] = fit.selection.to_dict()
+        if val is not None:
+            out["test_accuracy_rules"] = _rule_test_accuracy(val, test_logits, y_test, temps)
+    return out
+
+
+def _combined(logits, method: EnsembleMethod, weights, temps, stacking: Stacking | None) -> np.ndarray:
+    w = [1.0] * len(weights) if method is EnsembleMethod.SOFT_VOTE else weights
+    return combine(logits, method=method, weights=w, temperatures=temps, stacking=stacking)
+
+
+def _rule_test_accuracy(val, test_logits, y_test, temps) -> dict[str, float]:
+    """Each selection rule refit on the whole validation split, scored on the test split."""
+    val_logits, y_val = val
+    val_probs = np.stack([softmax(lg, t) for lg, t in zip(val_logits, temps)])
+    test_probs = np.stack([softmax(lg, t) for lg, t in zip(test_logits, temps)])
+    out = {}
+    for rule in SelectionRule:
+        out[rule.value] = accuracy(apply_rule(*fit_rule(rule, val_probs, y_val), test_probs), y_test)
     return out
 
 
