@@ -89,8 +89,8 @@ def load_checkpoint(path: Path, *, drop_unused: bool = False) -> tuple[Multimoda
 
     Args:
         path: The checkpoint folder.
-        drop_unused: Leave out the members whose ensemble weight is 0 (they add nothing; export
-            leaves them out of bundles): the model's recipe then lists only the members kept.
+        drop_unused: The model as a bundle runs it: the members whose ensemble weight is 0 left out
+            (they add nothing), and the recipe's ``ensemble`` set to the rule training fit.
     """
     meta = read_checkpoint_meta(path)
     check_plugins(meta, str(path))
@@ -102,7 +102,7 @@ def load_checkpoint(path: Path, *, drop_unused: bool = False) -> tuple[Multimoda
     method = EnsembleMethod(ens.get("method") or recipe.ensemble)
     members = [(mb, m) for mb, m in zip(recipe.members, meta["members"])
                if not drop_unused or m["weight"] > 0 or method is EnsembleMethod.SOFT_VOTE]
-    recipe = recipe.replace(members=tuple(mb for mb, _ in members)) if drop_unused else recipe
+    recipe = recipe.replace(members=tuple(mb for mb, _ in members), ensemble=method) if drop_unused else recipe
     heads = {mb.name: build_head(mb, recipe, dims, len(meta["labels"])) for mb, _ in members}
     model = MultimodalEnsemble(recipe, encoders, heads, [m["temperature"] for _, m in members],
                                [m["weight"] for _, m in members], method=method,

@@ -127,6 +127,7 @@ def test_checkpoint_keeps_the_rule_and_export_drops_weight_zero_members(tmp_path
     kept, _ = load_checkpoint(out, drop_unused=True)
     expected = [n for n, w in zip(NAMES, fit.weights) if w > 0]
     assert [mb.name for mb in kept.recipe.members] == list(kept.heads) == expected
+    assert kept.recipe.ensemble is kept.method is fit.method  # what the manifest states
     assert (len(expected) < 4) == (rule == "greedy")
     np.testing.assert_allclose(kept.predict_proba(inputs), model.predict_proba(inputs), rtol=1e-5, atol=1e-6)
 
