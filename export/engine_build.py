@@ -25,8 +25,9 @@ from mmedge.errors import BackendUnavailable, EngineBuildError
 from mmedge.export.engine_config import (BuildConfig, BuildJob, engine_root, plan_jobs, select_precisions,
                                          workspace_bytes)
 from mmedge.export.engine_profiles import component_profiles, profiles_to_dict
-from mmedge.runtime.backends.trt_engines import (TIMING_CACHE, BuildRecord, DeviceIdentity, cuda_check, load_tensorrt,
-                                                 probe_device, write_engine)
+from mmedge.runtime.backends.trt_cuda import cuda_check
+from mmedge.runtime.backends.trt_engines import (TIMING_CACHE, BuildRecord, DeviceIdentity, load_tensorrt, probe_device,
+                                                 tensorrt_logger, write_engine)
 from mmedge.runtime.bundle import Bundle
 
 __all__ = ["BuildResult", "BuildReport", "build_engines", "ensure_engines", "require_tensorrt"]
@@ -78,7 +79,7 @@ def require_tensorrt(bundle: str | Path = "BUNDLE") -> None:
 
 
 def _free_memory(cudart: Any) -> int:
-    free, _total = cuda_check(cudart, cudart.cudaMemGetInfo())
+    free, _total = cuda_check(cudart, cudart.cudaMemGetInfo(), "cudaMemGetInfo")
     return int(free)
 
 
@@ -88,7 +89,7 @@ class _Builder:
     def __init__(self, trt: Any, cache_file: Path, workspace: int, opt_level: int) -> None:
         self.trt, self.cache_file = trt, cache_file
         self.workspace, self.opt_level = workspace, opt_level
-        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.logger = tensorrt_logger(trt)  # TensorRT keeps one logger per process
         self.builder = trt.Builder(self.logger)
         self._cache_owner = self.builder.create_builder_config()  # keeps the timing cache's creator alive
         self.timing_cache = self._load_timing_cache(cache_file)

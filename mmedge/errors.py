@@ -19,6 +19,7 @@ __all__ = [
     "BackendUnavailable",
     "EngineMismatch",
     "EngineBuildError",
+    "CudaError",
     "BagError",
 ]
 
@@ -76,6 +77,10 @@ class EngineMismatch(MmedgeError):
 
 class EngineBuildError(MmedgeError):
     """TensorRT could not parse a bundle graph or build an engine from it."""
+
+
+class CudaError(MmedgeError, RuntimeError):
+    """A CUDA runtime call (through cuda-python) returned an error code on a working GPU."""
 
 
 class BagError(MmedgeError):

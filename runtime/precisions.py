@@ -47,10 +47,13 @@ class TensorRTBuild:
         source: The bundle precision whose graph TensorRT builds from (strongly typed: the graph's
             own types decide the layer precisions).
         preference: Rank for ``--precision best``: the lowest the bundle has wins (expected fastest).
+        float16: Its graph computes in float16: ONNX Runtime's TensorRT EP, which has no strongly
+            typed mode, gets ``trt_fp16_enable`` for it.
     """
 
     source: str
     preference: int
+    float16: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ for _record in (
     Precision("fp32", "float32, exported from PyTorch (parity enforced): the reference", min_cosine=0.99999,
               mixed_candidate=True, tensorrt=TensorRTBuild("fp32", 40)),
     Precision("fp16", "float16 weights and compute, float32 inputs and outputs", min_cosine=0.999,
-              mixed_candidate=True, tensorrt=TensorRTBuild("fp16", 20)),
+              mixed_candidate=True, tensorrt=TensorRTBuild("fp16", 20, float16=True)),
     Precision("int8", "the ONNX Runtime CPU graph: NNCF int8 for its integer kernels (u8 activations with "
               "non-zero zero points, s8 weights)", mixed_candidate=True, roofline_peak="int8"),
     Precision("int8-trt", "NNCF int8 as explicit s8 symmetric Q/DQ for TensorRT (float32 outside Q/DQ)",
@@ -162,7 +165,8 @@ for _record in (
               roofline_peak="int8"),
     Precision("int8-fp16-trt", "the int8-trt graph with float16 outside Q/DQ, for TensorRT on Jetson",
               measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), derives_from="int8-trt",
-              tensorrt=TensorRTBuild("int8-fp16-trt", 10), ort_disabled_optimizers=("WeightBiasQuantization",),
+              tensorrt=TensorRTBuild("int8-fp16-trt", 10, float16=True),
+              ort_disabled_optimizers=("WeightBiasQuantization",),
               roofline_peak="int8"),
     Precision("mixed", "per component, the fastest CPU graph within the accuracy budget (--max-drop)",
               kind=PrecisionKind.SELECTED),

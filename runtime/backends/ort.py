@@ -149,11 +149,17 @@ class OrtLoader(BaseLoader):
         return {}
 
     @classmethod
+    def graph_provider_options(cls, settings: LoadSettings) -> Callable[[GraphRef], dict[str, dict[str, Any]]]:
+        """Execution provider options per graph of one Session (by default the same for every graph)."""
+        options = cls.session_provider_options(settings)
+        return lambda graph: options
+
+    @classmethod
     def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "OrtLoader"]:
         """Threads from the Session, disabled optimizers from each graph's manifest entry."""
-        options = cls.session_provider_options(settings)
-        return lambda graph: cls(graph.path, threads=settings.threads, provider_options=options, read=graph.read,
-                                 disabled_optimizers=tuple(graph.entry.ort_disabled_optimizers))
+        options = cls.graph_provider_options(settings)
+        return lambda graph: cls(graph.path, threads=settings.threads, provider_options=options(graph),
+                                 read=graph.read, disabled_optimizers=tuple(graph.entry.ort_disabled_optimizers))
 
     def __call__(self) -> Any:
         """The ``onnxruntime.InferenceSession``.
@@ -196,12 +202,29 @@ class OrtTensorRTLoader(OrtLoader):
 
     @classmethod
     def session_provider_options(cls, settings: LoadSettings) -> dict[str, dict[str, Any]]:
-        """The TensorRT EP's engine and timing caches, in this device's folder of the engine root."""
-        from mmedge.runtime.backends.trt_engines import ort_trt_cache_dir
+        """The TensorRT EP's engine and timing caches, in this device's folder of the engine root
+        (created with its parents: the EP creates only the last folder, and fails without the rest)."""
+        from mmedge.runtime.backends.ort_trt import cache_options
 
-        cache = str(ort_trt_cache_dir(settings.engine_dir))
-        return {"TensorrtExecutionProvider": {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                                              "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}}
+        return {"TensorrtExecutionProvider": cache_options(settings.engine_dir)}
+
+    @classmethod
+    def graph_provider_options(cls, settings: LoadSettings) -> Callable[[GraphRef], dict[str, dict[str, Any]]]:
+        """The caches, plus each graph's explicit optimization profile (from the manifest, so the EP
+        never rebuilds an engine when the batch or token count changes) and ``trt_fp16_enable``
+        for a float16 graph (the EP has no strongly typed mode)."""
+        from mmedge.runtime.backends.ort_trt import graph_options
+
+        caches = cls.session_provider_options(settings)["TensorrtExecutionProvider"]
+        per_graph = graph_options(settings)
+        return lambda graph: {"TensorrtExecutionProvider": {**caches, **per_graph(graph)}}
+
+
+_NOT_REGISTERED = {  # a requested execution provider that ONNX Runtime left out: the usual causes
+    "TensorrtExecutionProvider": (" (ONNX Runtime could not load its TensorRT libraries, libnvinfer.so.10 for "
+                                  "onnxruntime-gpu 1.x, or could not write its cache folder; run with ONNX "
+                                  "Runtime's verbose log to see which)"),
+}
 
 
 class OrtRunner(BaseRunner):
@@ -250,7 +273,9 @@ class OrtRunner(BaseRunner):
             return None
         same = [b.name for b in backend_order()
                 if issubclass(b.loader, OrtLoader) and b.loader.providers[0] == active[0]]
-        return BackendFallback(same[-1] if same else "ort", f"{self.path.name} runs on {active}, not {asked}")
+        why = _NOT_REGISTERED.get(asked, "")
+        return BackendFallback(same[-1] if same else "ort",
+                               f"{asked} did not register for {self.path.name}, which runs on {active}{why}")
 
 
 register_backend(Backend("ort-trt", rank=20, loader=OrtTensorRTLoader, runner=OrtRunner,

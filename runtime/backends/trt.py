@@ -8,15 +8,14 @@ rebuilds it), deserializes it and creates its execution context. Its options are
 alone (``TensorRTOptions``: engine folder, CUDA graphs, the rebuild command).
 
 ``TensorRTRunner`` only executes: the named-tensor API (``set_input_shape`` /
-``set_tensor_address`` / ``execute_async_v3``) on one CUDA stream shared by every runner of a
-Session, pinned host staging buffers and device buffers reused across calls (grown on demand),
-and, when the loader says so, one CUDA graph captured per input-shape combination.
+``set_tensor_address`` / ``execute_async_v3``) on one non-blocking CUDA stream shared by every
+runner of a Session, pinned host staging buffers and device buffers reused across calls (grown on
+demand), and, when the loader says so, one CUDA graph per input-shape combination, each captured
+on an execution context of its own (``trt_cuda``). One TensorRT logger serves the process.
 """
 from __future__ import annotations
 
-import ctypes
 import importlib.util
-import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,12 +23,14 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from mmedge.errors import BackendUnavailable, InputError
+from mmedge.errors import BackendUnavailable, CudaError, InputError
 from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
 from mmedge.runtime.backends.table import Backend, register_backend
-from mmedge.runtime.backends.trt_engines import (ENGINE_SUFFIX, INSTALL_HINT, check_engine, cuda_check,
-                                                 current_device, default_engine_root, engine_file,
-                                                 load_cudart, load_tensorrt, missing_engine_error, rebuild_hint)
+from mmedge.runtime.backends.trt_cuda import (CudaGraphs, CudaStream, PinnedBuffer, capture_graph, cuda_check,
+                                              gpu_problem, load_cudart)
+from mmedge.runtime.backends.trt_engines import (ENGINE_SUFFIX, INSTALL_HINT, check_engine, current_device,
+                                                 default_engine_root, engine_file, load_tensorrt,
+                                                 missing_engine_error, rebuild_hint, tensorrt_logger)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmedge.runtime.bundle import Bundle
@@ -57,62 +58,12 @@ def _spec_found(name: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _gpu_problem() -> str | None:
-    """None if CUDA sees at least one GPU (``cudaGetDeviceCount`` through cuda-python)."""
+    """None if CUDA sees at least one GPU; else why not (a driver too old for cuda-python, no GPU...)."""
     try:
         cudart = load_cudart()
     except BackendUnavailable as exc:
         return f"cuda-python cannot be imported ({exc.__cause__})"
-    err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess or count < 1:
-        return f"no NVIDIA GPU is visible to CUDA (cudaGetDeviceCount: {err}, {count} devices)"
-    return None
-
-
-class CudaStream:
-    """One CUDA stream for the runners of one Session: created by the first runner that
-    activates, destroyed when the last one deactivates. Its lock serializes the work queued
-    on it (and keeps a CUDA graph capture from catching another runner's work)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self._cudart: Any = None
-        self._handle: Any = None
-        self._users = 0
-
-    def acquire(self, cudart: Any) -> Any:
-        """The stream handle; creates the stream on first use."""
-        with self.lock:
-            if self._users == 0:
-                self._cudart, self._handle = cudart, cuda_check(cudart, cudart.cudaStreamCreate())
-            self._users += 1
-            return self._handle
-
-    def release(self) -> None:
-        """Drops one user; the last one destroys the stream."""
-        with self.lock:
-            self._users -= 1
-            if self._users == 0 and self._handle is not None:
-                self._cudart.cudaStreamDestroy(self._handle)
-                self._handle = None
-
-
-class _Buffer:
-    """A device buffer and its pinned host staging buffer, ``capacity`` bytes each."""
-
-    def __init__(self, cudart: Any, capacity: int) -> None:
-        self.cudart, self.capacity = cudart, max(int(capacity), 1)
-        self.device = int(cuda_check(cudart, cudart.cudaMalloc(self.capacity)))
-        self.host = int(cuda_check(cudart, cudart.cudaMallocHost(self.capacity)))
-
-    def host_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A numpy view of the pinned buffer (valid until the next call)."""
-        count = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        raw = (ctypes.c_ubyte * max(count, 1)).from_address(self.host)
-        return np.frombuffer(raw, np.uint8, count).view(dtype).reshape(shape)
-
-    def free(self) -> None:
-        self.cudart.cudaFree(self.device)
-        self.cudart.cudaFreeHost(self.host)
+    return gpu_problem(cudart)
 
 
 @dataclass(frozen=True)
@@ -121,13 +72,17 @@ class TensorRTOptions:
 
     Attributes:
         engine_dir: The engine root ``mmedge build`` wrote to (one folder per device key).
-        cuda_graph: Capture one CUDA graph per input-shape combination and replay it.
+        cuda_graph: Capture one CUDA graph per input-shape combination and replay it, each on an
+            execution context of its own.
         hint: The rebuild command, for error messages.
+        max_cuda_graphs: Most graphs (and execution contexts) kept per engine; the least recently
+            used shape's is dropped.
     """
 
     engine_dir: Path | None = None
     cuda_graph: bool = False
     hint: str = "rebuild it on this device with `mmedge build`"
+    max_cuda_graphs: int = 4
 
     @classmethod
     def from_settings(cls, settings: LoadSettings) -> "TensorRTOptions":
@@ -149,6 +104,7 @@ class LoadedEngine:
     stream: CudaStream
     stream_handle: Any
     cuda_graph: bool
+    max_cuda_graphs: int = 4
 
     def release(self) -> None:
         """Drops the context, the engine and this engine's use of the stream."""
@@ -219,7 +175,7 @@ class EngineLoader(BaseLoader):
             root, rel = self.path.parents[2], f"{self.path.parent.name}/{self.path.name[:-len(ENGINE_SUFFIX)]}.onnx"
             raise missing_engine_error(root, here, rel, hint=hint)
         check_engine(self.path, here, source_sha256=self.source_sha256, hint=hint)
-        logger = trt.Logger(trt.Logger.WARNING)
+        logger = tensorrt_logger(trt)
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
@@ -227,21 +183,29 @@ class EngineLoader(BaseLoader):
                                      f"log above); {hint}")
         context = engine.create_execution_context()
         return LoadedEngine(trt, cudart, logger, runtime, engine, context, self.stream,
-                            self.stream.acquire(cudart), self.options.cuda_graph)
+                            self.stream.acquire(cudart), self.options.cuda_graph, self.options.max_cuda_graphs)
 
 
 class TensorRTRunner(BaseRunner):
-    """Runs the engine its ``EngineLoader`` loads, e.g. ``TensorRTRunner(EngineLoader(engine_path(graph)))``."""
+    """Runs the engine its ``EngineLoader`` loads, e.g. ``TensorRTRunner(EngineLoader(engine_path(graph)))``.
+
+    With CUDA graphs on, each input-shape combination gets its own execution context and graph
+    (``CudaGraphs``, at most ``TensorRTOptions.max_cuda_graphs``): a graph replays only on the
+    context and shapes it was captured with. A capture that fails leaves that call and later ones
+    to plain enqueues on the runner's own context.
+    """
 
     loader: EngineLoader
 
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         self._loaded = loaded = self.loader()
-        self._trt, self._cudart, self.cuda_graph = loaded.trt, loaded.cudart, loaded.cuda_graph
+        self._trt, self._cudart = loaded.trt, loaded.cudart
         self._engine, self._context, self._stream = loaded.engine, loaded.context, loaded.stream_handle
         self._shared_stream = loaded.stream
-        self._buffers: dict[str, _Buffer] = {}
-        self._graphs: dict[tuple, Any] = {}
+        self._buffers: dict[str, PinnedBuffer] = {}
+        self._graphs = CudaGraphs(self._new_context, self._capture, self._replay,
+                                  lambda graph_exec: self._cudart.cudaGraphExecDestroy(graph_exec),
+                                  capacity=loaded.max_cuda_graphs, name=self.path.name) if loaded.cuda_graph else None
         metas = [self._tensor_meta(self._engine.get_tensor_name(i)) for i in range(self._engine.num_io_tensors)]
         return tuple(m for m, is_in in metas if is_in), tuple(m for m, is_in in metas if not is_in)
 
@@ -251,90 +215,88 @@ class TensorRTRunner(BaseRunner):
         shape = tuple(int(d) if int(d) >= 0 else None for d in engine.get_tensor_shape(name))
         return TensorMeta(name, dtype, shape), engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
 
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether calls replay CUDA graphs (False when off, or after a capture failed)."""
+        return self._graphs is not None and self._graphs.failed is None
+
     # -- inference ----------------------------------------------------------------------------
 
-    def _buffer(self, name: str, nbytes: int) -> _Buffer:
+    def _buffer(self, name: str, nbytes: int) -> PinnedBuffer:
         buf = self._buffers.get(name)
         if buf is None or buf.capacity < nbytes:
             if buf is not None:
                 buf.free()
-            self._buffers[name] = buf = _Buffer(self._cudart, nbytes)
-            self._drop_graphs()  # captured graphs hold the old addresses
+            self._buffers[name] = buf = PinnedBuffer(self._cudart, nbytes)
+            if self._graphs is not None:
+                self._graphs.clear()  # captured graphs hold the old addresses
         return buf
 
-    def _set_inputs(self, feed: Mapping[str, np.ndarray]) -> None:
+    def _set_inputs(self, context: Any, feed: Mapping[str, np.ndarray]) -> None:
         cudart, h2d = self._cudart, self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         for meta in self._inputs:
             value = feed[meta.name]
-            if not self._context.set_input_shape(meta.name, value.shape):
+            if not context.set_input_shape(meta.name, value.shape):
                 low, _, high = self._engine.get_tensor_profile_shape(meta.name, 0)
                 raise InputError(f"{self.path.name}: input {meta.name!r} has shape {list(value.shape)}, outside the "
                                  f"engine's optimization profile (min {list(low)}, max {list(high)}); rebuild with a "
                                  "larger `mmedge build --max-batch`, or send smaller batches")
             buf = self._buffer(meta.name, value.nbytes)
             np.copyto(buf.host_array(value.shape, meta.dtype), value)
-            cuda_check(cudart, cudart.cudaMemcpyAsync(buf.device, buf.host, value.nbytes, h2d, self._stream))
-            self._context.set_tensor_address(meta.name, buf.device)
+            cuda_check(cudart, cudart.cudaMemcpyAsync(buf.device, buf.host, value.nbytes, h2d, self._stream),
+                       "cudaMemcpyAsync")
+        for meta in self._inputs:  # after every buffer is allocated: a growing one moves the others' graphs
+            context.set_tensor_address(meta.name, self._buffers[meta.name].device)
 
-    def _set_outputs(self) -> dict[str, tuple[tuple[int, ...], _Buffer]]:
+    def _set_outputs(self, context: Any) -> dict[str, tuple[tuple[int, ...], PinnedBuffer]]:
         outputs = {}
         for meta in self._outputs:
-            shape = tuple(int(d) for d in self._context.get_tensor_shape(meta.name))
-            buf = self._buffer(meta.name, int(np.prod(shape, dtype=np.int64)) * meta.dtype.itemsize)
-            self._context.set_tensor_address(meta.name, buf.device)
-            outputs[meta.name] = shape, buf
+            shape = tuple(int(d) for d in context.get_tensor_shape(meta.name))
+            nbytes = int(np.prod(shape, dtype=np.int64)) * meta.dtype.itemsize
+            outputs[meta.name] = shape, self._buffer(meta.name, nbytes)
+        for name, (_, buf) in outputs.items():
+            context.set_tensor_address(name, buf.device)
         return outputs
 
-    def _enqueue(self) -> None:
-        if not self._context.execute_async_v3(self._stream):
-            raise RuntimeError(f"TensorRT execution of {self.path.name} failed; see the TensorRT log above")
+    def _enqueue(self, context: Any) -> None:
+        if not context.execute_async_v3(self._stream):
+            raise CudaError(f"TensorRT execution of {self.path.name} failed; see the TensorRT log above")
 
-    def _launch(self, key: tuple) -> None:
-        if not self.cuda_graph:
-            return self._enqueue()
-        graph_exec = self._graphs.get(key)
-        if graph_exec is not None:
-            return cuda_check(self._cudart, self._cudart.cudaGraphLaunch(graph_exec, self._stream))
-        self._enqueue()  # runs this call; also flushes TensorRT's deferred shape updates before a capture
-        self._graphs[key] = self._capture()
+    def _new_context(self) -> Any:
+        return self._engine.create_execution_context()
 
-    def _capture(self) -> Any:
-        cudart = self._cudart
-        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        cuda_check(cudart, cudart.cudaStreamBeginCapture(self._stream, mode))
-        ok = self._context.execute_async_v3(self._stream)
-        graph = cuda_check(cudart, cudart.cudaStreamEndCapture(self._stream))
-        if not ok:
-            cudart.cudaGraphDestroy(graph)
-            raise RuntimeError(f"TensorRT could not be captured into a CUDA graph for {self.path.name}; "
-                               "run without cuda_graph")
-        graph_exec = cuda_check(cudart, cudart.cudaGraphInstantiate(graph, 0))
-        cudart.cudaGraphDestroy(graph)
-        return graph_exec
+    def _capture(self, context: Any) -> Any:
+        return capture_graph(self._cudart, self._stream, lambda: context.execute_async_v3(self._stream))
+
+    def _replay(self, graph_exec: Any) -> None:
+        cuda_check(self._cudart, self._cudart.cudaGraphLaunch(graph_exec, self._stream), "cudaGraphLaunch")
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, d2h = self._cudart, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        key = tuple(feed[m.name].shape for m in self._inputs)
         with self._shared_stream.lock:
-            self._set_inputs(feed)
-            outputs = self._set_outputs()
-            self._launch(tuple(feed[m.name].shape for m in self._inputs))
+            graph_context = self._graphs.context_for(key) if self._graphs is not None else None
+            context = graph_context if graph_context is not None else self._context
+            self._set_inputs(context, feed)
+            outputs = self._set_outputs(context)
+            if graph_context is None:
+                self._enqueue(context)
+            else:
+                self._graphs.run(key, context, self._enqueue)
             dtypes = {m.name: m.dtype for m in self._outputs}
             for name, (shape, buf) in outputs.items():
                 nbytes = int(np.prod(shape, dtype=np.int64)) * dtypes[name].itemsize
-                cuda_check(cudart, cudart.cudaMemcpyAsync(buf.host, buf.device, nbytes, d2h, self._stream))
-            cuda_check(cudart, cudart.cudaStreamSynchronize(self._stream))
+                cuda_check(cudart, cudart.cudaMemcpyAsync(buf.host, buf.device, nbytes, d2h, self._stream),
+                           "cudaMemcpyAsync")
+            cuda_check(cudart, cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
             return {name: buf.host_array(shape, dtypes[name]).copy() for name, (shape, buf) in outputs.items()}
 
     # -- teardown -----------------------------------------------------------------------------
 
-    def _drop_graphs(self) -> None:
-        for graph_exec in self._graphs.values():
-            self._cudart.cudaGraphExecDestroy(graph_exec)
-        self._graphs = {}
-
     def _deactivate(self) -> None:
         with self._shared_stream.lock:
-            self._drop_graphs()
+            if self._graphs is not None:
+                self._graphs.clear()
             for buf in self._buffers.values():
                 buf.free()
             self._buffers = {}

@@ -19,28 +19,29 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 from mmedge.atomic import atomic_write
-from mmedge.errors import BackendUnavailable, EngineMismatch
+from mmedge.errors import BackendUnavailable, CudaError, EngineMismatch
+from mmedge.runtime.backends.trt_cuda import EXTRAS_HINT, cuda_check, load_cudart, probe_gpu
 
 __all__ = ["DeviceIdentity", "BuildRecord", "RECORD_FORMAT", "ENGINE_SUFFIX", "RECORD_SUFFIX", "TIMING_CACHE",
            "L4T_RELEASE_FILE", "INSTALL_HINT", "parse_l4t_release", "read_l4t_release", "default_engine_root",
            "engine_file", "ort_trt_cache_dir", "record_file", "read_record", "record_problems", "check_engine",
            "missing_engine_error", "rebuild_hint", "write_engine", "load_tensorrt", "load_cudart",
-           "cuda_check", "current_device", "probe_device", "probe_gpu"]
+           "cuda_check", "current_device", "probe_device", "probe_gpu", "tensorrt_logger"]
 
 ENGINE_SUFFIX = ".engine"
 RECORD_SUFFIX = ".engine.json"
 TIMING_CACHE = "timing.cache"
 RECORD_FORMAT = "mmedge.engine-record/1"
 L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")
-INSTALL_HINT = ("pip install 'mmedge[tensorrt]' (tensorrt>=10 and cuda-python) on a machine with an NVIDIA GPU; "
-                "on a Jetson use JetPack's TensorRT (apt install python3-libnvinfer) and pip install cuda-python "
-                "(docs/tensorrt.md)")
+INSTALL_HINT = (f"on a machine with an NVIDIA GPU, {EXTRAS_HINT}; on a Jetson use JetPack's TensorRT "
+                "(apt install python3-libnvinfer) and pip install 'cuda-python>=12,<13'")
 _IDENTITY_FIELDS = ("tensorrt", "gpu", "compute_capability", "l4t")
 _L4T = re.compile(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
 
@@ -170,34 +171,20 @@ def load_tensorrt() -> tuple[Any, Any]:
     return trt, load_cudart()
 
 
-def load_cudart() -> Any:
-    """cuda-python's runtime module alone (no TensorRT import)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as exc:
-            raise BackendUnavailable(f"cuda-python is not installed here ({exc}); {INSTALL_HINT}") from exc
-    return cudart
+_LOGGER_LOCK = threading.Lock()
+_LOGGERS: dict[int, Any] = {}  # id(tensorrt module) -> its one logger
 
 
-def cuda_check(cudart: Any, result: Any) -> Any:
-    """Unpacks a cuda-python result ``(err, *values)``, raising ``RuntimeError`` on an error code."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise RuntimeError(f"CUDA call failed: {err}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
+def tensorrt_logger(trt: Any) -> Any:
+    """The process's one TensorRT logger (WARNING and above), shared by the builder and every runtime.
 
-
-def probe_gpu(cudart: Any) -> tuple[str, str]:
-    """(name, ``"major.minor"`` compute capability) of the current CUDA device."""
-    device = cuda_check(cudart, cudart.cudaGetDevice())
-    props = cuda_check(cudart, cudart.cudaGetDeviceProperties(device))
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
+    TensorRT keeps one global logger: a second ``trt.Logger`` passed to a builder or runtime is
+    ignored with a warning, so every TensorRT object here is made with this one.
+    """
+    with _LOGGER_LOCK:
+        if id(trt) not in _LOGGERS:
+            _LOGGERS[id(trt)] = trt.Logger(trt.Logger.WARNING)
+        return _LOGGERS[id(trt)]
 
 
 def probe_device(trt: Any, cudart: Any, *, l4t_file: Path = L4T_RELEASE_FILE) -> DeviceIdentity:
@@ -241,7 +228,7 @@ def ort_trt_cache_dir(engine_root: Path, *, gpu: tuple[str, str] | None = None, 
     if gpu is None:
         try:
             gpu = probe_gpu(load_cudart())
-        except (BackendUnavailable, RuntimeError):
+        except (BackendUnavailable, CudaError):
             gpu = ("unidentified-gpu", "")
     key = f"ort{ort_version}_{_gpu_key(gpu[0], gpu[1], read_l4t_release(l4t_file))}"
     return Path(engine_root) / key / "ort-trt"

@@ -166,8 +166,13 @@ def test_ort_gpu_loaders_point_caches_at_the_device_folder(bundle_path, tmp_path
     options = loader.provider_options["TensorrtExecutionProvider"]
     cache = ort_trt_cache_dir(tmp_path / "engines")  # no cuda-python here: the GPU part is unidentified
     assert options == {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                       "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+                       "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                       # the head's profile from the manifest (issue 20 item 6); an fp32 graph: no fp16 flag
+                       "trt_profile_min_shapes": "image_pooled:1x1280,text_pooled:1x384",
+                       "trt_profile_opt_shapes": "image_pooled:1x1280,text_pooled:1x384",
+                       "trt_profile_max_shapes": "image_pooled:8x1280,text_pooled:8x384"}
     assert cache.parent.parent == tmp_path / "engines" and cache.name == "ort-trt"
+    assert cache.is_dir()  # created with its parents before ONNX Runtime sees it (issue 20 item 1)
     assert loader.disabled_optimizers == ("WeightBiasQuantization",) and loader.threads == 2
     for cls in (OrtCudaLoader, OrtLoader):
         other = cls.for_session(settings)(graph)
