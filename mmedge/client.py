@@ -26,13 +26,27 @@ from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_model_name
 from mmedge.runtime.modalities import InputOptions, get_modality
 from mmedge.serve.protocol import OUTPUTS, decode_outputs, input_specs
 
-__all__ = ["Client", "ServerError", "predict"]
+__all__ = ["Client", "ServerError", "RequestRefused", "ServerBusy", "predict"]
 
 _INSTALL = "the mmedge client needs tritonclient: pip install 'mmedge[serve]' (or 'tritonclient[http,grpc]')"
 
 
 class ServerError(MmedgeError):
     """The server refused a request or failed; the message is the server's."""
+
+
+class RequestRefused(ServerError, InputError):
+    """The server refused this request's input (HTTP 400 / gRPC INVALID_ARGUMENT), with the runtime's message:
+    fix the input; sending it again gives the same answer."""
+
+
+class ServerBusy(ServerError):
+    """The server's queue is full or the request waited past its queue timeout (HTTP 503 / gRPC UNAVAILABLE):
+    nothing ran; send it again later, or to another server."""
+
+
+_STATUS_ERRORS = {"400": RequestRefused, "StatusCode.INVALID_ARGUMENT": RequestRefused,
+                  "503": ServerBusy, "StatusCode.UNAVAILABLE": ServerBusy}
 
 
 @dataclass(frozen=True)
@@ -124,7 +138,10 @@ class Client:
 
         Raises:
             InputError: a bad input (checked here before sending).
-            ServerError: the server refused the request (its message) or cannot be reached.
+            RequestRefused: the server refused the input (HTTP 400 / gRPC INVALID_ARGUMENT; an ``InputError``
+                too), with the runtime's message.
+            ServerBusy: the server's queue is full (HTTP 503 / gRPC UNAVAILABLE); nothing ran.
+            ServerError: the server failed otherwise (its message) or cannot be reached.
         """
         given = {"image": image, "text": text, "audio": audio}
         rows = _rows(given, InputOptions(image_color_order=image_color_order, audio_rate=audio_rate))
@@ -165,7 +182,8 @@ class Client:
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
-            raise ServerError(f"{self.endpoint.protocol}://{self.endpoint.address} model {self.model!r}: "
+            kind = _STATUS_ERRORS.get(str(exc.status()), ServerError)
+            raise kind(f"{self.endpoint.protocol}://{self.endpoint.address} model {self.model!r}: "
                               f"{_message(exc)}") from None
         except (ConnectionError, OSError) as exc:
             raise ServerError(f"cannot reach {self.endpoint.address} ({exc}); is `mmedge serve` running?") from None

@@ -23,6 +23,9 @@ def serve(
     max_batch: int = typer.Option(16, help="Triton max_batch_size: most rows per execution."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Dynamic batching."),
     queue_delay_us: int = typer.Option(2000, help="Dynamic batching: longest wait for more requests (µs)."),
+    max_queue: int = typer.Option(64, help="Requests that may wait in the queue (0: unbounded); more are refused at "
+                                           "once with 503 / UNAVAILABLE. Needs --batching."),
+    queue_timeout_us: int = typer.Option(0, help="Refuse (503 / UNAVAILABLE) a request queued longer (µs; 0: never)."),
     instances: int = typer.Option(1, help="Model instances (each its own Session)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per graph per instance (default cores/instances)."),
     log_verbose: int = typer.Option(0, help="Triton verbose log level (0 = info)."),
@@ -34,7 +37,8 @@ def serve(
     try:
         config = ServeConfig(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                              model_name=model_name, precision=precision, backend=backend, max_batch=max_batch,
-                             batching=batching, queue_delay_us=queue_delay_us, instances=instances,
+                             batching=batching, queue_delay_us=queue_delay_us, max_queue=max_queue,
+                             queue_timeout_us=queue_timeout_us, instances=instances,
                              threads=threads, log_verbose=log_verbose)
         run_server(bundle, config, on_ready=_print_ready)
     except MmedgeError as e:

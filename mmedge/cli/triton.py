@@ -18,6 +18,9 @@ def triton(
     max_batch: int = typer.Option(16, help="max_batch_size of every model."),
     instances: int = typer.Option(1, help="Instances of every model (instance_group count)."),
     queue_delay_us: int = typer.Option(2000, help="Dynamic batching delay of every model (µs)."),
+    max_queue: int = typer.Option(64, help="Requests that may wait in each model's queue (0: unbounded); more are "
+                                           "refused at once with 503 / UNAVAILABLE."),
+    queue_timeout_us: int = typer.Option(0, help="Refuse (503 / UNAVAILABLE) a request queued longer (µs; 0: never)."),
     model_name: str = typer.Option("mmedge", help="Name of the ensemble clients call; other models are prefixed."),
     engines: bool = typer.Option(True, "--engines/--no-engines",
                                  help="Serve TensorRT engines (tensorrt_plan) where `mmedge build` made them."),
@@ -30,7 +33,8 @@ def triton(
 
     try:
         config = RepositoryConfig(model_name=model_name, precision=precision, max_batch=max_batch,
-                                  instances=instances, queue_delay_us=queue_delay_us, engines=engines,
+                                  instances=instances, queue_delay_us=queue_delay_us, max_queue=max_queue,
+                                  queue_timeout_us=queue_timeout_us, engines=engines,
                                   engine_dir=engine_dir, graph_backend=graph_backend)
         models = write_repository(bundle, out, config)
     except MmedgeError as e:

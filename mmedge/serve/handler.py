@@ -1,7 +1,10 @@
-"""The inference callable a Triton model instance runs: requests in, one ``Session.predict`` per batch, responses out.
+"""What a served model instance runs on a dynamic batch: every request checked on its own, the valid ones merged.
 
-No pytriton import here: the callable takes anything with a ``.data`` mapping (PyTriton's
-``Request``) or plain mappings, so it is tested without a server.
+No Triton import here: requests are anything with a ``.data`` mapping (PyTriton's ``Request``)
+or plain mappings, so this is tested without a server. ``BundleHandler.answer`` gives each
+request its own answer, outputs or the error that request alone caused: one client's bad
+request never fails another's (``mmedge.serve.triton_models.model`` turns an ``InputError``
+into Triton's ``INVALID_ARG``: HTTP 400 / gRPC INVALID_ARGUMENT).
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mmedge.errors import InputError
+from mmedge.runtime.modalities import InputOptions, get_modality
 from mmedge.serve.protocol import RequestRows, WireLimits, decode_request, encode_outputs
 
 __all__ = ["BundleHandler"]
@@ -21,43 +26,83 @@ def _data(request: Any) -> Mapping[str, np.ndarray]:
 class BundleHandler:
     """Runs a dynamic batch of Triton requests through one ``mmedge.runtime.Session``.
 
-    Requests that give the same modalities are merged into one ``Session.predict`` call
-    (so the encoders see the whole batch); each request gets its own rows back.
+    Each request is validated on its own first (the wire limits, then the runtime's own checks
+    of every argument: empty text, rates, sizes); the valid requests that give the same
+    modalities are merged into one ``Session.predict`` call (so the encoders see the whole
+    batch). Should a merged call still fail, its requests are run again one by one, so an error
+    only ever reaches the request that caused it.
 
     Args:
         session: The ``Session`` this model instance uses (shared sessions are fine: thread-safe).
         limits: Payload limits checked per request before anything runs.
+        owns_session: ``close()`` closes ``session`` too.
     """
 
-    def __init__(self, session: Any, *, limits: WireLimits = WireLimits()) -> None:
+    def __init__(self, session: Any, *, limits: WireLimits = WireLimits(), owns_session: bool = False) -> None:
         self.session = session
         self.limits = limits
+        self._owns = owns_session
         self._members = tuple(m.name for m in session.bundle.members)
 
+    def answer(self, requests: Sequence[Any]) -> list[Any]:
+        """Each request's outputs (a dict of arrays) or the exception it alone caused, in order."""
+        answers: list[Any] = [None] * len(requests)
+        groups: dict[tuple[str, ...], list[tuple[int, RequestRows]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                rows = self.validate(_data(request))
+            except InputError as exc:
+                answers[i] = exc
+                continue
+            groups.setdefault(rows.modalities, []).append((i, rows))
+        for group in groups.values():
+            self._run_group(group, answers)
+        return answers
+
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
-        """Answers a batch of requests, in order.
+        """``answer``, raising the first request's error if any request was refused.
 
         Raises:
-            InputError: a request is malformed (the whole batch fails: Triton's Python backend
-                reports errors per batch; the mmedge client checks what it can before sending).
+            InputError: a request is malformed (use ``answer`` to get each request's own error).
         """
-        decoded = [decode_request(_data(r), self.limits) for r in requests]
-        responses: list[dict[str, np.ndarray] | None] = [None] * len(decoded)
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, rows in enumerate(decoded):
-            groups.setdefault(rows.modalities, []).append(i)
-        for indices in groups.values():
-            self._run_group([decoded[i] for i in indices], indices, responses)
-        return responses  # type: ignore[return-value]
+        answers = self.answer(requests)
+        for item in answers:
+            if isinstance(item, Exception):
+                raise item
+        return answers
 
-    def _run_group(self, group: list[RequestRows], indices: list[int],
-                   responses: list[dict[str, np.ndarray] | None]) -> None:
-        merged: dict[str, list] = {m: [] for m in group[0].modalities}
-        for rows in group:
-            for m in rows.modalities:
-                merged[m].extend(rows.items[m])
+    def validate(self, data: Mapping[str, np.ndarray]) -> RequestRows:
+        """One request's rows, checked by the wire limits and the runtime's own argument checks.
+
+        Raises:
+            InputError: what is wrong with this request, in the runtime's words.
+        """
+        rows = decode_request(data, self.limits)
+        limits = self.session.limits
+        for modality in rows.modalities:
+            get_modality(modality).split(rows.items[modality], InputOptions(), limits)
+        return rows
+
+    def _run_group(self, group: list[tuple[int, RequestRows]], answers: list[Any]) -> None:
+        try:
+            self._predict(group, answers)
+        except Exception as exc:  # noqa: BLE001 - isolated below: one by one, each gets its own error
+            if len(group) == 1:
+                answers[group[0][0]] = exc
+                return
+            for item in group:
+                self._run_group([item], answers)
+
+    def _predict(self, group: list[tuple[int, RequestRows]], answers: list[Any]) -> None:
+        modalities = group[0][1].modalities
+        merged: dict[str, list] = {m: [s for _, rows in group for s in rows.items[m]] for m in modalities}
         pred = self.session.predict(**merged)  # each modality's wire samples are predict() items (audio: (wave, rate))
         start = 0
-        for i, rows in zip(indices, group):
-            responses[i] = encode_outputs(pred, self._members, slice(start, start + rows.size))
+        for i, rows in group:
+            answers[i] = encode_outputs(pred, self._members, slice(start, start + rows.size))
             start += rows.size
+
+    def close(self) -> None:
+        """Closes the session if this handler owns it."""
+        if self._owns:
+            self.session.close()

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_counts, check_model_name
+from mmedge.serve.serve_config import DEFAULT_MAX_QUEUE, DEFAULT_MODEL_NAME, check_counts, check_model_name, \
+    dynamic_batching
 from mmedge.serve.pbtxt import Enum, string_parameters, tensor, to_pbtxt
 from mmedge.serve.protocol import input_specs, modality_inputs, output_specs
 
@@ -52,6 +53,9 @@ class RepositoryConfig:
         max_batch: ``max_batch_size`` of every model.
         instances: Instances of each model (``instance_group`` count).
         queue_delay_us: Dynamic batching delay of every model (0: batch what is queued).
+        max_queue: Requests that may wait in each model's queue (0: unbounded); more are refused at once
+            with UNAVAILABLE (HTTP 503).
+        queue_timeout_us: A request waiting longer in a queue is refused with UNAVAILABLE (0: no timeout).
         engines: Use ``tensorrt_plan`` where engines exist (False: ONNX graphs only).
         engine_dir: A device-key folder of engines (None: every folder under ``<bundle>/engines``).
         graph_backend: ``onnxruntime`` (Triton's ONNX Runtime backend) or ``python``.
@@ -62,13 +66,16 @@ class RepositoryConfig:
     max_batch: int = 16
     instances: int = 1
     queue_delay_us: int = 2000
+    max_queue: int = DEFAULT_MAX_QUEUE
+    queue_timeout_us: int = 0
     engines: bool = True
     engine_dir: Path | None = None
     graph_backend: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         check_model_name(self.model_name)
-        check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)))
+        check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0), ("max_queue", 0),
+                            ("queue_timeout_us", 0)))
         if self.graph_backend not in GRAPH_BACKENDS:
             raise ConfigError(f"graph_backend must be one of {list(GRAPH_BACKENDS)}, got {self.graph_backend!r}")
 
@@ -151,7 +158,7 @@ def _check_profiles(engine: Path, record: Mapping[str, Any], max_batch: int) -> 
 
 def _common(name: str, config: RepositoryConfig, kind: str) -> dict[str, Any]:
     return {"name": name, "max_batch_size": config.max_batch,
-            "dynamic_batching": {"max_queue_delay_microseconds": config.queue_delay_us},
+            "dynamic_batching": dynamic_batching(config),
             "instance_group": [{"count": config.instances, "kind": Enum(kind)}]}
 
 

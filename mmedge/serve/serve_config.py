@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from mmedge.errors import ConfigError
 from mmedge.serve.protocol import WireLimits
 
-__all__ = ["ServeConfig", "DEFAULT_MODEL_NAME"]
+__all__ = ["ServeConfig", "DEFAULT_MODEL_NAME", "DEFAULT_MAX_QUEUE", "dynamic_batching"]
 
 DEFAULT_MODEL_NAME = "mmedge"
+DEFAULT_MAX_QUEUE = 64  # requests waiting per model; more are refused at once (UNAVAILABLE / HTTP 503)
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -26,6 +27,17 @@ def check_counts(obj: object, minimums: tuple[tuple[str, int], ...]) -> None:
         value = getattr(obj, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def dynamic_batching(config: object) -> dict:
+    """The ``dynamic_batching`` message of a model config from ``config``'s ``queue_delay_us``, ``max_queue`` and
+    ``queue_timeout_us``: a bounded queue whose overflow (and any request waiting past the timeout) is REJECTED
+    at once with UNAVAILABLE, instead of waiting until the client times out."""
+    from mmedge.serve.pbtxt import Enum
+
+    policy = {"timeout_action": Enum("REJECT"), "default_timeout_microseconds": getattr(config, "queue_timeout_us"),
+              "allow_timeout_override": False, "max_queue_size": getattr(config, "max_queue")}
+    return {"max_queue_delay_microseconds": getattr(config, "queue_delay_us"), "default_queue_policy": policy}
 
 
 def _check_port(name: str, port: int) -> None:
@@ -49,6 +61,9 @@ class ServeConfig:
         max_batch: Triton's ``max_batch_size``: the most rows one execution gets.
         batching: Dynamic batching (requests queued up to ``queue_delay_us`` and merged).
         queue_delay_us: Longest wait for more requests to batch, in microseconds.
+        max_queue: Requests that may wait in the model's queue (0: unbounded); more are refused at once with
+            UNAVAILABLE (HTTP 503). Needs dynamic batching (Triton's queue policy is the batcher's).
+        queue_timeout_us: A request waiting longer is refused with UNAVAILABLE (0: no timeout).
         instances: Model instances (each its own Session and Triton instance).
         threads: CPU threads per graph per instance (None: cores // instances, at least 1).
         limits: Payload limits per request row.
@@ -65,6 +80,8 @@ class ServeConfig:
     max_batch: int = 16
     batching: bool = True
     queue_delay_us: int = 2000
+    max_queue: int = DEFAULT_MAX_QUEUE
+    queue_timeout_us: int = 0
     instances: int = 1
     threads: int | None = None
     limits: WireLimits = field(default_factory=WireLimits)
@@ -81,7 +98,8 @@ class ServeConfig:
             raise ConfigError(f"HTTP, gRPC and metrics ports must differ, got {self.http_port}, {self.grpc_port}, "
                               f"{self.metrics_port}")
         check_model_name(self.model_name)
-        check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)))
+        check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0), ("max_queue", 0),
+                            ("queue_timeout_us", 0)))
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
 

@@ -1,9 +1,14 @@
 """``mmedge serve``: a real Triton Inference Server (through NVIDIA PyTriton) serving a bundle.
 
-Triton does the serving: HTTP and gRPC (KServe v2), dynamic batching, model instances,
-health and readiness, Prometheus metrics. Each model instance runs a ``BundleHandler`` over
-its own ``mmedge.runtime.Session``. PyTriton is imported lazily: the base install works
-without it (``pip install 'mmedge[serve]'``, in its own environment: PyTriton pins numpy<2).
+Triton does the serving: HTTP and gRPC (KServe v2), dynamic batching with a bounded queue,
+model instances, health and readiness, Prometheus metrics. The server runs a one-model
+repository (``serve_repository``) on the ``tritonserver`` that PyTriton ships: each model
+instance is a Python-backend process running a ``BundleHandler`` over its own
+``mmedge.runtime.Session``, which answers every request of a batch on its own (a bad request
+gets INVALID_ARG with the runtime's message; the rest of its batch is answered). PyTriton is
+imported lazily: the base install works without it (``pip install 'mmedge[serve]'``, in its own
+environment: PyTriton pins numpy<2). Its management endpoints (model repository, shared memory,
+statistics, trace, logging) need a token that only this process knows.
 
 Shutdown is clean on SIGINT and SIGTERM: Triton stops, sessions close, and the workspace
 (Triton's binaries, sockets, model store) is removed. Workspaces live under
@@ -17,16 +22,15 @@ import signal
 import sysconfig
 import tempfile
 import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from mmedge.atomic import pid_alive
-from mmedge.errors import BackendUnavailable, MmedgeError
+from mmedge.errors import BackendUnavailable, BundleError, MmedgeError
 from mmedge.serve.serve_config import ServeConfig
-from mmedge.serve.handler import BundleHandler
-from mmedge.serve.protocol import input_specs, output_specs
+from mmedge.serve.serve_repository import write_serve_repository
 
 __all__ = ["Server", "serve", "workspace_root", "sweep_workspaces", "prepare_environment"]
 
@@ -82,12 +86,12 @@ def sweep_workspaces(root: Path | None = None) -> list[Path]:
     return removed
 
 
-def _import_pytriton() -> tuple[Any, Any]:
+def _import_pytriton() -> Any:
     try:
-        from pytriton import model_config, triton
+        from pytriton import triton
     except ImportError as exc:
         raise BackendUnavailable(f"{_INSTALL} ({exc})") from exc
-    return triton, model_config
+    return triton
 
 
 class Server:
@@ -106,7 +110,6 @@ class Server:
         self.bundle_path = Path(bundle)
         self.config = config
         self._triton: Any = None
-        self._sessions: list[Any] = []
         self._bundle: Any = None
         self.workspace: Path | None = None
 
@@ -127,14 +130,14 @@ class Server:
 
     def start(self) -> "Server":
         """Opens the sessions, starts Triton and waits until the model is ready."""
-        triton_mod, model_config = _import_pytriton()
+        triton_mod = _import_pytriton()
         try:
-            self._open_sessions()
+            self._open_bundle()
             prepare_environment()
             sweep_workspaces()
             for attempt in range(1, _START_ATTEMPTS + 1):
                 try:
-                    self._start_triton(triton_mod, model_config)
+                    self._start_triton(triton_mod)
                     break
                 except Exception as exc:
                     if attempt == _START_ATTEMPTS or not _is_handshake_race(exc):
@@ -145,12 +148,16 @@ class Server:
             raise
         return self
 
-    def _start_triton(self, triton_mod: Any, model_config: Any) -> None:
+    def _start_triton(self, triton_mod: Any) -> None:
         workspace_root().mkdir(parents=True, exist_ok=True)
-        self.workspace = Path(tempfile.mkdtemp(prefix=f"ws-{os.getpid()}-", dir=workspace_root())) / "w"
-        self._triton = triton_mod.Triton(config=self._triton_config(triton_mod), workspace=self.workspace)
-        self._bind(model_config)
+        folder = Path(tempfile.mkdtemp(prefix=f"ws-{os.getpid()}-", dir=workspace_root()))
+        self.workspace = folder / "w"
+        threads = self.config.instance_threads(os.cpu_count() or 1)
+        write_serve_repository(self._bundle, folder / "repo", self.config, threads)
+        self._triton = triton_mod.Triton(config=self._triton_config(triton_mod, folder / "repo"),
+                                         workspace=self.workspace)
         self._triton.run()
+        self._wait_model_ready()
 
     def _stop_triton(self) -> None:
         triton, self._triton = self._triton, None
@@ -161,33 +168,46 @@ class Server:
             if self.workspace is not None:
                 shutil.rmtree(self.workspace.parent, ignore_errors=True)
 
-    def _open_sessions(self) -> None:
-        from mmedge.runtime import Bundle, Session
+    def _open_bundle(self) -> None:
+        """Opens the bundle here first, so a bad bundle or precision is a typed error before Triton starts."""
+        from mmedge.runtime import Bundle
 
-        cfg = self.config
         self._bundle = Bundle.open(self.bundle_path)
-        threads = cfg.instance_threads(os.cpu_count() or 1)
-        for _ in range(cfg.instances):
-            self._sessions.append(Session(self._bundle, precision=cfg.precision, backend=cfg.backend, threads=threads))
+        problem = self._bundle.precision_problem(self.config.precision)
+        if problem:
+            raise BundleError(problem)
 
-    def _triton_config(self, triton_mod: Any) -> Any:
+    def _triton_config(self, triton_mod: Any, repository: Path) -> Any:
         cfg = self.config
         return triton_mod.TritonConfig(
-            http_address=cfg.host, http_port=cfg.http_port, grpc_address=cfg.host, grpc_port=cfg.grpc_port,
-            metrics_address=cfg.host, metrics_port=cfg.metrics_port, allow_metrics=True, allow_gpu_metrics=False,
-            exit_timeout_secs=5, log_verbose=cfg.log_verbose, strict_readiness=True)
+            model_repository=repository, http_address=cfg.host, http_port=cfg.http_port, grpc_address=cfg.host,
+            grpc_port=cfg.grpc_port, metrics_address=cfg.host, metrics_port=cfg.metrics_port, allow_metrics=True,
+            allow_gpu_metrics=False, exit_timeout_secs=5, log_verbose=cfg.log_verbose, strict_readiness=True)
 
-    def _bind(self, model_config: Any) -> None:
-        cfg, bundle = self.config, self._bundle
-        inputs = [model_config.Tensor(name=t.name, dtype=_pytriton_dtype(t.dtype), shape=t.dims, optional=True)
-                  for t in input_specs()]  # every registered modality's (plug-ins included)
-        outputs = [model_config.Tensor(name=t.name, dtype=_pytriton_dtype(t.dtype), shape=t.dims)
-                   for t in output_specs(len(bundle.labels), len(bundle.members))]
-        batcher = model_config.DynamicBatcher(max_queue_delay_microseconds=cfg.queue_delay_us) if cfg.batching else None
-        handlers = [BundleHandler(s, limits=cfg.limits) for s in self._sessions]
-        self._triton.bind(model_name=cfg.model_name, infer_func=handlers, inputs=inputs, outputs=outputs,
-                          config=model_config.ModelConfig(batching=True, max_batch_size=cfg.max_batch,
-                                                          batcher=batcher), strict=False)
+    def _wait_model_ready(self, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.model_ready():
+            if not self.is_alive():
+                raise MmedgeError(f"Triton exited while loading model {self.config.model_name!r}: "
+                                  f"{self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise MmedgeError(f"model {self.config.model_name!r} not ready after {timeout_s:g} s: "
+                                  f"{self._log_tail()}")
+            time.sleep(0.2)
+
+    def _log_tail(self) -> str:
+        server = getattr(self._triton, "_triton_server", None)
+        logs = server.logs() if server is not None else ""
+        return " ".join(logs.splitlines()[-8:])[-2000:] or "run with --log-verbose 1 to see why"
+
+    def model_ready(self) -> bool:
+        """Whether Triton answers that the model is ready (``/v2/models/<name>/ready``)."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/models/{self.config.model_name}/ready",
+                                        timeout=2) as reply:
+                return reply.status == 200
+        except (OSError, ValueError):
+            return False
 
     def is_alive(self) -> bool:
         """Whether Triton and the model's proxy are running."""
@@ -198,9 +218,6 @@ class Server:
         try:
             self._stop_triton()
         finally:
-            for session in self._sessions:
-                session.close()
-            self._sessions = []
             if self._bundle is not None:
                 self._bundle.close()
                 self._bundle = None
@@ -216,10 +233,6 @@ def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1" if host == "0.0.0.0" else "[::1]"
     return f"[{host}]" if ":" in host else host
-
-
-def _pytriton_dtype(dtype: Any) -> Any:
-    return bytes if np.dtype(dtype) == np.dtype(object) else np.dtype(dtype).type
 
 
 def serve(bundle: str | Path, config: ServeConfig = ServeConfig(), *,

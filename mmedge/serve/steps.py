@@ -15,7 +15,7 @@ import numpy as np
 from mmedge.errors import BundleError, ConfigError
 from mmedge.serve.protocol import WireLimits, decode_request, encode_outputs
 
-__all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "STEPS"]
+__all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "answer_all", "STEPS"]
 
 
 class Preprocess:
@@ -95,6 +95,20 @@ class OnnxGraph:
         return dict(zip(self._outputs, self._session.run(None, dict(data))))
 
 
+def _bundle(params: Mapping[str, str], folder: Path) -> Any:
+    """``mmedge serve``'s one model: a whole bundle through a ``Session`` (``handler.BundleHandler``)."""
+    from mmedge.runtime import Session
+    from mmedge.serve.handler import BundleHandler
+
+    limits = json.loads(params.get("limits") or "{}")
+    if "audio_rates" in limits:
+        limits["audio_rates"] = tuple(limits["audio_rates"])
+    threads = int(params["threads"]) if params.get("threads") else None
+    session = Session(params["bundle"], precision=params.get("precision", "fp32"),
+                      backend=params.get("backend", "auto"), threads=threads)
+    return BundleHandler(session, limits=WireLimits(**limits), owns_session=True)
+
+
 def _preprocess(params: Mapping[str, str], folder: Path) -> Preprocess:
     return Preprocess(params["modality"], json.loads(params["spec"]), json.loads(params["outputs"]), folder)
 
@@ -109,7 +123,7 @@ def _onnx_graph(params: Mapping[str, str], folder: Path) -> OnnxGraph:
 
 
 STEPS: Mapping[str, Callable[[Mapping[str, str], Path], Any]] = {
-    "preprocess": _preprocess, "combine": _combine, "onnx_graph": _onnx_graph}
+    "preprocess": _preprocess, "combine": _combine, "onnx_graph": _onnx_graph, "bundle": _bundle}
 
 
 def create_step(params: Mapping[str, str], folder: Path) -> Callable[[Mapping[str, np.ndarray]], dict]:
@@ -124,3 +138,17 @@ def create_step(params: Mapping[str, str], folder: Path) -> Callable[[Mapping[st
         raise ConfigError(f"model parameter step={step!r} is not one of {sorted(STEPS)}; regenerate the "
                           "repository with `mmedge triton`")
     return STEPS[step](params, Path(folder))
+
+
+def answer_all(step: Any, requests: list[Mapping[str, np.ndarray]]) -> list[Any]:
+    """Each request's outputs, or the exception it alone caused (a step's ``answer`` batches them; the others
+    run each request on its own)."""
+    if hasattr(step, "answer"):
+        return step.answer(requests)
+    answers: list[Any] = []
+    for data in requests:
+        try:
+            answers.append(step(data))
+        except Exception as exc:  # noqa: BLE001 - the request's own error; the others still run
+            answers.append(exc)
+    return answers

@@ -24,7 +24,8 @@ def _configs(repo):
 @pytest.fixture(scope="module")
 def repo(bundle_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("repo")
-    models = write_repository(bundle_path, out, RepositoryConfig(max_batch=8, instances=2, queue_delay_us=100))
+    models = write_repository(bundle_path, out, RepositoryConfig(max_batch=8, instances=2, queue_delay_us=100,
+                                                                 max_queue=32, queue_timeout_us=50_000))
     return out, models
 
 
@@ -39,9 +40,29 @@ def test_every_config_parses_and_names_its_folder(repo):
         "mmedge.head.cross_attention"}
     graph = configs["mmedge.encoder.image"]
     assert graph.instance_group[0].count == 2 and graph.dynamic_batching.max_queue_delay_microseconds == 100
+    policy = configs["mmedge.preprocess.text"].dynamic_batching.default_queue_policy  # bounded, overflow REJECTED
+    assert policy.max_queue_size == 32 and policy.default_timeout_microseconds == 50_000
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
     assert (out / "mmedge.encoder.image" / "1" / "model.onnx").is_file()
     assert (out / "mmedge.preprocess.text" / "1" / "tokenizer.json").is_file()
     assert configs["mmedge.preprocess.image"].backend == "python"
+
+
+def test_the_served_model_config_parses_with_a_bounded_queue(bundle_path, tmp_path):
+    from mmedge.runtime import Bundle
+    from mmedge.serve.serve_config import ServeConfig
+    from mmedge.serve.serve_repository import write_serve_repository
+
+    with Bundle.open(bundle_path) as bundle:
+        write_serve_repository(bundle, tmp_path, ServeConfig(max_batch=16, max_queue=48, instances=2), threads=1)
+        write_serve_repository(bundle, tmp_path / "off", ServeConfig(batching=False, model_name="x"), threads=1)
+    config = _configs(tmp_path)["mmedge"]
+    assert config.backend == "python" and config.max_batch_size == 16 and config.instance_group[0].count == 2
+    assert all(i.optional for i in config.input) and [i.name for i in config.input][:2] == ["image", "text"]
+    policy = config.dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 48 and policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert config.parameters["step"].string_value == "bundle" and (tmp_path / "mmedge" / "1" / "model.py").is_file()
+    assert not _configs(tmp_path / "off")["x"].HasField("dynamic_batching")
 
 
 def test_ensembles_wire_every_step(repo):
@@ -141,4 +162,40 @@ def test_repository_runs_on_a_real_triton(bundle_path, samples, tmp_path):
             with pytest.raises(tc.InferenceServerException) as info:
                 raw.infer("mmedge.without-audio", inputs)
             assert info.value.status() == "400" and "empty or whitespace" in info.value.message()
+        _mixed_clients(f"127.0.0.1:{http}", rows, local)
     assert not (tmp_path / "ws").exists()
+
+
+def _mixed_clients(address, rows, local):
+    """Good and whitespace-text requests at once: each bad one refused (400) with its message, the good answered."""
+    import threading
+
+    import tritonclient.http as tc
+
+    from mmedge.client import Client
+
+    given = {k: rows[k] for k in ("image", "text")}
+    good, bad = [], []
+
+    def good_client():
+        with Client(f"http://{address}", model="mmedge.without-audio") as client:
+            good.extend(client.predict(image=given["image"][i], text=given["text"][i]).labels[0] for i in range(4))
+
+    def bad_client():
+        with tc.InferenceServerClient(address) as raw:
+            for _ in range(4):
+                inputs = [tc.InferInput("image", [1, 32, 32, 3], "UINT8"), tc.InferInput("text", [1, 1], "BYTES")]
+                inputs[0].set_data_from_numpy(given["image"][0][None])
+                inputs[1].set_data_from_numpy(np.array([[b"   "]], dtype=object))
+                try:
+                    raw.infer("mmedge.without-audio", inputs)
+                except tc.InferenceServerException as exc:
+                    bad.append((exc.status(), exc.message()))
+
+    threads = [threading.Thread(target=f) for f in (good_client, good_client, bad_client, bad_client)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert good == local.predict(image=given["image"][:4], text=given["text"][:4]).labels * 2
+    assert len(bad) == 8 and all(status == "400" and "empty or whitespace" in m for status, m in bad)

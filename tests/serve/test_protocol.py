@@ -89,3 +89,45 @@ def test_handler_merges_a_batch_and_matches_the_session(session, rng):
 def test_handler_refuses_a_malformed_request(session):
     with pytest.raises(InputError, match="empty or whitespace"):
         BundleHandler(session)([{"text": _text("  "), "image": np.zeros((1, 8, 8, 3), np.uint8)}])
+
+
+def test_one_bad_request_never_fails_the_others_of_its_batch(session, rng):
+    """Whitespace-only text with the same shapes as the good rows: refused on its own, the rest answered right."""
+    handler = BundleHandler(session)
+    imgs = rng.integers(0, 256, (4, 24, 24, 3), dtype=np.uint8)
+    texts = ["a cat", "   ", "seven", "two"]
+    requests = [{"image": imgs[i:i + 1], "text": _text(t)} for i, t in enumerate(texts)]
+    requests.append({"image": imgs[:2], "text": _text("nine", "\t\n")})  # one bad row: the whole request refused
+    answers = handler.answer(requests)
+    assert isinstance(answers[1], InputError) and "empty or whitespace" in str(answers[1])
+    assert isinstance(answers[4], InputError) and "text[1]" in str(answers[4])
+    good = [0, 2, 3]
+    alone = session.predict(image=[imgs[i] for i in good], text=[texts[i] for i in good])
+    for row, i in enumerate(good):
+        np.testing.assert_allclose(answers[i]["probabilities"], alone.probabilities[row:row + 1], atol=1e-5)
+        assert answers[i]["label"][0, 0] == alone.labels[row].encode()
+
+
+def test_a_failure_of_a_merged_run_is_isolated_request_by_request(session, rng):
+    """Requests whose rows pass the checks but that the bundle cannot run (a modality it needs is missing) are
+    merged, fail, and are run again one by one: each gets its own error; the other group is answered."""
+    handler = BundleHandler(session)
+    img = rng.integers(0, 256, (1, 24, 24, 3), dtype=np.uint8)
+    answers = handler.answer([{"text": _text("only text")}, {"image": img, "text": _text("seven")},
+                              {"text": _text("more text")}])
+    assert isinstance(answers[0], InputError) and "needs ['image']" in str(answers[0])
+    assert isinstance(answers[2], InputError) and "needs ['image']" in str(answers[2])
+    np.testing.assert_allclose(answers[1]["probabilities"], session.predict(image=img, text="seven").probabilities,
+                               atol=1e-5)
+
+
+def test_answer_all_gives_each_request_its_own_answer():
+    from mmedge.serve.steps import answer_all
+
+    def step(data):
+        if data["x"] < 0:
+            raise InputError("negative")
+        return {"y": data["x"] * 2}
+
+    answers = answer_all(step, [{"x": 1}, {"x": -1}, {"x": 3}])
+    assert answers[0] == {"y": 2} and isinstance(answers[1], InputError) and answers[2] == {"y": 6}

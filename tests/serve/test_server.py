@@ -15,7 +15,8 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 
 from conftest import free_ports  # noqa: E402  (tests/serve/conftest.py)
 
-from mmedge.client import Client, ServerError  # noqa: E402
+from mmedge.client import Client, RequestRefused, ServerError  # noqa: E402
+from mmedge.errors import InputError  # noqa: E402
 from mmedge.runtime import Session  # noqa: E402
 from mmedge.serve.serve_config import ServeConfig  # noqa: E402
 from mmedge.serve.protocol import WireLimits  # noqa: E402
@@ -95,19 +96,19 @@ def _raw(client, inputs):
 
 
 # Triton itself refuses what the model config rules out (HTTP 400 / gRPC INVALID_ARGUMENT); the
-# mmedge handler refuses the rest (limits, content) with an InputError that Triton's Python
-# backend reports as a model error (HTTP 500 / gRPC INTERNAL), its message intact.
+# mmedge handler refuses the rest (limits, content) per request with the runtime's InputError, which
+# the model answers as INVALID_ARG: HTTP 400 / gRPC INVALID_ARGUMENT too, its message intact.
 TEXT, IMAGE8 = ("text", np.array([[b"a"]], dtype=object), "BYTES"), ("image", np.zeros((1, 8, 8, 3), np.uint8), "UINT8")
 BAD = [
     ("wrong name", [("picture", np.zeros((1, 8, 8, 3), np.uint8), "UINT8")], "400", "unexpected inference input 'picture'"),
     ("wrong dtype", [("image", np.zeros((1, 8, 8, 3), np.float32), "FP32")], "400", "data-type is 'FP32'"),
     ("wrong shape", [("image", np.zeros((1, 8, 8, 4), np.uint8), "UINT8")], "400", "unexpected shape for input 'image'"),
     ("batch too big", [("text", np.array([[b"a"]] * 9, dtype=object), "BYTES")], "400", "batch-size must be <= 8"),
-    ("image too big", [("image", np.zeros((1, 600, 8, 3), np.uint8), "UINT8"), TEXT], "500", "at most 512 pixels"),
-    ("text too long", [IMAGE8, ("text", np.array([[b"a" * 5000]], dtype=object), "BYTES")], "500", "at most 4096"),
-    ("bad utf-8", [IMAGE8, ("text", np.array([[b"\xff"]], dtype=object), "BYTES")], "500", "not valid UTF-8"),
-    ("no rate", [IMAGE8, TEXT, ("audio", np.zeros((1, 100), np.float32), "FP32")], "500", "needs 'audio_rate'"),
-    ("missing modality", [TEXT], "500", "needs ['image'] as well"),
+    ("image too big", [("image", np.zeros((1, 600, 8, 3), np.uint8), "UINT8"), TEXT], "400", "at most 512 pixels"),
+    ("text too long", [IMAGE8, ("text", np.array([[b"a" * 5000]], dtype=object), "BYTES")], "400", "at most 4096"),
+    ("bad utf-8", [IMAGE8, ("text", np.array([[b"\xff"]], dtype=object), "BYTES")], "400", "not valid UTF-8"),
+    ("no rate", [IMAGE8, TEXT, ("audio", np.zeros((1, 100), np.float32), "FP32")], "400", "needs 'audio_rate'"),
+    ("missing modality", [TEXT], "400", "needs ['image'] as well"),
 ]
 
 
@@ -123,8 +124,10 @@ def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(server
 
 
 def test_client_errors(server):
-    with Client(server.http_url) as client, pytest.raises(ServerError, match="needs \\['image'\\]"):
-        client.predict(text="only text")
+    for url in (server.http_url, server.grpc_url):
+        with Client(url) as client, pytest.raises(RequestRefused, match="needs \\['image'\\]") as info:
+            client.predict(text="only text")
+        assert isinstance(info.value, InputError) and isinstance(info.value, ServerError)
     with Client(server.http_url, model="nope") as client, pytest.raises(ServerError, match="nope"):
         client.predict(text="a")
     with Client(f"http://127.0.0.1:{free_ports(1)[0]}", timeout_s=2) as client:
@@ -200,3 +203,46 @@ def test_a_start_that_hits_the_handshake_race_starts_again_in_a_fresh_workspace(
         with Client(server.http_url) as client:
             _check_same(client.predict(**rows), local.predict(**rows))
     assert not server.workspace.parent.exists() and not server.is_alive()
+
+
+def _exec_count(server) -> float:
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("nv_inference_exec_count{"))
+
+
+def test_bad_clients_never_fail_good_ones_in_the_same_dynamic_batch(server, local, samples):
+    """6 good clients and 2 sending whitespace-only text with the same shapes, concurrently over gRPC: dynamic
+    batches mix them, yet every good request is answered right and every bad one refused with its message."""
+    import tritonclient.grpc as tcg
+
+    good, bad, start_execs = {}, [], _exec_count(server)
+
+    def good_client(c):
+        with Client(server.grpc_url) as client:
+            for k in range(5):
+                i = (c + k) % len(samples["texts"])
+                good[(c, k)] = (i, client.predict(image=samples["images"][i], text=samples["texts"][i]))
+
+    def bad_client(c):
+        with tcg.InferenceServerClient(server.grpc_url[len("grpc://"):]) as raw:
+            for k in range(5):
+                inputs = [tcg.InferInput("image", [1, 32, 32, 3], "UINT8"), tcg.InferInput("text", [1, 1], "BYTES")]
+                inputs[0].set_data_from_numpy(samples["images"][c][None])
+                inputs[1].set_data_from_numpy(np.array([[b" \t "]], dtype=object))
+                try:
+                    raw.infer("mmedge", inputs)
+                    bad.append("answered")
+                except tcg.InferenceServerException as exc:
+                    bad.append(f"{exc.status()} {exc.message()}")
+
+    threads = [threading.Thread(target=good_client, args=(c,)) for c in range(6)]
+    threads += [threading.Thread(target=bad_client, args=(c,)) for c in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(good) == 30 and len(bad) == 10
+    assert all(b.startswith("StatusCode.INVALID_ARGUMENT") and "empty or whitespace" in b for b in bad), bad[:2]
+    for i, pred in good.values():
+        _check_same(pred, local.predict(image=samples["images"][i], text=samples["texts"][i]))
+    assert _exec_count(server) - start_execs < 40  # requests were batched together, good with bad

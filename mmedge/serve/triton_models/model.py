@@ -2,7 +2,9 @@
 
 Copied as ``<model>/1/model.py``; the model's ``parameters`` (``step`` and its settings) say
 which ``mmedge.serve.steps`` step it runs. Needs ``mmedge`` installed where Triton runs Python
-models. Each request is answered on its own, so a bad request gets its own error.
+models. Each request is answered on its own (``steps.answer_all``): a bad request gets its own
+error (an ``InputError`` as INVALID_ARG: HTTP 400 / gRPC INVALID_ARGUMENT) and never fails the
+other requests of its batch.
 """
 import json
 from pathlib import Path
@@ -26,26 +28,33 @@ class TritonPythonModel:
         folder = Path(args["model_repository"]) / str(args["model_version"])
         self.step = create_step(params, folder)
 
-    def _answer(self, request):
+    def _data(self, request):
         data = {}
         for name in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is not None:
                 data[name] = tensor.as_numpy()
-        outputs = self.step(data)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()])
+        return data
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._answer(request))
-            except Exception as exc:  # the request's own error; the model keeps serving
-                responses.append(pb_utils.InferenceResponse(error=_error(exc)))
-        return responses
+        from mmedge.serve.steps import answer_all
+
+        try:  # each request gets its own answer: outputs, or the error it alone caused
+            answers = answer_all(self.step, [self._data(r) for r in requests])
+        except Exception as exc:  # a failure of the step itself: every request learns it, the model keeps serving
+            answers = [exc] * len(requests)
+        return [_response(a) for a in answers]
 
     def finalize(self):
-        self.step = None
+        close, self.step = getattr(self.step, "close", None), None
+        if close is not None:
+            close()
+
+
+def _response(answer):
+    if isinstance(answer, Exception):
+        return pb_utils.InferenceResponse(error=_error(answer))
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in answer.items()])
 
 
 def _error(exc):
