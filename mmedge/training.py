@@ -144,13 +144,7 @@ def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> Train
         out: Checkpoint folder to write (None: don't write).
         data: A ``MultimodalDataset`` to use instead of the recipe's own.
     """
-    data = limit_data(data if data is not None else load_recipe_data(recipe, seed=recipe.train.seed), recipe.subset)
-    check_data(recipe, data)
-    log(f"[bold]{recipe.name}[/]: {len(data)} samples, modalities {list(recipe.modalities)}")
-    tokenizer_file = _tokenizer_file(recipe)
-    encoders = build_trained_encoders(recipe, data)
-    feats = encode(encoders, data, recipe, tokenizer_file)
-    split = {s: feats.take(data.splits[s]) for s in ("train", "val", "test")}
+    data, tokenizer_file, encoders, split = encoded_splits(recipe, data)
     dims = {m: e.dim for m, e in encoders.items()}
     heads, fit, metrics = train_ensemble(recipe, split, dims, len(data.labels))
     model = MultimodalEnsemble(recipe, encoders, heads, fit.temperatures, fit.weights, method=fit.method,
@@ -165,6 +159,18 @@ def train_recipe(recipe: Recipe, out: Path | None = None, *, data=None) -> Train
                                extra={"dataset": {"name": data.name, "task": data.task, "seed": recipe.train.seed},
                                       "ensemble_selection": metrics["ensemble"].get("selection")})
     return TrainingResult(model, metrics, ckpt)
+
+
+def encoded_splits(recipe: Recipe, data=None) -> tuple[Any, Path | None, dict[str, Encoder], dict[str, FeatureSet]]:
+    """The recipe's data (limited to ``recipe.subset``), tokenizer file, trained encoders, and their
+    features of the ``train``/``val``/``test`` splits (each encoder run once over the data)."""
+    data = limit_data(data if data is not None else load_recipe_data(recipe, seed=recipe.train.seed), recipe.subset)
+    check_data(recipe, data)
+    log(f"[bold]{recipe.name}[/]: {len(data)} samples, modalities {list(recipe.modalities)}")
+    tokenizer_file = _tokenizer_file(recipe)
+    encoders = build_trained_encoders(recipe, data)
+    feats = encode(encoders, data, recipe, tokenizer_file)
+    return data, tokenizer_file, encoders, {s: feats.take(data.splits[s]) for s in ("train", "val", "test")}
 
 
 def train_ensemble(recipe: Recipe, split: dict[str, FeatureSet], dims: dict[str, int], num_classes: int

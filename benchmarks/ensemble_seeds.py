@@ -1,0 +1,130 @@
+"""Does the ensemble earn its cost? Several training runs of each reference recipe, on the test split.
+
+For each recipe the dataset and the encoders are built once (seed ``--data-seed``) and their
+features cached on disk (``--cache``); each of ``--seeds`` runs then trains every member head with
+new seeds (initialization and data order), calibrates them and runs ensemble selection on the
+validation split, exactly as ``mmedge train`` does (``mmedge.training.train_ensemble``). Per run it
+reports each member's test accuracy, the member a user would deploy instead (the most accurate on
+validation, ties to the first in recipe order: the bench's rule), the ensemble, the rule selection
+kept and every candidate rule's test accuracy.
+
+    nice python benchmarks/ensemble_seeds.py --json benchmarks/ensemble_seeds.json
+
+Goal (issue 19): the ensemble is at least the chosen member in every run, and better by >= 0.3
+points on average. The JSON is rendered into RESULTS.md by ``benchmarks/make_results.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "mmedge.ensemble_seeds/1"
+GOAL_POINTS = 0.3  # mean ensemble - chosen member, test accuracy points
+COMMAND = "nice python benchmarks/ensemble_seeds.py --json benchmarks/ensemble_seeds.json"
+
+
+def cached_features(recipe, cache: Path) -> dict[str, Any]:
+    """The recipe's encoder features (train/val/test), labels and dims, computed once per recipe and cached."""
+    import torch
+
+    from mmedge.atomic import atomic_file
+    from mmedge.training import encoded_splits
+
+    key = {k: v for k, v in recipe.to_dict().items() if k not in ("members", "baselines", "ensemble", "ensemble_rule")}
+    path = cache / f"{recipe.name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    data, _, encoders, split = encoded_splits(recipe)
+    out = {"split": {s: {"feats": f.feats, "y": f.y} for s, f in split.items()},
+           "dims": {m: e.dim for m, e in encoders.items()}, "labels": len(data.labels)}
+    with atomic_file(path) as f:
+        torch.save(out, f)
+    return out
+
+
+def run_seed(recipe, cached: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One training run of every member head (seeds shifted by ``100 * seed``) and the ensemble."""
+    from mmedge.features import FeatureSet
+    from mmedge.training import train_ensemble
+
+    members = tuple(dataclasses.replace(mb, seed=mb.seed + 100 * seed) for mb in recipe.members)
+    split = {s: FeatureSet(dict(v["feats"]), v["y"]) for s, v in cached["split"].items()}
+    start = time.perf_counter()
+    _, fit, metrics = train_ensemble(recipe.replace(members=members), split, cached["dims"], cached["labels"])
+    members_m = metrics["members"]
+    chosen = max(members_m, key=lambda n: members_m[n]["val_accuracy"])  # first in recipe order among equals
+    ens = metrics["ensemble"]
+    return {"seed": seed, "seconds": round(time.perf_counter() - start, 1),
+            "members": {n: {"val": m["val_accuracy"], "test": m["test_accuracy"]} for n, m in members_m.items()},
+            "chosen_member": chosen, "chosen_test": members_m[chosen]["test_accuracy"],
+            "best_member_test": max(m["test_accuracy"] for m in members_m.values()),
+            "ensemble_test": ens["test_accuracy"], "rule": ens["selection"]["rule"],
+            "weights": ens["selection"]["weights"], "dropped": ens["selection"]["dropped"],
+            "candidates": ens["selection"]["candidates"], "oracle_val": ens["selection"]["oracle_accuracy"],
+            "rules_test": ens["test_accuracy_rules"], "soft_vote_test": ens["test_accuracy_soft_vote"],
+            "samples": metrics["samples"]}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ensemble minus chosen member (points): mean, min, max; runs at or above it; the goal."""
+    gain = np.array([100.0 * (r["ensemble_test"] - r["chosen_test"]) for r in runs])
+    return {"runs": len(runs), "gain_points_mean": float(gain.mean()), "gain_points_min": float(gain.min()),
+            "gain_points_max": float(gain.max()), "runs_at_least_chosen": int((gain >= -1e-9).sum()),
+            "ensemble_mean": float(np.mean([r["ensemble_test"] for r in runs])),
+            "ensemble_std": float(np.std([r["ensemble_test"] for r in runs])),
+            "chosen_mean": float(np.mean([r["chosen_test"] for r in runs])),
+            "chosen_std": float(np.std([r["chosen_test"] for r in runs])),
+            "goal_met": bool((gain >= -1e-9).all() and gain.mean() >= GOAL_POINTS)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=["digits-av", "digits-match"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--subset", type=int, default=None, help="training rows per recipe (quick runs)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's head epochs (quick runs)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mmedge" / "features")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/ensemble_seeds.json"))
+    args = parser.parse_args()
+    report = run(args)
+    from mmedge.atomic import atomic_write
+
+    atomic_write(args.json, json.dumps(report, indent=2))
+    for name, rec in report["recipes"].items():
+        s = rec["summary"]
+        print(f"{name}: ensemble - chosen member {s['gain_points_mean']:+.2f} points on average "
+              f"(min {s['gain_points_min']:+.2f}), {s['runs_at_least_chosen']}/{s['runs']} runs at least it")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every recipe's runs and summary, with the environment and the command."""
+    from mmedge.config import get_recipe
+
+    recipes = {}
+    for name in args.recipes:
+        recipe = get_recipe(name).replace(subset=args.subset, baselines=False)
+        if args.epochs is not None:
+            recipe = recipe.replace(train=dataclasses.replace(recipe.train, epochs=args.epochs))
+        cached = cached_features(recipe, args.cache)
+        runs = [run_seed(recipe, cached, s) for s in range(args.seeds)]
+        recipes[name] = {"runs": runs, "summary": summarize(runs)}
+    return {"schema": SCHEMA, "command": COMMAND if args.subset is None and args.epochs is None else
+            f"python benchmarks/ensemble_seeds.py --subset {args.subset} --epochs {args.epochs} --seeds {args.seeds}",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "goal_points": GOAL_POINTS,
+            "environment": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                            "note": "machine shared with other jobs (accuracy is unaffected; seconds are)"},
+            "recipes": recipes}
+
+
+if __name__ == "__main__":
+    main()
