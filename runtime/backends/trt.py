@@ -201,7 +201,7 @@ class TensorRTRunner(BaseRunner):
         self._loaded = loaded = self.loader()
         self._trt, self._cudart = loaded.trt, loaded.cudart
         self._engine, self._context, self._stream = loaded.engine, loaded.context, loaded.stream_handle
-        self._shared_stream = loaded.stream
+        self._shared_stream, self._stream_ptr = loaded.stream, int(loaded.stream_handle)  # TensorRT takes an int
         self._buffers: dict[str, PinnedBuffer] = {}
         self._graphs = CudaGraphs(self._new_context, self._capture, self._replay,
                                   lambda graph_exec: self._cudart.cudaGraphExecDestroy(graph_exec),
@@ -259,14 +259,14 @@ class TensorRTRunner(BaseRunner):
         return outputs
 
     def _enqueue(self, context: Any) -> None:
-        if not context.execute_async_v3(self._stream):
+        if not context.execute_async_v3(self._stream_ptr):
             raise CudaError(f"TensorRT execution of {self.path.name} failed; see the TensorRT log above")
 
     def _new_context(self) -> Any:
         return self._engine.create_execution_context()
 
     def _capture(self, context: Any) -> Any:
-        return capture_graph(self._cudart, self._stream, lambda: context.execute_async_v3(self._stream))
+        return capture_graph(self._cudart, self._stream, lambda: context.execute_async_v3(self._stream_ptr))
 
     def _replay(self, graph_exec: Any) -> None:
         cuda_check(self._cudart, self._cudart.cudaGraphLaunch(graph_exec, self._stream), "cudaGraphLaunch")
@@ -274,15 +274,16 @@ class TensorRTRunner(BaseRunner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, d2h = self._cudart, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         key = tuple(feed[m.name].shape for m in self._inputs)
-        with self._shared_stream.lock:
-            graph_context = self._graphs.context_for(key) if self._graphs is not None else None
-            context = graph_context if graph_context is not None else self._context
+        def prepare(context: Any) -> dict[str, tuple[tuple[int, ...], PinnedBuffer]]:
             self._set_inputs(context, feed)
-            outputs = self._set_outputs(context)
-            if graph_context is None:
-                self._enqueue(context)
+            return self._set_outputs(context)
+
+        with self._shared_stream.lock:
+            if self._graphs is None:
+                outputs = prepare(self._context)
+                self._enqueue(self._context)
             else:
-                self._graphs.run(key, context, self._enqueue)
+                outputs = self._graphs.execute(key, self._context, prepare, self._enqueue)
             dtypes = {m.name: m.dtype for m in self._outputs}
             for name, (shape, buf) in outputs.items():
                 nbytes = int(np.prod(shape, dtype=np.int64)) * dtypes[name].itemsize

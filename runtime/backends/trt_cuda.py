@@ -19,7 +19,7 @@ import ctypes
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,8 @@ from mmedge.errors import BackendUnavailable, CudaError
 
 __all__ = ["load_cudart", "cuda_check", "cuda_error", "gpu_problem", "probe_gpu", "CudaStream", "PinnedBuffer",
            "capture_graph", "CudaGraphs", "CudaGraphWarning", "EXTRAS_HINT"]
+
+T = TypeVar("T")
 
 EXTRAS_HINT = ("pick the extra that matches the NVIDIA driver: pip install 'mmedge[tensorrt-cu12]' (TensorRT 10, "
                "CUDA 12: driver R525 or newer, what onnxruntime-gpu's TensorRT EP links) or 'mmedge[tensorrt-cu13]' "
@@ -265,6 +267,21 @@ class CudaGraphs:
         if key not in self._pending:
             self._pending[key] = self._new_context()
         return self._pending[key]
+
+    def execute(self, key: Hashable, default: Any, prepare: Callable[[Any], T], enqueue: Callable[[Any], None]) -> T:
+        """One call: ``prepare`` (shapes, addresses) on ``key``'s own context, then replay or capture
+        (``run``); once graphs are off, ``prepare`` and ``enqueue`` on ``default``.
+
+        Returns:
+            What ``prepare`` returned.
+        """
+        context = self.context_for(key)
+        result = prepare(default if context is None else context)
+        if context is None:
+            enqueue(default)
+        else:
+            self.run(key, context, enqueue)
+        return result
 
     def run(self, key: Hashable, context: Any, enqueue: Callable[[Any], None]) -> None:
         """Replays ``key``'s graph, or runs ``context`` once and captures it (``context_for(key)``)."""
