@@ -71,7 +71,7 @@ def run_seed(recipe, cached: dict[str, Any], seed: int) -> dict[str, Any]:
             "ensemble_test": ens["test_accuracy"], "rule": ens["selection"]["rule"],
             "weights": ens["selection"]["weights"], "dropped": ens["selection"]["dropped"],
             "candidates": ens["selection"]["candidates"], "oracle_val": ens["selection"]["oracle_accuracy"],
-            "rules_test": ens["test_accuracy_rules"], "soft_vote_test": ens["test_accuracy_soft_vote"],
+            "rules_test": ens["rules_test_accuracy"], "soft_vote_test": ens["test_accuracy_soft_vote"],
             "samples": metrics["samples"]}
 
 

@@ -258,3 +258,30 @@ def render_multi_camera(report: Report, source: str) -> str:
                       "every frame as fast as the model takes them.\n",
                       markdown_table(["sources", "mode", "predictions", "frames/s (all sources)", "p50 ms", "p99 ms",
                                       "mean batch", "dropped"], rows)])
+
+
+@register_renderer("mmedge.ensemble_seeds/1")
+def render_ensemble_seeds(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/ensemble_seeds.py`` run: the ensemble against the member chosen on validation."""
+    parts = [f"## Ensemble vs the member chosen on validation, several training runs ({source})\n",
+             f"```bash\n{report['command']}\n```\n",
+             f"{report['created']}. Test-split accuracy; the chosen member is the most accurate on validation (the "
+             f"bench's rule); the ensemble is the rule ensemble selection kept by cross-validation on validation. "
+             f"Goal: ensemble >= chosen member in every run, +{report['goal_points']} points on average.\n"]
+    for name, rec in report["recipes"].items():
+        members = list(rec["runs"][0]["members"])
+        rows = [[r["seed"], *[f"{100 * r['members'][m]['test']:.2f}" for m in members], r["chosen_member"],
+                 f"{100 * r['chosen_test']:.2f}", f"**{100 * r['ensemble_test']:.2f}**",
+                 f"{100 * (r['ensemble_test'] - r['chosen_test']):+.2f}", r["rule"], ", ".join(r["dropped"]) or "-",
+                 " / ".join(f"{100 * v:.2f}" for v in r["rules_test"].values())] for r in rec["runs"]]
+        s = rec["summary"]
+        parts += [f"### {name}\n", markdown_table(["seed", *members, "chosen", "chosen %", "ensemble %", "gain (pts)",
+                                                  "rule kept", "dropped", "best member / greedy / stacking %"], rows),
+                  f"Ensemble {100 * s['ensemble_mean']:.2f} ± {100 * s['ensemble_std']:.2f}%, chosen member "
+                  f"{100 * s['chosen_mean']:.2f} ± {100 * s['chosen_std']:.2f}% (mean ± std over {s['runs']} runs); "
+                  f"gain {s['gain_points_mean']:+.2f} points on average (min {s['gain_points_min']:+.2f}, max "
+                  f"{s['gain_points_max']:+.2f}); ensemble >= chosen in {s['runs_at_least_chosen']}/{s['runs']} runs: "
+                  f"goal **{'met' if s['goal_met'] else 'missed'}**.\n"]
+    if report.get("analysis"):
+        parts.append(report["analysis"] + "\n")
+    return "\n".join(parts)

@@ -239,10 +239,11 @@ def ensemble_metrics(recipe: Recipe, test_logits, y_test, fit: EnsembleFit, *, v
     for method in (m for m in EnsembleMethod if m is not EnsembleMethod.STACKING):
         w = [1.0] * len(weights) if method is EnsembleMethod.SOFT_VOTE or sum(weights) <= 0 else weights
         out[f"test_accuracy_{method.value}"] = accuracy(combine(test_logits, method=method, weights=w, temperatures=temps), y_test)
+    out[f"test_accuracy_{fit.method.value}"] = out["test_accuracy"]
     if fit.selection is not None:
         out["selection"] = fit.selection.to_dict()
         if val is not None:
-            out["test_accuracy_rules"] = _rule_test_accuracy(val, test_logits, y_test, temps)
+            out["rules_test_accuracy"] = _rule_test_accuracy(val, test_logits, y_test, temps)
     return out
 
 

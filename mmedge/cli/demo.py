@@ -37,6 +37,24 @@ def _train(recipe: str, ckpt: Path) -> None:
     console.rule(f"1/4 train {recipe}")
     result = train_recipe(get_recipe(recipe), ckpt)
     console.print(metrics_table(result.metrics))
+    if result.metrics["ensemble"].get("selection"):
+        console.print(_selection_table(result.metrics["ensemble"]))
+
+
+def _selection_table(ensemble: dict):
+    """Ensemble selection on the validation split: every candidate rule, the one kept, its weights."""
+    from rich.table import Table
+
+    sel, on_test = ensemble["selection"], ensemble.get("rules_test_accuracy", {})
+    weights = ", ".join(f"{n} {w:.2f}" for n, w in sel["weights"].items() if w > 0)
+    table = Table(title=f"ensemble selection (validation, cross-validated): kept {sel['rule']}; weights {weights}; "
+                        f"dropped {sel['dropped'] or 'none'}; oracle {sel['oracle_accuracy']:.2%}")
+    for col in ("rule", "cv accuracy", "validation accuracy", "test accuracy"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for rule, s in sel["candidates"].items():
+        table.add_row(rule + (" (kept)" if rule == sel["rule"] else ""), f"{s['cv_accuracy']:.2%}",
+                      f"{s['val_accuracy']:.2%}", f"{on_test[rule]:.2%}" if rule in on_test else "")
+    return table
 
 
 def _export(ckpt: Path, bundle: Path) -> None:
@@ -57,7 +75,8 @@ def _run(bundle: Path, n: int = 6) -> None:
 
     console.rule("3/4 run (mmedge.runtime, no torch in the loop)")
     with Session(bundle, precision=_precisions(bundle)[-1], backend="auto") as session:
-        data = build_dataset(session.bundle.manifest["dataset"]["name"], seed=session.bundle.manifest["dataset"].get("seed", 0))
+        dataset = session.bundle.manifest.dataset or {}
+        data = build_dataset(dataset["name"], seed=dataset.get("seed", 0))
         rows = np.asarray(data.splits["test"])[:n]
         pred = session.predict(**raw_inputs(data, rows, session.bundle.modalities))
         for i, row in enumerate(rows):

@@ -80,7 +80,7 @@ def test_metrics_score_the_fitted_rule_and_every_candidate_on_test():
     expected = _acc(combine(test, method=fit.method, weights=fit.weights, temperatures=fit.temperatures,
                             stacking=fit.stacking), y[300:])
     assert out["test_accuracy"] == expected and out["method"] == fit.method.value
-    assert set(out["test_accuracy_rules"]) == {r.value for r in SelectionRule}
+    assert set(out["rules_test_accuracy"]) == {r.value for r in SelectionRule}
     assert out["selection"]["rule"] == fit.selection.rule.value
 
 

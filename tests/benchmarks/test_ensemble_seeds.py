@@ -1,0 +1,42 @@
+"""benchmarks/ensemble_seeds.py: the summary says whether the goal is met, and RESULTS.md shows every run."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+from ensemble_seeds import SCHEMA, summarize  # noqa: E402  (benchmarks/ensemble_seeds.py)
+from render import render_results  # noqa: E402  (benchmarks/render.py)
+
+
+def _run(seed: int, chosen: float, ensemble: float) -> dict:
+    return {"seed": seed, "members": {"a": {"val": 0.9, "test": chosen}, "b": {"val": 0.8, "test": 0.5}},
+            "chosen_member": "a", "chosen_test": chosen, "ensemble_test": ensemble, "rule": "greedy",
+            "dropped": ["b"] if ensemble == chosen else [], "rules_test": {"best_member": chosen, "greedy": ensemble,
+                                                                           "stacking": 0.5}}
+
+
+@pytest.mark.parametrize("pairs, met", [([(0.90, 0.905), (0.80, 0.803)], True),   # +0.5, +0.3 points
+                                         ([(0.90, 0.92), (0.80, 0.799)], False),   # one run below its member
+                                         ([(0.90, 0.901), (0.80, 0.801)], False)])  # +0.1 on average
+def test_summary_goal_needs_every_run_at_least_the_member_and_the_mean_gain(pairs, met):
+    s = summarize([_run(i, c, e) for i, (c, e) in enumerate(pairs)])
+    assert s["goal_met"] is met
+    assert s["runs_at_least_chosen"] == sum(e >= c for c, e in pairs)
+    assert s["gain_points_mean"] == pytest.approx(100 * sum(e - c for c, e in pairs) / len(pairs))
+
+
+def test_results_section_lists_every_run(tmp_path):
+    import json
+
+    runs = [_run(0, 0.9, 0.91), _run(1, 0.8, 0.8)]
+    report = {"schema": SCHEMA, "command": "python benchmarks/ensemble_seeds.py", "created": "now", "goal_points": 0.3,
+              "recipes": {"digits-av": {"runs": runs, "summary": summarize(runs)}}, "analysis": "Why: because."}
+    path = tmp_path / "seeds.json"
+    path.write_text(json.dumps(report))
+    text = render_results([path])
+    assert "### digits-av" in text and "| 1 | 80.00 | 50.00 | a | 80.00 | **80.00** | +0.00 | greedy | b |" in text
+    assert "goal **met**" in text and "Why: because." in text
