@@ -205,7 +205,8 @@ def test_mmedge_build_without_tensorrt_says_what_is_missing(bundle_path):
     assert result.exit_code == 2
     message = " ".join(result.output.split())
     for part in ("needs TensorRT, cuda-python and an NVIDIA GPU", EngineLoader.availability(),
-                 "pip install 'mmedge[tensorrt]'", f"mmedge run {bundle_path}", "ONNX Runtime", "Session"):
+                 "pip install 'mmedge[tensorrt-cu12]'", "'mmedge[tensorrt-cu13]'", "driver R580",
+                 f"mmedge run {bundle_path}", "ONNX Runtime", "Session"):
         assert part in message, part
     bad = CliRunner().invoke(app, ["build", str(bundle_path), "--opt-level", "9"])
     assert bad.exit_code == 2 and "--opt-level must be 0..5" in bad.output
