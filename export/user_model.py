@@ -81,7 +81,7 @@ def _encoder(modality: str, value: Any, spec: Any):
     from mmedge.user_modules import ModuleEncoder, qualname
 
     if isinstance(value, str):
-        enc = create_encoder(value)
+        enc = create_encoder(value, modality=modality)
     elif isinstance(value, Encoder):
         enc = value
     elif callable(getattr(value, "forward", None)):

@@ -12,7 +12,7 @@ from typing import Any
 
 from mmedge.errors import ConfigError
 
-__all__ = ["HF_PREFIX", "is_hf_name", "hf_name", "hf_folder", "hf_modality", "hf_spec", "WEIGHT_FILES"]
+__all__ = ["HF_PREFIX", "is_hf_name", "hf_name", "hf_folder", "hf_modality", "hf_modalities", "hf_spec", "WEIGHT_FILES"]
 
 HF_PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -81,6 +81,19 @@ def hf_modality(folder: Path) -> str:
                       f"writes {TOKENIZER}), the image processor or the feature extractor ({PROCESSOR}) beside the model")
 
 
+def hf_modalities(folder: Path) -> tuple[str, ...]:
+    """The modalities of a model folder: the towers of a pretrained dual encoder (``CLIPModel``: image
+    and text; ``mmedge.pretrained_families``), else the one of ``hf_modality``.
+
+    Raises:
+        ConfigError: a multi-tower model of an unsupported class, or a folder of no modality.
+    """
+    from mmedge.pretrained_families import architecture_of
+
+    arch = architecture_of(folder)
+    return arch.modalities if arch is not None else (hf_modality(folder),)
+
+
 def hf_spec(name: str, modality: str, base: Any = None) -> Any:
     """The preprocessing spec of ``hf:PATH`` for ``modality``, from the folder's own configs
     (``<spec class>.from_hf``).
@@ -98,10 +111,10 @@ def hf_spec(name: str, modality: str, base: Any = None) -> Any:
     from mmedge.runtime.specs import HFConfigs
 
     folder = hf_folder(name)
-    found = hf_modality(folder)
-    if found != modality:
-        raise ConfigError(f"encoder {name!r} is given for {modality} but {folder} holds a model for {found}; "
-                          f"use it as --encoder {found}={name}")
+    found = hf_modalities(folder)
+    if modality not in found:
+        raise ConfigError(f"encoder {name!r} is given for {modality} but {folder} holds a model for "
+                          f"{' and '.join(found)}; use it as --encoder {found[0]}={name}")
     processor = _json(folder / PROCESSOR) if (folder / PROCESSOR).is_file() else {}
     configs = HFConfigs(str(folder), _json(folder / "config.json"), processor)
     return get_modality(modality).spec_class.from_hf(configs, base)

@@ -63,17 +63,19 @@ def register_encoder(name: str) -> Callable[[Any], Any]:
     return ENCODERS.register(name)
 
 
-def create_encoder(name: str, **kwargs: Any) -> Encoder:
+def create_encoder(name: str, *, modality: str | None = None, **kwargs: Any) -> Encoder:
     """Builds the encoder registered as ``name``, or the local Hugging Face model ``hf:PATH``.
 
-    Unknown names list the valid ones; a bad ``hf:`` folder is a ``ConfigError`` saying why.
+    ``modality``: the modality the encoder is keyed by; it picks the tower of a multi-tower ``hf:``
+    folder (a ``CLIPModel``'s ``image`` or ``text``). Unknown names list the valid ones; a bad ``hf:``
+    folder is a ``ConfigError`` saying why.
     """
     from mmedge.hf_folder import is_hf_name
 
     if is_hf_name(name):
-        from mmedge.encoders.hf import HFEncoder
+        from mmedge.encoders.hf import hf_encoder
 
-        return HFEncoder(name, **kwargs)
+        return hf_encoder(name, modality=modality, **kwargs)
     return ENCODERS.get(name)(**kwargs)
 
 

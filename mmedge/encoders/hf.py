@@ -15,9 +15,10 @@ import torch
 from mmedge.encoders.base import Encoder
 from mmedge.errors import ConfigError
 from mmedge.hf_folder import hf_folder, hf_modality
+from mmedge.pretrained_families import unsupported_message
 from mmedge.runtime.modalities import get_modality
 
-__all__ = ["HFEncoder"]
+__all__ = ["HFEncoder", "hf_encoder"]
 
 
 def _load(folder: Path):
@@ -65,8 +66,9 @@ class HFEncoder(Encoder):
         self._main, self.input_names = front_end.model_input, front_end.encoder_inputs
         self.model = _load(self.folder).eval()
         if getattr(self.model, "main_input_name", self._main) != self._main:
-            raise ConfigError(f"{self.folder} holds a model taking {self.model.main_input_name!r}, but its "
-                              f"{self.modality} preprocessing gives {self._main!r}; use an encoder-only AutoModel")
+            raise ConfigError(unsupported_message(
+                str(self.folder), f"a {type(self.model).__name__} taking {self.model.main_input_name!r} (its "
+                f"{self.modality} preprocessing gives {self._main!r})"))
         self.dim = _feature_dim(self.model.config)
         self.pretrained_source = f"local Hugging Face folder {self.folder} ({self.model.config.model_type})"
 
@@ -80,3 +82,27 @@ class HFEncoder(Encoder):
         hidden = self.model(**{self._main: inputs[0]}).last_hidden_state  # (B, N, D) or (B, D, h, w)
         seq = hidden.flatten(2).transpose(1, 2) if hidden.dim() == 4 else hidden  # (B, N, D)
         return seq.mean(dim=1), seq, torch.ones_like(seq[:, :, 0])
+
+
+def hf_encoder(name: str, *, modality: str | None = None) -> Encoder:
+    """The encoder of ``hf:PATH`` keyed by ``modality``: one tower of a pretrained dual encoder
+    (``mmedge.encoders.pretrained``: CLIP, SigLIP, CLAP), or a one-modality ``AutoModel`` (``HFEncoder``).
+
+    Raises:
+        ConfigError: a multi-tower folder without ``modality`` or of an unsupported class (the
+            supported families are listed), or an unusable folder.
+    """
+    from mmedge.pretrained_families import architecture_of
+
+    folder = hf_folder(name)
+    arch = architecture_of(folder)
+    if arch is None:
+        return HFEncoder(name)
+    from mmedge.encoders.pretrained import PretrainedTower
+
+    if modality is None and len(arch.modalities) == 1:
+        modality = arch.modalities[0]
+    if modality is None:
+        raise ConfigError(f"{folder} holds a {arch.cls} with towers {list(arch.modalities)}: name the one to build "
+                          f"(--encoder {arch.modalities[0]}=hf:{folder})")
+    return PretrainedTower(name, modality)

@@ -104,7 +104,7 @@ def test_audio_encoder_parity_two_frame_counts(audio):
     assert _parity(enc, info, cases).max_abs_diff <= ATOL
 
 
-@pytest.mark.parametrize("name", list_fusion_heads())
+@pytest.mark.parametrize("name", [n for n in list_fusion_heads() if n != "zero_shot"])  # one modality: its own test
 def test_head_parity(name, out_dir):
     torch.manual_seed(0)
     head = create_fusion_head(name, modalities=("image", "text", "audio"), dims=DIMS, num_classes=10, hidden=128).eval()

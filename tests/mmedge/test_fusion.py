@@ -27,8 +27,12 @@ def make_feats(batch=3, seed=0, text_valid=(7, 4, 2)):
     return feats
 
 
-def test_registry_lists_the_four_heads():
-    assert list_fusion_heads() == ["bilinear", "concat", "contrastive", "cross_attention"]
+TRAINABLE = [n for n in list_fusion_heads() if getattr(FUSION_HEADS[n], "trainable", True)]
+
+
+def test_registry_lists_the_four_heads_and_zero_shot():
+    assert list_fusion_heads() == ["bilinear", "concat", "contrastive", "cross_attention", "zero_shot"]
+    assert TRAINABLE == ["bilinear", "concat", "contrastive", "cross_attention"]  # zero_shot: tests/mmedge/test_pretrained_towers.py
 
 
 def test_duplicate_head_name_is_an_error():
@@ -41,7 +45,7 @@ def test_unknown_head_lists_valid_choices():
         create_fusion_head("gated", modalities=("image",), dims=DIMS, num_classes=3)
 
 
-@pytest.mark.parametrize("name", list_fusion_heads())
+@pytest.mark.parametrize("name", TRAINABLE)
 @pytest.mark.parametrize("mods", [("image", "text"), ("image", "audio"), ("text", "audio"), ("image", "text", "audio")])
 @pytest.mark.parametrize("task", ["classification", "matching"])
 def test_every_head_on_every_pair_and_triple(name, mods, task):
