@@ -118,10 +118,12 @@ class TorchReference:
         threads: ``torch.set_num_threads`` (None: leave torch's setting).
         compile: Wrap every encoder and head in ``torch.compile`` (static shapes: each batch
             size compiles once, on its first call).
+        length_bucket: Pad text as a ``Session`` does (``Session.length_buckets["text"]``: the
+            batch's longest, rounded up to a multiple of it); 0: to the spec's full length.
     """
 
     def __init__(self, model: Any, tokenizer_file: Path | None, *, threads: int | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, length_bucket: int = 0) -> None:
         import torch
 
         if threads is not None:
@@ -133,16 +135,18 @@ class TorchReference:
                     modules[name] = torch.compile(modules[name], dynamic=False)
         self.recipe = model.recipe
         self.tokenizer_file = tokenizer_file
+        self.length_bucket = int(length_bucket)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path, *, threads: int | None = None, compile: bool = False
-                        ) -> "TorchReference":
+    def from_checkpoint(cls, checkpoint: Path, *, threads: int | None = None, compile: bool = False,
+                        length_bucket: int = 0) -> "TorchReference":
         """Loads a ``mmedge train`` checkpoint folder; ``meta`` holds its metadata."""
         from mmedge.checkpoint import TOKENIZER_FILE, load_checkpoint
 
         model, meta = load_checkpoint(Path(checkpoint))
         tokenizer = Path(checkpoint) / TOKENIZER_FILE
-        ref = cls(model, tokenizer if tokenizer.is_file() else None, threads=threads, compile=compile)
+        ref = cls(model, tokenizer if tokenizer.is_file() else None, threads=threads, compile=compile,
+                  length_bucket=length_bucket)
         ref.meta = meta
         return ref
 
@@ -155,7 +159,7 @@ class TorchReference:
         t0, timings, inputs = time.perf_counter(), {}, {}
         for m in self.recipe.modalities:
             start = time.perf_counter()
-            arrays = modality_inputs(data, m, rows, self.recipe, self.tokenizer_file)
+            arrays = modality_inputs(data, m, rows, self.recipe, self.tokenizer_file, length_bucket=self.length_bucket)
             inputs.update({k: torch.from_numpy(v) for k, v in arrays.items()})
             timings[f"preprocess.{m}"] = (time.perf_counter() - start) * 1000.0
         probs, members = self.model.predict(inputs, timings=timings)

@@ -44,12 +44,14 @@ class FeatureSet:
 
 
 @functools.lru_cache(maxsize=16)
-def preprocessor(modality: str, spec: Any, tokenizer_file: Path | None = None) -> Preprocess:
+def preprocessor(modality: str, spec: Any, tokenizer_file: Path | None = None, length_bucket: int = 0) -> Preprocess:
     """The runtime's preprocessing of ``modality`` for ``spec``, built once; the file a spec names (the
-    tokenizer) is read from ``tokenizer_file``."""
+    tokenizer) is read from ``tokenizer_file``; ``length_bucket`` pads variable-length inputs as a
+    ``Session`` does (``Session.length_buckets``; 0: to the spec's full length, as training does)."""
     folder = Path(tokenizer_file).parent if tokenizer_file is not None else None
     read = (lambda rel: Path(tokenizer_file).read_bytes()) if tokenizer_file is not None else None
-    return get_modality(modality).preprocessor(spec, PreprocessContext(read_file=read, folder=folder))
+    context = PreprocessContext(read_file=read, folder=folder, length_bucket=length_bucket)
+    return get_modality(modality).preprocessor(spec, context)
 
 
 def dataset_samples(data, modality: str, rows: Sequence[int]) -> list:
@@ -64,13 +66,13 @@ def dataset_samples(data, modality: str, rows: Sequence[int]) -> list:
 
 
 def modality_inputs(
-    data, modality: str, rows: Sequence[int], recipe: Recipe, tokenizer_file: Path | None
+    data, modality: str, rows: Sequence[int], recipe: Recipe, tokenizer_file: Path | None, *, length_bucket: int = 0
 ) -> dict[str, np.ndarray]:
-    """Preprocessed encoder inputs of ``modality`` for dataset rows ``rows``."""
+    """Preprocessed encoder inputs of ``modality`` for dataset rows ``rows`` (``length_bucket``: see ``preprocessor``)."""
     if modality not in recipe.specs:
         raise DataError(f"recipe {recipe.name!r} has no {modality} (it has {list(recipe.modalities)})")
     samples = dataset_samples(data, modality, list(rows))
-    return preprocessor(modality, recipe.specs[modality], tokenizer_file)(samples)
+    return preprocessor(modality, recipe.specs[modality], tokenizer_file, length_bucket)(samples)
 
 
 def batched_inputs(data, modality: str, recipe: Recipe, tokenizer_file: Path | None, batch: int = BATCH):

@@ -13,6 +13,7 @@ import numpy as np
 
 from mmedge.errors import BundleError, InputError
 from mmedge.runtime import user_inputs as _inputs
+from mmedge.runtime.blas_threads import BlasLimit
 from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import ensemble_prediction
 from mmedge.runtime.graph_checks import check_graphs, check_logits, length_axis_dynamic
@@ -66,6 +67,10 @@ class Session:
         strict: Refuse a backend that ONNX Runtime runs on a slower execution provider than asked
             (a GPU backend that fell back to the CPU); without it the fallback is reported in
             ``backend``, ``backend_reason`` and a ``BackendFallbackWarning``.
+        preprocess_threads: BLAS threads numpy may use while this Session preprocesses (the
+            log-mel matmul, resizes), so that numpy's busy-waiting pool does not fight the
+            backend's threads; the process's setting is restored after each call
+            (``mmedge.runtime.blas_threads``). None: leave numpy's setting alone.
 
     Attributes:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
@@ -83,8 +88,9 @@ class Session:
                  threads: int | None = None, text_cache_size: int = 256,
                  engine_dir: str | Path | None = None, members: Sequence[str] | None = None,
                  auto_build: bool = False, cuda_graph: bool = False, limits: Limits | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, preprocess_threads: int | None = 1) -> None:
         check_session_config(threads, text_cache_size, limits)
+        self._blas_limit = BlasLimit(preprocess_threads)
         self._owns_bundle = not isinstance(bundle, Bundle)
         self.bundle = Bundle.open(bundle, limits=limits) if self._owns_bundle else bundle
         self.limits = limits if limits is not None else self.bundle.limits
@@ -131,6 +137,12 @@ class Session:
             context = PreprocessContext(read_file=self.bundle.read_bytes, folder=self.bundle.root, length_bucket=bucket)
             out[m] = get_modality(m).preprocessor(self.bundle.specs[m], context)
         return out
+
+    @property
+    def length_buckets(self) -> dict[str, int]:
+        """Per modality, the multiple its variable-length inputs (text tokens) are padded to: the
+        batch's longest, rounded up to it; 0: the spec's full length (what a baseline must match)."""
+        return {m: int(getattr(p, "bucket", 0)) for m, p in self._preprocessors.items()}
 
     @property
     def backend(self) -> str:
@@ -191,7 +203,8 @@ class Session:
     def _encode_uncached(self, record: Modality, items: list, options: InputOptions, timings: dict[str, float]
                          ) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        arrays = self._preprocessors[record.name](record.load(items, options, self.limits))
+        with self._blas_limit:
+            arrays = self._preprocessors[record.name](record.load(items, options, self.limits))
         stage = f"preprocess.{record.name}"
         timings[stage] = timings.get(stage, 0.0) + _ms(start)
         return self._run_encoder(record.name, arrays, timings)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from mmedge.bench import context
+from mmedge.bench import context, fairness
 from mmedge.bench.options import BenchOptions
 from mmedge.bench.roofline import count_flops, measure_peaks, roofline_of
 from mmedge.bench.schema import SCHEMA, comparisons
@@ -60,6 +60,7 @@ class _Run:
     acc_rows: np.ndarray
     log: Log
     rss_start: int
+    padding: Mapping[str, int] = field(default_factory=dict)  # the runtime's length buckets, for the baseline
 
 
 def _ms(start: float) -> float:
@@ -112,7 +113,8 @@ def _probs(pred: Any) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
 def _torch_config(run: _Run, path: Path, *, compiled: bool = False) -> tuple[_Config, dict[str, Any]]:
     run.log(f"loading the PyTorch baseline from {path}" + (" (torch.compile)" if compiled else ""))
     before, start = probes.rss_bytes(), time.perf_counter()
-    reference = TorchReference.from_checkpoint(path, threads=run.opts.threads, compile=compiled)
+    reference = TorchReference.from_checkpoint(path, threads=run.opts.threads, compile=compiled,
+                                               length_bucket=run.padding.get("text", 0))
     load_ms, rss = _ms(start), probes.rss_bytes() - before
     if list(reference.meta.get("labels", run.bundle.labels)) != list(run.bundle.labels):
         raise CheckpointError(f"checkpoint {path} has labels {reference.meta.get('labels')}, the bundle "
@@ -136,12 +138,12 @@ def _time_batch(opts: BenchOptions, configs: Sequence[_Config], rows: list[int])
     samples = run_interleaved(fns, iters=opts.iters, warmup=opts.warmup, rng_seed=opts.seed + len(rows),
                               on_result=lambda name, r: stages[name].append(dict(_timings_of(r))))
     batch = len(rows)
-    return [{"id": f"{c.id}/b{batch}", "kind": c.kind, "precision": c.precision, "backend": c.backend,
+    return [fairness.mark_disturbed({"id": f"{c.id}/b{batch}", "kind": c.kind, "precision": c.precision, "backend": c.backend,
              "batch": batch, "members": list(c.members), "threads": opts.threads, "load_ms": c.load_ms,
              "rss_delta_bytes": int(c.rss_delta_bytes), "graph_bytes": c.graph_bytes,
              "latency_ms": LatencyStats.from_samples(samples[c.id], batch=batch).to_dict(),
              "stages_ms": {k: v.to_dict() for k, v in stage_stats(stages[c.id], batch=batch).items()},
-             "samples_ms": samples[c.id]} for c in configs]
+             "samples_ms": samples[c.id]}) for c in configs]
 
 
 def _rows_for(n_rows: int, batch: int) -> list[int]:
@@ -181,8 +183,9 @@ def run_bench(opts: BenchOptions, *, log: Log = lambda _msg: None) -> dict[str, 
         checkpoint = _checkpoint(opts, bundle)  # fail before timing
         data, source = context.load_test_split(bundle, opts.data)
         rng = np.random.default_rng(opts.seed)
+        padding = fairness.runtime_padding(opts) if opts.baseline is not None else {}
         run = _Run(opts, bundle, data, source, label_targets(data, bundle.labels),
-                   np.sort(rng.permutation(len(data))[:opts.accuracy_samples]), log, rss_start)
+                   np.sort(rng.permutation(len(data))[:opts.accuracy_samples]), log, rss_start, padding)
         report = _measure(run, checkpoint)
     finally:
         bundle.close()
@@ -215,7 +218,9 @@ def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
     member, member_choice = context.most_accurate_member(run.bundle) if opts.members_compare and \
         len(run.bundle.members) > 1 else (None, {"chosen": None, "note": "not asked for, or a single member"})
     own = _own_process(run, checkpoint)
-    records, accuracy, tegra = _timed(run, checkpoint, member)
+    with fairness.limit_blas():  # the same rule as the baseline's own process
+        records, accuracy, tegra = _timed(run, checkpoint, member)
+        runtime_threads = fairness.thread_settings(ort_threads=opts.threads)
     if own is not None:
         accuracy["torch/eager"] = own["accuracy"]
         records = sorted(records + own["records"], key=lambda r: r["batch"])  # stable: own process last per batch
@@ -231,9 +236,22 @@ def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
             "import": imports, "peak": peak, "flops": {"per_sample": flops, "note": flops_note},
             "member_choice": member_choice, "configs": records, "accuracy": accuracy,
             "comparisons": comparisons(records),
+            "fairness": {**_fairness(run, runtime_threads, own), "disturbed": fairness.disturbed_ids(records)},
             "memory": {"rss_start_bytes": run.rss_start, "rss_end_bytes": probes.rss_bytes(),
                        "peak_rss_bytes": probes.peak_rss_bytes(), "torch_free_process": footprint},
             "device": {"tegrastats": tegra}}
+
+
+def _fairness(run: _Run, runtime_threads: Mapping[str, Any], own: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The rules both sides ran under (``mmedge.bench.fairness``), each side's threads, disturbed configs."""
+    sides = {"runtime": dict(runtime_threads)}
+    if own is not None:
+        sides["pytorch (own process)"] = own.get("thread_settings", {})
+    elif run.opts.baseline == "torch":
+        sides["pytorch (this process)"] = dict(runtime_threads)
+    return {"blas_threads": fairness.BLAS_THREADS, "text_padding": {"runtime": dict(run.padding),
+                                                                     "pytorch": dict(run.padding)},
+            "thread_settings": sides, "disturbed_p90_over_p50": fairness.DISTURBED_P90_OVER_P50}
 
 
 def _own_process(run: _Run, checkpoint: Path | None) -> dict[str, Any] | None:
@@ -242,7 +260,7 @@ def _own_process(run: _Run, checkpoint: Path | None) -> dict[str, Any] | None:
 
     if run.opts.baseline != "torch-process" or checkpoint is None:
         return None
-    return time_in_own_process(run.opts, checkpoint, run.acc_rows.tolist(), log=run.log)
+    return time_in_own_process(run.opts, checkpoint, run.acc_rows.tolist(), log=run.log, padding=run.padding)
 
 
 def _timed(run: _Run, checkpoint: Path | None, member: str | None

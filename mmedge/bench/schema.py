@@ -21,9 +21,15 @@ JSON report, ``"schema": "mmedge.bench/1"`` (``validate_report`` checks it)::
                     load_ms, rss_delta_bytes, graph_bytes, latency_ms{n, batch, p50, p90, p99,
                     mean, min, max, std, throughput_per_s}, stages_ms{stage: same}, samples_ms,
                     flops_per_sample, roofline{peak_gops, peak_kind, e2e{...}, compute{...}} | null,
-                    pid (only "torch/eager (own process)", timed alone in a child process)}]
+                    pid (only "torch/eager (own process)", timed alone in a child process),
+                    p90_over_p50, disturbed (p90/p50 > 1.3: mmedge.bench.fairness)}]
     accuracy      {"<precision>/<backend>" | "torch/eager": {samples, ensemble, members{}}}
     comparisons   [{name, batch, numerator, denominator, ratio_p50, stage_ratios_p50{}}]
+    fairness      blas_threads (1: both sides), text_padding{runtime, pytorch: {modality: bucket}},
+                  thread_settings{side: {pools[{user_api, internal_api, num_threads}], blas_threads,
+                  env{}, torch_intra_op?, ort_intra_op?}}, disturbed_p90_over_p50, disturbed[ids]
+    background_load (only with --background-load) mmedge.bench.background: workload, configs{id:
+                  {without{p50, p90, p99}, with{...}, p99_ratio, p90_over_p50_with}}
     memory        rss_start_bytes, rss_end_bytes, peak_rss_bytes (this process: it may hold torch),
                   torch_free_process{precision: {rss_after_import/load/predict_bytes, import_ms,
                   load_ms, first_predict_ms, first_prediction_s, heavy_modules_imported}}
@@ -122,6 +128,9 @@ def validate_report(report: Any) -> list[str]:
     env = report["environment"]
     errors += _check_keys(env, {"cpu_model": str, "versions": dict, "env": dict, "threads": dict}, "environment")
     errors += _check_keys(report["bundle"], {"sha256": str, "size_bytes": int, "path": str}, "bundle")
+    if "fairness" in report:  # reports written before the fair-baseline rules have none
+        errors += _check_keys(report["fairness"], {"blas_threads": int, "text_padding": dict,
+                                                   "thread_settings": dict, "disturbed": list}, "fairness")
     for i, cfg in enumerate(report["configs"]):
         where = f"configs[{i}]"
         errs = _check_keys(cfg, _CONFIG, where)

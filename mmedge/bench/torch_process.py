@@ -8,7 +8,9 @@ can be flattered or slowed by the other. ``time_in_own_process`` starts
 rows, batches, iterations, warm-up and threads with the bench's own timing loop, scores it
 on the same accuracy rows, and writes its records (with its pid) to ``OUT`` as JSON. With
 ``--torch-compile`` the child also times the same model under ``torch.compile``, interleaved with
-eager (each batch size compiles during the warm-up, which is excluded).
+eager (each batch size compiles during the warm-up, which is excluded). The child runs under the
+fair-baseline rules of ``mmedge.bench.fairness``: one BLAS thread, text padded as the runtime pads
+it (``padding``, the runtime's ``Session.length_buckets``), its thread settings recorded.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from mmedge import errors
 from mmedge.bench.options import BenchOptions
@@ -27,8 +29,8 @@ __all__ = ["time_in_own_process"]
 
 
 def time_in_own_process(opts: BenchOptions, checkpoint: Path, accuracy_rows: Sequence[int], *,
-                        log: Callable[[str], None] = lambda _msg: None, timeout_s: float = 3600.0
-                        ) -> dict[str, Any]:
+                        log: Callable[[str], None] = lambda _msg: None, timeout_s: float = 3600.0,
+                        padding: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Times the checkpoint's PyTorch ensemble in a fresh child process.
 
     Args:
@@ -37,10 +39,13 @@ def time_in_own_process(opts: BenchOptions, checkpoint: Path, accuracy_rows: Seq
         accuracy_rows: Test rows to score it on (empty: no accuracy).
         log: Receives one progress line.
         timeout_s: Longest the child may run.
+        padding: The runtime's length buckets per modality (``Session.length_buckets``; None or
+            missing: pad to the spec's full length).
 
     Returns:
-        ``{"pid", "torch_threads", "records": [config record per batch, id
-        "torch/eager (own process)/b<batch>", with "pid"], "accuracy": {...} | {}}``.
+        ``{"pid", "torch_threads", "thread_settings" (``fairness.thread_settings`` in the child, while
+        timed), "records": [config record per batch, id "torch/eager (own process)/b<batch>", with
+        "pid"], "accuracy": {...} | {}}``.
 
     Raises:
         MmedgeError: the child's typed error, re-raised as the same class; or, when the child
@@ -52,7 +57,8 @@ def time_in_own_process(opts: BenchOptions, checkpoint: Path, accuracy_rows: Seq
         spec.write_text(json.dumps({"bundle": str(opts.bundle), "data": opts.data, "checkpoint": str(checkpoint),
                                     "batches": list(opts.batches), "iters": opts.iters, "warmup": opts.warmup,
                                     "threads": opts.threads, "seed": opts.seed, "compile": opts.torch_compile,
-                                    "accuracy_rows": [int(r) for r in accuracy_rows]}))
+                                    "accuracy_rows": [int(r) for r in accuracy_rows],
+                                    "padding": dict(padding or {})}))
         done = subprocess.run([sys.executable, "-m", "mmedge.bench.torch_process", str(spec), str(out)],
                               capture_output=True, text=True, timeout=timeout_s)
         if not out.is_file():
@@ -77,7 +83,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from mmedge.bench import context
+    from mmedge.bench import context, fairness
     from mmedge.bench.orchestrate import _rows_for, _Run, _time_batch, _torch_config
     from mmedge.evaluation import label_targets
     from mmedge.runtime import Bundle, probes
@@ -88,12 +94,15 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     with Bundle.open(opts.bundle) as bundle:
         data, source = context.load_test_split(bundle, opts.data)
         run = _Run(opts, bundle, data, source, label_targets(data, bundle.labels),
-                   np.asarray(spec["accuracy_rows"], dtype=np.int64), lambda _msg: None, probes.rss_bytes())
-        config, accuracy = _torch_config(run, opts.checkpoint)
-        configs = [config] + ([_torch_config(run, opts.checkpoint, compiled=True)[0]] if spec.get("compile") else [])
-        records = [r for b in opts.batches for r in _time_batch(opts, configs, _rows_for(len(data), b))]
+                   np.asarray(spec["accuracy_rows"], dtype=np.int64), lambda _msg: None, probes.rss_bytes(),
+                   spec.get("padding", {}))
+        with fairness.limit_blas():
+            config, accuracy = _torch_config(run, opts.checkpoint)
+            configs = [config] + ([_torch_config(run, opts.checkpoint, compiled=True)[0]] if spec.get("compile") else [])
+            records = [r for b in opts.batches for r in _time_batch(opts, configs, _rows_for(len(data), b))]
+            threads = fairness.thread_settings()
     return {"pid": os.getpid(), "torch_threads": int(torch.get_num_threads()), "records": records,
-            "accuracy": accuracy}
+            "accuracy": accuracy, "thread_settings": threads}
 
 
 def main(argv: Sequence[str]) -> None:

@@ -196,3 +196,27 @@ def test_peers_and_own_process_baseline_without_checkpoint_are_typed_errors(buil
     text = " ".join(result.output.split())
     assert text.startswith("error:") and f"{needed_by} needs the PyTorch checkpoint" in text
     assert "pass --checkpoint PATH" in text and "Traceback" not in text
+
+
+def test_baseline_and_runtime_encode_token_tensors_of_the_same_length(built, checkpoint, jsonl):
+    """The fair-baseline rule: the PyTorch baseline pads text as the runtime does, row for row."""
+    from mmedge.bench import fairness
+    from mmedge.bench.context import load_test_split
+    from mmedge.bench.options import BenchOptions
+    from mmedge.evaluation import TorchReference, raw_inputs
+    from mmedge.runtime import Bundle, Session
+
+    padding = fairness.runtime_padding(BenchOptions(bundle=built.path, data=str(jsonl)))
+    assert padding["text"] > 0  # the fixture's text graph takes any token count: the runtime buckets
+    ref = TorchReference.from_checkpoint(checkpoint, threads=1, length_bucket=padding["text"])
+    seen: list[tuple[int, ...]] = []
+    ref.model.encoders["text"].register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    with Bundle.open(built.path) as bundle:
+        data = load_test_split(bundle, str(jsonl))[0]
+    max_length = built.manifest["inputs"]["text"]["max_length"]
+    with Session(built.path, threads=1, text_cache_size=0) as session:
+        for rows in ([0], [0, 3, 7], list(range(len(data)))):
+            ref.predict(data, rows)
+            runtime = session.encode_texts(raw_inputs(data, rows, ["text"])["text"])
+            assert seen[-1] == runtime["text_mask"].shape == (len(rows), runtime["text_mask"].shape[1])
+            assert seen[-1][1] < max_length  # short captions: not padded to the spec's full length
