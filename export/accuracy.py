@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmedge.export.accuracy_control import AccuracyControlReport, control_accuracy
-from mmedge.export.bundle_writer import graph_entries, write_bundle
+from mmedge.export.bundle_writer import write_bundle
 from mmedge.export.components import Component, accuracy_revert
-from mmedge.export.manifest import bundle_files
+from mmedge.export.manifest import build_manifest, bundle_files
 from mmedge.export.mixed_precision import choose_mixed, component_latencies, mixed_candidates
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log
@@ -51,11 +51,12 @@ class PyTorchReference:
 
 @dataclass(frozen=True)
 class AccuracyRun:
-    """One export's accuracy assessment: the manifest and components it updates, where the
-    candidate bundle is written, the data, the settings and the PyTorch reference.
+    """One export's accuracy assessment: the reports it fills in, the components it updates, where
+    the candidate bundle is written, the data, the settings and the PyTorch reference.
 
     Attributes:
-        manifest: The manifest being built (``metrics`` and ``precisions`` filled in here).
+        metrics: The manifest's ``metrics`` (filled in here).
+        status: The manifest's ``precisions``: precision -> ``"ok"`` or why it failed.
         comps: The components (their graph entries are what the candidate bundle ships).
         src: The ``ExportSources`` (data, held-out rows, tokenizer).
         work: The export's work folder (the candidate bundle goes to ``work/candidate``).
@@ -63,7 +64,8 @@ class AccuracyRun:
         reference: PyTorch on the held-out split.
     """
 
-    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    status: dict[str, str]
     comps: list[Component]
     src: "ExportSources"
     work: Path
@@ -74,11 +76,15 @@ class AccuracyRun:
     def write_candidate(self) -> None:
         """(Re)writes the bundle the runtime evaluates when its graph entries point at other files
         than when it was last written (once, then after each revert or ``mixed`` choice)."""
-        files = json.dumps([e.get("file") for e in graph_entries(self.manifest)])
+        files = json.dumps({c.key: {p: e.file for p, e in c.graphs.items()} for c in self.comps})
         if self._written.get("files") != files:
-            write_bundle(self.work / "candidate", self.manifest,
-                         bundle_files(self.manifest, self.work, self.src.tokenizer_file))
+            manifest = self.manifest()
+            write_bundle(self.work / "candidate", manifest, bundle_files(manifest, self.work, self.src.tokenizer_file))
             self._written["files"] = files
+
+    def manifest(self):
+        """The manifest of the components and reports as they are now."""
+        return build_manifest(self.src, self.comps, self.config, precisions=self.status, metrics=self.metrics)
 
     def evaluate(self, precision: str) -> tuple[dict[str, Any], float]:
         """The runtime's figures of ``precision`` on the candidate bundle (rewritten if needed) and the drop."""
@@ -94,8 +100,8 @@ class AccuracyRun:
         pred = result.pop("predictions")
         result.update(agreement_with_pytorch=float(np.mean(np.asarray(pred) == self.reference.predictions)),
                       drop_points=report.drop, accuracy_reverts=report.step_texts(), measured_on=measured_on(precision))
-        self.manifest["metrics"][precision] = result
-        status = self.manifest["precisions"]
+        self.metrics[precision] = result
+        status = self.status
         if fail_all_reference and report.all_reference and report.steps:
             status[precision] = "failed: every component had to stay fp32 to keep the accuracy"
         elif fail_all_reference and report.all_reference and precision != REFERENCE:
@@ -107,17 +113,18 @@ class AccuracyRun:
             f"{status[precision]}")
 
 
-def assess_precisions(manifest: dict[str, Any], comps: list[Component], src: "ExportSources", work: Path,
-                      config: "ExportConfig") -> None:
-    """Fills ``manifest["metrics"]`` and ``manifest["precisions"]`` (accuracy reverts applied in place);
-    then picks the graphs of each selected precision asked for (``mixed``)."""
+def assess_precisions(comps: list[Component], src: "ExportSources", work: Path, config: "ExportConfig",
+                      metrics: dict[str, Any], status: dict[str, str]) -> None:
+    """Fills ``metrics`` and ``status`` (the manifest's ``metrics`` and ``precisions``; accuracy
+    reverts applied to the components' graph entries); then picks the graphs of each selected
+    precision asked for (``mixed``)."""
     torch_ref = TorchReference(src.model, src.tokenizer_file)
-    metrics = score(torch_ref.predictor(src.data), src.test_rows, np.asarray(src.data.y))
-    metrics.pop("samples")
-    predictions = np.asarray(metrics.pop("predictions"))
-    manifest["metrics"].update(split="test", samples=int(len(src.test_rows)), pytorch=metrics,
-                               evaluated_with="mmedge.runtime.Session on ONNX Runtime (CPU)")
-    run = AccuracyRun(manifest, comps, src, work, config, PyTorchReference(metrics, predictions))
+    torch_metrics = score(torch_ref.predictor(src.data), src.test_rows, np.asarray(src.data.y))
+    torch_metrics.pop("samples")
+    predictions = np.asarray(torch_metrics.pop("predictions"))
+    metrics.update(split="test", samples=int(len(src.test_rows)), pytorch=torch_metrics,
+                   evaluated_with="mmedge.runtime.Session on ONNX Runtime (CPU)")
+    run = AccuracyRun(metrics, status, comps, src, work, config, PyTorchReference(torch_metrics, predictions))
     for precision in config.precisions:
         if get_precision(precision).kind is PrecisionKind.BUILT:
             _assess_built(run, precision)
@@ -141,7 +148,7 @@ def _assess_selected(run: AccuracyRun, precision: str) -> None:
     report, choice = choose_mixed(run.comps, latencies, lambda: run.evaluate(precision), max_drop=run.config.max_drop,
                                   precision=precision)
     run.record(precision, report, fail_all_reference=False)
-    run.manifest["metrics"][precision].update(components=choice, latency_ms_batch1=latencies)
+    run.metrics[precision].update(components=choice, latency_ms_batch1=latencies)
 
 
 def measured_on(precision: str) -> str:

@@ -76,12 +76,12 @@ class AccuracyControlReport:
 
 def on_reference(comp: Component, precision: str) -> bool:
     """Whether ``precision`` of ``comp`` runs its fp32 graph (kept float, reverted, or chosen)."""
-    return comp.graphs[precision].get("file") == comp.graphs[REFERENCE].get("file")
+    return comp.graphs[precision].file == comp.graphs[REFERENCE].file
 
 
 def fidelity(comp: Component, precision: str) -> float:
     """The min per-row cosine against fp32 of the graph ``precision`` of ``comp`` uses (1.0 if unmeasured)."""
-    return comp.graphs[precision].get("fidelity", {}).get("min_cosine", 1.0)
+    return (comp.graphs[precision].fidelity or {}).get("min_cosine", 1.0)
 
 
 def rank_heads_then_least_faithful(reduced: Sequence[Component], precision: str) -> list[Component]:
@@ -115,7 +115,7 @@ def control_accuracy(comps: Sequence[Component], precision: str, *, evaluate: Ev
     reduced = [c for c in comps if not on_reference(c, precision)]
     while drop > max_drop and reduced:
         group = ranker(reduced, precision)
-        was = tuple(c.graphs[precision].get("chosen") or c.graphs[precision].get("build_fallback") or precision
+        was = tuple(c.graphs[precision].chosen or c.graphs[precision].build_fallback or precision
                     for c in group)
         for comp in group:
             revert(comp)

@@ -60,13 +60,14 @@ def _fill_hashes(manifest: dict[str, Any], folder: Path, relpaths: list[str]) ->
     manifest["files"] = dict(sorted(hashes.items()))
 
 
-def write_bundle(out: Path, manifest: Mapping[str, Any], files: Mapping[str, Path]) -> Path:
+def write_bundle(out: Path, manifest: Any, files: Mapping[str, Path]) -> Path:
     """Writes a bundle folder atomically.
 
     Args:
         out: The bundle folder to create (replaced if it exists, only once the new one is complete).
-        manifest: The manifest (``docs/bundle.md``); not modified. Graph entries'
-            ``sha256``/``bytes`` and the top-level ``files`` map are filled in here.
+        manifest: The manifest (``mmedge.runtime.manifest.Manifest``; a JSON-ready mapping is also
+            taken, for hand-written test bundles); not modified. Graph entries' ``sha256``/``bytes``
+            and the top-level ``files`` map are filled in here.
         files: Relative bundle path (POSIX, e.g. ``"encoders/image.fp32.onnx"``) -> source file.
 
     Returns:
@@ -78,7 +79,7 @@ def write_bundle(out: Path, manifest: Mapping[str, Any], files: Mapping[str, Pat
     """
     out = Path(out)
     files = {_check_relpath(rel): Path(src) for rel, src in files.items()}
-    manifest = copy.deepcopy(dict(manifest))
+    manifest = manifest.to_json() if hasattr(manifest, "to_json") else copy.deepcopy(dict(manifest))
     _check_references(manifest, files)
     missing = [str(src) for src in files.values() if not src.is_file()]
     if missing:

@@ -16,7 +16,7 @@ measured and recorded. Two ways a graph entry can point at another precision's g
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,6 +29,7 @@ from mmedge.export.diagnose import graph_failure
 from mmedge.export.quantization import policy
 from mmedge.export.quantization.graph_traits import graph_traits
 from mmedge.progress import log
+from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.precisions import REFERENCE, get_precision
 
 __all__ = ["Component", "export_fp32", "make_reduced", "build_fallback", "accuracy_revert"]
@@ -55,7 +56,7 @@ class Component:
     kind: str
     model_type: str = ""
     info: GraphInfo | None = None
-    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    graphs: dict[str, GraphEntry] = field(default_factory=dict)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -87,10 +88,10 @@ def export_fp32(comp: Component, work: Path, example: Arrays, cases: Sequence[Ar
                                          [_pick(c, comp.input_names) for c in cases], atol=atol, mask_padding=True))
     traits = graph_traits(path)
     comp.model_type = comp.model_type or traits.model_type  # encoders: read from the graph
-    comp.graphs["fp32"] = {"file": comp.rel("fp32"), "status": "ok", "exporter": comp.info.exporter,
-                           "opset": comp.info.opset, "notes": list(comp.info.notes), "parity": _summary(report.to_dict()),
-                           "graph": {**traits.to_dict(), "model_type": comp.model_type},
-                           "ort_disabled_optimizers": list(get_precision(REFERENCE).ort_disabled_optimizers)}
+    comp.graphs["fp32"] = GraphEntry(file=comp.rel("fp32"), exporter=comp.info.exporter, opset=comp.info.opset,
+                                     notes=tuple(comp.info.notes), parity=_summary(report.to_dict()),
+                                     graph={**traits.to_dict(), "model_type": comp.model_type},
+                                     ort_disabled_optimizers=get_precision(REFERENCE).ort_disabled_optimizers)
 
 
 def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Arrays], cases: Sequence[Arrays]) -> None:
@@ -113,11 +114,9 @@ def build_fallback(comp: Component, precision: str, failure: Mapping[str, str]) 
     target = next((p for p in get_precision(precision).build_fallback if _built(comp.graphs.get(p))), REFERENCE)
     where = f"module {failure['module']!r} ({failure.get('class') or '?'}), op {failure['op']}" if "op" in failure else \
         "no node named in the error"
-    entry = {k: v for k, v in comp.graphs[target].items() if k not in ("parity", "fidelity", "warnings")}
-    entry.update(build_fallback=target, failed={**failure, "precision": precision})
-    if target == REFERENCE:
-        entry["kept_float"] = f"{precision} failed at {where}"
-    comp.graphs[precision] = entry
+    comp.graphs[precision] = replace(comp.graphs[target], parity=None, fidelity=None, warnings=None,
+                                     build_fallback=target, failed={**failure, "precision": precision},
+                                     kept_float=f"{precision} failed at {where}" if target == REFERENCE else None)
     log(f"  {comp.key}: {precision} failed at {where} ({failure['error'][:160]}); using its {target} graph")
     return target
 
@@ -126,26 +125,26 @@ def _make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[A
     record, builder = get_precision(precision), policy(precision)
     source = record.derives_from or REFERENCE
     if not _built(comp.graphs.get(source)):
-        used = (comp.graphs.get(source) or {}).get("build_fallback")
+        used = comp.graphs[source].build_fallback if source in comp.graphs else None
         raise ExportError(f"{precision} converts the {source} graph of {comp.key}, which "
                           + (f"could not be built (its entry uses the {used} graph)" if used else "was not built"))
     dst = work / comp.rel(precision)
     batches = [_pick(c, comp.input_names) for c in calib] if builder.needs_calibration else []
     how = builder.build(work / comp.rel(source), dst, calib=batches, model_type=comp.model_type)
     if source != REFERENCE:
-        how = _derived(comp.graphs[source].get("quantization", {}), how, source)
+        how = _derived(comp.graphs[source].quantization or {}, how, source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fidelity = check_reduced_precision(work / comp.rel(REFERENCE), dst, [_pick(c, comp.input_names) for c in cases],
                                            precision=precision)
-    comp.graphs[precision] = {"file": comp.rel(precision), "status": "ok", "quantization": how,
-                              "fidelity": _summary(fidelity), "warnings": [str(w.message) for w in caught],
-                              "ort_disabled_optimizers": list(record.ort_disabled_optimizers)}
+    comp.graphs[precision] = GraphEntry(file=comp.rel(precision), quantization=how, fidelity=_summary(fidelity),
+                                        warnings=tuple(str(w.message) for w in caught),
+                                        ort_disabled_optimizers=record.ort_disabled_optimizers)
 
 
-def _built(entry: Mapping[str, Any] | None) -> bool:
+def _built(entry: GraphEntry | None) -> bool:
     """Whether a graph entry is a graph of its own precision (not a build fallback or a revert)."""
-    return bool(entry) and entry.get("status") == "ok" and "build_fallback" not in entry and "kept_float" not in entry
+    return entry is not None and entry.built
 
 
 def _derived(source: Mapping[str, Any], how: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -156,9 +155,7 @@ def _derived(source: Mapping[str, Any], how: Mapping[str, Any], name: str) -> di
 
 def accuracy_revert(comp: Component, precision: str, reason: str) -> None:
     """Makes ``precision`` of this component point at its fp32 graph (the ensemble lost too much with it)."""
-    entry = dict(comp.graphs[REFERENCE], kept_float=reason)
-    entry.pop("parity", None)
-    comp.graphs[precision] = entry
+    comp.graphs[precision] = replace(comp.graphs[REFERENCE], kept_float=reason, parity=None)
 
 
 def _pick(case: Mapping[str, np.ndarray], names: Sequence[str]) -> Arrays:

@@ -15,7 +15,7 @@ from mmedge.atomic import make_temp_dir
 from mmedge.errors import ConfigError
 from mmedge.export.components import Component, export_fp32, make_reduced
 from mmedge.export.quantization import export_precisions
-from mmedge.export.manifest import build_manifest, bundle_files
+from mmedge.export.manifest import build_manifest, bundle_files, validation_metrics
 from mmedge.export.accuracy import assess_precisions
 from mmedge.progress import log, track
 from mmedge.runtime.precisions import PRECISIONS, REFERENCE, PrecisionKind, get_precision
@@ -119,15 +119,15 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
         for precision in built:  # in registration order: a graph's source is built before it; mixed picks among them
             for comp in track(comps, f"building {precision}"):
                 make_reduced(comp, precision, work, src.calib, src.cases)
-        manifest = build_manifest(src, comps, config)
+        metrics, status = {"validation": validation_metrics(src.checkpoint)}, {p: "ok" for p in config.precisions}
         if src.data is not None:
-            assess_precisions(manifest, comps, src, work, config)
+            assess_precisions(comps, src, work, config, metrics, status)
         else:
-            manifest["metrics"]["accuracy"] = "not measured: no labelled samples were given (eval_data)"
+            metrics["accuracy"] = "not measured: no labelled samples were given (eval_data)"
             for precision in config.precisions:
                 if get_precision(precision).kind is PrecisionKind.SELECTED:
-                    manifest["precisions"][precision] = (f"not built: {precision} checks its accuracy budget on "
-                                                         "labelled samples")
+                    status[precision] = f"not built: {precision} checks its accuracy budget on labelled samples"
+        manifest = build_manifest(src, comps, config, precisions=status, metrics=metrics)
         from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))

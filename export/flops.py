@@ -230,13 +230,13 @@ def count_flops(model: onnx.ModelProto | str | Path, inputs: Mapping[str, Sequen
     return GraphFlops(macs, other, MappingProxyType(by_op), tuple(unknown), MappingProxyType(outputs))
 
 
-def bundle_flops(root: Path, manifest: Mapping[str, Any], encoder_inputs: Mapping[str, Mapping[str, Sequence[int]]],
+def bundle_flops(root: Path, manifest: Any, encoder_inputs: Mapping[str, Mapping[str, Sequence[int]]],
                  *, precision: str = "fp32") -> dict[str, GraphFlops]:
     """FLOPs of every component of a bundle: encoders at the given input shapes, heads fed by them.
 
     Args:
         root: The bundle folder.
-        manifest: Its parsed ``manifest.json``.
+        manifest: Its ``mmedge.runtime.manifest.Manifest`` (``Bundle.manifest``).
         encoder_inputs: modality -> {input name -> shape}, e.g. from the preprocessed inputs of
             one batch. Encoders of modalities not given are skipped (with their members' heads).
         precision: Which graphs to count (``fp32``: the same arithmetic as the others).
@@ -247,15 +247,15 @@ def bundle_flops(root: Path, manifest: Mapping[str, Any], encoder_inputs: Mappin
     out: dict[str, GraphFlops] = {}
     feats: dict[str, tuple[int, ...]] = {}
     for modality, shapes in encoder_inputs.items():
-        entry = manifest["encoders"][modality]["graphs"][precision]
-        counted = count_flops(Path(root) / entry["file"], shapes)
+        entry = manifest.encoders[modality].graphs[precision]
+        counted = count_flops(Path(root) / str(entry.file), shapes)
         out[f"encoder.{modality}"] = counted
         feats.update(counted.output_shapes)
-    for member in manifest["members"]:
-        if not all(n in feats and -1 not in feats[n] for n in member["inputs"]):
+    for member in manifest.members:
+        if not all(n in feats and -1 not in feats[n] for n in member.inputs):
             continue
-        entry = member["graphs"][precision]
-        out[f"head.{member['name']}"] = count_flops(Path(root) / entry["file"], {n: feats[n] for n in member["inputs"]})
+        entry = member.graphs[precision]
+        out[f"head.{member.name}"] = count_flops(Path(root) / str(entry.file), {n: feats[n] for n in member.inputs})
     return out
 
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mmedge import BUNDLE_FORMAT, __version__
-from mmedge.export.bundle_writer import graph_entries
-from mmedge.runtime.specs import spec_to_dict
+from mmedge.runtime.manifest import EncoderInfo, EnsembleInfo, Manifest, MemberInfo, TensorInfo
 
 
 def _versions(opset: int) -> dict[str, Any]:
@@ -20,32 +19,42 @@ def _versions(opset: int) -> dict[str, Any]:
             "nncf": nncf.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _inputs(recipe) -> dict[str, Any]:
-    return {m: spec_to_dict(recipe.specs[m]) for m in recipe.modalities}
+def _tensors(items: Any) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(name=t["name"], dtype=t.get("dtype", "float32"), shape=tuple(t.get("shape", ())))
+                 for t in items)
 
 
-def build_manifest(src, comps, config) -> dict[str, Any]:
-    """The manifest; each graph table is the component's own dict (later fallbacks show up)."""
+def build_manifest(src, comps, config, *, precisions: Mapping[str, str] | None = None,
+                   metrics: Mapping[str, Any] | None = None) -> Manifest:
+    """The manifest of the components as they are now (``write_bundle`` fills in hashes and sizes).
+
+    Args:
+        src: The ``ExportSources`` (recipe, model, labels, calibration, where it came from).
+        comps: The components, with their graph entries.
+        config: The ``ExportConfig`` (its precisions).
+        precisions: precision -> status (default: every precision of ``config`` ``"ok"``).
+        metrics: The accuracy report so far (default: the validation figures training measured).
+    """
     recipe, model = src.recipe, src.model
     encoders = {c.key.split(".", 1)[1]: c for c in comps if c.kind == "encoder"}
     heads = {c.key.split(".", 1)[1]: c for c in comps if c.kind == "head"}
-    return {
-        "format": BUNDLE_FORMAT, "name": recipe.name, "task": recipe.task, "labels": list(src.meta["labels"]),
-        "modalities": list(recipe.modalities), "optional_modalities": [], "inputs": _inputs(recipe),
-        "encoders": {m: {"name": recipe.encoders[m], "inputs": c.info.inputs, "outputs": c.info.outputs,
-                         "graphs": c.graphs} for m, c in encoders.items()},
-        "members": [{"name": mb.name, "head": mb.head, "modalities": list(mb.modalities),
-                     "inputs": list(heads[mb.name].input_names), "output": "logits",
-                     "temperature": t, "weight": w, "graphs": heads[mb.name].graphs}
-                    for mb, t, w in zip(recipe.members, model.temperatures, model.weights)],
-        "ensemble": {"method": recipe.ensemble.value},  # weights and temperatures live on each member
-        "precisions": {p: "ok" for p in config.precisions},
-        "metrics": {"validation": _validation_metrics(src.checkpoint)},
-        "calibration": {"source": src.calib_source, "samples": len(src.calib)},
-        "dataset": dict(src.meta.get("dataset", {})),
-        **_source(src),
-        "versions": _versions(max(c.info.opset for c in comps)),
-    }
+    return Manifest(
+        format=BUNDLE_FORMAT, name=recipe.name, task=recipe.task, labels=tuple(src.meta["labels"]),
+        modalities=tuple(recipe.modalities), inputs={m: recipe.specs[m] for m in recipe.modalities},
+        encoders={m: EncoderInfo(modality=m, name=recipe.encoders[m], inputs=_tensors(c.info.inputs),
+                                 outputs=_tensors(c.info.outputs), graphs=dict(c.graphs)) for m, c in encoders.items()},
+        members=tuple(MemberInfo(name=mb.name, head=mb.head, modalities=tuple(mb.modalities),
+                                 inputs=tuple(heads[mb.name].input_names), temperature=float(t), weight=float(w),
+                                 graphs=dict(heads[mb.name].graphs))
+                      for mb, t, w in zip(recipe.members, model.temperatures, model.weights)),
+        ensemble=EnsembleInfo(method=recipe.ensemble.value),
+        precisions=dict(precisions) if precisions is not None else {p: "ok" for p in config.precisions},
+        files={},  # filled in by write_bundle
+        metrics=dict(metrics) if metrics is not None else {"validation": validation_metrics(src.checkpoint)},
+        calibration={"source": src.calib_source, "samples": len(src.calib)},
+        dataset=dict(src.meta.get("dataset", {})), **_source(src),
+        versions=_versions(max(c.info.opset for c in comps)),
+    )
 
 
 def _source(src) -> dict[str, Any]:
@@ -55,7 +64,7 @@ def _source(src) -> dict[str, Any]:
     return {"source_model": dict(src.meta.get("source_model", {}))}
 
 
-def _validation_metrics(checkpoint: Path | None) -> dict[str, Any]:
+def validation_metrics(checkpoint: Path | None) -> dict[str, Any]:
     """Per-member accuracy on the whole validation split, as training measured it (the bench
     picks the single member it compares with the ensemble from these); empty for users' modules."""
     from mmedge.checkpoint import METRICS_FILE
@@ -67,14 +76,13 @@ def _validation_metrics(checkpoint: Path | None) -> dict[str, Any]:
                         if "val_accuracy" in m}}
 
 
-def bundle_files(manifest: dict[str, Any], work: Path, tokenizer_file: Path | None) -> dict[str, Path]:
+def bundle_files(manifest: Manifest, work: Path, tokenizer_file: Path | None) -> dict[str, Path]:
     """Bundle-relative path -> file on disk, for every graph the manifest references."""
-    from mmedge.runtime.modalities import get_modality
     from mmedge.runtime.specs import spec_files
 
-    files = {e["file"]: work / e["file"] for e in graph_entries(manifest) if "file" in e}
-    for m, raw in manifest["inputs"].items():  # the files a spec names: the tokenizer
-        for rel in spec_files(get_modality(m).spec_class, raw).values():
+    files = {e.file: work / e.file for _, graphs in manifest.graph_owners() for e in graphs.values() if e.file}
+    for spec in manifest.inputs.values():  # the files a spec names: the tokenizer
+        for rel in spec_files(type(spec), spec).values():
             if tokenizer_file is not None:
                 files[rel] = tokenizer_file
     return files

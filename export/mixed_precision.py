@@ -12,6 +12,7 @@ component uses.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from mmedge.export.accuracy_control import AccuracyControlReport, Evaluate, control_accuracy
 from mmedge.export.components import Component
+from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, precisions
 
 __all__ = ["MIXED", "mixed_candidates", "component_latencies", "fastest", "choose_mixed"]
@@ -31,12 +33,12 @@ def mixed_candidates() -> tuple[str, ...]:
     return tuple(p.name for p in precisions(kind=PrecisionKind.BUILT) if p.mixed_candidate or p.name == REFERENCE)
 
 
-def _candidates(comp: Component) -> dict[str, Mapping[str, Any]]:
+def _candidates(comp: Component) -> dict[str, GraphEntry]:
     """precision -> graph entry, one precision per distinct file (a graph kept in fp32 is fp32)."""
-    out: dict[str, Mapping[str, Any]] = {}
+    out: dict[str, GraphEntry] = {}
     for precision in mixed_candidates():
         entry = comp.graphs.get(precision)
-        if entry and entry.get("status") == "ok" and entry["file"] not in {e["file"] for e in out.values()}:
+        if entry is not None and entry.status == "ok" and entry.file not in {e.file for e in out.values()}:
             out[precision] = entry
     return out
 
@@ -59,8 +61,8 @@ def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[
     for comp in comps:
         fns = {}
         for precision, entry in _candidates(comp).items():
-            session = create_session(work / entry["file"], threads=threads,
-                                     disabled_optimizers=tuple(entry.get("ort_disabled_optimizers", ())))
+            session = create_session(work / str(entry.file), threads=threads,
+                                     disabled_optimizers=entry.ort_disabled_optimizers)
             names = [i.name for i in session.get_inputs()]
             feeds = [{n: case[n] for n in names} for case in ones]
             fns[precision] = lambda s=session, f=feeds: [s.run(None, feed) for feed in f]
@@ -75,9 +77,8 @@ def fastest(latencies: Mapping[str, float]) -> str:
 
 
 def _apply(comp: Component, precision: str, chosen: str, latencies: Mapping[str, float]) -> None:
-    entry = {k: v for k, v in comp.graphs[chosen].items() if k != "parity"}
-    entry.update(chosen=chosen, latency_ms_batch1={p: round(v, 4) for p, v in latencies.items()})
-    comp.graphs[precision] = entry
+    comp.graphs[precision] = replace(comp.graphs[chosen], parity=None, chosen=chosen,
+                                     latency_ms_batch1={p: round(v, 4) for p, v in latencies.items()})
 
 
 def choose_mixed(comps: Sequence[Component], latencies: Mapping[str, Mapping[str, float]], evaluate: Evaluate,

@@ -8,6 +8,7 @@ path to open again. No torch, no onnx.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,110 +20,11 @@ from mmedge.errors import BundleError
 from mmedge.runtime.archive import extract_archive
 from mmedge.runtime.integrity import Identity, read_file, resolve_inside, sha256_file, verify_files
 from mmedge.runtime.limits import DEFAULT_LIMITS, Limits, checked_limits
-from mmedge.runtime.manifest_schema import validate_manifest
-from mmedge.runtime.specs import spec_from_dict
+from mmedge.runtime.manifest import EncoderInfo, EnsembleInfo, GraphEntry, Manifest, MemberInfo, TensorInfo
 
 __all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "sha256_file"]
 
 _FIX = "re-export or re-copy the bundle"
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: name, dtype and shape (ints, or strings for dynamic axes)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-
-@dataclass(frozen=True)
-class GraphEntry:
-    """One graph of one component at one precision.
-
-    Attributes:
-        ort_disabled_optimizers: ONNX Runtime optimizers that stay off for this graph, as export
-            recorded them (a bundle written before they were recorded: its precision record's).
-    """
-
-    file: str | None
-    sha256: str | None
-    bytes: int | None
-    status: str
-    ort_disabled_optimizers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """An encoder of one modality: its I/O and its graph per precision."""
-
-    modality: str
-    name: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    graphs: Mapping[str, GraphEntry]
-
-
-@dataclass(frozen=True)
-class MemberInfo:
-    """An ensemble member: a fusion head over some encoders' outputs."""
-
-    name: str
-    head: str
-    modalities: tuple[str, ...]
-    inputs: tuple[str, ...]
-    output: str
-    temperature: float
-    weight: float
-    graphs: Mapping[str, GraphEntry]
-
-
-@dataclass(frozen=True)
-class EnsembleInfo:
-    """How members are combined (``mmedge.runtime.ensemble.combine``)."""
-
-    method: str
-
-
-def _tensors(items: list[Mapping[str, Any]]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(t["name"], t.get("dtype", "float32"), tuple(t.get("shape", ()))) for t in items)
-
-
-def _graphs(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, GraphEntry]:
-    return MappingProxyType({p: GraphEntry(g.get("file"), g.get("sha256"), g.get("bytes"), g.get("status", "ok"),
-                                           _disabled_optimizers(p, g)) for p, g in raw.items()})
-
-
-def _disabled_optimizers(precision: str, entry: Mapping[str, Any]) -> tuple[str, ...]:
-    """The entry's ``ort_disabled_optimizers``; absent (an older bundle): its precision record's."""
-    from mmedge.runtime.precisions import PRECISIONS
-
-    if "ort_disabled_optimizers" in entry:
-        return tuple(entry["ort_disabled_optimizers"])
-    return PRECISIONS[precision].ort_disabled_optimizers if precision in PRECISIONS else ()
-
-
-def _encoders(checked: Mapping[str, Any]) -> Mapping[str, EncoderInfo]:
-    return MappingProxyType({m: EncoderInfo(m, e.get("name", m), _tensors(e["inputs"]), _tensors(e["outputs"]),
-                                            _graphs(e["graphs"])) for m, e in checked["encoders"].items()})
-
-
-def _members(checked: Mapping[str, Any]) -> tuple[MemberInfo, ...]:
-    ens = checked["ensemble"]
-    # bundles written before the members held them also list them under ``ensemble`` (same values)
-    weights = ens.get("weights") or [m.get("weight", 1.0) for m in checked["members"]]
-    temps = ens.get("temperatures") or [m.get("temperature", 1.0) for m in checked["members"]]
-    return tuple(MemberInfo(m["name"], m.get("head", m["name"]), tuple(m["modalities"]), tuple(m["inputs"]),
-                            m.get("output", "logits"), float(t), float(w), _graphs(m["graphs"]))
-                 for m, w, t in zip(checked["members"], weights, temps))
-
-
-def _specs(checked: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Each modality's spec, of its record's class (the schema checked every field and their fit)."""
-    from mmedge.runtime.modalities import get_modality
-
-    specs = {m: spec_from_dict(get_modality(m).spec_class, raw) for m, raw in checked["inputs"].items()}
-    return MappingProxyType(specs)
 
 
 def _read_manifest(root: Path, limits: Limits) -> tuple[Any, str]:
@@ -145,28 +47,30 @@ def _read_manifest(root: Path, limits: Limits) -> tuple[Any, str]:
 class Bundle:
     """A validated, read-only view of a bundle (``docs/bundle.md``).
 
-    Build it with ``Bundle.open(path)``. Attributes mirror the manifest; ``manifest`` is
-    the raw (read-only) mapping, which also holds ``metrics``, ``parity`` and ``versions``.
+    Build it with ``Bundle.open(path)``. ``manifest`` is the typed manifest
+    (``mmedge.runtime.manifest.Manifest``, reports included); the attributes below read it.
     """
 
     root: Path
     source: Path
-    manifest: Mapping[str, Any]
-    name: str
-    task: str
-    labels: tuple[str, ...]
-    modalities: tuple[str, ...]
-    optional_modalities: tuple[str, ...]
-    specs: Mapping[str, Any]
-    encoders: Mapping[str, EncoderInfo]
-    members: tuple[MemberInfo, ...]
-    ensemble: EnsembleInfo
-    precision_status: Mapping[str, str]
+    manifest: Manifest
     verified: bool = True
     limits: Limits = DEFAULT_LIMITS
-    _files: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _identities: Mapping[str, Identity] = field(default_factory=dict, repr=False, compare=False)
     _tmp: Any = field(default=None, repr=False, compare=False)
+
+    name = property(lambda self: self.manifest.name, doc="The bundle's name.")
+    task = property(lambda self: self.manifest.task, doc="classification | matching | retrieval.")
+    labels = property(lambda self: self.manifest.labels, doc="The class labels.")
+    modalities = property(lambda self: self.manifest.modalities, doc="The modalities, in order.")
+    optional_modalities = property(lambda self: self.manifest.optional_modalities,
+                                   doc="Modalities that may be left out at predict time.")
+    specs = property(lambda self: self.manifest.inputs, doc="modality -> preprocessing spec.")
+    encoders = property(lambda self: self.manifest.encoders, doc="modality -> ``EncoderInfo``.")
+    members = property(lambda self: self.manifest.members, doc="The ensemble members (``MemberInfo``).")
+    ensemble = property(lambda self: self.manifest.ensemble, doc="How members are combined (``EnsembleInfo``).")
+    precision_status = property(lambda self: self.manifest.precisions, doc="precision -> ``ok`` or why not.")
+    _files = property(lambda self: self.manifest.files)
 
     @classmethod
     def open(cls, path: str | Path, *, verify: bool = True, limits: Limits | None = None) -> "Bundle":
@@ -201,23 +105,18 @@ class Bundle:
 
     @classmethod
     def _load(cls, root: Path, source: Path, tmp: Any, verify: bool, limits: Limits) -> "Bundle":
-        manifest, manifest_sha = _read_manifest(root, limits)
-        checked = validate_manifest(manifest)
-        specs = _specs(checked)
+        raw, manifest_sha = _read_manifest(root, limits)
+        manifest = Manifest.from_json(raw)
+        if "name" not in raw:  # a manifest without a name is called after its folder or file
+            manifest = dataclasses.replace(manifest, name=source.stem)
         if verify:
-            identities = verify_files(root, checked["files"], manifest_sha, stamp=tmp is None)
+            identities = verify_files(root, manifest.files, manifest_sha, stamp=tmp is None)
         else:
             identities = {}
-            for rel in checked["files"]:
+            for rel in manifest.files:
                 resolve_inside(root, rel)
-        members = _members(checked)
-        ensemble = EnsembleInfo(checked["ensemble"]["method"])
-        return cls(root=root, source=source, manifest=MappingProxyType(manifest),
-                   name=checked.get("name", source.stem), task=checked["task"], labels=tuple(checked["labels"]),
-                   modalities=tuple(checked["modalities"]), optional_modalities=tuple(checked["optional_modalities"]),
-                   specs=specs, encoders=_encoders(checked), members=members, ensemble=ensemble,
-                   precision_status=MappingProxyType(dict(checked["precisions"])), verified=verify, limits=limits,
-                   _files=MappingProxyType(checked["files"]), _identities=MappingProxyType(identities), _tmp=tmp)
+        return cls(root=root, source=source, manifest=manifest, verified=verify, limits=limits,
+                   _identities=MappingProxyType(identities), _tmp=tmp)
 
     def precisions(self) -> list[str]:
         """Precisions whose status is ``"ok"`` and whose every graph is present and ok."""
@@ -239,8 +138,7 @@ class Bundle:
 
     def graph_entry(self, component: str, precision: str) -> GraphEntry:
         """The graph entry of ``component`` (``encoder.image``, ``head.concat``...) at ``precision``."""
-        owners = {**{f"encoder.{k}": e.graphs for k, e in self.encoders.items()},
-                  **{f"head.{m.name}": m.graphs for m in self.members}}
+        owners = dict(self.manifest.graph_owners())
         if component not in owners:
             raise BundleError(f"unknown component {component!r}; this bundle has {self.components()}")
         problem = self.precision_problem(precision)

@@ -1,6 +1,9 @@
-"""The one schema of ``manifest.json`` (``docs/bundle.md``), checked completely at ``Bundle.open``.
+"""The checks of ``manifest.json``'s values (``docs/bundle.md``), run completely at ``Bundle.open``.
 
-Every type, range and cross-reference is checked before anything is built from the manifest, so a
+The manifest's dataclasses (``mmedge.runtime.manifest``) and the input specs
+(``mmedge.runtime.specs``) declare one of these checks on each field (``metadata["check"]``);
+``read_dataclass`` runs them. Every type, range and cross-reference is checked before anything is
+built from the manifest, so a
 bundle that opens cannot fail later on a value of the wrong type: the first problem is a
 ``BundleError`` naming its JSON path (``members[1].temperature``), what was found and what is
 accepted. Unknown top-level keys are allowed (newer writers add reports); unknown keys inside an
@@ -11,13 +14,15 @@ from __future__ import annotations
 import math
 import re
 from pathlib import PurePosixPath
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from mmedge import BUNDLE_FORMAT, __version__
 from mmedge.errors import BundleError
 
-__all__ = ["validate_manifest", "check_format", "check_relpath", "check_spec", "SchemaError", "TASKS", "DTYPES",
-           "ranged", "choice", "number", "numbers", "boolean"]
+__all__ = ["read_dataclass", "check_format", "check_relpath", "check_spec", "check_sha256", "SchemaError", "TASKS",
+           "DTYPES", "METHODS", "ranged", "choice", "number", "numbers", "boolean", "obj", "string", "optional_string",
+           "strings", "tuple_of", "mapping", "dim", "key_path"]
 
 TASKS = ("classification", "matching", "retrieval")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
@@ -165,8 +170,6 @@ def number(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Callabl
     return lambda v, p: _number(v, p, lo, hi, lo_open=lo_open)
 
 
-# The checks spec classes declare on their fields (``mmedge.runtime.specs``: ``metadata["check"]``).
-ranged, choice, numbers, boolean = _ranged, _choice, _numbers, _boolean
 
 
 def check_spec(cls: type, value: Any, path: str) -> dict[str, Any]:
@@ -187,159 +190,63 @@ def check_spec(cls: type, value: Any, path: str) -> dict[str, Any]:
     return given
 
 
-def _dim(value: Any, path: str) -> Any:
+def dim(value: Any, path: str) -> Any:
+    """A tensor dimension: an int, a named dynamic axis, or null."""
     if value is None or (isinstance(value, str) and value):
         return value
     return _integer(value, path, 0, 2**31 - 1)
 
 
-def _tensors(value: Any, path: str) -> list[dict[str, Any]]:
-    spec = {"name": _string, "dtype": _choice(*DTYPES),
-            "shape": lambda v, p: [_dim(d, f"{p}[{i}]") for i, d in enumerate(_lst(v, p))]}
-    return [_fields(t, f"{path}[{i}]", spec, required=("name",)) for i, t in enumerate(_lst(value, path, min_len=1))]
-
-
-def _graph(value: Any, path: str) -> dict[str, Any]:
-    spec = {"file": check_relpath, "bytes": _ranged(0, 2**62), "status": _string,
-            "sha256": lambda v, p: _sha256(v, p), "ort_disabled_optimizers": _unique_strings}
-    entry = _fields(value, path, spec)
-    if entry.get("status", "ok") == "ok":
-        for key in ("file", "sha256"):
-            if key not in entry:
-                raise SchemaError(path, f"has status 'ok' but no {key!r}")
-    return entry
-
-
-def _sha256(value: Any, path: str) -> str:
+def check_sha256(value: Any, path: str) -> str:
+    """A sha256 as 64 lowercase hex digits."""
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise SchemaError(path, f"must be a sha256 as 64 lowercase hex digits, got {_show(value)}")
     return value
 
 
-def _graphs(value: Any, path: str) -> dict[str, dict[str, Any]]:
-    graphs = _obj(value, path)
-    if not graphs:
-        raise SchemaError(path, "must map at least one precision to {file, sha256, status}")
-    return {p: _graph(g, _key(path, p)) for p, g in graphs.items()}
+def optional_string(value: Any, path: str) -> str | None:
+    """A non-empty string, or null."""
+    return None if value is None else _string(value, path)
 
 
-_ENCODER = {"name": _string, "inputs": _tensors, "outputs": _tensors, "graphs": _graphs}
+def strings(*, choices: tuple[str, ...] | None = None, min_len: int = 0) -> Callable[[Any, str], tuple[str, ...]]:
+    """A check of a list of distinct non-empty strings (of ``choices``, at least ``min_len``)."""
+    return lambda v, p: tuple(_unique_strings(v, p, choices=choices, min_len=min_len))
 
 
-def _encoders(value: Any, modalities: list[str]) -> dict[str, dict[str, Any]]:
-    raw = _obj(value, "encoders")
-    out, seen = {}, {}
-    for m in modalities:
-        if m not in raw:
-            raise SchemaError("encoders", f"lacks an encoder for modality {m!r}")
-        out[m] = _fields(raw[m], f"encoders.{m}", _ENCODER, required=("inputs", "outputs", "graphs"))
-        for i, t in enumerate(out[m]["outputs"]):
-            if seen.setdefault(t["name"], m) != m:
-                raise SchemaError(f"encoders.{m}.outputs[{i}].name", f"{t['name']!r} is also an output of the "
-                                                                     f"{seen[t['name']]} encoder")
-    return out
+def tuple_of(check: Callable[[Any, str], Any], *, min_len: int = 0) -> Callable[[Any, str], tuple]:
+    """A check of a JSON list whose items each pass ``check``."""
+    return lambda v, p: tuple(check(x, f"{p}[{i}]") for i, x in enumerate(_lst(v, p, min_len=min_len)))
 
 
-def _member(value: Any, path: str, encoders: Mapping[str, Any]) -> dict[str, Any]:
-    spec = {"name": _string, "head": _string, "modalities": lambda v, p: _unique_strings(v, p, min_len=1),
-            "inputs": lambda v, p: _unique_strings(v, p, min_len=1), "output": _string,
-            "temperature": lambda v, p: _number(v, p, 0.0, 1e6, lo_open=True),
-            "weight": lambda v, p: _number(v, p, 0.0, 1e6), "graphs": _graphs}
-    member = _fields(value, path, spec, required=("name", "modalities", "inputs", "graphs"))
-    for j, m in enumerate(member["modalities"]):
-        if m not in encoders:
-            raise SchemaError(f"{path}.modalities[{j}]", f"{m!r} is not a modality of this bundle "
-                                                         f"({list(encoders)}), so this member could never run")
-    features = {t["name"] for m in member["modalities"] for t in encoders[m]["outputs"]}
-    for j, name in enumerate(member["inputs"]):
-        if name not in features:
-            raise SchemaError(f"{path}.inputs[{j}]", f"{name!r} is not an output of the encoders of this member's "
-                                                     f"modalities {member['modalities']} (they give {sorted(features)})")
-    return member
+def mapping(check: Callable[[Any, str], Any], *, key: Callable[[Any, str], Any] | None = None
+            ) -> Callable[[Any, str], Mapping[str, Any]]:
+    """A check of a JSON object whose values each pass ``check`` (and keys ``key``)."""
+    def read(value: Any, path: str) -> Mapping[str, Any]:
+        items = _obj(value, path).items()
+        return MappingProxyType({(key(k, _key(path, k)) if key else k): check(v, _key(path, k)) for k, v in items})
+    return read
 
 
-def _members(value: Any, encoders: Mapping[str, Any]) -> list[dict[str, Any]]:
-    members = [_member(m, f"members[{i}]", encoders) for i, m in enumerate(_lst(value, "members", min_len=1))]
-    names = [m["name"] for m in members]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise SchemaError(f"members[{i}].name", f"{name!r} is the name of an earlier member; names must be unique")
-    return members
-
-
-def _ensemble(value: Any, members: list[dict[str, Any]]) -> dict[str, Any]:
-    k = len(members)
-    spec = {"method": _choice(*METHODS), "weights": _numbers(0.0, 1e6, length=k),
-            "temperatures": _numbers(0.0, 1e6, length=k, lo_open=True)}
-    ensemble = _fields(value, "ensemble", spec, required=("method",))
-    weights = ensemble.get("weights") or [m.get("weight", 1.0) for m in members]
-    if sum(weights) <= 0:
-        raise SchemaError("ensemble.weights", f"must not all be 0, got {weights}")
-    return ensemble
-
-
-def _files(value: Any) -> dict[str, str]:
-    files = _obj(value, "files")
-    return {check_relpath(rel, _key("files", rel)): _sha256(sha, _key("files", rel)) for rel, sha in files.items()}
-
-
-def _listed(manifest: Mapping[str, Any], files: Mapping[str, str]) -> None:
-    """Every graph with status ok, and the tokenizer, are in ``files`` with the same sha256."""
-    owners = [(f"encoders.{m}", e) for m, e in manifest["encoders"].items()]
-    owners += [(f"members[{i}]", m) for i, m in enumerate(manifest["members"])]
-    for where, owner in owners:
-        for p, g in owner["graphs"].items():
-            if g.get("status", "ok") == "ok" and files.get(g["file"]) != g["sha256"]:
-                raise SchemaError(_key(f"{where}.graphs", p), f"file {g['file']!r} is not listed in files with "
-                                                               "the same sha256")
-    from mmedge.runtime.modalities import get_modality
-    from mmedge.runtime.specs import spec_files
-
-    for m, raw in manifest["inputs"].items():
-        for key, rel in spec_files(get_modality(m).spec_class, raw).items():
-            if rel not in files:
-                raise SchemaError(f"inputs.{m}.{key}", f"{rel!r} is not listed in files")
-
-
-_REQUIRED = ("format", "task", "labels", "modalities", "inputs", "encoders", "members", "ensemble",
-             "precisions", "files")
-
-
-def validate_manifest(manifest: Any) -> dict[str, Any]:
-    """Checks a parsed ``manifest.json`` completely.
-
-    Args:
-        manifest: What ``json.loads`` returned.
-
-    Returns:
-        The checked sections (``modalities``, ``inputs``, ``encoders``, ``members``, ``ensemble``,
-        ``files``...) with defaults not yet applied; every value has the documented type.
+def read_dataclass(cls: type, value: Any, path: str) -> Any:
+    """Builds manifest dataclass ``cls`` from a JSON object: each field's ``metadata["check"]``
+    checks and converts its value, fields without a default are required, unknown keys are
+    ignored (a newer writer's), and ``problems()`` (when the class has it) must be empty.
 
     Raises:
-        BundleError: the first problem, with its JSON path (``SchemaError``), or a format this
-            runtime does not read (naming the mmedge version that does).
+        SchemaError: the first problem, at its JSON path.
     """
-    from mmedge.runtime.modalities import get_modality, modality_names
+    import dataclasses
 
-    check_format(manifest)
-    _fields(manifest, "", {}, required=_REQUIRED)
-    top = {"name": _string, "task": _choice(*TASKS),
-           "labels": lambda v, p: _unique_strings(v, p, min_len=2),
-           "modalities": lambda v, p: _unique_strings(v, p, choices=modality_names(), min_len=1),
-           "precisions": lambda v, p: {k: _string(s, _key(p, k)) for k, s in _obj(v, p).items()},
-           "versions": _obj, "metrics": _obj}
-    out = _fields(manifest, "", top)
-    modalities = out["modalities"]
-    out["optional_modalities"] = _unique_strings(manifest.get("optional_modalities", []), "optional_modalities",
-                                                choices=tuple(modalities))
-    inputs = _obj(manifest["inputs"], "inputs")
-    for m in modalities:
-        if m not in inputs:
-            raise SchemaError("inputs", f"lacks the preprocessing spec of modality {m!r}")
-    out["inputs"] = {m: check_spec(get_modality(m).spec_class, inputs[m], f"inputs.{m}") for m in modalities}
-    out["encoders"] = _encoders(manifest["encoders"], modalities)
-    out["members"] = _members(manifest["members"], out["encoders"])
-    out["ensemble"] = _ensemble(manifest["ensemble"], out["members"])
-    out["files"] = _files(manifest["files"])
-    _listed({**manifest, **out}, out["files"])
-    return out
+    checked = [f for f in dataclasses.fields(cls) if "check" in f.metadata]
+    missing = (dataclasses.MISSING,)
+    required = tuple(f.name for f in checked if f.default in missing and f.default_factory in missing)
+    given = _fields(value, path, {f.name: f.metadata["check"] for f in checked}, required=required)
+    built = cls(**given)
+    for rel, what in getattr(built, "problems", lambda: [])():  # rel: a JSON path below ``path``
+        raise SchemaError(rel if not path else f"{path}{rel}" if rel.startswith("[") else f"{path}.{rel}", what)
+    return built
+
+
+# The checks manifest and spec dataclasses declare on their fields (``metadata["check"]``).
+ranged, choice, numbers, boolean, obj, string, key_path = _ranged, _choice, _numbers, _boolean, _obj, _string, _key

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import typer
 
 from mmedge.cli.console import console, fail
@@ -22,7 +23,7 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle folder or .mmedge fi
         b = Bundle.open(bundle)
     except MmedgeError as e:
         fail(e)
-    m = b.manifest
+    m = b.manifest.to_json()
     console.print(f"[bold]{b.name}[/] ({m['format']}): {m['task']}, labels {m['labels']}, "
                   f"modalities {m['modalities']}, ensemble {m['ensemble']['method']}")
     console.print(precisions_table(m))
@@ -37,12 +38,17 @@ def run(
     precision: str = typer.Option("fp32", help=f"A precision the bundle has: {' | '.join(precision_names())}."),
     backend: str = typer.Option("auto", help="auto | ort | ort-cuda | ort-trt | tensorrt"),
     as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
+    query: Optional[list[str]] = typer.Option(None, help="Free text to score the input against with the model's own "
+                                                        "similarity (a CLIP, SigLIP or CLAP bundle; repeatable): "
+                                                        "prints the queries ranked."),
     **inputs: Optional[str],
 ) -> None:
-    """Run a bundle on one sample and print the prediction."""
+    """Run a bundle on one sample and print the prediction (or, with --query, the queries ranked)."""
     from mmedge.runtime import Session
 
     given = {m: v for m, v in inputs.items() if v is not None}  # one --<modality> option per modality record
+    if query:
+        return _rank_queries(bundle, precision, backend, given, list(query), as_json)
     try:
         with Session(bundle, precision=precision, backend=backend) as session:
             pred = session.predict(**given)
@@ -59,6 +65,27 @@ def run(
     console.print(f"[bold]{pred.label}[/] (p={pred.probability:.3f}) — {pred.backend}, {pred.precision}, "
                   f"{pred.timings_ms['total']:.1f} ms")
 
+
+
+def _rank_queries(bundle: Path, precision: str, backend: str, given: dict, queries: list[str], as_json: bool) -> None:
+    """``mmedge run --query``: ``Session.similarity`` of the one input against the queries, best first."""
+    from mmedge.runtime import Session
+    from mmedge.runtime.similarity import activate, bundle_similarity
+
+    try:
+        with Session(bundle, precision=precision, backend=backend) as session:
+            scores = session.similarity(text=queries, **given)[:1]  # (1, Q)
+            probs = activate(scores, bundle_similarity(session.bundle).activation)[0]
+            scores = scores[0]
+    except MmedgeError as e:
+        fail(e)
+    ranked = [{"query": queries[i], "score": round(float(scores[i]), 6), "probability": round(float(probs[i]), 6)}
+              for i in np.argsort(-scores, kind="stable")]
+    if as_json:
+        typer.echo(json.dumps({"queries": ranked, "precision": precision}))
+        return
+    for row in ranked:
+        console.print(f"{row['score']:9.4f}  p={row['probability']:.3f}  {row['query']}")
 
 
 def _with_modality_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,6 +6,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from mmedge.export.components import Component, make_reduced
+from mmedge.runtime.manifest import GraphEntry
 
 
 def _identity(path) -> None:
@@ -18,11 +19,10 @@ def _identity(path) -> None:
 def test_derived_precision_falls_back_when_its_source_graph_was_not_built(tmp_path):
     _identity(tmp_path / "encoders/x.fp32.onnx")
     comp = Component("encoder.x", "encoders/x", module=None, kind="encoder", model_type="cnn")
-    comp.graphs = {"fp32": {"file": "encoders/x.fp32.onnx", "status": "ok"},
-                   "fp16": {"file": "encoders/x.fp16.onnx", "status": "ok"},
-                   "int8-trt": {"file": "encoders/x.fp16.onnx", "status": "ok", "build_fallback": "fp16"}}
+    comp.graphs = {"fp32": GraphEntry(file="encoders/x.fp32.onnx"), "fp16": GraphEntry(file="encoders/x.fp16.onnx"),
+                   "int8-trt": GraphEntry(file="encoders/x.fp16.onnx", build_fallback="fp16")}
     make_reduced(comp, "int8-fp16-trt", tmp_path, calib=[], cases=[])
     entry = comp.graphs["int8-fp16-trt"]
-    assert entry["build_fallback"] == "fp16" and entry["file"] == "encoders/x.fp16.onnx"  # the record's fallback
-    assert "converts the int8-trt graph of encoder.x, which could not be built" in entry["failed"]["error"]
-    assert entry["failed"]["precision"] == "int8-fp16-trt" and "kept_float" not in entry
+    assert entry.build_fallback == "fp16" and entry.file == "encoders/x.fp16.onnx"  # the record's fallback
+    assert "converts the int8-trt graph of encoder.x, which could not be built" in entry.failed["error"]
+    assert entry.failed["precision"] == "int8-fp16-trt" and entry.kept_float is None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from mmedge.export.components import Component
 from mmedge.export.mixed_precision import MIXED, choose_mixed, fastest
+from mmedge.runtime.manifest import GraphEntry
 
 
 def _comp(key: str, int8_cosine: float) -> Component:
     comp = Component(key, key.replace(".", "s/"), module=None, kind=key.split(".")[0])
-    comp.graphs = {"fp32": {"file": f"{key}.fp32.onnx", "status": "ok", "parity": {}},
-                   "int8": {"file": f"{key}.int8.onnx", "status": "ok", "fidelity": {"min_cosine": int8_cosine}}}
+    comp.graphs = {"fp32": GraphEntry(file=f"{key}.fp32.onnx", parity={}),
+                   "int8": GraphEntry(file=f"{key}.int8.onnx", fidelity={"min_cosine": int8_cosine})}
     return comp
 
 
@@ -23,13 +24,13 @@ def test_least_faithful_component_goes_back_first_until_within_budget():
     latencies = {c.key: {"fp32": 3.0, "int8": 1.0} for c in comps}
     latencies["head.concat"] = {"fp32": 0.1, "int8": 0.2}  # int8 slower: fp32 from the start
     # the drop is 1 point per int8 encoder
-    evaluate = lambda: ({"ensemble": 0.9}, float(sum(c.graphs[MIXED]["chosen"] == "int8" for c in comps)))  # noqa: E731
+    evaluate = lambda: ({"ensemble": 0.9}, float(sum(c.graphs[MIXED].chosen == "int8" for c in comps)))  # noqa: E731
     report, choice = choose_mixed(comps, latencies, evaluate, max_drop=1.0)
     assert choice == {"encoder.text": "int8", "encoder.image": "fp32", "head.concat": "fp32"}
     assert report.drop == 1.0 and len(report.steps) == 1 and "kept encoder.image in fp32" in str(report.steps[0])
     assert report.steps[0].was == ("int8",) and report.within_budget
-    assert comps[1].graphs[MIXED]["file"] == "encoder.image.fp32.onnx"
-    assert "parity" not in comps[2].graphs[MIXED] and comps[2].graphs[MIXED]["latency_ms_batch1"]["int8"] == 0.2
+    assert comps[1].graphs[MIXED].file == "encoder.image.fp32.onnx"
+    assert comps[2].graphs[MIXED].parity is None and comps[2].graphs[MIXED].latency_ms_batch1["int8"] == 0.2
 
 
 def test_everything_back_in_fp32_stops_the_search():
