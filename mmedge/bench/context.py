@@ -28,7 +28,7 @@ def load_dataset(bundle: Any, data: str | None) -> tuple[Any, str]:
     """
     from mmedge.datasets import build_dataset, list_datasets, load_jsonl
 
-    spec = bundle.manifest.get("dataset")
+    spec = bundle.manifest.dataset
     if data is None and not spec:
         raise DataError(f"bundle {bundle.name!r} does not name its dataset (no manifest 'dataset'); pass "
                         f"--data with a JSONL file or one of {list_datasets()}")
@@ -61,7 +61,7 @@ def checkpoint_path(opts: BenchOptions, bundle: Any, needed_by: str | None = Non
     """
     from mmedge.checkpoint import read_checkpoint_meta
 
-    source = bundle.manifest.get("source_checkpoint")
+    source = bundle.manifest.source_checkpoint
     candidates = [opts.checkpoint] if opts.checkpoint is not None else \
         [Path(source), bundle.source.parent / source] if source else []
     for path in candidates:
@@ -82,10 +82,10 @@ def bundle_info(bundle: Any, opts: BenchOptions) -> dict[str, Any]:
     return {"path": str(source), "name": bundle.name, "sha256": hashlib.sha256(pinned.read_bytes()).hexdigest(),
             "size_bytes": int(sum(p.stat().st_size for p in files)), "task": bundle.task,
             "modalities": list(bundle.modalities), "members": [m.name for m in bundle.members],
-            "precisions": bundle.precisions(), "dataset": bundle.manifest.get("dataset"),
-            "accuracy_measured_on": {p: m["measured_on"] for p, m in bundle.manifest.get("metrics", {}).items()
+            "precisions": bundle.precisions(), "dataset": bundle.manifest.dataset,
+            "accuracy_measured_on": {p: m["measured_on"] for p, m in bundle.manifest.metrics.items()
                                      if isinstance(m, dict) and "measured_on" in m},
-            "export_accuracy": _export_accuracy(bundle.manifest.get("metrics", {}))}
+            "export_accuracy": _export_accuracy(bundle.manifest.metrics)}
 
 
 def _export_accuracy(metrics: Any) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def most_accurate_member(bundle: Any) -> tuple[str | None, dict[str, Any]]:
     whose manifest has no validation accuracies (exported before mmedge recorded them) gets
     ``None``: no member is compared rather than one picked by another rule.
     """
-    validation = bundle.manifest.get("metrics", {}).get("validation") or {}
+    validation = bundle.manifest.metrics.get("validation") or {}
     scores = {m.name: validation["members"][m.name] for m in bundle.members
               if m.name in (validation.get("members") or {})}
     if len(scores) != len(bundle.members):
