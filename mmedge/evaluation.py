@@ -157,7 +157,7 @@ class TorchReference:
         from mmedge.features import modality_inputs
 
         t0, timings, inputs = time.perf_counter(), {}, {}
-        for m in self.recipe.modalities:
+        for m in self.model.used_modalities():
             start = time.perf_counter()
             arrays = modality_inputs(data, m, rows, self.recipe, self.tokenizer_file, length_bucket=self.length_bucket)
             inputs.update({k: torch.from_numpy(v) for k, v in arrays.items()})

@@ -22,6 +22,7 @@ from mmedge.runtime.modalities import (InputOptions, Modality, Preprocess, Prepr
 from mmedge.runtime.limits import Limits
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.session_config import check_session_config
+from mmedge.runtime.similarity import query_step, session_similarity, similarity_modalities
 from mmedge.runtime.text_cache import CacheInfo, TextCache
 from mmedge.runtime.backends import (BackendChoice, BaseRunner, GraphRef, LoadSettings, backend_order, get_backend,
                                      open_runners, resolve_backend)
@@ -119,7 +120,7 @@ class Session:
     # -- setup ---------------------------------------------------------------------------
 
     def _components(self) -> list[str]:
-        used = {m for mb in self._members for m in mb.modalities}
+        used = {m for mb in self._members for m in mb.modalities} | set(similarity_modalities(self.bundle))
         return [f"encoder.{m}" for m in self.bundle.encoders if m in used] + [f"head.{m.name}" for m in self._members]
 
     def _build_missing(self, backend: str, graphs: tuple[GraphRef, ...], settings: LoadSettings) -> None:
@@ -236,6 +237,15 @@ class Session:
         """Hits, misses, size and text-encoder runs of the text cache."""
         return self._text_cache.info()
 
+    def similarity(self, *, text: str | Sequence[str], image: Any = None, audio: Any = None,
+                   probabilities: bool = False, **options: Any) -> np.ndarray:
+        """(N_inputs, N_texts) scores of images (CLAP: audio clips) against free texts with the model's own
+        logit scale and bias, as its ``logits_per_image`` (``probabilities``: softmax over the texts, SigLIP's
+        sigmoid per pair); texts are cached. ``options``: ``image_color_order``, ``audio_rate``, ``audio_layout``.
+        Raises ``InputError``: no similarity in the bundle, not one of image / audio, bad inputs."""
+        return session_similarity(self, text=text, inputs={"image": image, "audio": audio},
+                                  options=InputOptions(**options), probabilities=probabilities)
+
     # -- predict ---------------------------------------------------------------------------
 
     def predict(self, *, image: Any = None, text: Any = None, audio: Any = None, audio_rate: int | None = None,
@@ -297,7 +307,7 @@ class Session:
     # -- video -----------------------------------------------------------------------------
 
     def stream(self, source: int | str | Path, *, text: str | Sequence[str] | None = None, every: int = 1,
-               max_frames: int | None = None) -> Iterator[tuple[np.ndarray, Prediction]]:
+               max_frames: int | None = None, queries: Sequence[str] | None = None) -> Iterator[tuple[np.ndarray, Any]]:
         """Predicts on frames of a camera or video file.
 
         Args:
@@ -305,6 +315,7 @@ class Session:
             text: Text to pair with each frame (a list of K prompts scores each frame against all K).
             every: Predict on every ``every``-th frame only.
             max_frames: Stop after this many predictions (None: until the source ends).
+            queries: Free texts each frame is scored against instead (``similarity``): yields ``Matches``.
 
         Yields:
             ``(frame_bgr, Prediction)``; the capture is released when the generator ends.
@@ -316,16 +327,20 @@ class Session:
         import cv2
 
         _inputs.check_stream_args(source, text, every, max_frames, self.limits)
-        self._plan(["image"] + (["text"] if text is not None else []))
+        step = query_step(self, queries, text) if queries is not None else self._predict_step(text)
         capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
         if not capture.isOpened():
             capture.release()
             raise InputError(f"cannot open video source {source!r}; pass a camera index (e.g. 0) or a readable "
                              "video file")
-        return self._frames(capture, text, every, max_frames)
+        return self._frames(capture, step, every, max_frames)
 
-    def _frames(self, capture: Any, text: Any, every: int, max_frames: int | None
-                ) -> Iterator[tuple[np.ndarray, Prediction]]:
+    def _predict_step(self, text: Any) -> Any:
+        self._plan(["image"] + (["text"] if text is not None else []))
+        return lambda frame: self.predict(image=[frame] * len(text) if isinstance(text, (list, tuple)) else frame,
+                                          text=text, image_color_order="BGR")
+
+    def _frames(self, capture: Any, step: Any, every: int, max_frames: int | None) -> Iterator[tuple[np.ndarray, Any]]:
         try:
             index = produced = 0
             while max_frames is None or produced < max_frames:
@@ -335,8 +350,7 @@ class Session:
                 index += 1
                 if (index - 1) % every:
                     continue
-                images = [frame] * len(text) if isinstance(text, (list, tuple)) else frame
-                yield frame, self.predict(image=images, text=text, image_color_order="BGR")
+                yield frame, step(frame)
                 produced += 1
         finally:
             capture.release()
