@@ -1,6 +1,8 @@
 """The TensorRT check behind ``benchmarks/gpu_check.sh`` (NVIDIA GPU + TensorRT + cuda-python).
 
-1. ``mmedge build`` every TensorRT precision the bundle has (fp32, fp16, int8-trt, int8-fp16-trt).
+1. ``mmedge build`` every TensorRT precision the bundle has (fp32, fp16, int8-trt, int8-fp16-trt),
+   batch 1, into its own engine folder (``--engine-dir``, default ``~/.cache/mmedge/gpu_check/engines``):
+   never the bundle's own ``engines`` folder, whose engines a user built for larger batches.
 2. Each engine against ONNX Runtime CPU on the bundle's calibration samples: per component, the
    cosine of every output vs the same precision's graph on ORT CPU (does the engine compute what
    the graph says?) and vs fp32 on ORT CPU (what the precision costs); heads are fed the fp32
@@ -10,11 +12,13 @@
    ``ort`` (fp32, and int8 when the bundle has it) on the same machine.
 
 Writes nothing but engines (and ``--json`` if given). Torch-free: runs on a Jetson.
+``benchmarks/gpu_check.sh`` runs it as its ``tensorrt`` part.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +39,7 @@ from mmedge.runtime.preprocess import TextTokenizer, preprocess_images
 from mmedge.runtime.timing import run_interleaved, stage_stats
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ENGINES = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmedge" / "gpu_check" / "engines"
 Arrays = dict[str, np.ndarray]
 
 
@@ -46,7 +51,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--opt-level", type=int, default=2)
-    p.add_argument("--engine-dir", type=Path, default=None)
+    p.add_argument("--engine-dir", type=Path, default=DEFAULT_ENGINES,
+                   help="where the batch-1 engines go (never the bundle's own engines folder)")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -56,7 +62,7 @@ def _log(msg: str) -> None:
 
 
 def _calibration(bundle: Bundle, path: Path | None, n: int) -> dict[str, list]:
-    source = path or ROOT / str(bundle.manifest.get("calibration", {}).get("source", ""))
+    source = path or ROOT / str((bundle.manifest.calibration or {}).get("source", ""))
     if not source.exists():
         sys.exit(f"error: no calibration samples at {source}; pass --calib (calibration_data/<dataset>)")
     rate = bundle.specs["audio"].sample_rate if "audio" in bundle.specs else 16000
@@ -195,6 +201,16 @@ def _check(bundle: Bundle, items: dict[str, list], engine_dir: Path, precisions:
     return results
 
 
+def check_engine_dir(bundle: Bundle, engine_dir: Path) -> Path:
+    """``engine_dir``, unless it is the bundle's own engine root (exits saying why)."""
+    own = default_engine_root(bundle.source)
+    if Path(engine_dir).resolve() == own.resolve():
+        sys.exit(f"error: --engine-dir {engine_dir} is the bundle's own engine folder; gpu_check builds batch-1 "
+                 "engines, which would replace the engines `mmedge build` made there for larger batches. Pass "
+                 f"another folder (default {DEFAULT_ENGINES})")
+    return Path(engine_dir)
+
+
 def main(argv: list[str]) -> int:
     args = _args(argv)
     start = time.perf_counter()
@@ -202,7 +218,7 @@ def main(argv: list[str]) -> int:
     if "fp32" not in bundle.precisions():
         sys.exit(f"error: {args.bundle} has no fp32 precision to compare against")
     precisions = tuple(p for p in tensorrt_precisions() if p in bundle.precisions())
-    engine_dir = args.engine_dir or default_engine_root(bundle.source)
+    engine_dir = check_engine_dir(bundle, args.engine_dir)
     report = _build(bundle, precisions, engine_dir, args.opt_level)
     _log(f"built on {report.device.describe()} in {time.perf_counter() - start:.0f} s")
     items = _calibration(bundle, args.calib, args.samples)
