@@ -160,8 +160,8 @@ def measure_import_ms(statement: str = "import mmedge.runtime", *, repeats: int 
 
 
 _ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "ORT_", "MMEDGE_", "CUDA_", "TORCH_")
-_PACKAGES = ("mmedge", "numpy", "onnxruntime", "onnx", "torch", "nncf", "tensorrt", "tokenizers",
-             "opencv-python-headless", "psutil")
+_PACKAGES = ("mmedge", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "nncf", "tensorrt", "tensorrt-cu12",
+             "tensorrt-cu13", "cuda-python", "cuda-bindings", "tokenizers", "opencv-python-headless", "psutil")
 
 
 def _cpu_model() -> str:
