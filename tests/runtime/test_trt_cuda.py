@@ -226,3 +226,25 @@ def test_only_tensorrt_logger_makes_a_logger():
 
 def test_backend_unavailable_is_not_a_cuda_error():
     assert not issubclass(BackendUnavailable, CudaError) and issubclass(CudaError, RuntimeError)
+
+
+def test_a_driver_older_than_cuda_python_names_both_versions_and_the_extras():
+    """The one path the real cuda-python cannot take here (a driver is loaded, but too old): a stand-in
+    for cudart answering the two version queries as an R535 driver (CUDA 12.2) under cuda-python 13
+    would, because no driver is installed on this machine."""
+    import enum
+
+    from mmedge.runtime.backends.trt_cuda import cuda_error
+
+    class Err(enum.Enum):
+        cudaSuccess = 0
+        cudaErrorInsufficientDriver = 35
+
+    cudart = types.SimpleNamespace(cudaError_t=Err, cudaDriverGetVersion=lambda: (Err.cudaSuccess, 12020),
+                                   cudaRuntimeGetVersion=lambda: (Err.cudaSuccess, 13040))
+    error = cuda_error(cudart, Err.cudaErrorInsufficientDriver, "cudaGetDeviceCount")
+    message = str(error)
+    assert isinstance(error, BackendUnavailable)
+    for part in ("too old", "CUDA 13.4 runtime", "supports CUDA up to 12.2", "mmedge[tensorrt-cu12]", "R580"):
+        assert part in message, part
+    assert "no NVIDIA GPU" not in message
