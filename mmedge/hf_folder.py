@@ -107,15 +107,13 @@ def hf_spec(name: str, modality: str, base: Any = None) -> Any:
     Raises:
         ConfigError: the folder holds a model of another modality, or configs mmedge cannot follow.
     """
+    from mmedge.hf_specs import hf_configs
     from mmedge.runtime.modalities import get_modality
-    from mmedge.runtime.specs import HFConfigs
 
     folder = hf_folder(name)
     found = hf_modalities(folder)
     if modality not in found:
         raise ConfigError(f"encoder {name!r} is given for {modality} but {folder} holds a model for "
                           f"{' and '.join(found)}; use it as --encoder {found[0]}={name}")
-    processor = _json(folder / PROCESSOR) if (folder / PROCESSOR).is_file() else {}
-    configs = HFConfigs(str(folder), _json(folder / "config.json"), processor)
-    return get_modality(modality).spec_class.from_hf(configs, base)
+    return get_modality(modality).spec_class.from_hf(hf_configs(folder), base)
 

@@ -322,9 +322,11 @@ def preprocess_audio(waves: Sequence, spec: AudioSpec) -> np.ndarray:
 
     Returns:
         float32 (N, 1, n_mels, n_frames); with ``spec.front_end="waveform"`` the clips
-        themselves, float32 (N, clip_samples) (``mmedge.runtime.waveform``).
+        themselves, float32 (N, clip_samples); with ``"clap_mel"`` CLAP's features, float32
+        (N, 1, n_frames, n_mels) (``mmedge.runtime.waveform``). Each wave is fitted to the clip
+        by ``spec.padding``.
     """
-    from mmedge.runtime.waveform import check_front_end, waveform_input
+    from mmedge.runtime.waveform import check_front_end, fit_wave
 
     front_end = check_front_end(spec)
     if isinstance(waves, np.ndarray) or not isinstance(waves, Sequence) or len(waves) == 0:
@@ -335,7 +337,13 @@ def preprocess_audio(waves: Sequence, spec: AudioSpec) -> np.ndarray:
         if not isinstance(wave, np.ndarray):
             raise InputError(f"waves[{i}] is a {type(wave).__name__}; pass numpy arrays or (array, rate) tuples")
         wave, rate = load_audio(wave, sample_rate=rate)
-        clips.append(fit_clip(resample(wave, rate, spec.sample_rate), spec.clip_samples))
-    if front_end == "waveform":
-        return waveform_input(np.stack(clips), spec)  # (N, clip_samples)
-    return log_mel(np.stack(clips), spec)[:, None]  # (N, 1, n_mels, n_frames)
+        clips.append(fit_wave(resample(wave, rate, spec.sample_rate), spec))
+    return _front_end_features()[front_end](np.stack(clips), spec)
+
+
+def _front_end_features():
+    from mmedge.runtime.waveform import clap_features, waveform_input
+
+    return {"log_mel": lambda clips, spec: log_mel(clips, spec)[:, None],  # (N, 1, n_mels, n_frames)
+            "waveform": waveform_input,  # (N, clip_samples)
+            "clap_mel": clap_features}  # (N, 1, n_frames, n_mels)

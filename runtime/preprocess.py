@@ -5,10 +5,14 @@ numpy, cv2 and tokenizers only: never torch.
 
 How an image becomes the encoder's S x S input is a resize mode (``ImageSpec.resize``), one
 ``ResizeMode`` record each in ``RESIZE_MODES``: adding one is a ``register_resize_mode`` call
-here (the manifest schema and ``preprocess_images`` read the registry).
+here (the manifest schema and ``preprocess_images`` read the registry). The modes resample with
+the spec's ``interpolation`` (``mmedge.runtime.image_resize``: Pillow's filters in numpy, exact,
+or OpenCV's): ``squash``, ``shortest_edge`` (+ centre crop) and ``letterbox``; ``bilinear``,
+``area`` and ``nearest`` are the first bundles' modes (squash with OpenCV), kept for them.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,8 @@ import numpy as np
 from mmedge.errors import BundleError, InputError
 from mmedge.registry import Registry
 from mmedge.runtime.audio import fit_clip, load_audio, log_mel, mel_filterbank, preprocess_audio, resample
+from mmedge.runtime.image_resize import (INTERPOLATIONS, Interpolation, center_crop, interpolation_names, letterbox,
+                                         shortest_edge_size)
 from mmedge.runtime.specs import ImageSpec, TextSpec
 
 __all__ = [
@@ -51,12 +57,13 @@ class ResizeMode:
 
     Attributes:
         name: The ``ImageSpec.resize`` value that selects it.
-        resize: ``resize(image, size)``: uint8 (H, W, 3) -> uint8 (size, size, 3).
+        resize: ``resize(image, spec)``: uint8 (H, W, 3) -> uint8 (spec.size, spec.size, 3); it reads the
+            spec's ``interpolation``, ``resize_size`` and ``pad_value`` as it needs.
         summary: One line for docs and messages.
     """
 
     name: str
-    resize: Callable[[np.ndarray, int], np.ndarray]
+    resize: Callable[[np.ndarray, ImageSpec], np.ndarray]
     summary: str
 
 
@@ -73,13 +80,39 @@ def resize_mode_names() -> tuple[str, ...]:
     return tuple(RESIZE_MODES.names())
 
 
-def _stretch(interpolation: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    return lambda image, size: cv2.resize(image, (size, size), interpolation=interpolation)
+def _interpolation(spec: ImageSpec) -> Interpolation:
+    if spec.interpolation not in INTERPOLATIONS:
+        raise InputError(f"unknown ImageSpec.interpolation {spec.interpolation!r}; valid: {list(interpolation_names())}")
+    return INTERPOLATIONS[spec.interpolation]
 
 
-for _name, _flag, _what in (("bilinear", cv2.INTER_LINEAR, "bilinear"), ("area", cv2.INTER_AREA, "pixel-area"),
-                            ("nearest", cv2.INTER_NEAREST, "nearest-neighbour")):
-    register_resize_mode(ResizeMode(_name, _stretch(_flag), f"stretch to S x S, {_what} interpolation (cv2)"))
+def _squash(image: np.ndarray, spec: ImageSpec, interpolation: Interpolation | None = None) -> np.ndarray:
+    side = spec.resize_size or spec.size
+    out = (interpolation or _interpolation(spec)).resize(image, (side, side))
+    return center_crop(out, spec.size, spec.size)
+
+
+def _shortest_edge(image: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    target = shortest_edge_size(image.shape[0], image.shape[1], spec.resize_size or spec.size)
+    out = _interpolation(spec).resize(image, target) if target != image.shape[:2] else image
+    return center_crop(out, spec.size, spec.size)
+
+
+def _letterbox(image: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    out = letterbox(image, spec.resize_size or spec.size, _interpolation(spec), spec.pad_value)
+    return center_crop(out, spec.size, spec.size)
+
+
+for _mode in (
+        ResizeMode("squash", _squash, "stretch to R x R (R = resize_size or size), then centre-crop S x S"),
+        ResizeMode("shortest_edge", _shortest_edge, "shorter side to R keeping the aspect, then centre-crop S x S "
+                                                    "(CLIP, ViT, timm)"),
+        ResizeMode("letterbox", _letterbox, "fit into R x R keeping the aspect, pad with pad_value, then "
+                                            "centre-crop S x S")):
+    register_resize_mode(_mode)
+for _name in ("bilinear", "area", "nearest"):  # the first bundles' modes: squash with OpenCV's interpolation
+    register_resize_mode(ResizeMode(_name, functools.partial(_squash, interpolation=INTERPOLATIONS[f"cv2_{_name}"]),
+                                    f"squash with OpenCV's {_name} (the first bundles' mode; interpolation not read)"))
 
 
 # ----------------------------------------------------------------------------- images
@@ -215,7 +248,7 @@ def preprocess_images(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarr
     if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
         raise InputError("preprocess_images takes a non-empty list of (H, W, 3) uint8 RGB arrays")
     mode = RESIZE_MODES[spec.resize]
-    batch = np.stack([_resized(mode, _check_rgb(im, i), spec.size) for i, im in enumerate(images)])  # (N, S, S, 3)
+    batch = np.stack([_resized(mode, _check_rgb(im, i), spec) for i, im in enumerate(images)])  # (N, S, S, 3)
     if spec.channel_order == "BGR":
         batch = batch[..., ::-1]
     mean = np.asarray(spec.mean, dtype=np.float32)
@@ -224,8 +257,9 @@ def preprocess_images(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarr
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, 3, S, S)
 
 
-def _resized(mode: ResizeMode, image: np.ndarray, size: int) -> np.ndarray:
-    out = mode.resize(image, size)
+def _resized(mode: ResizeMode, image: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    size = spec.size
+    out = mode.resize(image, spec)
     if out.shape != (size, size, 3) or out.dtype != np.uint8:
         raise InputError(f"resize mode {mode.name!r} gave {out.dtype} {list(out.shape)}, not uint8 [{size}, {size}, 3]")
     return out
@@ -246,12 +280,13 @@ def _check_rgb(image, index: int) -> np.ndarray:
 class TextTokenizer:
     """Tokenizer over a HuggingFace ``tokenizer.json``.
 
-    Truncates every text to ``spec.max_length`` tokens and pads with the tokenizer's ``[PAD]``
-    token: to exactly ``max_length`` (``bucket=0``), or to the batch's longest text rounded up
-    to a multiple of ``bucket`` and capped at ``max_length`` (for graphs whose token axis is
-    dynamic: a 10-token caption then costs 16 tokens of encoder work, not 32; the attention
-    mask hides the padding either way). If ``spec.lowercase`` is true, texts are lowercased
-    before encoding (harmless when the tokenizer's normalizer lowercases too).
+    Truncates every text to ``spec.max_length`` tokens as the Hugging Face fast tokenizer does (the
+    special tokens its post-processor adds are kept) and pads with ``spec.pad_token``: to exactly
+    ``max_length`` (``bucket=0``, or ``spec.padding="max_length"``), or to the batch's longest text
+    rounded up to a multiple of ``bucket`` and capped at ``max_length`` (for graphs whose token axis
+    is dynamic: a 10-token caption then costs 16 tokens of encoder work, not 32; the attention
+    mask hides the padding either way; ``bucket=1`` is ``padding=True``). If ``spec.lowercase`` is
+    true, texts are lowercased before encoding (harmless when the tokenizer's normalizer lowercases too).
 
     Args:
         path: the ``tokenizer.json`` file, or a folder holding ``spec.tokenizer_file``.
@@ -261,7 +296,8 @@ class TextTokenizer:
         bucket: pad to a multiple of this many tokens (0: always to ``max_length``).
 
     Raises:
-        BundleError: the file is missing, unreadable, or has no ``[PAD]`` token.
+        BundleError: the file is missing, unreadable, or lacks ``spec.pad_token`` (or gives it another id
+            than ``spec.pad_id``).
     """
 
     def __init__(self, path, spec: TextSpec, *, data: bytes | None = None, bucket: int = 0) -> None:
@@ -283,15 +319,19 @@ class TextTokenizer:
                 self._tokenizer = Tokenizer.from_str(data.decode("utf-8"))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise BundleError(f"cannot read tokenizer file {path}: {str(exc)[:300]}; re-export the bundle") from exc
-        pad_id = self._tokenizer.token_to_id("[PAD]")
+        pad_id = self._tokenizer.token_to_id(spec.pad_token)
         if pad_id is None:
-            raise BundleError(f"tokenizer {path} has no [PAD] token; use a tokenizer.json with one")
+            raise BundleError(f"tokenizer {path} has no {spec.pad_token!r} token (TextSpec.pad_token); set pad_token "
+                              "to one of its tokens (a model's own pad or eos token) or use a tokenizer.json with it")
+        if spec.pad_id >= 0 and spec.pad_id != pad_id:
+            raise BundleError(f"tokenizer {path} gives {spec.pad_token!r} id {pad_id}, but the spec says pad_id "
+                              f"{spec.pad_id}: the tokenizer is not the one the model was exported with; re-export")
         self._tokenizer.enable_truncation(max_length=spec.max_length)
         self._tokenizer.no_padding()
         self.spec = spec
         self.path = path
         self.pad_id = pad_id
-        self.bucket = bucket
+        self.bucket = bucket if spec.padding == "longest" else 0  # "max_length": always the full length
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenizes a batch of texts.

@@ -15,13 +15,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from mmedge.runtime.manifest_schema import boolean, check_relpath, choice, number, numbers, ranged
+from mmedge.runtime.manifest_schema import SchemaError, boolean, check_relpath, choice, number, numbers, ranged
 
 __all__ = ["ImageSpec", "TextSpec", "AudioSpec", "HFConfigs", "spec_to_dict", "spec_from_dict", "required_fields",
            "spec_files"]
 
-_PIL_RESAMPLE = {0: "nearest", 2: "bilinear"}  # PIL codes of HF image processors; others resize bilinearly
-_RESCALE = 1.0 / 255.0
 
 
 @dataclass(frozen=True)
@@ -32,11 +30,15 @@ class HFConfigs:
         where: The folder, for messages.
         config: ``config.json``.
         processor: ``preprocessor_config.json`` (empty when absent).
+        tokenizer: ``tokenizer_config.json`` with ``special_tokens_map.json`` over it (empty when absent).
+        special_tokens: The added tokens of ``tokenizer.json`` (``[PAD]``, ``</s>``, ...).
     """
 
     where: str
     config: Mapping[str, Any]
     processor: Mapping[str, Any]
+    tokenizer: Mapping[str, Any] = field(default_factory=dict)
+    special_tokens: tuple[str, ...] = ()
 
 
 def _hf_error(message: str) -> Exception:
@@ -55,10 +57,28 @@ def _resize_modes(value: Any, path: str) -> str:
     return choice(*resize_mode_names())(value, path)
 
 
+def _token_text(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SchemaError(path, f"must be a token's non-empty text, got {value!r}")
+    return value
+
+
+def _interpolations(value: Any, path: str) -> str:
+    from mmedge.runtime.image_resize import interpolation_names
+
+    return choice(*interpolation_names())(value, path)
+
+
 def _front_ends(value: Any, path: str) -> str:
     from mmedge.runtime.waveform import FRONT_ENDS
 
     return choice(*FRONT_ENDS)(value, path)
+
+
+def _clip_fits(value: Any, path: str) -> str:
+    from mmedge.runtime.waveform import CLIP_FITS
+
+    return choice(*CLIP_FITS)(value, path)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,10 +87,19 @@ class ImageSpec:
 
     Attributes:
         size: The encoder's input side S (the image becomes S x S).
-        resize: A resize mode of ``mmedge.runtime.preprocess`` (``resize_mode_names()``).
+        resize: A resize mode of ``mmedge.runtime.preprocess`` (``resize_mode_names()``): ``squash``,
+            ``shortest_edge`` (then a centre crop), ``letterbox``; ``bilinear`` / ``area`` / ``nearest`` are
+            the first bundles' (squash with OpenCV's filter of that name).
         mean: Per-channel mean subtracted after scaling to [0, 1], in ``channel_order``.
         std: Per-channel standard deviation divided by.
         channel_order: ``"RGB"`` or ``"BGR"``: the channel order the encoder takes.
+        interpolation: A filter of ``mmedge.runtime.image_resize.INTERPOLATIONS``: ``bilinear``, ``bicubic``,
+            ``nearest`` (Pillow's, as Hugging Face processors) or ``cv2_bilinear`` / ``cv2_area`` / ``cv2_nearest``.
+        resize_size: The side R the resize mode targets before the centre crop to S (the shortest edge, the
+            squashed or letterboxed square); 0: S itself (no crop).
+        pad_value: The letterbox padding (0-255, all channels).
+        convert_rgb: The processor converts inputs to RGB (Hugging Face ``do_convert_rgb``); the runtime always
+            does (grey to 3 channels, alpha dropped), so this records the model's processor.
     """
 
     size: int = _checked(ranged(1, 8192))
@@ -78,72 +107,63 @@ class ImageSpec:
     mean: tuple[float, float, float] = _checked(numbers(-1e3, 1e3, length=3))
     std: tuple[float, float, float] = _checked(numbers(1e-6, 1e6, length=3))
     channel_order: str = _checked(choice("RGB", "BGR"), default="RGB")
+    interpolation: str = _checked(_interpolations, default="cv2_bilinear")
+    resize_size: int = _checked(ranged(0, 8192), default=0)
+    pad_value: int = _checked(ranged(0, 255), default=0)
+    convert_rgb: bool = _checked(boolean, default=True)
 
     @classmethod
     def from_hf(cls, hf: HFConfigs, base: ImageSpec | None = None) -> ImageSpec:
-        """The spec of a Hugging Face image processor: its square size, mean/std and resampling.
+        """The spec of a Hugging Face image processor (``mmedge.hf_specs.image_fields``): its resize (squash or
+        shortest edge + centre crop), Pillow filter, mean/std and RGB conversion.
 
         Raises:
-            ConfigError: a processor mmedge cannot follow (rescaling other than 1/255, a non-square size).
+            ConfigError: a processor option the runtime cannot reproduce, named (``do_pad``, ``crop_pct``,
+                a LANCZOS ``resample``, a non-square size, rescaling other than 1/255, ...).
         """
-        cfg = hf.processor
-        if cfg.get("do_rescale", True) and abs(float(cfg.get("rescale_factor", _RESCALE)) - _RESCALE) > 1e-9:
-            raise _hf_error(f"{hf.where}: rescale_factor {cfg['rescale_factor']} is not 1/255; mmedge scales "
-                            "pixels to [0, 1] before mean/std")
-        normalize = cfg.get("do_normalize", True)
-        mean = tuple(float(v) for v in cfg.get("image_mean", (0.5,) * 3)) if normalize else (0.0,) * 3
-        std = tuple(float(v) for v in cfg.get("image_std", (0.5,) * 3)) if normalize else (1.0,) * 3
-        if len(mean) != 3 or len(std) != 3:
-            raise _hf_error(f"{hf.where}: image_mean / image_std must hold 3 values (RGB)")
-        return cls(size=_square_size(hf), mean=mean, std=std, channel_order="RGB",
-                   resize=_PIL_RESAMPLE.get(cfg.get("resample", 2), "bilinear"))
+        from mmedge.hf_specs import image_fields
 
-
-def _square_size(hf: HFConfigs) -> int:
-    cfg = hf.processor
-    size = cfg.get("crop_size") if cfg.get("do_center_crop") else cfg.get("size")
-    if isinstance(size, int):
-        return size
-    if isinstance(size, dict):
-        if size.get("height") is not None and size.get("height") == size.get("width"):
-            return int(size["height"])
-        if "shortest_edge" in size:
-            return int(size["shortest_edge"])
-    raise _hf_error(f"{hf.where}: size {size!r} is not square; mmedge resizes to a square S x S: set size to "
-                    "{\"height\": S, \"width\": S}")
+        return cls(**image_fields(hf.where, hf.processor))
 
 
 @dataclass(frozen=True, kw_only=True)
 class TextSpec:
-    """Text preprocessing: a HuggingFace ``tokenizer.json``, padded/truncated to ``max_length``.
+    """Text preprocessing: a HuggingFace ``tokenizer.json``, truncated to ``max_length`` (its special tokens
+    kept, as the fast tokenizer truncates) and padded with ``pad_token``.
 
     Attributes:
         max_length: Most tokens per text (the encoder's sequence length).
         tokenizer_file: The tokenizer's file name in the bundle.
         lowercase: Lowercase texts before tokenizing (for an uncased model whose tokenizer does
             not do it itself; the tokenizer's own normalizer decides otherwise).
+        pad_token: The token that fills a short text's tail (the first bundles': ``[PAD]``).
+        pad_id: Its id, checked against the tokenizer when the bundle opens; -1: whatever the tokenizer says.
+        padding: ``"longest"``: to the batch's longest text (rounded up to the session's length bucket),
+            at most ``max_length``; ``"max_length"``: every text to exactly ``max_length`` (SigLIP, whose text
+            embedding depends on it).
     """
 
     max_length: int = _checked(ranged(1, 65536))
     tokenizer_file: str = _checked(check_relpath, bundle_file=True, default="tokenizer.json")
     lowercase: bool = _checked(boolean, default=False)
+    pad_token: str = _checked(_token_text, default="[PAD]")
+    pad_id: int = _checked(ranged(-1, 2**31 - 1), default=-1)
+    padding: str = _checked(choice("longest", "max_length"), default="longest")
 
     @classmethod
     def from_hf(cls, hf: HFConfigs, base: TextSpec | None = None) -> TextSpec:
-        """The spec of a Hugging Face text model: its ``tokenizer.json``, case left to the tokenizer's own
-        normalizer, ``base``'s ``max_length`` (how many tokens to read is a choice: a model only bounds it).
+        """The spec of a Hugging Face text model (``mmedge.hf_specs.text_fields``): its ``tokenizer.json``, its
+        pad token (else its eos token), its max length (or ``base``'s, if given and within it) and fixed-length
+        padding for models trained with it (SigLIP: ``padding="max_length"``); case is left to the tokenizer.
 
         Raises:
-            ConfigError: no ``base`` (state the length), or a length the model's positions cannot hold.
+            ConfigError: a tokenizer with neither pad nor eos token, a length the model cannot take, or a
+                fixed-length model asked for another length.
         """
-        if base is None:
-            raise _hf_error(f"{hf.where}: state how many tokens to read: pass the text spec, e.g. "
-                            "specs={'text': TextSpec(max_length=32)} (the folder brings the tokenizer)")
-        limit = hf.config.get("max_position_embeddings")
-        if isinstance(limit, int) and base.max_length > limit:
-            raise _hf_error(f"text max_length {base.max_length} exceeds {hf.where}'s max_position_embeddings "
-                            f"{limit}; lower max_length")
-        return cls(max_length=base.max_length, tokenizer_file="tokenizer.json", lowercase=False)
+        from mmedge.hf_specs import text_fields
+
+        return cls(**text_fields(hf.where, hf.config, hf.tokenizer, hf.special_tokens,
+                                 base.max_length if base is not None else None))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,8 +171,12 @@ class AudioSpec:
     """Audio preprocessing: mono float32 at ``sample_rate``, fixed-length clip, then the front end.
 
     ``front_end`` is ``"log_mel"`` (a log-mel spectrogram, (B, 1, n_mels, frames), from the STFT
-    fields below) or ``"waveform"`` (the raw clip, (B, clip_samples), for wav2vec2-style encoders;
-    ``normalize`` scales each clip to zero mean and unit variance, as their feature extractors do).
+    fields below), ``"waveform"`` (the raw clip, (B, clip_samples), for wav2vec2-style encoders;
+    ``normalize`` scales each clip to zero mean and unit variance, as their feature extractors do) or
+    ``"clap_mel"`` (CLAP's features, (B, 1, frames, n_mels): Slaney mel power in dB).
+    ``padding`` fits each wave to the clip length: ``"center"`` (centre crop or centred zeros), or as
+    CLAP's extractor pads: ``"pad"`` (zeros after), ``"repeatpad"`` (whole repeats, then zeros),
+    ``"repeat"`` (repeats cut to length); those three keep the first ``clip_seconds`` of a longer wave.
     The STFT defaults are the usual speech framing (25 ms windows, 10 ms hop at 16 kHz, 64 mels).
     """
 
@@ -166,16 +190,24 @@ class AudioSpec:
     fmax: float = _checked(number(0.0), default=8000.0)
     front_end: str = _checked(_front_ends, default="log_mel")
     normalize: bool = _checked(boolean, default=False)
+    padding: str = _checked(_clip_fits, default="center")
 
     @classmethod
     def from_hf(cls, hf: HFConfigs, base: AudioSpec | None = None) -> AudioSpec:
-        """The spec of a Hugging Face feature extractor over the raw waveform (wav2vec2-style): its rate and
-        normalisation; the clip length is ``base``'s (a model does not state one).
+        """The spec of a Hugging Face feature extractor: CLAP's (``ClapFeatureExtractor``: all of it from its
+        config, ``mmedge.hf_specs.audio_fields``), or one over the raw waveform (wav2vec2-style: its rate and
+        normalisation; the clip length is ``base``'s, a model does not state one).
 
         Raises:
-            ConfigError: no ``base`` (state the clip length), or a spectrogram front end.
+            ConfigError: no ``base`` for a waveform model (state the clip length), another spectrogram front
+                end, or a CLAP option the runtime cannot reproduce (``truncation="fusion"``), named.
         """
+        from mmedge.hf_specs import audio_fields
+
         cfg = hf.processor
+        clap = audio_fields(hf.where, cfg, base.clip_seconds if base is not None else None)
+        if clap is not None:
+            return cls(**clap)
         if int(cfg.get("feature_size", 1)) != 1:
             raise _hf_error(f"{hf.where}: feature_size {cfg['feature_size']} means a spectrogram front end; mmedge's "
                             "Hugging Face audio encoders take the raw waveform (wav2vec2-style, feature_size 1)")
@@ -196,7 +228,7 @@ class AudioSpec:
 
     def problems(self) -> list[tuple[str, str]]:
         """``(field, what)`` for each value that does not fit the others (empty: a usable spec)."""
-        if self.front_end != "log_mel":
+        if self.front_end == "waveform":
             return []  # the STFT fields are not used
         if self.win_length > self.n_fft:
             return [("win_length", f"must be <= n_fft ({self.n_fft}), got {self.win_length}")]

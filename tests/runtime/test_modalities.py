@@ -25,8 +25,9 @@ from mmedge.serve.protocol import decode_request, input_specs
 # -- a resize mode ---------------------------------------------------------------------------
 
 
-def _top_left(image: np.ndarray, size: int) -> np.ndarray:
+def _top_left(image: np.ndarray, spec: ImageSpec) -> np.ndarray:
     """Crops the top-left S x S (zero-padded): a mode no interpolation gives."""
+    size = spec.size
     out = np.zeros((size, size, 3), np.uint8)
     crop = image[:size, :size]
     out[:crop.shape[0], :crop.shape[1]] = crop
@@ -176,7 +177,7 @@ def test_specs_have_no_model_defaults_and_old_manifests_still_read():
            "n_mels": 64, "fmin": 20.0, "fmax": 8000.0}  # written before front_end / normalize existed
     spec = spec_from_dict(get_modality("audio").spec_class, old)
     assert (spec.front_end, spec.normalize) == ("log_mel", False)
-    assert dataclasses.asdict(spec) == {**old, "front_end": "log_mel", "normalize": False}
+    assert dataclasses.asdict(spec) == {**old, "front_end": "log_mel", "normalize": False, "padding": "center"}
 
 
 def test_a_spec_without_the_models_numbers_is_refused_by_name(bundle_path, tmp_path, tools):
