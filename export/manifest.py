@@ -35,19 +35,23 @@ def build_manifest(src, comps, config, *, precisions: Mapping[str, str] | None =
         precisions: precision -> status (default: every precision of ``config`` ``"ok"``).
         metrics: The accuracy report so far (default: the validation figures training measured).
     """
+    from mmedge.export.pretrained import optional_modalities, similarity_record
+
     recipe, model = src.recipe, src.model
     encoders = {c.key.split(".", 1)[1]: c for c in comps if c.kind == "encoder"}
     heads = {c.key.split(".", 1)[1]: c for c in comps if c.kind == "head"}
     return Manifest(
         format=BUNDLE_FORMAT, name=recipe.name, task=recipe.task, labels=tuple(src.meta["labels"]),
-        modalities=tuple(recipe.modalities), inputs={m: recipe.specs[m] for m in recipe.modalities},
+        modalities=tuple(recipe.modalities), optional_modalities=optional_modalities(recipe),
+        inputs={m: recipe.specs[m] for m in recipe.modalities}, similarity=similarity_record(model),
         encoders={m: EncoderInfo(modality=m, name=recipe.encoders[m], inputs=_tensors(c.info.inputs),
                                  outputs=_tensors(c.info.outputs), graphs=dict(c.graphs)) for m, c in encoders.items()},
         members=tuple(MemberInfo(name=mb.name, head=mb.head, modalities=tuple(mb.modalities),
                                  inputs=tuple(heads[mb.name].input_names), temperature=float(t), weight=float(w),
                                  graphs=dict(heads[mb.name].graphs))
                       for mb, t, w in zip(recipe.members, model.temperatures, model.weights)),
-        ensemble=EnsembleInfo(method=recipe.ensemble.value),
+        ensemble=EnsembleInfo(method=recipe.ensemble.value, selection=src.meta.get("ensemble_selection"),
+                              stacking=model.stacking.to_dict() if getattr(model, "stacking", None) else None),
         precisions=dict(precisions) if precisions is not None else {p: "ok" for p in config.precisions},
         files={},  # filled in by write_bundle
         metrics=dict(metrics) if metrics is not None else {"validation": validation_metrics(src.checkpoint)},

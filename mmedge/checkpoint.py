@@ -34,7 +34,8 @@ def save_checkpoint(out: Path, model: MultimodalEnsemble, *, labels: list[str], 
             "format": CHECKPOINT_FORMAT, "mmedge_version": __version__, "torch_version": torch.__version__,
             "recipe": model.recipe.to_dict(), "labels": list(labels), "plugins": plugin_records(model.recipe),
             "encoders": {m: {"name": model.recipe.encoders[m], "dim": e.dim, "source": e.pretrained_source,
-                             "trained_here": e.trained_here, "input_names": list(e.input_names)}
+                             "trained_here": e.trained_here, "input_names": list(e.input_names),
+                             **({"tower": dict(e.record)} if hasattr(e, "record") else {})}
                          for m, e in model.encoders.items()},
             "members": [{"name": mb.name, "temperature": t, "weight": w, "inputs": list(model.heads[mb.name].input_names())}
                         for mb, t, w in zip(model.recipe.members, model.temperatures, model.weights)],

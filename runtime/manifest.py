@@ -10,6 +10,7 @@ upgraded in one place (``_upgrade``). No torch, no onnx.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
@@ -18,7 +19,8 @@ from mmedge.runtime.manifest_schema import (
     DTYPES, METHODS, TASKS, SchemaError, check_format, check_relpath, check_sha256, check_spec, choice, dim, key_path,
     mapping, number, numbers, obj, optional_string, ranged, read_dataclass, string, strings, tuple_of)
 
-__all__ = ["TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "Manifest", "to_json"]
+__all__ = ["TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "SimilarityInfo", "Manifest",
+           "to_json"]
 
 
 def _f(check: Callable[[Any, str], Any], **kwargs: Any) -> Any:
@@ -128,9 +130,71 @@ class MemberInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class EnsembleInfo:
-    """How members are combined (``mmedge.runtime.ensemble``); weights live on the members."""
+    """How members are combined (``mmedge.runtime.ensemble``); weights live on the members.
+
+    Attributes:
+        method: The rule.
+        stacking: The ``stacking`` rule's coefficients (``{"coef": (C, K*C), "intercept": (C,)}``);
+            absent for the other rules.
+        selection: How training chose the rule on the validation split (every candidate's scores,
+            disagreement, oracle accuracy, the members dropped); absent in older bundles.
+    """
 
     method: str = _f(choice(*METHODS))
+    stacking: Mapping[str, Any] | None = _f(lambda v, p: _stacking(v, p), default=None)
+    selection: Mapping[str, Any] | None = _report()
+
+    @functools.cached_property
+    def stacking_model(self) -> Any:
+        """The ``mmedge.runtime.ensemble.Stacking`` of ``stacking`` (None without it), built once."""
+        from mmedge.runtime.ensemble import Stacking
+
+        return Stacking.from_dict(self.stacking) if self.stacking is not None else None
+
+
+def _stacking(value: Any, path: str) -> Mapping[str, Any]:
+    """Stacking coefficients that ``Stacking`` accepts, kept as written."""
+    from mmedge.errors import ConfigError
+    from mmedge.runtime.ensemble import Stacking
+
+    data = obj(value, path)
+    try:
+        Stacking.from_dict(data)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise SchemaError(path, f"stacking coefficients unreadable ({type(exc).__name__}: {exc})") from None
+    return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimilarityInfo:
+    """How a pretrained dual encoder scores its query modality against text (``similarity``; bundles of
+    CLIP, SigLIP, CLAP folders: ``mmedge.runtime.similarity``): ``scale[query] * cos + bias``.
+
+    Attributes:
+        modalities: The query modalities and ``"text"``, e.g. ``("image", "text")``.
+        scale: query modality -> ``exp(logit_scale)`` (CLAP: ``logit_scale_a`` for audio).
+        bias: The logit bias (SigLIP), else 0.
+        activation: ``softmax`` over the texts (CLIP, CLAP) or ``sigmoid`` per pair (SigLIP).
+        family: ``clip``, ``siglip``, ``clap`` (reported).
+    """
+
+    modalities: tuple[str, ...] = _f(strings(min_len=2))
+    scale: Mapping[str, float] = _f(mapping(number(0.0, lo_open=True)))
+    bias: float = _f(number(-1e6, 1e6), default=0.0)
+    activation: str = _f(choice("softmax", "sigmoid"), default="softmax")
+    family: str = _f(string, default="")
+
+    def embed(self, modality: str) -> str:
+        """The encoder output compared for ``modality``: ``{modality}_embed``."""
+        return f"{modality}_embed"
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Text and at least one query modality, each query with its scale."""
+        queries = [m for m in self.modalities if m != "text"]
+        if "text" not in self.modalities or set(self.scale) != set(queries):
+            return [("scale", f"must hold a scale for each of {queries} (and modalities must include text), got "
+                              f"{sorted(self.scale)} for modalities {list(self.modalities)}")]
+        return []
 
 
 def _encoders(value: Any, path: str) -> Mapping[str, EncoderInfo]:
@@ -187,6 +251,7 @@ class Manifest:
     source_checkpoint: str | None = _f(optional_string, default=None)
     source_model: Mapping[str, Any] | None = _report()
     versions: Mapping[str, Any] = _f(obj, default_factory=dict)
+    similarity: SimilarityInfo | None = _f(lambda v, p: read_dataclass(SimilarityInfo, v, p), default=None)
     extra: Mapping[str, Any] = field(default_factory=dict, metadata={"key": True})
 
     @classmethod
@@ -220,6 +285,9 @@ class Manifest:
 
 
 def _modality_problems(m: Manifest) -> Iterator[tuple[str, str]]:
+    for i, name in enumerate(m.similarity.modalities if m.similarity is not None else ()):
+        if name not in m.encoders:
+            yield f"similarity.modalities[{i}]", f"{name!r} has no encoder (encoders: {list(m.encoders)})"
     for i, name in enumerate(m.optional_modalities):
         if name not in m.modalities:
             yield f"optional_modalities[{i}]", f"must be one of {list(m.modalities)}, got {name!r}"
@@ -290,7 +358,7 @@ def to_json(value: Any) -> Any:
     return value
 
 
-_MANIFEST_TYPES = (TensorInfo, GraphEntry, EncoderInfo, MemberInfo, EnsembleInfo, Manifest)
+_MANIFEST_TYPES = (TensorInfo, GraphEntry, EncoderInfo, MemberInfo, EnsembleInfo, SimilarityInfo, Manifest)
 
 
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Open-vocabulary matching: a pretrained dual encoder's own scores between inputs and free texts.
 
 A bundle of a CLIP, SigLIP or CLAP folder records how the model scores two embeddings
-(``similarity`` in the manifest: the two modalities, the embedding outputs, the logit scale and bias
-and the activation). ``Session.similarity(image=..., text=[...])`` runs the image (or audio) tower and
+(``similarity`` in the manifest, ``mmedge.runtime.manifest.SimilarityInfo``: the modalities, the
+logit scale per query modality, the bias and the activation). ``Session.similarity(image=..., text=[...])`` runs the image (or audio) tower and
 the text tower (texts through the text cache) and returns ``scale * cos + bias`` (N_inputs, N_texts),
 exactly the model's ``logits_per_image``. numpy only.
 """
@@ -13,70 +13,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from mmedge.errors import BundleError, InputError
+from mmedge.errors import InputError
+from mmedge.runtime.manifest import SimilarityInfo
 
-__all__ = ["SimilarityInfo", "ACTIVATIONS", "Matches", "similarity_scores", "similarity_info", "bundle_similarity",
+__all__ = ["SimilarityInfo", "ACTIVATIONS", "Matches", "similarity_scores", "bundle_similarity",
            "similarity_modalities", "session_similarity", "query_step", "activate"]
 
 ACTIVATIONS = ("softmax", "sigmoid")  # over the texts (CLIP, CLAP) / per pair (SigLIP)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimilarityInfo:
-    """How the bundle's model scores its query modality against text.
-
-    Attributes:
-        modalities: ``(query, "text")``: e.g. ``("image", "text")``; the query may be any tower's.
-        scale: ``exp(logit_scale)`` per query modality (CLAP has one for audio against text).
-        bias: The logit bias (SigLIP), else 0.
-        activation: ``softmax`` over the texts or ``sigmoid`` per pair.
-        family: ``clip``, ``siglip``, ``clap`` (reported).
-    """
-
-    modalities: tuple[str, ...]
-    scale: Mapping[str, float]
-    bias: float = 0.0
-    activation: str = "softmax"
-    family: str = ""
-
-    def embed(self, modality: str) -> str:
-        """The encoder output compared for ``modality``: ``{modality}_embed``."""
-        return f"{modality}_embed"
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest's ``similarity`` object."""
-        return {"modalities": list(self.modalities), "scale": dict(self.scale), "bias": self.bias,
-                "activation": self.activation, "family": self.family}
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise BundleError(f"manifest similarity.{where} must be a finite number, got {value!r}; re-export the bundle")
-    return float(value)
-
-
-def similarity_info(raw: Any, modalities: tuple[str, ...]) -> SimilarityInfo | None:
-    """The manifest's ``similarity`` object as a ``SimilarityInfo`` (None when absent).
-
-    Raises:
-        BundleError: a malformed object (what is wrong, and to re-export).
-    """
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("modalities"), (list, tuple)):
-        raise BundleError("manifest similarity must be an object with modalities, scale, bias and activation; "
-                          "re-export the bundle")
-    mods = tuple(str(m) for m in raw["modalities"])
-    scale = raw.get("scale")
-    if "text" not in mods or len(mods) < 2 or not set(mods) <= set(modalities) or not isinstance(scale, Mapping):
-        raise BundleError(f"manifest similarity.modalities {list(mods)} must be text and the bundle's other "
-                          f"modalities {list(modalities)}, with a scale per modality; re-export the bundle")
-    activation = raw.get("activation", "softmax")
-    if activation not in ACTIVATIONS:
-        raise BundleError(f"manifest similarity.activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-    return SimilarityInfo(modalities=mods, scale={str(k): _number(v, f"scale.{k}") for k, v in scale.items()},
-                          bias=_number(raw.get("bias", 0.0), "bias"), activation=activation,
-                          family=str(raw.get("family", "")))
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:
@@ -112,12 +55,7 @@ def activate(logits: np.ndarray, activation: str) -> np.ndarray:
 
 def bundle_similarity(bundle: Any) -> SimilarityInfo | None:
     """The similarity record of a ``Bundle`` (None: the bundle's model has none)."""
-    manifest = bundle.manifest
-    typed = getattr(manifest, "similarity", None)
-    if isinstance(typed, SimilarityInfo):
-        return typed
-    raw = manifest.get("similarity") if isinstance(manifest, Mapping) else getattr(manifest, "extra", {}).get("similarity")
-    return similarity_info(raw, tuple(bundle.modalities))
+    return bundle.manifest.similarity
 
 
 def similarity_modalities(bundle: Any) -> tuple[str, ...]:

@@ -6,33 +6,40 @@ import numpy as np
 import pytest
 
 from mmedge.errors import BundleError, InputError
-from mmedge.runtime.similarity import SimilarityInfo, activate, similarity_info, similarity_scores
+from mmedge.runtime.manifest import to_json
+from mmedge.runtime.manifest_schema import read_dataclass
+from mmedge.runtime.similarity import SimilarityInfo, activate, similarity_scores
 
 RAW = {"modalities": ["image", "text"], "scale": {"image": 14.3}, "bias": -1.5, "activation": "sigmoid", "family": "siglip"}
 
 
+def similarity_info(raw):
+    return read_dataclass(SimilarityInfo, raw, "similarity")
+
+
 def test_the_manifest_record_round_trips():
-    info = similarity_info(RAW, ("image", "text"))
-    assert info == SimilarityInfo(modalities=("image", "text"), scale={"image": 14.3}, bias=-1.5, activation="sigmoid",
-                                  family="siglip")
-    assert similarity_info(info.to_json(), ("image", "text")) == info
-    assert similarity_info(None, ("image",)) is None
+    info = similarity_info(RAW)
+    assert (info.modalities, dict(info.scale), info.bias, info.activation, info.family) == \
+        (("image", "text"), {"image": 14.3}, -1.5, "sigmoid", "siglip")
+    assert similarity_info(to_json(info)) == info
 
 
 @pytest.mark.parametrize("bad,match", [
-    ({**RAW, "modalities": ["image"]}, "must be text and"), ({**RAW, "modalities": ["audio", "text"]}, "must be text and"),
-    ({**RAW, "activation": "relu"}, "activation must be one of"), ({**RAW, "bias": float("nan")}, "bias must be a finite"),
-    ({**RAW, "scale": {"image": "x"}}, "scale.image must be"), ([1, 2], "must be an object")])
-def test_a_malformed_record_is_a_bundle_error(bad, match):
+    ({**RAW, "modalities": ["image"]}, "similarity.modalities"), ({**RAW, "modalities": ["audio", "text"]},
+                                                                   "similarity.scale: must hold a scale for each of"),
+    ({**RAW, "activation": "relu"}, "similarity.activation"), ({**RAW, "bias": float("nan")}, "similarity.bias"),
+    ({**RAW, "scale": {"image": "x"}}, "similarity.scale.image"), ({**RAW, "scale": {"image": 0}}, "similarity.scale.image"),
+    ([1, 2], "similarity: must be a JSON object")])
+def test_a_malformed_record_is_a_bundle_error_at_its_path(bad, match):
     with pytest.raises(BundleError, match=match):
-        similarity_info(bad, ("image", "text"))
+        similarity_info(bad)
 
 
 def test_scores_are_scale_times_cosine_plus_bias_and_the_activation():
     rng = np.random.default_rng(0)
     q, t = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal((5, 8)).astype(np.float32)
     cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T
-    sig = similarity_info(RAW, ("image", "text"))
+    sig = similarity_info(RAW)
     np.testing.assert_allclose(similarity_scores(q, t, sig, "image"), 14.3 * cos - 1.5, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(similarity_scores(q, t, sig, "image", probabilities=True),
                                1 / (1 + np.exp(-(14.3 * cos - 1.5))), rtol=1e-5)
