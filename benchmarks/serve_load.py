@@ -1,10 +1,18 @@
-"""Load test of ``mmedge serve``: one vs two Triton servers, dynamic batching on vs off, on loopback.
+"""Load test of ``mmedge serve``: one vs two Triton servers, dynamic batching on vs off, on loopback; then
+one server's robustness: bad clients mixed in, overload, 2% bad requests.
 
 For each configuration it starts the server processes (``python -m mmedge serve``, 127.0.0.1
 only), drives them from several client threads (one ``mmedge.client.Client`` per thread,
 threads spread round-robin over the servers, as a load balancer would), each thread sending a
 bounded number of single-row requests with a deadline, then stops the servers (SIGTERM) and
 reports throughput, p50/p99 latency and errors.
+
+``--robustness`` (``serve_traffic``) then runs one server (``--max-batch``, ``--max-queue``):
+``mixed``: ``--good-clients`` clients and ``--bad-clients`` clients sending whitespace-only text
+with the same shapes, closed loop: no good request may fail, every bad one is refused with its
+message; ``overload``: an open loop at ``--overload-factor`` x the capacity the mixed run
+measured: requests beyond the queue are refused at once (UNAVAILABLE), the accepted ones keep a
+bounded p99; ``bad-2pct``: an open loop at 80% of capacity with 2% bad requests.
 
 Run it in the serve environment (``.ci/serve_tests.sh`` makes ``.venv-serve``)::
 
@@ -28,6 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_traffic import closed_loop, good_rows, open_loop  # noqa: E402  (benchmarks/serve_traffic.py)
 
 HOST = "127.0.0.1"  # loopback only
 
@@ -71,11 +82,13 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _start_server(bundle: Path, batching: bool, threads: int, max_batch: int) -> tuple[subprocess.Popen, str]:
+def _start_server(bundle: Path, batching: bool, threads: int, max_batch: int, max_queue: int = 64,
+                  queue_timeout_us: int = 0) -> tuple[subprocess.Popen, str]:
     http, grpc, metrics = _free_ports(3)
     cmd = [sys.executable, "-m", "mmedge", "serve", str(bundle), "--host", HOST, "--http-port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", str(threads),
-           "--max-batch", str(max_batch), "--batching" if batching else "--no-batching"]
+           "--max-batch", str(max_batch), "--batching" if batching else "--no-batching", "--max-queue", str(max_queue),
+           "--queue-timeout-us", str(queue_timeout_us)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, f"grpc://{HOST}:{grpc}"
 
@@ -90,16 +103,6 @@ def _stop_servers(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _inputs(samples: Path | None, count: int) -> list[dict]:
-    if samples is not None:
-        data = np.load(samples)
-        return [{"image": data["images"][i], "text": str(data["texts"][i])} for i in range(len(data["texts"]))]
-    rng = np.random.default_rng(0)
-    captions = ["an even digit", "a prime number", "a digit larger than five", "an odd number below five"]
-    return [{"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "text": captions[i % len(captions)]}
-            for i in range(count)]
 
 
 def _client_thread(url: str, rows: list[dict], count: int, deadline: float, offset: int,
@@ -161,6 +164,39 @@ def measure(bundle: Path, config: LoadConfig, rows: list[dict], args: argparse.N
                       errors[0] if errors else "")
 
 
+def robustness(bundle: Path, rows: list[dict], args: argparse.Namespace) -> dict:
+    """One server: bad clients mixed in (closed loop), then overload and 2% bad requests (open loops)."""
+    threads = max(1, os.cpu_count() or 1)
+    proc, url = _start_server(bundle, True, threads, args.max_batch, args.max_queue, args.queue_timeout_us)
+    try:
+        _wait_ready([url], args.startup_timeout)
+        closed_loop(url, rows, 4, 0, args.warmup * 4)  # warm-up, not counted
+        full, full_s = closed_loop(url, rows, 2 * args.clients, 0, args.requests, args.deadline)
+        capacity = len(full.good_ms) / full_s  # closed loop, 2 x --clients threads: what the server answers per s
+        mixed, seconds = closed_loop(url, rows, args.good_clients, args.bad_clients, args.requests, args.deadline)
+        over, over_rate = open_loop(url, rows, args.overload_factor * capacity, args.open_seconds)
+        bad, bad_rate = open_loop(url, rows, 0.8 * capacity, args.open_seconds, bad_fraction=0.02, seed=1)
+    finally:
+        _stop_servers([proc])
+    return {"max_batch": args.max_batch, "max_queue": args.max_queue, "queue_timeout_us": args.queue_timeout_us,
+            "threads": threads,
+            "capacity": {"clients": 2 * args.clients, "rps": round(capacity, 1), **full.summary()},
+            "mixed": {"good_clients": args.good_clients, "bad_clients": args.bad_clients,
+                      "requests_per_client": args.requests, "seconds": round(seconds, 2), **mixed.summary()},
+            "overload": {"factor": args.overload_factor, "offered_rps": round(over_rate, 1),
+                         "seconds": args.open_seconds, **over.summary()},
+            "bad_2pct": {"offered_rps": round(bad_rate, 1), "seconds": args.open_seconds, **bad.summary()}}
+
+
+def _print_robustness(report: dict) -> None:
+    print(f"\nrobustness (one server, max_batch {report['max_batch']}, max_queue {report['max_queue']}):")
+    for name in ("capacity", "mixed", "overload", "bad_2pct"):
+        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in report[name].items() if not k.startswith("first")))
+        for k in ("first_good_failure", "first_bad_message"):
+            if report[name][k]:
+                print(f"    {k}: {report[name][k][:200]}")
+
+
 def _print(results: list[LoadResult], args: argparse.Namespace) -> None:
     print(f"\nmmedge serve load: {args.clients} client threads x {args.requests} single-row requests (image+text), "
           f"gRPC on {HOST}, {os.cpu_count()} cores")
@@ -177,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="Bundle folder or .mmedge file (image+text).")
     parser.add_argument("--samples", type=Path, default=None, help="samples.npz from tests/serve/make_fixture.py.")
-    parser.add_argument("--servers", default="1,2", help="Server counts to compare (comma-separated).")
+    parser.add_argument("--servers", default="1,2", help="Server counts to compare (comma-separated; none: skip).")
     parser.add_argument("--batching", default="on,off", help="Dynamic batching settings to compare.")
     parser.add_argument("--clients", type=int, default=8, help="Client threads.")
     parser.add_argument("--requests", type=int, default=40, help="Requests per client thread (bounded).")
@@ -186,20 +222,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deadline", type=float, default=120.0, help="Seconds a configuration's load may take.")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=None, help="Write the results here as JSON.")
+    parser.add_argument("--robustness", action="store_true", help="Also the mixed, overload and 2%%-bad runs.")
+    parser.add_argument("--good-clients", type=int, default=6)
+    parser.add_argument("--bad-clients", type=int, default=2, help="Clients sending whitespace-only text.")
+    parser.add_argument("--max-queue", type=int, default=64, help="mmedge serve --max-queue.")
+    parser.add_argument("--queue-timeout-us", type=int, default=0, help="mmedge serve --queue-timeout-us.")
+    parser.add_argument("--overload-factor", type=float, default=3.0, help="Overload: x the measured capacity.")
+    parser.add_argument("--open-seconds", type=float, default=20.0, help="Length of each open-loop run.")
     args = parser.parse_args(argv)
-    rows = _inputs(args.samples, 16)
-    configs = [LoadConfig(int(s), b == "on") for s in args.servers.split(",") for b in args.batching.split(",")]
+    rows = good_rows(args.samples)
+    counts = [] if args.servers == "none" else args.servers.split(",")  # none: the robustness runs only
+    configs = [LoadConfig(int(s), b == "on") for s in counts for b in args.batching.split(",")]
     results = []
     for config in configs:
         print(f"measuring {config.servers} server(s), batching {'on' if config.batching else 'off'} ...", flush=True)
         results.append(measure(args.bundle, config, rows, args))
     _print(results, args)
+    robust = robustness(args.bundle, rows, args) if args.robustness else None
+    if robust is not None:
+        _print_robustness(robust)
     if args.json is not None:
         args.json.write_text(json.dumps({
             "schema": "mmedge.serve_load/1", "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_count": os.cpu_count(),
             "settings": {"clients": args.clients, "requests": args.requests, "host": HOST, "bundle": str(args.bundle)},
-            "results": [asdict(r) for r in results]}, indent=2) + "\n")
+            "results": [asdict(r) for r in results], **({"robustness": robust} if robust else {})}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

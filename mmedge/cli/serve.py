@@ -27,6 +27,8 @@ def serve(
                                            "once with 503 / UNAVAILABLE. Needs --batching."),
     queue_timeout_us: int = typer.Option(0, help="Refuse (503 / UNAVAILABLE) a request queued longer (µs; 0: never)."),
     instances: int = typer.Option(1, help="Model instances (each its own Session)."),
+    max_restarts: int = typer.Option(3, help="Restarts within 10 min after an instance process died; one more "
+                                             "death exits non-zero (0: exit on the first)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads per graph per instance (default cores/instances)."),
     log_verbose: int = typer.Option(0, help="Triton verbose log level (0 = info)."),
 ) -> None:
@@ -38,9 +40,9 @@ def serve(
         config = ServeConfig(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                              model_name=model_name, precision=precision, backend=backend, max_batch=max_batch,
                              batching=batching, queue_delay_us=queue_delay_us, max_queue=max_queue,
-                             queue_timeout_us=queue_timeout_us, instances=instances,
+                             queue_timeout_us=queue_timeout_us, instances=instances, max_restarts=max_restarts,
                              threads=threads, log_verbose=log_verbose)
-        run_server(bundle, config, on_ready=_print_ready)
+        run_server(bundle, config, on_ready=_print_ready, on_recover=_print_recovered)
     except MmedgeError as e:
         fail(e)
     console.print("server stopped; workspace removed")
@@ -55,6 +57,11 @@ def _print_ready(server) -> None:
     console.print(f"  gRPC    {server.grpc_url}")
     console.print(f"  metrics {server.metrics_url}")
     console.print("ready; Ctrl+C or SIGTERM stops the server", highlight=False)
+
+
+def _print_recovered(server, dead: set[int]) -> None:
+    console.print(f"model instance process(es) {sorted(dead)} died: Triton restarted, model "
+                  f"{server.config.model_name!r} ready again", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -65,6 +65,8 @@ class ServeConfig:
             UNAVAILABLE (HTTP 503). Needs dynamic batching (Triton's queue policy is the batcher's).
         queue_timeout_us: A request waiting longer is refused with UNAVAILABLE (0: no timeout).
         instances: Model instances (each its own Session and Triton instance).
+        max_restarts: Restarts of Triton within 10 minutes after an instance process died (killed, out of
+            memory); one more death stops the server with an error (exit non-zero). 0: exit on the first.
         threads: CPU threads per graph per instance (None: cores // instances, at least 1).
         limits: Payload limits per request row.
         log_verbose: Triton's verbose log level (0: info only).
@@ -83,6 +85,7 @@ class ServeConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     queue_timeout_us: int = 0
     instances: int = 1
+    max_restarts: int = 3
     threads: int | None = None
     limits: WireLimits = field(default_factory=WireLimits)
     log_verbose: int = 0
@@ -99,7 +102,7 @@ class ServeConfig:
                               f"{self.metrics_port}")
         check_model_name(self.model_name)
         check_counts(self, (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0), ("max_queue", 0),
-                            ("queue_timeout_us", 0)))
+                            ("queue_timeout_us", 0), ("max_restarts", 0)))
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
 

@@ -31,6 +31,7 @@ from mmedge.atomic import pid_alive
 from mmedge.errors import BackendUnavailable, BundleError, MmedgeError
 from mmedge.serve.serve_config import ServeConfig
 from mmedge.serve.serve_repository import write_serve_repository
+from mmedge.serve.supervise import SERVER_NAME, InstanceWatch, RestartBudget, child_pids
 
 __all__ = ["Server", "serve", "workspace_root", "sweep_workspaces", "prepare_environment"]
 
@@ -111,6 +112,8 @@ class Server:
         self.config = config
         self._triton: Any = None
         self._bundle: Any = None
+        self._watch: InstanceWatch | None = None
+        self._budget = RestartBudget(restarts=config.max_restarts)
         self.workspace: Path | None = None
 
     @property
@@ -156,11 +159,15 @@ class Server:
         write_serve_repository(self._bundle, folder / "repo", self.config, threads)
         self._triton = triton_mod.Triton(config=self._triton_config(triton_mod, folder / "repo"),
                                          workspace=self.workspace)
-        self._triton.run()
-        self._wait_model_ready()
+        self._triton._run_server()  # PyTriton 0.7.0 (pinned): starts tritonserver; run() would wait 120 s for a
+        self._wait_model_ready()    # Triton that already exited (a model that failed to load)
+        servers = child_pids(os.getpid(), SERVER_NAME, contains=str(folder))
+        self._watch = InstanceWatch(next(iter(servers))) if len(servers) == 1 else None
+        if self._watch is not None:
+            self._watch.snapshot()
 
     def _stop_triton(self) -> None:
-        triton, self._triton = self._triton, None
+        triton, self._triton, self._watch = self._triton, None, None
         try:
             if triton is not None:
                 triton.stop()
@@ -196,9 +203,12 @@ class Server:
             time.sleep(0.2)
 
     def _log_tail(self) -> str:
+        """Triton's error lines (``E...``), the Python errors without their traceback, else the last lines."""
         server = getattr(self._triton, "_triton_server", None)
-        logs = server.logs() if server is not None else ""
-        return " ".join(logs.splitlines()[-8:])[-2000:] or "run with --log-verbose 1 to see why"
+        lines = (server.logs() if server is not None else "").splitlines()
+        errors = [ln.split("] ", 1)[-1].split("\\n\\nAt:")[0] for ln in lines if ln.startswith("E")]
+        picked = errors[-2:] or lines[-4:]
+        return " | ".join(picked)[-2000:] or "run with --log-verbose 1 to see why"
 
     def model_ready(self) -> bool:
         """Whether Triton answers that the model is ready (``/v2/models/<name>/ready``)."""
@@ -208,6 +218,29 @@ class Server:
                 return reply.status == 200
         except (OSError, ValueError):
             return False
+
+    def supervise(self) -> set[int]:
+        """Checks the model's instance processes; if one died, restarts Triton (not ready meanwhile).
+
+        A whole restart, not a model reload: a request that was in the killed process never completes, so the
+        old model would never finish unloading (its other instance processes would stay, for good).
+
+        Returns:
+            The pids of the instance processes found dead (empty: all well).
+
+        Raises:
+            MmedgeError: the restart failed, or instances died more often than ``max_restarts`` allows: stop
+                the server and exit non-zero.
+        """
+        dead = self._watch.dead() if self._watch is not None else set()
+        if not dead:
+            return dead
+        if not self._budget.spend():
+            raise MmedgeError(f"model instance processes keep dying ({self._budget.restarts} restarts in "
+                              f"{self._budget.window_s:g} s); stopping so that a supervisor restarts the server")
+        self._stop_triton()
+        self._start_triton(_import_pytriton())
+        return dead
 
     def is_alive(self) -> bool:
         """Whether Triton and the model's proxy are running."""
@@ -236,17 +269,20 @@ def _url_host(host: str) -> str:
 
 
 def serve(bundle: str | Path, config: ServeConfig = ServeConfig(), *,
-          on_ready: Callable[[Server], None] | None = None, poll_s: float = 1.0) -> None:
+          on_ready: Callable[[Server], None] | None = None, poll_s: float = 1.0,
+          on_recover: Callable[[Server, set[int]], None] | None = None) -> None:
     """Serves ``bundle`` until SIGINT or SIGTERM (or Triton exits), then shuts down cleanly.
 
     Args:
         bundle: A bundle folder or ``.mmedge`` file.
         config: The serving settings.
         on_ready: Called once the model is ready (e.g. to print the endpoints).
-        poll_s: How often the server's health is checked while waiting.
+        poll_s: How often the server's health and its instance processes are checked.
+        on_recover: Called with the dead pids after a killed instance process was replaced (model reloaded).
 
     Raises:
-        MmedgeError: Triton exited on its own (the message says so).
+        MmedgeError: Triton exited on its own, or instances died and could not be replaced (the message says
+            so); ``mmedge serve`` then exits non-zero.
     """
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in _STOP_SIGNALS}
@@ -257,6 +293,9 @@ def serve(bundle: str | Path, config: ServeConfig = ServeConfig(), *,
             while not stop.wait(poll_s):
                 if not server.is_alive():
                     raise MmedgeError("the Triton server exited on its own; run with --log-verbose 1 to see why")
+                dead = server.supervise()
+                if dead and on_recover is not None:
+                    on_recover(server, dead)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -39,10 +39,10 @@ def test_triton_command_refuses_bad_flags(bundle_path, tmp_path, args, words):
 class _Served:
     """``mmedge serve`` in a subprocess; one thread reads its stdout (a pipe read must not block the test)."""
 
-    def __init__(self, bundle_path, ports):
+    def __init__(self, bundle_path, ports, extra=()):
         http, grpc, metrics = ports
         cmd = [sys.executable, "-m", "mmedge", "serve", str(bundle_path), "--http-port", str(http), "--grpc-port",
-               str(grpc), "--metrics-port", str(metrics), "--threads", "1"]
+               str(grpc), "--metrics-port", str(metrics), "--threads", "1", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []

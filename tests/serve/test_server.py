@@ -5,6 +5,7 @@ runtime (labels equal, probabilities within 1e-5) over HTTP and gRPC; malformed 
 clear errors while the server keeps serving; the server stops cleanly and leaves no workspace.
 """
 import threading
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -246,3 +247,75 @@ def test_bad_clients_never_fail_good_ones_in_the_same_dynamic_batch(server, loca
     for i, pred in good.values():
         _check_same(pred, local.predict(image=samples["images"][i], text=samples["texts"][i]))
     assert _exec_count(server) - start_execs < 40  # requests were batched together, good with bad
+
+
+def test_requests_beyond_the_queue_are_refused_at_once(bundle_path, samples):
+    """A burst far over a tiny queue: the overflow is refused with UNAVAILABLE (the client's ServerBusy), the
+    rest answered; nothing times out."""
+    import time
+
+    import tritonclient.grpc as tcg
+
+    from mmedge.client import _STATUS_ERRORS, ServerBusy
+
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=1, max_queue=2,
+                         queue_delay_us=0, threads=1)
+    outcomes, done = [], threading.Semaphore(0)
+    with Server(bundle_path, config) as server, tcg.InferenceServerClient(f"127.0.0.1:{grpc}") as raw:
+        assert server.model_ready()
+        for i in range(40):
+            inputs = [tcg.InferInput("image", [1, 32, 32, 3], "UINT8"), tcg.InferInput("text", [1, 1], "BYTES")]
+            inputs[0].set_data_from_numpy(samples["images"][i % 12][None])
+            inputs[1].set_data_from_numpy(np.array([[samples["texts"][i % 12].encode()]], dtype=object))
+
+            def callback(result, error, start=time.perf_counter()):
+                outcomes.append((error, time.perf_counter() - start))
+                done.release()
+
+            raw.async_infer("mmedge", inputs, callback=callback, client_timeout=60)
+        assert all(done.acquire(timeout=60) for _ in range(40))
+    busy = [e for e, _ in outcomes if e is not None]
+    assert len(busy) >= 10 and len(outcomes) == 40
+    assert all(str(e.status()) == "StatusCode.UNAVAILABLE" and "queue" in e.message() for e in busy), busy[0]
+    assert _STATUS_ERRORS[str(busy[0].status())] is ServerBusy
+
+
+def test_a_model_that_cannot_load_is_a_prompt_error(bundle_path):
+    """Triton exits when the model fails to load: the server says why at once instead of waiting for readiness."""
+    import time
+
+    from mmedge.errors import MmedgeError
+
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, backend="tensorrt", threads=1)
+    start = time.monotonic()
+    with pytest.raises(MmedgeError, match="tensorrt|TensorRT") as info:
+        Server(bundle_path, config).start()
+    assert time.monotonic() - start < 90 and "exited while loading" in str(info.value)
+
+
+def _listening(port):
+    """Local addresses (hex, as /proc/net/tcp{,6} write them) listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.append(address)
+    return found
+
+
+def test_binds_loopback_and_keeps_model_control_closed(server):
+    assert server.config.host == "127.0.0.1"
+    for port in (server.config.http_port, server.config.grpc_port, server.config.metrics_port):
+        found = _listening(port)  # 127.0.0.1 (or ::ffff:127.0.0.1) only, never 0.0.0.0 / ::
+        assert found and all(a in ("0100007F", "0000000000000000FFFF00000100007F") for a in found), found
+    request = urllib.request.Request(f"{server.http_url}/v2/repository/models/mmedge/unload", data=b"{}",
+                                     method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 403
+    assert server.model_ready()  # still loaded and serving
