@@ -10,6 +10,13 @@ kept and every candidate rule's test accuracy.
 
     nice python benchmarks/ensemble_seeds.py --json benchmarks/ensemble_seeds.json
 
+or in pieces run side by side (seeds ``--first-seed`` .. ``--first-seed + --seeds - 1``), then merged:
+
+    nice python benchmarks/ensemble_seeds.py --recipes digits-av --seeds 3 --json av0.json &
+    nice python benchmarks/ensemble_seeds.py --recipes digits-av --first-seed 3 --seeds 2 --json av3.json &
+    nice python benchmarks/ensemble_seeds.py --recipes digits-match --json match.json
+    python benchmarks/ensemble_seeds.py --merge av0.json av3.json match.json --json benchmarks/ensemble_seeds.json
+
 Goal (issue 19): the ensemble is at least the chosen member in every run, and better by >= 0.3
 points on average. The JSON is rendered into RESULTS.md by ``benchmarks/make_results.py``.
 """
@@ -91,12 +98,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["digits-av", "digits-match"])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--merge", nargs="+", type=Path, help="merge these pieces' JSON into --json (no training)")
     parser.add_argument("--subset", type=int, default=None, help="training rows per recipe (quick runs)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's head epochs (quick runs)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mmedge" / "features")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/ensemble_seeds.json"))
     args = parser.parse_args()
-    report = run(args)
+    report = merge([json.loads(p.read_text()) for p in args.merge]) if args.merge else run(args)
     from mmedge.atomic import atomic_write
 
     atomic_write(args.json, json.dumps(report, indent=2))
@@ -104,6 +113,18 @@ def main() -> None:
         s = rec["summary"]
         print(f"{name}: ensemble - chosen member {s['gain_points_mean']:+.2f} points on average "
               f"(min {s['gain_points_min']:+.2f}), {s['runs_at_least_chosen']}/{s['runs']} runs at least it")
+
+
+def merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from pieces run side by side: each recipe's runs in seed order, summarized again."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for piece in pieces:
+        for name, rec in piece["recipes"].items():
+            runs.setdefault(name, {}).update({r["seed"]: r for r in rec["runs"]})
+    recipes = {name: {"runs": [by_seed[s] for s in sorted(by_seed)],
+                      "summary": summarize([by_seed[s] for s in sorted(by_seed)])} for name, by_seed in runs.items()}
+    return {**pieces[0], "command": COMMAND, "recipes": recipes, "pieces": len(pieces),
+            "created": max(p["created"] for p in pieces)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.epochs is not None:
             recipe = recipe.replace(train=dataclasses.replace(recipe.train, epochs=args.epochs))
         cached = cached_features(recipe, args.cache)
-        runs = [run_seed(recipe, cached, s) for s in range(args.seeds)]
+        runs = [run_seed(recipe, cached, s) for s in range(args.first_seed, args.first_seed + args.seeds)]
         recipes[name] = {"runs": runs, "summary": summarize(runs)}
     return {"schema": SCHEMA, "command": COMMAND if args.subset is None and args.epochs is None else
             f"python benchmarks/ensemble_seeds.py --subset {args.subset} --epochs {args.epochs} --seeds {args.seeds}",

@@ -40,3 +40,17 @@ def test_results_section_lists_every_run(tmp_path):
     text = render_results([path])
     assert "### digits-av" in text and "| 1 | 80.00 | 50.00 | a | 80.00 | **80.00** | +0.00 | greedy | b |" in text
     assert "goal **met**" in text and "Why: because." in text
+
+
+def test_pieces_run_side_by_side_merge_in_seed_order():
+    from ensemble_seeds import merge
+
+    def piece(recipe, runs):
+        return {"schema": SCHEMA, "command": "x", "created": "2026", "goal_points": 0.3,
+                "recipes": {recipe: {"runs": runs, "summary": summarize(runs)}}}
+
+    merged = merge([piece("av", [_run(3, 0.9, 0.95), _run(4, 0.9, 0.9)]), piece("av", [_run(0, 0.8, 0.8)]),
+                    piece("match", [_run(0, 0.7, 0.71)])])
+    assert [r["seed"] for r in merged["recipes"]["av"]["runs"]] == [0, 3, 4]
+    assert merged["recipes"]["av"]["summary"]["runs"] == 3 and merged["recipes"]["match"]["summary"]["runs"] == 1
+    assert merged["recipes"]["av"]["summary"]["gain_points_mean"] == pytest.approx(5.0 / 3)
