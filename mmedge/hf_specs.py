@@ -57,7 +57,8 @@ def hf_configs(folder: Path) -> Any:
     folder = Path(folder)
     tokenizer = {**_object(folder / "tokenizer_config.json"), **_object(folder / "special_tokens_map.json")}
     added = _object(folder / "tokenizer.json").get("added_tokens") or []
-    special = tuple(t["content"] for t in added if isinstance(t, dict) and isinstance(t.get("content"), str))
+    special = {t["content"]: t["id"] for t in added
+               if isinstance(t, dict) and isinstance(t.get("content"), str) and isinstance(t.get("id"), int)}
     return HFConfigs(str(folder), _object(folder / "config.json"), _object(folder / "preprocessor_config.json"),
                      tokenizer, special)
 
@@ -150,7 +151,7 @@ def token_content(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _pad_token(where: str, tokenizer: Mapping[str, Any], special: tuple[str, ...]) -> str:
+def _pad_token(where: str, tokenizer: Mapping[str, Any], special: Mapping[str, int]) -> str:
     for key in ("pad_token", "eos_token"):
         found = token_content(tokenizer.get(key))
         if found is not None:
@@ -170,10 +171,10 @@ def _model_length(tokenizer: Mapping[str, Any], config: Mapping[str, Any]) -> tu
     return stated, stated if stated is not None else positions if isinstance(positions, int) else None
 
 
-def text_fields(where: str, config: Mapping[str, Any], tokenizer: Mapping[str, Any], special: tuple[str, ...],
+def text_fields(where: str, config: Mapping[str, Any], tokenizer: Mapping[str, Any], special: Mapping[str, int],
                 max_length: int | None) -> dict[str, Any]:
-    """``TextSpec`` fields of a tokenizer: pad token, padding mode and length (``max_length``: the one asked
-    for, None: the tokenizer's ``model_max_length``).
+    """``TextSpec`` fields of a tokenizer: pad token (and its id when ``tokenizer.json`` lists it among its added
+    tokens), padding mode and length (``max_length``: the one asked for, None: the tokenizer's ``model_max_length``).
 
     Raises:
         ConfigError: no pad/eos token, no length asked for or stated by the tokenizer, a length past the
@@ -192,8 +193,9 @@ def text_fields(where: str, config: Mapping[str, Any], tokenizer: Mapping[str, A
     if fixed and limit is not None and length != limit:
         raise ConfigError(f"{where} was trained on texts padded to {limit} tokens (padding='max_length'), so its "
                           f"text embedding depends on that length; use max_length {limit}, not {length}")
-    return dict(max_length=length, tokenizer_file="tokenizer.json", lowercase=False,
-                pad_token=_pad_token(where, tokenizer, special), padding="max_length" if fixed else "longest")
+    pad = _pad_token(where, tokenizer, special)
+    return dict(max_length=length, tokenizer_file="tokenizer.json", lowercase=False, pad_token=pad,
+                pad_id=special.get(pad, -1), padding="max_length" if fixed else "longest")
 
 
 # -- audio -----------------------------------------------------------------------------------

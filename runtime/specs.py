@@ -31,14 +31,14 @@ class HFConfigs:
         config: ``config.json``.
         processor: ``preprocessor_config.json`` (empty when absent).
         tokenizer: ``tokenizer_config.json`` with ``special_tokens_map.json`` over it (empty when absent).
-        special_tokens: The added tokens of ``tokenizer.json`` (``[PAD]``, ``</s>``, ...).
+        special_tokens: The added tokens of ``tokenizer.json`` and their ids (``[PAD]``, ``</s>``, ...).
     """
 
     where: str
     config: Mapping[str, Any]
     processor: Mapping[str, Any]
     tokenizer: Mapping[str, Any] = field(default_factory=dict)
-    special_tokens: tuple[str, ...] = ()
+    special_tokens: Mapping[str, int] = field(default_factory=dict)
 
 
 def _hf_error(message: str) -> Exception:

@@ -105,7 +105,7 @@ def test_token_ids_and_masks_equal_the_hf_tokenizers(pretrained_folders, model):
     spec = TextSpec.from_hf(hf_configs(folder))
     hf = AutoTokenizer.from_pretrained(folder)
     texts = varied_texts()
-    assert len(texts) >= 200
+    assert len(texts) >= 200 and spec.pad_id == hf.pad_token_id
     padding = "max_length" if spec.padding == "max_length" else True
     want = hf(texts, padding=padding, truncation=True, max_length=spec.max_length, return_tensors="np")
     got = TextTokenizer(folder, spec, bucket=1)(texts)  # bucket 1: the batch's longest, as padding=True
