@@ -45,17 +45,20 @@ class Context:
     check_args: list[str] = field(default_factory=list)
     _bundle: Path | None = None
     _bundle_problem: str | None = None
+    _bundle_failed: bool = False
 
     def bundle(self) -> Path:
         """The bundle to check; made on first call when none was given.
 
         Raises:
-            PartSkipped: none given and none can be made here.
+            PartSkipped: none given and none can be made here (no export extras).
+            RuntimeError: making one failed (the parts that need it fail: something is broken).
         """
         if self._bundle is None and self._bundle_problem is None:
             self._bundle, self._bundle_problem = _given_or_made(self)
+            self._bundle_failed = self._bundle is None and self._bundle_problem.startswith("making a bundle failed")
         if self._bundle is None:
-            raise PartSkipped(self._bundle_problem or "no bundle")
+            raise (RuntimeError if self._bundle_failed else PartSkipped)(self._bundle_problem or "no bundle")
         return self._bundle
 
 

@@ -274,6 +274,7 @@ class TensorRTRunner(BaseRunner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, d2h = self._cudart, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         key = tuple(feed[m.name].shape for m in self._inputs)
+
         def prepare(context: Any) -> dict[str, tuple[tuple[int, ...], PinnedBuffer]]:
             self._set_inputs(context, feed)
             return self._set_outputs(context)

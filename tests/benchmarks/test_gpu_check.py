@@ -72,6 +72,15 @@ def test_a_given_bundle_that_is_not_there_is_a_skip_reason(tmp_path):
         Context(tmp_path, tmp_path / "missing").bundle()
 
 
+def test_a_bundle_that_could_not_be_made_fails_the_parts_that_need_it(tmp_path):
+    """A broken train/export is a failure (exit 1), not a skip; it is tried once, not once per part."""
+    ctx = Context(tmp_path)
+    ctx._bundle_problem, ctx._bundle_failed = "making a bundle failed (mmedge export): boom", True
+    results = run_parts(ctx, {"a": lambda c: str(c.bundle()), "b": lambda c: str(c.bundle())})
+    assert results == {"a": ("failed", "RuntimeError: making a bundle failed (mmedge export): boom"),
+                       "b": ("failed", "RuntimeError: making a bundle failed (mmedge export): boom")}
+
+
 def test_the_comparison_against_cpu_runs(bundle_path, tmp_path):
     """The GPU parts' comparison, on the one backend this machine has (the same code, strict)."""
     assert "max |probability difference| vs CPU 0" in _against_cpu(Context(tmp_path, bundle_path), "ort")
