@@ -1,4 +1,5 @@
-"""Traffic for the serving benchmarks (``serve_load.py``, ``serve_soak.py``): good and bad requests, closed and open loop.
+"""Traffic for the serving benchmarks (``serve_load.py``, ``serve_soak.py``): good and bad requests, closed and
+open loop.
 
 Requests are single image+text rows sent with raw ``tritonclient.grpc`` (one client per
 thread); bad ones carry whitespace-only text with the same image shape as the good rows (the

@@ -169,7 +169,7 @@ def _write(folder: Path, config: dict[str, Any]) -> None:
 
 
 def _graph_model(out: Path, name: str, graph: Path, io: tuple[list[dict], list[dict]], engines: dict[str, Path],
-                 config: RepositoryConfig) -> RepositoryModel:
+                 config: RepositoryConfig, disabled_optimizers: tuple[str, ...] = ()) -> RepositoryModel:
     inputs, outputs = io
     folder = out / name
     if engines:
@@ -182,8 +182,10 @@ def _graph_model(out: Path, name: str, graph: Path, io: tuple[list[dict], list[d
         for cc, engine in engines.items():
             shutil.copyfile(engine, folder / "1" / files[cc])
         return RepositoryModel(name, "tensorrt_plan", ", ".join(str(e) for e in engines.values()))
-    if config.graph_backend == "python":
-        _python_model(out, name, config, {"step": "onnx_graph"}, inputs, outputs)
+    if config.graph_backend == "python":  # the precision's ONNX Runtime settings, as Session applies them in-process
+        params = {"step": "onnx_graph", "precision": config.precision,
+                  "disabled_optimizers": json.dumps(list(disabled_optimizers))}
+        _python_model(out, name, config, params, inputs, outputs)
     else:
         _write(folder, {**_common(name, config, "KIND_CPU"), "platform": "onnxruntime_onnx",
                         "input": inputs, "output": outputs})
@@ -330,8 +332,10 @@ def _write_all(bundle: Any, out: Path, config: RepositoryConfig) -> list[Reposit
     for component in components:
         graph = bundle.graph_path(component, config.precision)
         io[component] = _graph_io(graph)
+        entry = bundle.graph_entry(component, config.precision)
         written.append(_graph_model(out, f"{config.model_name}.{component}", graph, io[component],
-                                    _engines(bundle, component, config, dirs), config))
+                                    _engines(bundle, component, config, dirs), config,
+                                    tuple(entry.ort_disabled_optimizers)))
     for modality in (m for m in bundle.modalities if m in used):
         written.append(_preprocess_model(out, bundle, modality, io[f"encoder.{modality}"][0], config))
     kinds = sorted({w.kind for w in written if w.kind != "python"})

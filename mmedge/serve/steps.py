@@ -81,14 +81,22 @@ class Combine:
 
 
 class OnnxGraph:
-    """A bundle graph run by onnxruntime inside the Python backend (Triton builds without its ORT backend)."""
+    """A bundle graph run by onnxruntime inside the Python backend (Triton builds without its ORT backend).
 
-    def __init__(self, graph: Path, threads: int | None = None) -> None:
+    Args:
+        graph: The ONNX file.
+        threads: Intra-op threads (None: all cores).
+        disabled_optimizers: ONNX Runtime optimizers that stay off for this graph (its manifest entry's
+            ``ort_disabled_optimizers``, as ``Session`` runs it: ``int8-fp16-trt`` on ONNX Runtime CPU).
+    """
+
+    def __init__(self, graph: Path, threads: int | None = None, disabled_optimizers: tuple[str, ...] = ()) -> None:
         from mmedge.runtime.backends.ort import create_session
 
         if not Path(graph).is_file():
             raise BundleError(f"graph {graph} is missing; regenerate the repository with `mmedge triton`")
-        self._session = create_session(graph, threads=threads)
+        self.disabled_optimizers = tuple(disabled_optimizers)
+        self._session = create_session(graph, threads=threads, disabled_optimizers=self.disabled_optimizers)
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -119,7 +127,8 @@ def _combine(params: Mapping[str, str], folder: Path) -> Combine:
 
 
 def _onnx_graph(params: Mapping[str, str], folder: Path) -> OnnxGraph:
-    return OnnxGraph(Path(folder) / "model.onnx", threads=int(params["threads"]) if params.get("threads") else None)
+    return OnnxGraph(Path(folder) / "model.onnx", threads=int(params["threads"]) if params.get("threads") else None,
+                     disabled_optimizers=tuple(json.loads(params.get("disabled_optimizers") or "[]")))
 
 
 STEPS: Mapping[str, Callable[[Mapping[str, str], Path], Any]] = {

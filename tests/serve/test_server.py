@@ -208,7 +208,8 @@ def test_a_start_that_hits_the_handshake_race_starts_again_in_a_fresh_workspace(
 
 def _exec_count(server) -> float:
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("nv_inference_exec_count{"))
+    lines = [line for line in text.splitlines() if line.startswith("nv_inference_exec_count{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def test_bad_clients_never_fail_good_ones_in_the_same_dynamic_batch(server, local, samples):

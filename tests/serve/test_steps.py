@@ -1,4 +1,7 @@
 """The Python-backend steps of a generated repository, and the pbtxt writer, without a server."""
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -55,3 +58,31 @@ def test_audio_preprocessing_names_its_output_from_the_spec(tmp_path):
         assert list(out) == [name] and out[name].shape == shape
         want = preprocess_audio([(w, 8000) for w in rows["audio"]], spec)
         np.testing.assert_array_equal(out[name], want)
+
+
+def test_python_graph_models_keep_the_precisions_onnx_runtime_settings(bundle_path, tmp_path, tools, rng):
+    """A graph entry's ``ort_disabled_optimizers`` (int8-fp16-trt's WeightBiasQuantization) reaches the
+    Python-backend graph runner, as ``Session`` applies it in-process, and the graph still matches the session."""
+    from mmedge.runtime import Session
+    from mmedge.serve.model_repository import RepositoryConfig, write_repository
+
+    folder = tools.clone(bundle_path, tmp_path / "b")
+    tools.edit_manifest(folder, lambda m: m["encoders"]["image"]["graphs"]["fp32"].update(
+        ort_disabled_optimizers=["ConstantFolding"]))
+    write_repository(folder, tmp_path / "repo", RepositoryConfig(graph_backend="python"))
+    model = tmp_path / "repo" / "mmedge.encoder.image"
+    text = (model / "config.pbtxt").read_text()
+    params = dict(re.findall(r'key: "(\w+)"\s*value \{\s*string_value: ("(?:[^"\\]|\\.)*")', text))
+    params = {k: json.loads(v) for k, v in params.items()}  # pbtxt strings are JSON strings (pbtxt.py)
+    assert params["precision"] == "fp32" and json.loads(params["disabled_optimizers"]) == ["ConstantFolding"]
+    step = create_step(params, model / "1")
+    assert step.disabled_optimizers == ("ConstantFolding",)
+    with Session(folder, threads=1) as session:  # the edited bundle opens and runs in-process with it off
+        assert session.predict(image=list(rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)), text=["a", "b"]).labels
+        size = session.bundle.specs["image"].size
+        pixels = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+        plain = OnnxGraph(session.bundle.graph_path("encoder.image", "fp32"))({"pixel_values": pixels})
+    got = step({"pixel_values": pixels})
+    assert set(got) == set(plain)
+    for name, value in plain.items():
+        np.testing.assert_allclose(got[name], value, atol=1e-5)
