@@ -149,3 +149,19 @@ def test_clap_features_match_the_feature_extractor(pretrained_folders, rate, sec
     got = preprocess_audio([(wave, rate)], spec)
     assert got.shape == want.shape == (1, 1, spec.n_frames, spec.n_mels)
     np.testing.assert_allclose(got, want, rtol=AUDIO_RTOL, atol=AUDIO_RTOL * np.abs(want).max())
+
+
+def test_clap_features_at_claps_real_size(tmp_path):
+    """laion/clap-htsat-unfused's extractor settings (64 mels, 10 s, 50 Hz-14 kHz), a 3 s clip repeat-padded."""
+    from transformers import ClapFeatureExtractor
+
+    ClapFeatureExtractor(feature_size=64, sampling_rate=CLAP_RATE, hop_length=480, max_length_s=10,
+                         fft_window_size=1024, frequency_min=50, frequency_max=14000, truncation="rand_trunc",
+                         padding="repeatpad").save_pretrained(tmp_path)
+    spec = AudioSpec.from_hf(hf_configs(tmp_path))
+    wave = _wave(3.0, CLAP_RATE, seed=3)
+    want = ClapFeatureExtractor.from_pretrained(tmp_path)(wave, sampling_rate=CLAP_RATE,
+                                                          return_tensors="np")["input_features"]
+    got = preprocess_audio([wave], spec)
+    assert got.shape == want.shape == (1, 1, 1001, 64)
+    np.testing.assert_allclose(got, want, rtol=AUDIO_RTOL, atol=AUDIO_RTOL * np.abs(want).max())
