@@ -80,6 +80,16 @@ class WireLimits:
         if self.max_image_side < 1 or self.max_text_bytes < 1 or self.max_audio_seconds <= 0:
             raise ConfigError(f"WireLimits must be positive, got {self}")
 
+    def max_row_bytes(self) -> int:
+        """The tensor bytes of the largest row these limits accept (every built-in modality at its limit)."""
+        image = self.max_image_side ** 2 * 3  # uint8 RGB
+        audio = int(self.max_audio_seconds * self.audio_rates[1]) * 4 + 4  # float32 samples and the int32 rate
+        return image + self.max_text_bytes + 4 + audio  # BYTES: a 4-byte length prefix
+
+    def max_request_bytes(self, max_batch: int, overhead: int = 64 * 1024) -> int:
+        """The largest request body worth reading for ``max_batch`` rows (for a front proxy's body limit)."""
+        return max_batch * self.max_row_bytes() + overhead
+
 
 @dataclass(frozen=True)
 class RequestRows:

@@ -131,3 +131,10 @@ def test_answer_all_gives_each_request_its_own_answer():
 
     answers = answer_all(step, [{"x": 1}, {"x": -1}, {"x": 3}])
     assert answers[0] == {"y": 2} and isinstance(answers[1], InputError) and answers[2] == {"y": 6}
+
+
+def test_the_largest_request_worth_reading_follows_the_limits():
+    limits = WireLimits(max_image_side=100, max_text_bytes=10, max_audio_seconds=1.0, audio_rates=(1000, 2000))
+    assert limits.max_row_bytes() == 100 * 100 * 3 + 10 + 4 + 2000 * 4 + 4
+    assert limits.max_request_bytes(4, overhead=0) == 4 * limits.max_row_bytes()
+    assert WireLimits().max_request_bytes(16) > 16 * 2048 * 2048 * 3
