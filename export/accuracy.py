@@ -14,7 +14,7 @@ import numpy as np
 from mmedge.export.accuracy_control import AccuracyControlReport, control_accuracy
 from mmedge.export.bundle_writer import write_bundle
 from mmedge.export.components import Component, accuracy_revert
-from mmedge.export.manifest import build_manifest, bundle_files
+from mmedge.export.manifest_builder import build_manifest, bundle_files
 from mmedge.export.mixed_precision import choose_mixed, component_latencies, mixed_candidates
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log

@@ -15,7 +15,7 @@ from mmedge.atomic import make_temp_dir
 from mmedge.errors import ConfigError
 from mmedge.export.components import Component, export_fp32, make_reduced
 from mmedge.export.quantization import export_precisions
-from mmedge.export.manifest import build_manifest, bundle_files, validation_metrics
+from mmedge.export.manifest_builder import build_manifest, bundle_files, validation_metrics
 from mmedge.export.accuracy import assess_precisions
 from mmedge.progress import log, track
 from mmedge.runtime.precisions import PRECISIONS, REFERENCE, PrecisionKind, get_precision

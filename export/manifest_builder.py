@@ -1,4 +1,4 @@
-"""The bundle manifest (docs/bundle.md) built from the exported components."""
+"""The typed bundle manifest (docs/bundle.md, ``mmedge.runtime.manifest``) built from the exported components."""
 from __future__ import annotations
 
 import json
