@@ -1,4 +1,5 @@
-"""Writes the serve tests' fixture in the MAIN environment (torch, export): ``OUT/bundle`` and ``OUT/samples.npz``.
+"""Writes the serve tests' fixture in the MAIN environment (torch, export): ``OUT/bundle``, ``OUT/samples.npz`` and
+``OUT/waveform-bundle`` (image + raw-waveform Hugging Face audio encoders).
 
 The serve tests run in a virtual environment of their own (PyTriton pins numpy<2) that has
 no torch, so ``.ci/serve_tests.sh`` builds the shared fixture bundle of ``tests/conftest.py``
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 SAMPLES_FILE = "samples.npz"
+WAVEFORM_BUNDLE = "waveform-bundle"
+WAVEFORM_LABELS = ["zero", "one", "two"]
 
 
 def _root_conftest():
@@ -44,6 +47,47 @@ def build_bundle(out: Path) -> Path:
         return write_bundle(out, conf.make_manifest(entries, members), files)
 
 
+def _tiny_hf():
+    path = Path(__file__).resolve().parents[1] / "tiny_hf.py"
+    spec = importlib.util.spec_from_file_location("mmedge_tests_tiny_hf", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_waveform_bundle(out: Path) -> Path:
+    """A bundle whose audio encoder is a tiny Hugging Face wav2vec2 (raw-waveform front end: its graph input is
+    ``waveform``, not ``mel``) beside a tiny ViT, fp32, with one fusion head: what ``mmedge serve`` must serve too."""
+    import torch
+
+    from mmedge.export.exporter import ExportConfig
+    from mmedge.export.user_model import Member, export_model
+    from mmedge.runtime.specs import AudioSpec
+
+    tiny = _tiny_hf()
+    with tempfile.TemporaryDirectory(prefix="mmedge-serve-hf-") as tmp:
+        folders = {m: build(Path(tmp) / m) for m, build in (("image", tiny.build_vit), ("audio", tiny.build_wav2vec2))}
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, len(WAVEFORM_LABELS)))
+
+        class Head(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.mlp = mlp
+
+            def forward(self, feats):
+                return self.mlp(torch.cat([feats["image_pooled"], feats["audio_pooled"]], dim=-1)) * 20.0
+
+        rng = np.random.default_rng(0)
+        calib = [{"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "label": WAVEFORM_LABELS[i % 3],
+                  "audio": (rng.standard_normal(12000).astype(np.float32) * 0.2, 16000)} for i in range(6)]
+        export_model(encoders={m: f"hf:{f}" for m, f in folders.items()},
+                     heads={"fuse": Member(Head(), inputs=("image_pooled", "audio_pooled"))}, labels=WAVEFORM_LABELS,
+                     specs={"audio": AudioSpec(sample_rate=16000, clip_seconds=1.0)}, calib=calib, out=out,
+                     config=ExportConfig(precisions=("fp32",), calib_samples=6))
+    return out
+
+
 def write_samples(out: Path, count: int = 12, seed: int = 0) -> Path:
     """Writes ``count`` rows of the ``digits-av`` test split (images, texts, waves, labels) to ``out``."""
     from mmedge.datasets import build_dataset
@@ -68,6 +112,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     build_bundle(args.out / "bundle")
     write_samples(args.out / SAMPLES_FILE, args.samples)
+    if (args.out / WAVEFORM_BUNDLE).exists():
+        shutil.rmtree(args.out / WAVEFORM_BUNDLE)
+    build_waveform_bundle(args.out / WAVEFORM_BUNDLE)
     print(f"serve fixture written to {args.out}")
 
 

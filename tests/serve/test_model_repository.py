@@ -199,3 +199,34 @@ def _mixed_clients(address, rows, local):
         t.join(timeout=120)
     assert good == local.predict(image=given["image"][:4], text=given["text"][:4]).labels * 2
     assert len(bad) == 8 and all(status == "400" and "empty or whitespace" in m for status, m in bad)
+
+
+def test_a_waveform_front_end_bundle_runs_as_a_repository(serve_fixture, samples, tmp_path):
+    """The wav2vec2 bundle's preprocess step feeds ``waveform`` (the name from its spec) on a real Triton."""
+    pytest.importorskip("pytriton")
+    bundle = serve_fixture / "waveform-bundle" if serve_fixture is not None else None
+    if bundle is None or not bundle.is_dir():
+        pytest.skip("the waveform bundle is built by tests/serve/make_fixture.py (.ci/serve_tests.sh)")
+    from conftest import free_ports
+    from pytriton.triton import Triton, TritonConfig
+
+    from mmedge.client import Client
+    from mmedge.runtime import Session
+    from mmedge.serve.server import prepare_environment
+
+    repo = tmp_path / "repo"
+    write_repository(bundle, repo, RepositoryConfig(graph_backend="python", max_batch=4, queue_delay_us=0))
+    assert "waveform" in (repo / "mmedge.preprocess.audio" / "config.pbtxt").read_text()
+    prepare_environment()
+    http, grpc, metrics = free_ports(3)
+    config = TritonConfig(model_repository=repo, http_address="127.0.0.1", http_port=http, grpc_address="127.0.0.1",
+                          grpc_port=grpc, metrics_address="127.0.0.1", metrics_port=metrics, exit_timeout_secs=5)
+    rng = np.random.default_rng(4)
+    rows = dict(image=samples["images"][:3], audio=[rng.standard_normal(12000).astype(np.float32) * 0.2] * 3,
+                audio_rate=16000)
+    with Triton(config=config, workspace=tmp_path / "ws"), Session(bundle, threads=1) as local:
+        with Client(f"http://127.0.0.1:{http}") as client:
+            client.wait_ready(60)
+            remote, here = client.predict(**rows), local.predict(**rows)
+    assert remote.labels == here.labels
+    np.testing.assert_allclose(remote.probabilities, here.probabilities, atol=1e-5, rtol=0)

@@ -320,3 +320,19 @@ def test_binds_loopback_and_keeps_model_control_closed(server):
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 403
     assert server.model_ready()  # still loaded and serving
+
+
+def test_a_waveform_front_end_bundle_serves(serve_fixture, samples):
+    """Image + a Hugging Face wav2vec2 (raw waveform in, graph input ``waveform``): served as in-process."""
+    bundle = serve_fixture / "waveform-bundle" if serve_fixture is not None else None
+    if bundle is None or not bundle.is_dir():
+        pytest.skip("the waveform bundle is built by tests/serve/make_fixture.py (.ci/serve_tests.sh)")
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch=4, threads=1)
+    rng = np.random.default_rng(3)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.2 for n in (12000, 12000, 8000)]
+    rows = dict(image=samples["images"][:3], audio=waves, audio_rate=16000)
+    with Server(bundle, config) as server, Session(bundle, threads=1) as local:
+        for url in (server.http_url, server.grpc_url):
+            with Client(url) as client:
+                _check_same(client.predict(**rows), local.predict(**rows))
