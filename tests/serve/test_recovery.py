@@ -111,3 +111,24 @@ def test_the_restart_budget_counts_within_its_window():
     time.sleep(0.25)
     assert budget.spend()
     assert not RestartBudget(restarts=0).spend()
+
+
+def test_the_watch_sees_a_killed_child_process():
+    import subprocess
+    import sys
+
+    from mmedge.serve.supervise import InstanceWatch
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        name = os.path.basename(sys.executable)
+        assert child.pid in child_pids(os.getpid(), name)
+        watch = InstanceWatch(os.getpid(), pids={child.pid})
+        assert watch.dead() == set()
+        child.kill()
+        assert _first(lambda: watch.dead() == {child.pid}, 10)  # a zombie counts as dead, before it is reaped
+        child.wait()
+        assert watch.dead() == {child.pid} and child.pid not in child_pids(os.getpid(), name)
+    finally:
+        child.kill()
+        child.wait()
