@@ -7,12 +7,13 @@ threads spread round-robin over the servers, as a load balancer would), each thr
 bounded number of single-row requests with a deadline, then stops the servers (SIGTERM) and
 reports throughput, p50/p99 latency and errors.
 
-``--robustness`` (``serve_traffic``) then runs one server (``--max-batch``, ``--max-queue``):
-``mixed``: ``--good-clients`` clients and ``--bad-clients`` clients sending whitespace-only text
-with the same shapes, closed loop: no good request may fail, every bad one is refused with its
-message; ``overload``: an open loop at ``--overload-factor`` x the capacity the mixed run
-measured: requests beyond the queue are refused at once (UNAVAILABLE), the accepted ones keep a
-bounded p99; ``bad-2pct``: an open loop at 80% of capacity with 2% bad requests.
+``--robustness`` (``serve_traffic``) then runs one server as ``mmedge serve --max-batch N``
+starts it: ``capacity`` (a closed loop of 2 x ``--clients``), ``mixed``: ``--good-clients``
+clients and ``--bad-clients`` clients sending whitespace-only text with the same shapes, closed
+loop: no good request may fail, every bad one is refused with its message; then one with
+``--max-queue`` and ``--queue-timeout-us``: ``overload``, an open loop at ``--overload-factor`` x
+that capacity: requests beyond the queue are refused at once (UNAVAILABLE), the accepted ones
+keep a bounded p99; ``bad-2pct``: an open loop at 80% of capacity with 2% bad requests.
 
 Run it in the serve environment (``.ci/serve_tests.sh`` makes ``.venv-serve``)::
 
@@ -165,15 +166,22 @@ def measure(bundle: Path, config: LoadConfig, rows: list[dict], args: argparse.N
 
 
 def robustness(bundle: Path, rows: list[dict], args: argparse.Namespace) -> dict:
-    """One server: bad clients mixed in (closed loop), then overload and 2% bad requests (open loops)."""
+    """One server as ``mmedge serve --max-batch N`` starts it: capacity, then bad clients mixed in (closed loops);
+    then one with ``--max-queue`` / ``--queue-timeout-us``: overload and 2% bad requests (open loops)."""
     threads = max(1, os.cpu_count() or 1)
-    proc, url = _start_server(bundle, True, threads, args.max_batch, args.max_queue, args.queue_timeout_us)
+    proc, url = _start_server(bundle, True, threads, args.max_batch)
     try:
         _wait_ready([url], args.startup_timeout)
         closed_loop(url, rows, 4, 0, args.warmup * 4)  # warm-up, not counted
         full, full_s = closed_loop(url, rows, 2 * args.clients, 0, args.requests, args.deadline)
         capacity = len(full.good_ms) / full_s  # closed loop, 2 x --clients threads: what the server answers per s
         mixed, seconds = closed_loop(url, rows, args.good_clients, args.bad_clients, args.requests, args.deadline)
+    finally:
+        _stop_servers([proc])
+    proc, url = _start_server(bundle, True, threads, args.max_batch, args.max_queue, args.queue_timeout_us)
+    try:
+        _wait_ready([url], args.startup_timeout)
+        closed_loop(url, rows, 4, 0, args.warmup * 4)
         over, over_rate = open_loop(url, rows, args.overload_factor * capacity, args.open_seconds)
         bad, bad_rate = open_loop(url, rows, 0.8 * capacity, args.open_seconds, bad_fraction=0.02, seed=1)
     finally:
@@ -182,7 +190,8 @@ def robustness(bundle: Path, rows: list[dict], args: argparse.Namespace) -> dict
             "threads": threads,
             "capacity": {"clients": 2 * args.clients, "rps": round(capacity, 1), **full.summary()},
             "mixed": {"good_clients": args.good_clients, "bad_clients": args.bad_clients,
-                      "requests_per_client": args.requests, "seconds": round(seconds, 2), **mixed.summary()},
+                      "requests_per_client": args.requests, "seconds": round(seconds, 2),
+                      "rps": round((len(mixed.good_ms) + len(mixed.bad_refused)) / seconds, 1), **mixed.summary()},
             "overload": {"factor": args.overload_factor, "offered_rps": round(over_rate, 1),
                          "seconds": args.open_seconds, **over.summary()},
             "bad_2pct": {"offered_rps": round(bad_rate, 1), "seconds": args.open_seconds, **bad.summary()}}

@@ -39,7 +39,7 @@ class Outcomes:
                 "good_p50_ms": pct(self.good_ms, 50), "good_p99_ms": pct(self.good_ms, 99),
                 "bad_refused": len(self.bad_refused), "bad_refused_with_message": len(refused_ok),
                 "bad_answered": self.bad_answered, "busy_refused": len(self.busy_ms),
-                "busy_p99_ms": pct(self.busy_ms, 99), "first_good_failure": (self.good_failed or [""])[0][:300],
+                "busy_p50_ms": pct(self.busy_ms, 50), "busy_p99_ms": pct(self.busy_ms, 99), "first_good_failure": (self.good_failed or [""])[0][:300],
                 "first_bad_message": (self.bad_refused or [""])[0][:300]}
 
 
