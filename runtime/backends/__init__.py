@@ -6,6 +6,9 @@ and the choice of a backend for ``"auto"``.
 | `tensorrt` | 10   | `EngineLoader`      | `TensorRTRunner` | engines built on the device by `mmedge build` |
 | `ort-trt`  | 20   | `OrtTensorRTLoader` | `OrtRunner`      | ONNX graphs, ORT TensorRT EP -> CUDA EP -> CPU |
 | `ort-cuda` | 30   | `OrtCudaLoader`     | `OrtRunner`      | ONNX graphs, ORT CUDA EP -> CPU EP             |
+| `openvino-gpu` | 40 | `OpenVINOGpuLoader` | `OpenVINORunner` | ONNX graphs, OpenVINO on an Intel GPU        |
+| `openvino-npu` | 50 | `OpenVINONpuLoader` | `OpenVINORunner` | ONNX graphs, OpenVINO on an Intel NPU        |
+| `openvino` | 80   | `OpenVINOLoader`    | `OpenVINORunner` | ONNX graphs, OpenVINO CPU (``auto``: x86 only)  |
 | `ort`      | 90   | `OrtLoader`         | `OrtRunner`      | ONNX graphs, ORT CPU EP                        |
 
 Adding a backend is one module in this package: a ``BaseLoader`` subclass, a ``BaseRunner``
