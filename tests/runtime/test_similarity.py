@@ -54,3 +54,28 @@ def test_scores_are_scale_times_cosine_plus_bias_and_the_activation():
 def test_activate_is_stable_on_large_logits():
     out = activate(np.array([[1000.0, 0.0, -1000.0]], np.float32), "softmax")
     np.testing.assert_allclose(out, [[1.0, 0.0, 0.0]], atol=1e-6)
+
+
+def test_a_bundle_without_similarity_says_so(session, tmp_path):
+    assert session.bundle.manifest.similarity is None
+    with pytest.raises(InputError, match="has no similarity.*mmedge export hf:PATH"):
+        session.similarity(image=np.zeros((32, 32, 3), np.uint8), text=["a cat"])
+    with pytest.raises(InputError, match="has no similarity"):
+        session.stream(tmp_path / "any.avi", queries=["a cat"])
+    with pytest.raises(InputError, match="queries= .* or text=.*not both"):
+        session.stream(tmp_path / "any.avi", text="seven", queries=["a cat"])
+
+
+def test_export_flags_for_pretrained_folders_are_refused_for_checkpoints(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmedge.cli import app
+
+    def fails(*args: str) -> str:
+        result = CliRunner().invoke(app, ["export", *args])
+        assert result.exit_code != 0
+        return " ".join(result.output.split())
+
+    assert "are for hf:PATH" in fails(str(tmp_path), "--labels", "a,b")
+    assert "needs the zero-shot member's classes: --labels" in fails(f"hf:{tmp_path}")
+    assert "has no config.json" in fails(f"hf:{tmp_path}", "--labels", "a,b")
