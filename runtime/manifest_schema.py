@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from mmedge import BUNDLE_FORMAT, __version__
 from mmedge.errors import BundleError
+from mmedge.runtime.ensemble import EnsembleMethod
 
 __all__ = ["read_dataclass", "check_format", "check_relpath", "check_spec", "check_sha256", "SchemaError", "TASKS",
            "DTYPES", "METHODS", "ranged", "choice", "number", "numbers", "boolean", "obj", "string", "optional_string",
@@ -26,7 +27,7 @@ __all__ = ["read_dataclass", "check_format", "check_relpath", "check_spec", "che
 
 TASKS = ("classification", "matching", "retrieval")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
-METHODS = ("weighted_mean", "soft_vote", "majority_vote")
+METHODS = tuple(m.value for m in EnsembleMethod)  # weighted_mean, soft_vote, majority_vote, stacking
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FORMAT = re.compile(r"mmedge\.bundle/(\d+)")
 _FIX = "re-export the bundle with mmedge export, or re-copy it"

@@ -302,7 +302,7 @@ class Session:
     def _combine(self, plan: _Plan, logits: dict[str, np.ndarray], timings: dict[str, float]) -> Prediction:
         return ensemble_prediction(logits, plan.members, method=self.bundle.ensemble.method, labels=self.bundle.labels,
                                    backend=self.backend, precision=self.precision, skipped=plan.skipped,
-                                   note=plan.note, timings=timings)
+                                   note=plan.note, timings=timings, stacking=self.bundle.ensemble.stacking_model)
 
     # -- video -----------------------------------------------------------------------------
 
