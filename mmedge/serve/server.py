@@ -132,7 +132,7 @@ class Server:
         return f"http://{_url_host(self.config.host)}:{self.config.metrics_port}/metrics"
 
     def start(self) -> "Server":
-        """Opens the sessions, starts Triton and waits until the model is ready."""
+        """Opens the bundle, starts Triton on a one-model repository and waits until the model is ready."""
         triton_mod = _import_pytriton()
         try:
             self._open_bundle()
