@@ -106,9 +106,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/ensemble_seeds.json"))
     args = parser.parse_args()
     report = merge([json.loads(p.read_text()) for p in args.merge]) if args.merge else run(args)
-    from mmedge.atomic import atomic_write
-
-    atomic_write(args.json, json.dumps(report, indent=2))
+    _write(args.json, report)
     for name, rec in report["recipes"].items():
         s = rec["summary"]
         print(f"{name}: ensemble - chosen member {s['gain_points_mean']:+.2f} points on average "
@@ -127,18 +125,32 @@ def merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
             "created": max(p["created"] for p in pieces)}
 
 
+def _write(path: Path, report: dict[str, Any]) -> None:
+    from mmedge.atomic import atomic_write
+
+    atomic_write(path, json.dumps(report, indent=2))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every recipe's runs and summary, with the environment and the command."""
+    """Every recipe's runs and summary, with the environment and the command; the JSON is written
+    after every run, so a run stopped early keeps the runs it finished."""
     from mmedge.config import get_recipe
 
-    recipes = {}
+    recipes: dict[str, Any] = {}
     for name in args.recipes:
         recipe = get_recipe(name).replace(subset=args.subset, baselines=False)
         if args.epochs is not None:
             recipe = recipe.replace(train=dataclasses.replace(recipe.train, epochs=args.epochs))
         cached = cached_features(recipe, args.cache)
-        runs = [run_seed(recipe, cached, s) for s in range(args.first_seed, args.first_seed + args.seeds)]
-        recipes[name] = {"runs": runs, "summary": summarize(runs)}
+        runs = recipes.setdefault(name, {"runs": []})["runs"]
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            runs.append(run_seed(recipe, cached, seed))
+            recipes[name]["summary"] = summarize(runs)
+            _write(args.json, _report(args, recipes))
+    return _report(args, recipes)
+
+
+def _report(args: argparse.Namespace, recipes: dict[str, Any]) -> dict[str, Any]:
     return {"schema": SCHEMA, "command": COMMAND if args.subset is None and args.epochs is None else
             f"python benchmarks/ensemble_seeds.py --subset {args.subset} --epochs {args.epochs} --seeds {args.seeds}",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "goal_points": GOAL_POINTS,
