@@ -5,7 +5,8 @@ input and maps it to a spec field, or refuses it by name (``ConfigError``): an o
 cannot reproduce is never silently approximated.
 
 - Images (``preprocessor_config.json``): resize (squash / shortest edge), ``resample`` (Pillow's
-  nearest, bilinear, bicubic), centre crop, rescale 1/255, mean/std, ``do_convert_rgb``.
+  nearest, bilinear, bicubic), centre crop, rescale (any factor, folded into mean/std), mean/std,
+  ``do_convert_rgb``.
 - Text (``tokenizer_config.json`` / ``special_tokens_map.json``): the pad token (else the eos
   token), the model's max length, fixed-length padding for the families trained with it (SigLIP).
 - Audio: CLAP's ``ClapFeatureExtractor`` (rate, FFT, hop, mel bands and range, padding, the
@@ -113,6 +114,22 @@ def _resize(where: str, cfg: Mapping[str, Any]) -> tuple[str, int]:
     return "squash", _side(where, "size", size)
 
 
+def _normalisation(where: str, cfg: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The spec's mean/std, on pixels scaled by 1/255, of the processor's rescale then normalise:
+    ``(x * r - m) / s == (x / 255 - m / (255 r)) / (s / (255 r))`` (no rescaling: r = 1)."""
+    factor = 255.0 * float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 255.0
+    if not factor > 0:
+        raise _refuse(where, "rescale_factor", cfg.get("rescale_factor"), "a scale must be positive")
+    normalize = cfg.get("do_normalize", True)
+    mean = tuple(float(v) for v in cfg.get("image_mean", (0.5,) * 3)) if normalize else (0.0,) * 3
+    std = tuple(float(v) for v in cfg.get("image_std", (0.5,) * 3)) if normalize else (1.0,) * 3
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"{where}: image_mean / image_std must hold 3 values (RGB)")
+    if abs(factor - 1.0) <= 1e-9:
+        return mean, std
+    return tuple(m / factor for m in mean), tuple(v / factor for v in std)
+
+
 def image_fields(where: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``ImageSpec`` fields of an image processor config.
 
@@ -120,8 +137,6 @@ def image_fields(where: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: an option the runtime cannot reproduce, named.
     """
     _check_image_options(where, cfg)
-    if cfg.get("do_rescale", True) and abs(float(cfg.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-        raise _refuse(where, "rescale_factor", cfg["rescale_factor"], "mmedge scales pixels by 1/255")
     resample = cfg.get("resample", 2)
     if resample not in _RESAMPLE:
         raise _refuse(where, "resample", resample, f"Pillow's {_RESAMPLE_NAMES.get(resample, 'unknown')} filter; "
@@ -131,11 +146,7 @@ def image_fields(where: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     if crop is None and mode == "shortest_edge":
         raise _refuse(where, "do_center_crop", False, "a shortest-edge resize without a crop keeps the aspect, so "
                                                       "the tensor is not square")
-    normalize = cfg.get("do_normalize", True)
-    mean = tuple(float(v) for v in cfg.get("image_mean", (0.5,) * 3)) if normalize else (0.0,) * 3
-    std = tuple(float(v) for v in cfg.get("image_std", (0.5,) * 3)) if normalize else (1.0,) * 3
-    if len(mean) != 3 or len(std) != 3:
-        raise ConfigError(f"{where}: image_mean / image_std must hold 3 values (RGB)")
+    mean, std = _normalisation(where, cfg)
     size = crop if crop is not None else side
     return dict(size=size, resize=mode, interpolation=_RESAMPLE[resample], resize_size=0 if side == size else side,
                 mean=mean, std=std, channel_order="RGB", convert_rgb=cfg.get("do_convert_rgb") is not False)

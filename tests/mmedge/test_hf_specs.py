@@ -39,7 +39,7 @@ def test_clip_and_vit_timm_style_processors_are_read():
     ({"do_pad": True}, "do_pad"), ({"crop_pct": 0.875}, "crop_pct"), ({"resample": 1}, "resample=1 .*LANCZOS"),
     ({"resample": 4}, "resample=4 .*BOX"), ({"do_center_crop": False}, "do_center_crop"),
     ({"size": {"height": 224, "width": 300}, "do_center_crop": False}, "size"),
-    ({"crop_size": {"height": 224, "width": 200}}, "crop_size"), ({"rescale_factor": 1 / 127.5}, "rescale_factor"),
+    ({"crop_size": {"height": 224, "width": 200}}, "crop_size"), ({"rescale_factor": -1.0}, "rescale_factor"),
     ({"do_resize": False}, "do_resize"), ({"size_divisor": 32}, "size_divisor"),
     ({"do_flip_channel_order": True}, "do_flip_channel_order"), ({"size": {"longest_edge": 224}}, "size")])
 def test_an_image_option_the_runtime_cannot_reproduce_is_refused_by_name(changes, named):
@@ -117,3 +117,15 @@ def test_clip_fits(padding, want):
     np.testing.assert_array_equal(fit_wave(np.array([1, 2, 3], np.float32), spec), want)
     np.testing.assert_array_equal(fit_wave(np.arange(10, dtype=np.float32), spec)[:2],
                                   [1, 2] if padding == "center" else [0, 1])
+
+
+@pytest.mark.parametrize("changes", [{"rescale_factor": 1 / 127.5}, {"do_rescale": False},
+                                     {"do_rescale": False, "do_normalize": False}, {"do_normalize": False}])
+def test_any_rescaling_is_folded_into_mean_and_std(changes):
+    """(x * r - m) / s for the processor equals the spec's (x / 255 - m') / s' on every pixel value."""
+    spec, cfg = _image(**changes), {**CLIP, **changes}
+    x = np.arange(256, dtype=np.float64)[:, None]
+    r = cfg["rescale_factor"] if cfg["do_rescale"] else 1.0
+    m, s = (np.array(cfg["image_mean"]), np.array(cfg["image_std"])) if cfg["do_normalize"] else (np.zeros(3), np.ones(3))
+    np.testing.assert_allclose((x / 255 - np.array(spec.mean)) / np.array(spec.std), (x * r - m) / s, rtol=1e-9,
+                               atol=1e-9)
