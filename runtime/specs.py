@@ -99,7 +99,8 @@ class ImageSpec:
             squashed or letterboxed square); 0: S itself (no crop).
         pad_value: The letterbox padding (0-255, all channels).
         convert_rgb: The processor converts inputs to RGB (Hugging Face ``do_convert_rgb``); the runtime always
-            does (grey to 3 channels, alpha dropped), so this records the model's processor.
+            does (grey to 3 channels, alpha dropped), so this records the model's processor. Hugging Face
+            composites transparency onto white instead of dropping it: only transparent pixels differ.
     """
 
     size: int = _checked(ranged(1, 8192))
