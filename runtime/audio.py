@@ -326,7 +326,7 @@ def preprocess_audio(waves: Sequence, spec: AudioSpec) -> np.ndarray:
         (N, 1, n_frames, n_mels) (``mmedge.runtime.waveform``). Each wave is fitted to the clip
         by ``spec.padding``.
     """
-    from mmedge.runtime.waveform import check_front_end, fit_wave
+    from mmedge.runtime.waveform import FRONT_END_FEATURES, check_front_end, fit_wave
 
     front_end = check_front_end(spec)
     if isinstance(waves, np.ndarray) or not isinstance(waves, Sequence) or len(waves) == 0:
@@ -338,12 +338,4 @@ def preprocess_audio(waves: Sequence, spec: AudioSpec) -> np.ndarray:
             raise InputError(f"waves[{i}] is a {type(wave).__name__}; pass numpy arrays or (array, rate) tuples")
         wave, rate = load_audio(wave, sample_rate=rate)
         clips.append(fit_wave(resample(wave, rate, spec.sample_rate), spec))
-    return _front_end_features()[front_end](np.stack(clips), spec)
-
-
-def _front_end_features():
-    from mmedge.runtime.waveform import clap_features, waveform_input
-
-    return {"log_mel": lambda clips, spec: log_mel(clips, spec)[:, None],  # (N, 1, n_mels, n_frames)
-            "waveform": waveform_input,  # (N, clip_samples)
-            "clap_mel": clap_features}  # (N, 1, n_frames, n_mels)
+    return FRONT_END_FEATURES[front_end](np.stack(clips), spec)

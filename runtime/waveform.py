@@ -17,12 +17,13 @@ import functools
 import numpy as np
 
 from mmedge.errors import InputError
+from mmedge.runtime.audio import fit_clip, log_mel
 from mmedge.runtime.specs import AudioSpec
 
-__all__ = ["FRONT_ENDS", "CLIP_FITS", "audio_input_name", "check_front_end", "waveform_input", "normalize_clips",
+__all__ = ["FRONT_ENDS", "FRONT_END_FEATURES", "CLIP_FITS", "audio_input_name", "check_front_end", "waveform_input", "normalize_clips",
            "clap_features", "slaney_mel_filters", "fit_wave"]
 
-# front end -> the name of the audio encoder's input
+# front end -> the name of the audio encoder's input; its features: FRONT_END_FEATURES (end of this module)
 FRONT_ENDS = {"log_mel": "mel", "waveform": "waveform", "clap_mel": "input_features"}
 _NORM_EPS = 1e-7  # as transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 _MEL_FLOOR = 1e-10  # transformers' spectrogram mel_floor and power_to_db min_value
@@ -150,3 +151,9 @@ def clap_features(clips: np.ndarray, spec: AudioSpec) -> np.ndarray:
     power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2  # (N, frames, bins)
     mel = np.maximum(_MEL_FLOOR, power @ slaney_mel_filters(spec))  # (N, frames, n_mels)
     return np.ascontiguousarray((10.0 * np.log10(mel))[:, None], dtype=np.float32)
+
+
+# front end -> features(clips (N, clip_samples), spec) -> the encoder input
+FRONT_END_FEATURES = {"log_mel": lambda clips, spec: log_mel(clips, spec)[:, None],  # (N, 1, n_mels, n_frames)
+                      "waveform": waveform_input,  # (N, clip_samples)
+                      "clap_mel": clap_features}  # (N, 1, n_frames, n_mels)
