@@ -3,15 +3,15 @@
 Interpolations (``ImageSpec.interpolation``, the ``INTERPOLATIONS`` registry):
 
 - ``bilinear``, ``bicubic``, ``nearest``: Pillow's ``Image.resize`` reimplemented in numpy, the
-  resampling Hugging Face image processors run. Pillow resamples in two separable passes
-  (horizontal first) with filters widened by the scale factor when shrinking (antialiasing) and
-  22-bit fixed-point weights, rounding to uint8 after each pass; this module does the same
-  int32 arithmetic in the same pass order (Pillow 13:
-  rows first when the height shrinks by more than twice as many pixels as the width, else columns
-  first; Pillow < 13 always ran columns first, which moves a few pixels by one or two levels in
-  those cases), so its output equals Pillow 13's byte for byte: 0 difference measured on the
-  normalised pixel tensor (``PIL_TOLERANCE`` is the bound the tests hold it to). Exactness costs
-  time: ~25 ms for a 640x480 frame to 298x224 bicubic on the shared 2-core machine (Pillow: ~3 ms).
+  resampling Hugging Face image processors run. Pillow resamples in two separable passes with
+  filters widened by the scale factor when shrinking (antialiasing) and 22-bit fixed-point
+  weights, rounding to uint8 after each pass; this module does the same int32 arithmetic in the
+  same pass order (Pillow 13: rows first when the height shrinks by more than twice as many pixels
+  as the width, else columns first; Pillow < 13 always ran columns first, which moves some pixels
+  by a few levels in those cases), so its output equals Pillow 13's byte for byte: 0 difference
+  measured on the normalised pixel tensor (``PIL_TOLERANCE`` is the bound the tests hold it to).
+  Exactness costs time: ~25 ms for a 640x480 frame to 298x224 bicubic on the shared 2-core
+  machine (Pillow: ~3 ms).
 - ``cv2_bilinear``, ``cv2_area``, ``cv2_nearest``: OpenCV's ``cv2.resize`` (no antialiasing for
   bilinear): what the first bundles used (resize modes ``bilinear``, ``area``, ``nearest``).
 
