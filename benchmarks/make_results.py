@@ -15,7 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
-DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "multi_camera.json",
+DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_soak.json",
+           "multi_camera.json",
            "ensemble_seeds.json")
 
 

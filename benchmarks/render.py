@@ -180,7 +180,53 @@ def render_serve_load(report: Report, source: str) -> str:
         f"{st['clients']} client threads x {st['requests']} single-row requests each over gRPC on {st['host']}, "
         f"{report['cpu_count']} cores shared by servers and clients, {report['created_utc']}; bundle {st['bundle']}. "
         f"{report.get('bundle_note', '')}\n",
-        markdown_table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows)])
+        markdown_table(["servers", "batching", "threads/server", "ok", "errors", "req/s", "p50 ms", "p99 ms"], rows),
+        *([_serve_robustness(report["robustness"])] if report.get("robustness") else [])])
+
+
+def _serve_robustness(rob: Mapping[str, Any]) -> str:
+    """One server under bad clients, overload and 2% bad requests (``serve_load.py --robustness``)."""
+    runs = {"capacity": f"closed loop, {rob['capacity']['clients']} clients",
+            "mixed": f"{rob['mixed']['good_clients']} good + {rob['mixed']['bad_clients']} whitespace-text clients, "
+                     f"{rob['mixed']['requests_per_client']} requests each",
+            "overload": f"open loop at {rob['overload']['factor']:g}x capacity, {rob['overload']['seconds']:g} s",
+            "bad_2pct": f"open loop at 0.8x capacity, 2% bad, {rob['bad_2pct']['seconds']:g} s"}
+    rows = [[name, what, rob[name].get("offered_rps", rob[name].get("rps", "")), rob[name]["good_ok"],
+             rob[name]["good_failed"], f"{rob[name]['good_p99_ms']:.1f}", rob[name]["bad_refused_with_message"],
+             rob[name]["bad_answered"], rob[name]["busy_refused"], f"{rob[name].get('busy_p50_ms', float('nan')):.1f}",
+             f"{rob[name]['busy_p99_ms']:.1f}"]
+            for name, what in runs.items()]
+    return "\n".join([
+        f"### One server: bad clients, overload, 2% bad requests (max_batch {rob['max_batch']})\n",
+        f"capacity and mixed: `mmedge serve --max-batch {rob['max_batch']}` (default queue); overload and bad_2pct: "
+        f"`--max-queue {rob['max_queue']} --queue-timeout-us {rob.get('queue_timeout_us', 0)}`, open loops at "
+        f"multiples of the capacity, {rob.get('capacity_rps', rob['capacity']['rps'])} req/s (the better of the two "
+        "closed loops).\n",
+        "Good: well-formed requests (failed: any error but a 503/UNAVAILABLE queue refusal, which is counted under "
+        "busy); bad: whitespace-only text with the same shapes, refused with INVALID_ARGUMENT and the runtime's "
+        "message; busy: refused at once by the bounded queue (UNAVAILABLE).\n",
+        markdown_table(["run", "traffic", "req/s", "good ok", "good failed", "good p99 ms", "bad refused w/ message",
+                        "bad answered", "busy refused", "busy p50 ms", "busy p99 ms"], rows)])
+
+
+@register_renderer("mmedge.serve_soak/1")
+def render_serve_soak(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/serve_soak.py`` run: minutes at ~80% capacity with 2% bad requests."""
+    out, first, last = report["outcomes"], report["samples"][0], report["samples"][-1]
+    rows = [[s["t_s"], s["offered_rps"], s["rss_mib"], s["fds"], s["processes"]] for s in report["samples"]]
+    return "\n".join([
+        f"## Serving soak: {report['settings']['minutes']} min at {report['settings']['load']}x capacity, "
+        f"{float(report['settings']['bad']) * 100:g}% bad requests ({source})\n",
+        f"```bash\n{report['command']}\n```\n",
+        f"{report['cpu_count']} cores shared with other work, {report['created_utc']}; capacity "
+        f"{report['capacity_rps']} req/s (closed loop), offered {report['rate_rps']} req/s. "
+        f"Good: {out['good_ok']} answered, {out['good_failed']} failed, p50 {out['good_p50_ms']} ms, p99 "
+        f"{out['good_p99_ms']} ms; bad: {out['bad_refused_with_message']} of {out['bad_refused']} refused with "
+        f"their message, {out['bad_answered']} answered; busy (queue full): {out['busy_refused']}. Memory "
+        f"{first['rss_mib']} -> {last['rss_mib']} MiB, fds {first['fds']} -> {last['fds']} (growth after warm-up: "
+        f"{report['rss_growth_mib_after_warmup']} MiB, {report['fds_growth_after_warmup']} fds); "
+        f"{'passed' if report['passed'] else 'FAILED'}. {report.get('note', '')}\n",
+        markdown_table(["t s", "offered req/s", "RSS MiB (tree)", "fds (tree)", "processes"], rows)])
 
 
 @register_renderer("mmedge.peers/1")

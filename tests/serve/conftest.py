@@ -1,8 +1,8 @@
 """Serve tests: a real Triton server on loopback (PyTriton), in the serve environment.
 
 ``.ci/serve_tests.sh`` builds the fixture bundle and reference samples in the main
-environment (``make_fixture.py``) and runs these tests in a virtual environment of its own
-with ``MMEDGE_SERVE_FIXTURE`` pointing at them. Without that variable the shared fixture
+environment (``make_fixture.py``: ``bundle``, ``samples.npz`` and ``waveform-bundle``) and runs
+these tests in a virtual environment of its own with ``MMEDGE_SERVE_FIXTURE`` pointing at them. Without that variable the shared fixture
 bundle of ``tests/conftest.py`` is used (main environment, torch). Modules that need
 PyTriton or tritonclient skip themselves where those are absent.
 """
