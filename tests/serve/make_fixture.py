@@ -23,9 +23,10 @@ WAVEFORM_BUNDLE = "waveform-bundle"
 WAVEFORM_LABELS = ["zero", "one", "two"]
 
 
-def _root_conftest():
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("mmedge_tests_conftest", path)
+def _tests_module(filename: str):
+    """A module of ``tests/`` by file name (``tests`` is not a package)."""
+    path = Path(__file__).resolve().parents[1] / filename
+    spec = importlib.util.spec_from_file_location(f"mmedge_tests_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -37,7 +38,7 @@ def build_bundle(out: Path) -> Path:
     from mmedge.export.bundle_writer import write_bundle
     from mmedge.runtime.preprocess import TextTokenizer
 
-    conf = _root_conftest()
+    conf = _tests_module("conftest.py")
     with tempfile.TemporaryDirectory(prefix="mmedge-serve-fixture-") as tmp:
         tokenizer_file = MiniLMEncoder.tokenizer_file()
         _, entries, files, feats = conf._build_encoders(Path(tmp), TextTokenizer(tokenizer_file, conf.TEXT_SPEC))
@@ -45,14 +46,6 @@ def build_bundle(out: Path) -> Path:
         files.update(head_files)
         files["tokenizer.json"] = tokenizer_file
         return write_bundle(out, conf.make_manifest(entries, members), files)
-
-
-def _tiny_hf():
-    path = Path(__file__).resolve().parents[1] / "tiny_hf.py"
-    spec = importlib.util.spec_from_file_location("mmedge_tests_tiny_hf", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_waveform_bundle(out: Path) -> Path:
@@ -64,7 +57,7 @@ def build_waveform_bundle(out: Path) -> Path:
     from mmedge.export.user_model import Member, export_model
     from mmedge.runtime.specs import AudioSpec
 
-    tiny = _tiny_hf()
+    tiny = _tests_module("tiny_hf.py")
     with tempfile.TemporaryDirectory(prefix="mmedge-serve-hf-") as tmp:
         folders = {m: build(Path(tmp) / m) for m, build in (("image", tiny.build_vit), ("audio", tiny.build_wav2vec2))}
         torch.manual_seed(0)
