@@ -356,13 +356,15 @@ class Session:
             capture.release()
 
     def streams(self, sources: Sequence[int | str | Path], *, text: str | None = None, fps: float | None = None,
-                max_age: float | None = None, max_ticks: int | None = None) -> Iterator[list]:
+                max_age: float | None = None, max_ticks: int | None = None, queries: Sequence[str] | None = None
+                ) -> Iterator[list]:
         """Predicts on several cameras or video files at once: one batched ``predict`` per tick.
 
         One capture thread per source keeps its newest frame; each tick batches the newest unused
         frame of every source (older ones are dropped). ``fps``: read video files at this rate
         (default: the file's own, like a camera; 0: every frame, as fast as ticks take them); ``max_age``: drop
-        frames older than this many seconds; ``max_ticks``: stop after this many ticks.
+        frames older than this many seconds; ``max_ticks``: stop after this many ticks; ``queries``: score
+        each frame against these free texts instead (``similarity``: its ``Matches`` as the prediction).
 
         Yields:
             Per tick, a list of ``mmedge.runtime.streams.StreamPrediction`` (source, frame, batch-of-1
@@ -371,8 +373,9 @@ class Session:
         """
         from mmedge.runtime.streams import multi_stream
 
-        self._plan(["image"] + (["text"] if text is not None else []))
-        return multi_stream(self, sources, text=text, fps=fps, max_age=max_age, max_ticks=max_ticks)
+        if queries is None:
+            self._plan(["image"] + (["text"] if text is not None else []))
+        return multi_stream(self, sources, text=text, fps=fps, max_age=max_age, max_ticks=max_ticks, queries=queries)
 
     # -- lifetime --------------------------------------------------------------------------
 

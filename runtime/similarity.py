@@ -17,7 +17,7 @@ from mmedge.errors import InputError
 from mmedge.runtime.manifest import SimilarityInfo
 
 __all__ = ["SimilarityInfo", "ACTIVATIONS", "Matches", "similarity_scores", "bundle_similarity",
-           "similarity_modalities", "session_similarity", "query_step", "activate"]
+           "similarity_modalities", "session_similarity", "query_step", "matches_rows", "activate"]
 
 ACTIVATIONS = ("softmax", "sigmoid")  # over the texts (CLIP, CLAP) / per pair (SigLIP)
 
@@ -112,6 +112,17 @@ def session_similarity(session: Any, *, text: Any, inputs: Mapping[str, Any], op
     query = session._encode(modality, items, options, {})[info.embed(modality)]  # (N, E)
     texts = session.encode_texts(text)[info.embed("text")]  # (T, E), through the text cache
     return similarity_scores(query, texts, info, modality, probabilities=probabilities)
+
+
+def matches_rows(session: Any, frames: list, queries: tuple[str, ...]) -> list[Matches]:
+    """One batched similarity of BGR ``frames`` against ``queries``: each frame's ``Matches``."""
+    from mmedge.runtime.modalities import InputOptions
+
+    info = _required(session.bundle)
+    scores = session_similarity(session, text=list(queries), inputs={"image": frames},
+                                options=InputOptions(image_color_order="BGR"))  # (N, Q)
+    probs = activate(scores, info.activation)
+    return [Matches(queries, scores[i], probs[i]) for i in range(len(frames))]
 
 
 def query_step(session: Any, queries: Any, text: Any) -> Callable[[np.ndarray], Matches]:

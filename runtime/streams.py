@@ -45,7 +45,7 @@ class StreamPrediction:
     index: int
     frame: np.ndarray
     frame_number: int
-    prediction: Prediction
+    prediction: Any  # a Prediction; the frame's Matches with Session.streams(..., queries=[...])
     capture_time: float
     latency_ms: float
 
@@ -183,9 +183,16 @@ def _next_batch(captures: list[_Capture], cond: threading.Condition, max_age: fl
 
 def multi_stream(session: Any, sources: Sequence[Source], *, text: str | None = None, fps: float | None = None,
                  max_age: float | None = None, max_ticks: int | None = None,
-                 stats: StreamStats | None = None) -> Iterator[list[StreamPrediction]]:
-    """The iterator behind ``Session.streams`` (arguments documented there)."""
+                 stats: StreamStats | None = None, queries: Sequence[str] | None = None
+                 ) -> Iterator[list[StreamPrediction]]:
+    """The iterator behind ``Session.streams`` (arguments documented there); with ``queries`` each
+    ``StreamPrediction.prediction`` is the frame's ``Matches`` (``mmedge.runtime.similarity``)."""
     sources = _check(sources, text, fps, max_age, max_ticks, session.limits)
+    if queries is not None:
+        from mmedge.runtime.similarity import query_step
+
+        query_step(session, queries, text)  # checks the queries and the bundle, encodes them once
+        text = tuple(queries)
     return _ticks(session, sources, text, fps, max_age, max_ticks, stats)
 
 
@@ -216,14 +223,20 @@ def _ticks(session: Any, sources: list[Source], text: str | None, fps: float | N
             stats.predicted = predicted
 
 
-def _predict(session: Any, batch: list, text: str | None, predicted: list[int]) -> list[StreamPrediction]:
+def _predict(session: Any, batch: list, text: Any, predicted: list[int]) -> list[StreamPrediction]:
     frames = [f[0] for _, f in batch]
-    pred = session.predict(image=frames, text=None if text is None else [text] * len(frames),
-                           image_color_order="BGR")
+    if isinstance(text, tuple):  # queries: each frame's Matches
+        from mmedge.runtime.similarity import matches_rows
+
+        rows = matches_rows(session, frames, text)
+    else:
+        pred = session.predict(image=frames, text=None if text is None else [text] * len(frames),
+                               image_color_order="BGR")
+        rows = [prediction_row(pred, row) for row in range(len(frames))]
     done = time.monotonic()
     out = []
     for row, (capture, (frame, captured, number)) in enumerate(batch):
         predicted[capture.index] += 1
-        out.append(StreamPrediction(capture.source, capture.index, frame, number, prediction_row(pred, row), captured,
+        out.append(StreamPrediction(capture.source, capture.index, frame, number, rows[row], captured,
                                     (done - captured) * 1000.0))
     return out

@@ -194,17 +194,33 @@ def test_run_query_ranks_as_transformers(clip_bundle, tmp_path):
     assert ranked == [QUERIES[i] for i in np.argsort(-want, kind="stable")]
 
 
-def test_stream_queries_and_the_example_on_a_video_and_a_folder(clip_bundle, tmp_path, capsys):
+def _video(path, photos):
     cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    for p in photos:
+        writer.write(np.ascontiguousarray(cv2.resize(p, (96, 64))[:, :, ::-1]))  # BGR, 96x64
+    writer.release()
+    return path
+
+
+def test_several_streams_score_their_frames_against_queries(clip_bundle, tmp_path):
+    out, _, _, photos = clip_bundle
+    videos = [_video(tmp_path / "a.avi", photos[:3]), _video(tmp_path / "b.avi", photos[6:9])]
+    with Session(out) as session:
+        ticks = list(session.streams(videos, queries=QUERIES[:3], fps=0))
+        rows = [r for tick in ticks for r in tick]
+        assert len(rows) == 6 and {r.index for r in rows} == {0, 1}
+        for r in rows:
+            direct = session.similarity(image=r.frame, image_color_order="BGR", text=QUERIES[:3])[0]
+            np.testing.assert_allclose(r.prediction.scores, direct, atol=1e-5)
+            assert r.prediction.queries == tuple(QUERIES[:3])
+
+
+def test_stream_queries_and_the_example_on_a_video_and_a_folder(clip_bundle, tmp_path, capsys):
     from PIL import Image
 
     out, _, folder, photos = clip_bundle
-    frames = [cv2.resize(p, (96, 64))[:, :, ::-1] for p in photos[:4]]  # BGR, 96x64
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
-    for f in frames:
-        writer.write(np.ascontiguousarray(f))
-    writer.release()
+    video = _video(tmp_path / "clip.avi", photos[:4])
     with Session(out) as session:
         streamed = list(session.stream(video, queries=QUERIES[:3]))
         assert len(streamed) == 4 and streamed[0][1].queries == tuple(QUERIES[:3])
