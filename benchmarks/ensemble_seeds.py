@@ -100,12 +100,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--merge", nargs="+", type=Path, help="merge these pieces' JSON into --json (no training)")
+    parser.add_argument("--analysis", default="", help="with --merge: what the runs show, rendered in RESULTS.md")
     parser.add_argument("--subset", type=int, default=None, help="training rows per recipe (quick runs)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's head epochs (quick runs)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mmedge" / "features")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/ensemble_seeds.json"))
     args = parser.parse_args()
     report = merge([json.loads(p.read_text()) for p in args.merge]) if args.merge else run(args)
+    if args.analysis:
+        report["analysis"] = args.analysis
     _write(args.json, report)
     for name, rec in report["recipes"].items():
         s = rec["summary"]
