@@ -331,3 +331,26 @@ def render_ensemble_seeds(report: Report, source: str) -> str:
     if report.get("analysis"):
         parts.append(report["analysis"] + "\n")
     return "\n".join(parts)
+
+
+@register_renderer("mmedge.pretrained_reference/1")
+def render_pretrained_reference(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/pretrained_reference.py`` run: reference-size CLIP / SigLIP / CLAP bundles."""
+    parts = [f"## Reference-size pretrained dual encoders, random weights: speed and memory only ({source})\n",
+             f"```bash\n{report['command']}\n```\n",
+             f"{report['created_utc']}, {report['threads']} threads, {report['iters']} interleaved runs per variant "
+             "(medians), numpy on one BLAS thread, text padded the runtime's way on every side. `mmedge <p> image` / "
+             "`audio` rows are `Session.predict` on raw inputs: the runtime's preprocessing (decode, resize, crop; "
+             "CLAP's features), the tower and the zero-shot head; `mmedge <p> text` is `encode_texts` (tokenizer + "
+             "tower, cache off); the PyTorch and ONNX Runtime rows start from the same preprocessed tensors. The "
+             "machine was shared with other jobs: compare the ratios within a table, not the absolute times.\n"]
+    for family, rec in report["families"].items():
+        sizes = ", ".join(f"{p} {b / 2**20:.0f} MiB" for p, b in rec["bundle_bytes"].items())
+        rss = ", ".join(f"{p} {f['rss_after_predict_bytes'] / 2**20:.0f} MiB" for p, f in rec["footprint"].items())
+        variants = list(next(iter(rec["latency_ms"].values())))
+        rows = [[v, *[f"{rec['latency_ms'][b][v]['p50']:.1f}" for b in rec["latency_ms"]]] for v in variants]
+        parts += [f"### {family} ({rec['class']}; {rec['query']} tower + zero-shot head, text tower)\n",
+                  f"Export {rec['export_s']:.0f} s; bundle {sizes}; resident memory of a fresh torch-free process "
+                  f"after one prediction: {rss}.\n",
+                  markdown_table(["variant", *[f"p50 ms, batch {b}" for b in rec["latency_ms"]]], rows)]
+    return "\n".join(parts)
