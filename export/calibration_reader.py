@@ -9,13 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmedge.errors import CalibrationError
-from mmedge.runtime.audio import load_audio, resample
-from mmedge.runtime.preprocess import load_image
+from mmedge.errors import CalibrationError, InputError
+from mmedge.runtime.modalities import modalities
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "calibration_data"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-AUDIO_SUFFIXES = (".wav", ".flac")
 MIN_SAMPLES = 64
 Items = dict[str, list]
 
@@ -52,7 +49,7 @@ def load_calibration(path: Path, modalities: Sequence[str], *, labels: Sequence[
 
 
 def _read_jsonl(path: Path, rate: int) -> tuple[Items, list[str]]:
-    items: Items = {"image": [], "text": [], "audio": []}
+    items: Items = {}
     labels = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -70,27 +67,26 @@ def _read_jsonl(path: Path, rate: int) -> tuple[Items, list[str]]:
 def _add_row(items: Items, row: Any, base: Path, where: str, rate: int) -> None:
     if not isinstance(row, dict):
         raise CalibrationError(f"{where}: each line must be a JSON object")
-    for key in ("image", "audio"):
-        if key in row and not (base / str(row[key])).is_file():
-            raise CalibrationError(f"{where}: {key} file {base / str(row[key])} not found")
-    if "image" in row:
-        items["image"].append(load_image(base / row["image"]))
-    if "text" in row:
-        items["text"].append(str(row["text"]))
-    if "audio" in row:
-        wave, sr = load_audio(base / row["audio"])
-        items["audio"].append(resample(wave, sr, rate))
+    for record in modalities():
+        if row.get(record.name) is None or record.data is None:
+            continue
+        value = base / str(row[record.name]) if record.data.in_file else row[record.name]
+        if record.data.in_file and not value.is_file():
+            raise CalibrationError(f"{where}: {record.name} file {value} not found")
+        try:
+            items.setdefault(record.name, []).append(record.data.read(value, rate))
+        except InputError as e:
+            raise CalibrationError(f"{where}: cannot read its {record.name}: {e}") from None
 
 
 def _read_folder(path: Path, rate: int) -> Items:
+    """Loose files: each registered modality's files (by suffix), in sorted order."""
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    items: Items = {"image": [load_image(p) for p in files if p.suffix.lower() in IMAGE_SUFFIXES], "audio": [], "text": []}
-    for p in files:
-        if p.suffix.lower() in AUDIO_SUFFIXES:
-            wave, sr = load_audio(p)
-            items["audio"].append(resample(wave, sr, rate))
-        elif p.suffix.lower() == ".txt":
-            items["text"] += [t.strip() for t in p.read_text().splitlines() if t.strip()]
+    items: Items = {}
+    for record in (r for r in modalities() if r.data is not None):
+        for p in files:
+            if p.suffix.lower() in record.data.suffixes:
+                items.setdefault(record.name, []).extend(record.data.read_file(p, rate))
     return items
 
 

@@ -19,8 +19,7 @@ import numpy as np
 from mmedge.datasets import MultimodalDataset, load_jsonl
 from mmedge.errors import CalibrationError, DataError
 from mmedge.export.calibration_reader import load_calibration, take
-from mmedge.runtime.audio import load_audio, resample
-from mmedge.runtime.preprocess import load_image
+from mmedge.runtime.modalities import get_modality
 
 __all__ = ["calibration_items", "eval_dataset", "raw_value"]
 
@@ -41,20 +40,8 @@ def raw_value(sample: Any, modality: str, where: str, rate: int, error: type = C
     if sample.get(modality) is None:
         raise error(f"{where} has no {modality!r} (keys {sorted(sample)}); every sample needs each modality "
                     "the model takes")
-    value = sample[modality]
     try:
-        if modality == "image":
-            return load_image(value)
-        if modality == "text":
-            if not isinstance(value, str) or not value.strip():
-                raise error(f"{where}: text must be a non-empty string, got {type(value).__name__}")
-            return value
-        wave, sr = (load_audio(value) if isinstance(value, _PATHS) else
-                    load_audio(value[0], sample_rate=value[1]) if isinstance(value, tuple) else
-                    load_audio(value, sample_rate=rate))
-        return resample(wave, sr, rate)
-    except error:
-        raise
+        return get_modality(modality).data.read(sample[modality], rate)
     except Exception as e:  # noqa: BLE001 - InputError and friends, named with the sample
         raise error(f"{where}: cannot read its {modality}: {e}") from e
 

@@ -13,6 +13,7 @@ numpy only: never torch.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from mmedge.runtime.limits import DEFAULT_LIMITS, Limits
 from mmedge.runtime.specs import AudioSpec, ImageSpec, TextSpec
 from mmedge.runtime.waveform import FRONT_ENDS, audio_input_name
 
-__all__ = ["Modality", "InputOptions", "PreprocessContext", "HFFrontEnd", "TensorSpec", "Preprocess", "MODALITIES",
+__all__ = ["Modality", "DataFormat", "InputOptions", "PreprocessContext", "HFFrontEnd", "TensorSpec", "Preprocess", "MODALITIES",
            "register_modality", "get_modality", "modality_names", "modalities", "encoder_feed", "check_given"]
 
 Preprocess = Callable[[Sequence[Any]], dict[str, np.ndarray]]  # loaded samples -> encoder input arrays (B, ...)
@@ -103,6 +104,55 @@ class HFFrontEnd:
 
 
 @dataclass(frozen=True)
+class DataFormat:
+    """How dataset rows (JSONL, users' sample dicts) and calibration folders hold a modality.
+
+    Attributes:
+        in_file: A JSONL row names a file (relative to the JSONL file) rather than holding the value.
+        suffixes: File suffixes of this modality in a calibration folder.
+        read: ``read(value, rate) -> sample``: a row's value (a path when ``in_file``, or the value as a
+            user gave it) as datasets hold it; ``rate`` is the audio rate datasets keep. Raises
+            ``InputError`` saying what was wrong.
+        read_file: ``read_file(path, rate) -> samples``: the samples of one calibration-folder file.
+    """
+
+    in_file: bool
+    suffixes: tuple[str, ...]
+    read: Callable[[Any, int], Any]
+    read_file: Callable[[Path, int], list]
+
+
+def _read_text(value: Any, rate: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"text must be a non-empty string, got {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _read_wave(value: Any, rate: int) -> np.ndarray:
+    """A file, a ``(wave, rate)`` tuple, or a wave already at ``rate``: mono float32 at ``rate``."""
+    from mmedge.runtime.audio import load_audio, resample
+
+    wave, sr = (load_audio(value[0], sample_rate=value[1]) if isinstance(value, tuple) and len(value) == 2 else
+                load_audio(value, sample_rate=None if isinstance(value, (str, os.PathLike)) else rate))
+    return resample(wave, sr, rate)
+
+
+def _read_image(value: Any, rate: int) -> np.ndarray:
+    from mmedge.runtime.preprocess import load_image
+
+    return load_image(value)
+
+
+def _text_lines(path: Path, rate: int) -> list[str]:
+    return [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+
+
+IMAGE_DATA = DataFormat(True, (".png", ".jpg", ".jpeg", ".bmp"), _read_image, lambda p, r: [_read_image(p, r)])
+TEXT_DATA = DataFormat(False, (".txt",), _read_text, _text_lines)
+AUDIO_DATA = DataFormat(True, (".wav", ".flac"), _read_wave, lambda p, r: [_read_wave(p, r)])
+
+
+@dataclass(frozen=True)
 class Modality:
     """One kind of input, end to end.
 
@@ -121,6 +171,7 @@ class Modality:
         hf: How a Hugging Face folder of this modality is read (None: no ``hf:PATH`` encoders).
         cli_help: The help of its ``mmedge run`` option.
         cacheable: Equal items always give equal encoder outputs, so a ``Session`` caches them by value.
+        data: How dataset rows and calibration folders hold it (None: not in datasets).
     """
 
     name: str
@@ -136,6 +187,7 @@ class Modality:
     hf: HFFrontEnd | None = None
     cli_help: str = ""
     cacheable: bool = False
+    data: DataFormat | None = None
 
     def prepare(self, argument: Any, options: InputOptions = InputOptions(), limits: Limits = DEFAULT_LIMITS) -> list:
         """A user's argument as loaded samples: ``load(split(...))``."""
@@ -212,7 +264,7 @@ register_modality(Modality(
     blank=lambda spec: np.zeros((spec.size, spec.size, 3), np.uint8),
     wire=(TensorSpec("image", np.uint8, (-1, -1, 3)),), from_wire=_wire.images_from_wire, to_wire=_wire.images_to_wire,
     hf=HFFrontEnd("pixel_values", ("pixel_values",), processor_keys=("image_mean", "image_processor_type")),
-    cli_help="Image file (PNG/JPEG)."))
+    cli_help="Image file (PNG/JPEG).", data=IMAGE_DATA))
 register_modality(Modality(
     name="text", spec_class=TextSpec,
     split=lambda value, options, limits: _inputs.text_items(value, limits),
@@ -221,7 +273,7 @@ register_modality(Modality(
     blank=lambda spec: "a",
     wire=(TensorSpec("text", object, (1,)),), from_wire=_wire.texts_from_wire, to_wire=_wire.texts_to_wire,
     hf=HFFrontEnd("input_ids", ("input_ids", "attention_mask"), files=("tokenizer.json",)),
-    cli_help="Text.", cacheable=True))
+    cli_help="Text.", cacheable=True, data=TEXT_DATA))
 register_modality(Modality(
     name="audio", spec_class=AudioSpec,
     split=lambda value, options, limits: _inputs.audio_items(value, options.audio_rate, limits, options.audio_layout),
@@ -231,7 +283,7 @@ register_modality(Modality(
     wire=(TensorSpec("audio", np.float32, (-1,)), TensorSpec("audio_rate", np.int32, (1,))),
     from_wire=_wire.waves_from_wire, to_wire=_wire.waves_to_wire,
     hf=HFFrontEnd("input_values", (FRONT_ENDS["waveform"],), processor_keys=("sampling_rate",)),
-    cli_help="Audio file (wav/flac), any sample rate."))
+    cli_help="Audio file (wav/flac), any sample rate.", data=AUDIO_DATA))
 
 
 def check_given(names: Sequence[str]) -> None:

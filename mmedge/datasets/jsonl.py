@@ -13,7 +13,6 @@ import numpy as np
 from mmedge.datasets.base import SPLIT_NAMES, MultimodalDataset, stratified_split
 from mmedge.errors import DataError, InputError
 from mmedge.runtime.modalities import modality_names
-from mmedge.runtime.preprocess import load_audio, load_image, resample
 
 __all__ = ["load_jsonl", "AUDIO_RATE", "JSONL_SPLIT_FRACTIONS"]
 
@@ -128,21 +127,18 @@ def _splits(path: Path, rows, y: np.ndarray, seed: int) -> dict[str, np.ndarray]
 
 
 def _load_value(path: Path, n: int, row: dict[str, Any], modality: str):
-    value = row[modality]
-    if modality == "text":
+    """A row's value of ``modality`` as datasets hold it (its record's ``data`` format)."""
+    from mmedge.runtime.modalities import get_modality
+
+    fmt, value = get_modality(modality).data, row[modality]
+    if fmt.in_file:
         if not isinstance(value, str):
-            raise DataError(f"{_where(path, n)}: \"text\" must be a string, got {type(value).__name__}")
-        return value
-    if not isinstance(value, str):
-        raise DataError(f"{_where(path, n)}: \"{modality}\" must be a file path string")
-    file = (path.parent / value).resolve()
-    if not file.is_file():
-        raise DataError(f"{_where(path, n)}: {modality} file not found: {file}; "
-                        "paths are relative to the JSONL file's folder")
+            raise DataError(f"{_where(path, n)}: \"{modality}\" must be a file path string")
+        value = (path.parent / value).resolve()
+        if not value.is_file():
+            raise DataError(f"{_where(path, n)}: {modality} file not found: {value}; "
+                            "paths are relative to the JSONL file's folder")
     try:
-        if modality == "image":
-            return load_image(file)
-        wave, rate = load_audio(file)
-        return resample(wave, rate, AUDIO_RATE)
+        return fmt.read(value, AUDIO_RATE)
     except InputError as exc:
-        raise DataError(f"{_where(path, n)}: cannot read {modality} {file}: {exc}") from None
+        raise DataError(f"{_where(path, n)}: cannot read {modality} {str(value)[:200]}: {exc}") from None
