@@ -95,11 +95,12 @@ def session_predictor(session: Any, data: Any) -> Callable[[Sequence[int]], Any]
 
 
 def evaluate_bundle(bundle: Path, precision: str, data: Any, rows: Sequence[int], *,
-                    threads: int | None = None) -> dict[str, Any]:
-    """Accuracy of ``bundle`` at ``precision`` run by ``mmedge.runtime`` on ONNX Runtime (CPU); see ``score``."""
+                    threads: int | None = None, backend: str = "ort") -> dict[str, Any]:
+    """Accuracy of ``bundle`` at ``precision`` run by ``mmedge.runtime`` on ``backend`` (ONNX Runtime's CPU
+    backend by default); see ``score``."""
     from mmedge.runtime import Session
 
-    with Session(bundle, precision=precision, backend="ort", threads=threads, text_cache_size=0) as session:
+    with Session(bundle, precision=precision, backend=backend, threads=threads, text_cache_size=0) as session:
         run = session_predictor(session, data)
 
         def predict(chunk: Sequence[int]):

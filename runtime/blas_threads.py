@@ -19,7 +19,7 @@ from typing import Any
 
 from mmedge.errors import ConfigError
 
-__all__ = ["BlasLimit", "blas_threads"]
+__all__ = ["BlasLimit", "blas_threads", "refresh_blas_libraries"]
 
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"depth": 0, "saved": []}
@@ -33,6 +33,11 @@ def _controllers() -> tuple[Any, ...]:
     except ImportError:
         return ()
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+def refresh_blas_libraries() -> None:
+    """Looks for BLAS libraries again on the next limit (after a library that loads one, e.g. scipy)."""
+    _controllers.cache_clear()
 
 
 def blas_threads() -> dict[str, int]:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from mmedge.bench.options import BenchOptions
 
-__all__ = ["BLAS_THREADS", "DISTURBED_P90_OVER_P50", "limit_blas", "thread_settings", "runtime_padding",
+__all__ = ["BLAS_THREADS", "DISTURBED_P90_OVER_P50", "limit_blas", "thread_settings", "runtime_padding", "report_lines",
            "mark_disturbed", "disturbed_ids"]
 
 BLAS_THREADS = 1
@@ -28,11 +28,13 @@ _ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def limit_blas(threads: int = BLAS_THREADS) -> Any:
-    """A context manager holding the BLAS libraries loaded now to ``threads`` threads: the runtime's own
+    """A context manager holding the BLAS libraries loaded now to ``threads`` threads (enter it after loading
+    the models, so that every library is seen): the runtime's own
     ``BlasLimit``, which restores only BLAS on exit (threadpoolctl's ``threadpool_limits`` also resets
     OpenMP, hence torch's intra-op threads)."""
-    from mmedge.runtime.blas_threads import BlasLimit
+    from mmedge.runtime.blas_threads import BlasLimit, refresh_blas_libraries
 
+    refresh_blas_libraries()  # every BLAS loaded by now (scipy's, torch's), not only numpy's
     return BlasLimit(threads)
 
 
@@ -79,3 +81,22 @@ def mark_disturbed(record: dict[str, Any]) -> dict[str, Any]:
 def disturbed_ids(records: list[Mapping[str, Any]]) -> list[str]:
     """The ids of the configuration records flagged disturbed."""
     return [r["id"] for r in records if r.get("disturbed")]
+
+
+def report_lines(report: Mapping[str, Any]) -> list[str]:
+    """Plain lines for ``mmedge bench``'s output: the rules both sides ran under, disturbed configurations,
+    and the ``--background-load`` comparison."""
+    lines = []
+    fair = report.get("fairness")
+    if fair:
+        sides = "; ".join(f"{side}: BLAS {t.get('blas_threads')}" + (f", torch {t['torch_intra_op']}"
+                                                                      if "torch_intra_op" in t else "")
+                          for side, t in fair["thread_settings"].items())
+        lines.append(f"fair baseline: one BLAS thread on both sides ({sides}); text padded to multiples of "
+                     f"{fair['text_padding']['runtime'].get('text', 0) or 'max_length'} on both sides")
+        if fair["disturbed"]:
+            lines.append(f"disturbed (p90/p50 > {fair['disturbed_p90_over_p50']}): {', '.join(fair['disturbed'])}")
+    for cid, c in (report.get("background_load") or {}).get("configs", {}).items():
+        lines.append(f"beside a numpy load, {cid}: p50 {c['without']['p50']:.2f} -> {c['with']['p50']:.2f} ms, "
+                     f"p99 {c['without']['p99']:.2f} -> {c['with']['p99']:.2f} ms, p90/p50 {c['p90_over_p50_with']:.2f}")
+    return lines

@@ -45,6 +45,8 @@ class BenchOptions:
         members_compare: Also time the member that is most accurate on the validation split.
         footprint: Measure each precision in a fresh torch-free process (resident memory,
             time to first prediction).
+        background_load: Time the runtime's ensembles again beside a thread of numpy work
+            (``mmedge.bench.background``) and report p50 / p90 / p99 with and without it.
         command: The command line recorded in the report (default: ``sys.argv``).
     """
 
@@ -64,6 +66,7 @@ class BenchOptions:
     seed: int = 0
     import_repeats: int = 3
     footprint: bool = True
+    background_load: bool = False
     peers: bool = False
     peer_calib: int = 64
     peer_eval: int = 64

@@ -218,9 +218,7 @@ def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
     member, member_choice = context.most_accurate_member(run.bundle) if opts.members_compare and \
         len(run.bundle.members) > 1 else (None, {"chosen": None, "note": "not asked for, or a single member"})
     own = _own_process(run, checkpoint)
-    with fairness.limit_blas():  # the same rule as the baseline's own process
-        records, accuracy, tegra = _timed(run, checkpoint, member)
-        runtime_threads = fairness.thread_settings(ort_threads=opts.threads)
+    records, accuracy, tegra, extra = _timed(run, checkpoint, member)
     if own is not None:
         accuracy["torch/eager"] = own["accuracy"]
         records = sorted(records + own["records"], key=lambda r: r["batch"])  # stable: own process last per batch
@@ -236,7 +234,8 @@ def _measure(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
             "import": imports, "peak": peak, "flops": {"per_sample": flops, "note": flops_note},
             "member_choice": member_choice, "configs": records, "accuracy": accuracy,
             "comparisons": comparisons(records),
-            "fairness": {**_fairness(run, runtime_threads, own), "disturbed": fairness.disturbed_ids(records)},
+            "fairness": {**_fairness(run, extra["thread_settings"], own), "disturbed": fairness.disturbed_ids(records)},
+            **({"background_load": extra["background_load"]} if extra["background_load"] is not None else {}),
             "memory": {"rss_start_bytes": run.rss_start, "rss_end_bytes": probes.rss_bytes(),
                        "peak_rss_bytes": probes.peak_rss_bytes(), "torch_free_process": footprint},
             "device": {"tegrastats": tegra}}
@@ -264,19 +263,37 @@ def _own_process(run: _Run, checkpoint: Path | None) -> dict[str, Any] | None:
 
 
 def _timed(run: _Run, checkpoint: Path | None, member: str | None
-           ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """Config records of every batch (interleaved), accuracies, and the tegrastats summary."""
-    opts, records, sessions = run.opts, [], []
+           ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Config records of every batch (interleaved), accuracies, the tegrastats summary, and the extras:
+    this process's thread settings while timed, the ``--background-load`` comparison (or None)."""
+    opts, sessions = run.opts, []
     try:
         configs, accuracy = _runtime_configs(run, member, sessions)
         if opts.baseline == "torch" and checkpoint is not None:
             torch_cfg, accuracy["torch/eager"] = _torch_config(run, checkpoint)
             configs.append(torch_cfg)
-        with probes.TegrastatsSampler() as tegra:
-            for batch in opts.batches:
-                run.log(f"timing batch {batch}: {len(configs)} configurations x {opts.iters} iterations, interleaved")
-                records += _time_batch(opts, configs, _rows_for(len(run.data), batch))
+        with probes.TegrastatsSampler() as tegra, fairness.limit_blas():  # the baseline's own process's rule
+            records = _time_batches(run, configs)
+            threads = fairness.thread_settings(ort_threads=opts.threads)
+        background = _background(run, configs, records) if opts.background_load else None
     finally:
         for s in sessions:
             s.close()
-    return records, accuracy, tegra.summary()
+    return records, accuracy, tegra.summary(), {"thread_settings": threads, "background_load": background}
+
+
+def _time_batches(run: _Run, configs: Sequence[_Config], note: str = "") -> list[dict[str, Any]]:
+    records = []
+    for batch in run.opts.batches:
+        run.log(f"timing batch {batch}{note}: {len(configs)} configurations x {run.opts.iters} iterations, interleaved")
+        records += _time_batch(run.opts, configs, _rows_for(len(run.data), batch))
+    return records
+
+
+def _background(run: _Run, configs: Sequence[_Config], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``--background-load``: the runtime's ensembles again beside a numpy thread (numpy's own BLAS threads)."""
+    from mmedge.bench.background import with_and_without
+
+    ensembles = [c for c in configs if c.kind == "ensemble"]
+    return with_and_without([r for r in records if r["kind"] == "ensemble"],
+                            lambda: _time_batches(run, ensembles, " beside a numpy load"))

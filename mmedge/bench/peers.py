@@ -10,9 +10,15 @@ the same thread count:
 - the peer: for a transformer text encoder, Optimum's CPU recipe (legacy ONNX export,
   ONNX Runtime's BERT optimizer, ``quantize_dynamic`` per-channel); for the others, ONNX
   Runtime's ``quantize_static`` (QDQ, u8 activations, s8 per-channel weights) on the
-  bundle's fp32 graph, calibrated on training rows.
+  bundle's fp32 graph, calibrated on training rows;
+- where openvino is installed: OpenVINO on the bundle's fp32 ONNX and on NNCF's int8 ONNX
+  (``nncf.quantize`` of the fp32 graph with its defaults, calibrated on the same training rows),
+  both with OpenVINO's default settings but the thread count (what a user on an x86 box would
+  run), and mmedge's own graphs on mmedge's OpenVINO backend (``mmedge ... (openvino)``).
 
-Fidelity is the pooled output's cosine to PyTorch fp32 on held-out rows; the floor is the
+Fidelity is the pooled output's cosine to PyTorch fp32 on held-out rows, one row at a time (a
+batched run of OpenVINO 2026.4's int8 graphs is wrong on rows after the first: see
+``mmedge.runtime.backends.openvino``; timing runs the batch as each variant would); the floor is the
 fp32 graph's FLOPs over the measured int8 / fp32 matmul peak. The report is
 ``mmedge.peers/1`` (checked by ``mmedge.bench.schema.validate_peers``)::
 
@@ -23,7 +29,8 @@ fp32 graph's FLOPs over the measured int8 / fp32 matmul peak. The report is
                             op_ms_b1{variant: {op_type: ms per run}} (ONNX Runtime's profiler, batch 1)}}
 
 ``benchmarks/peers.py`` and ``mmedge bench --peers`` run it; ``best_peer`` names, per batch,
-the fastest variant that is not mmedge's (what a user would otherwise ship).
+the fastest variant that is not mmedge's (what a user would otherwise ship), ``fastest_mmedge``
+mmedge's fastest (any of its graphs on any of its backends).
 """
 from __future__ import annotations
 
@@ -40,11 +47,11 @@ from mmedge.bench.options import BenchOptions
 from mmedge.bench.schema import PEERS_SCHEMA
 from mmedge.errors import DataError
 
-__all__ = ["run_peers", "best_peer", "MMEDGE_VARIANTS"]
+__all__ = ["run_peers", "best_peer", "fastest_mmedge", "is_mmedge", "MMEDGE_VARIANTS"]
 
 Feed = dict[str, np.ndarray]
 Fn = Callable[[Feed], np.ndarray]
-MMEDGE_VARIANTS = ("mmedge fp32", "mmedge int8")
+MMEDGE_VARIANTS = ("mmedge fp32", "mmedge int8", "mmedge fp32 (openvino)", "mmedge int8 (openvino)")
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,21 @@ def run_peers(opts: BenchOptions, checkpoint: str | Path, *, log: Callable[[str]
             "iters": opts.iters, "warmup": opts.warmup, "peaks_gops": peaks, "encoders": report}
 
 
+def is_mmedge(variant: str) -> bool:
+    """Whether a variant is mmedge's own (a bundle graph on one of mmedge's backends)."""
+    return variant in MMEDGE_VARIANTS
+
+
 def best_peer(median_ms: Mapping[str, float]) -> str | None:
     """The fastest variant that is not mmedge's (None when there is none)."""
-    others = {k: v for k, v in median_ms.items() if k not in MMEDGE_VARIANTS}
+    others = {k: v for k, v in median_ms.items() if not is_mmedge(k)}
     return min(others, key=lambda k: others[k]) if others else None
+
+
+def fastest_mmedge(median_ms: Mapping[str, float]) -> str | None:
+    """mmedge's fastest variant (None when there is none)."""
+    ours = {k: v for k, v in median_ms.items() if is_mmedge(k)}
+    return min(ours, key=lambda k: ours[k]) if ours else None
 
 
 def _dataset(bundle: Any, ref: Any, data: str | None) -> Any:
@@ -161,7 +179,8 @@ def _ort_static(fp32: Path, calib: list[Feed], work: Path, name: str) -> Path:
 
 def _cosines(ref: Fn, fn: Fn, evals: list[Feed]) -> dict[str, float]:
     cos: list[float] = []
-    for feed in evals:
+    rows = [{k: v[i:i + 1] for k, v in feed.items()} for feed in evals for i in range(len(next(iter(feed.values()))))]
+    for feed in rows:
         a, b = ref(feed).astype(np.float64), fn(feed).astype(np.float64)
         cos += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
     return {"min": float(np.min(cos)), "mean": float(np.mean(cos))}
@@ -180,13 +199,21 @@ def _onnx_variants(m: str, enc: Any, bundle: Any, calib: list[Feed], work: Path)
     return out
 
 
-def _variants(enc: Any, onnx_graphs: Mapping[str, Path], plan: _Plan) -> dict[str, Fn]:
+def _variants(enc: Any, onnx_graphs: Mapping[str, Path], plan: _Plan, openvino: Mapping[str, Fn]) -> dict[str, Fn]:
     import torch
 
     names = tuple(enc.input_names)
     return {"pytorch eager": _pooled_fn_torch(enc, names),
             "torch.compile": _pooled_fn_torch(torch.compile(enc, dynamic=False), names),
-            **{k: _pooled_fn_ort(path, plan.opts.threads) for k, path in onnx_graphs.items()}}
+            **{k: _pooled_fn_ort(path, plan.opts.threads) for k, path in onnx_graphs.items()}, **openvino}
+
+
+def _openvino_variants(m: str, graphs: Mapping[str, Path], calib: list[Feed], work: Path, threads: int
+                       ) -> dict[str, Fn]:
+    """mmedge's graphs on its OpenVINO backend, and OpenVINO's defaults on the fp32 and NNCF int8 ONNX."""
+    from mmedge.bench.peers_openvino import openvino_variants
+
+    return openvino_variants(m, graphs, calib, work, threads)
 
 
 def _op_profile(path: Path, feed: Feed, threads: int, runs: int = 30) -> dict[str, float]:
@@ -242,7 +269,7 @@ def _encoder_report(m: str, enc: Any, bundle: Any, data: Any, ref: Any, plan: _P
     fp32 = bundle.root / bundle.encoders[m].graphs["fp32"].file
     with tempfile.TemporaryDirectory(prefix=f"peers-{m}-") as tmp:
         graphs = _onnx_variants(m, enc, bundle, calib, Path(tmp))
-        variants = _variants(enc, graphs, plan)
+        variants = _variants(enc, graphs, plan, _openvino_variants(m, graphs, calib, Path(tmp), plan.opts.threads))
         fidelity = {k: _cosines(variants["pytorch eager"], f, evals) for k, f in variants.items()}
         batches = {}
         for b in plan.opts.batches:

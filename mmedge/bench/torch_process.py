@@ -96,9 +96,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         run = _Run(opts, bundle, data, source, label_targets(data, bundle.labels),
                    np.asarray(spec["accuracy_rows"], dtype=np.int64), lambda _msg: None, probes.rss_bytes(),
                    spec.get("padding", {}))
-        with fairness.limit_blas():
-            config, accuracy = _torch_config(run, opts.checkpoint)
-            configs = [config] + ([_torch_config(run, opts.checkpoint, compiled=True)[0]] if spec.get("compile") else [])
+        config, accuracy = _torch_config(run, opts.checkpoint)
+        configs = [config] + ([_torch_config(run, opts.checkpoint, compiled=True)[0]] if spec.get("compile") else [])
+        with fairness.limit_blas():  # entered once everything is loaded: every BLAS library is held
             records = [r for b in opts.batches for r in _time_batch(opts, configs, _rows_for(len(data), b))]
             threads = fairness.thread_settings()
     return {"pid": os.getpid(), "torch_threads": int(torch.get_num_threads()), "records": records,

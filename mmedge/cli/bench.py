@@ -52,6 +52,8 @@ def bench(
                                               "compare with the ensemble."),
     footprint: bool = typer.Option(_d("footprint"), "--footprint/--no-footprint",
                                    help="Measure each precision in a fresh torch-free process (RSS, first prediction)."),
+    background_load: bool = typer.Option(_d("background_load"), "--background-load", help="Also time the runtime "
+                                         "beside a thread of numpy work (a busy app): p50/p90/p99 with and without."),
     seed: int = typer.Option(_d("seed"), help="Seed of the interleaving order and the accuracy subset."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
     plot: Optional[Path] = typer.Option(None, help="Write a latency-distribution PNG here."),
@@ -65,6 +67,7 @@ def bench(
             batches=int_list(batch, "--batch"), iters=iters, warmup=warmup, baseline=baseline,
             torch_compile=torch_compile, checkpoint=checkpoint, data=data, accuracy_samples=accuracy_samples,
             members_compare=members_compare, footprint=footprint, seed=seed, peers=peers, peer_calib=peer_calib,
+            background_load=background_load,
             peer_eval=peer_eval, command=_command(), **({} if threads is None else {"threads": threads}))
         report = run_bench(opts, log=lambda msg: err_console.print(f"[dim]{msg}[/]"))
     except MmedgeError as e:

@@ -50,6 +50,11 @@ def accuracy_table(manifest: dict) -> Table:
                       *[f"{r['members'].get(m, float('nan')):.2%}" for m in members], f"{r['drop_points']:+.2f}",
                       _measured_on(r.get("measured_on", "")),
                       "; ".join(r.get("accuracy_reverts", r.get("fallback", []))))  # "fallback": older bundles
+    for backend, per in metrics.get("backends", {}).items():  # export's figures on other backends (OpenVINO)
+        for p, r in per.items():
+            cells = [f"{r['ensemble']:.2%}", *[f"{r['members'].get(m, float('nan')):.2%}" for m in members],
+                     f"{r['drop_points']:+.2f}"] if "ensemble" in r else [r.get("error", "")[:40], *[""] * len(members), ""]
+            table.add_row(f"{p} on {backend}", manifest.get("precisions", {}).get(p, ""), *cells, backend, "")
     return table
 
 
@@ -112,7 +117,9 @@ def print_bench_report(report: Mapping[str, Any]) -> None:
         console.print(comparison_table(report))
     if "peers" in report:
         console.print(peers_table(report["peers"]))
-    for line in _extra_lines(report):
+    from mmedge.bench.fairness import report_lines
+
+    for line in _extra_lines(report) + report_lines(report):
         console.print(line)
 
 

@@ -200,6 +200,7 @@ class OpenVINORunner(BaseRunner):
     """
 
     loader: OpenVINOLoader
+    per_row: bool = False  # set by activate(): the graph is quantized
 
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         graph = self.loader()

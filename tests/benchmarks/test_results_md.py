@@ -27,6 +27,7 @@ def test_every_target_has_a_figure_a_verdict_and_a_reason():
     assert len(body) >= 2 * 3 + 5  # 3 encoders x 2 batches, e2e vs eager and compile, ensemble, accuracy, footprint
     for row in body:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[3] == "met" or cells[3].startswith("**missed** by"), row
+        # a ratio with a disturbed side (p90/p50 > 1.3, a shared machine) is neither met nor missed
+        assert cells[3] == "met" or cells[3].startswith(("**missed** by", "**not quotable**")), row
         assert cells[3] == "met" or cells[4] or "accuracy" in cells[0], f"a miss without its reason: {row}"
     assert set(TARGETS) >= {"encoder", "eager", "compile", "ensemble_vs_member", "first_prediction_s", "rss_int8_mib"}

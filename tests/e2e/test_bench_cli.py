@@ -7,6 +7,7 @@ dataset of real files. No timing is asserted: only that every section is there.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_torch_process_baseline_is_timed_in_its_own_process(built, checkpoint, j
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["bench", str(built.path), "--data", str(jsonl), "--batch", "1,2", *_QUICK,
                                       "--baseline", "torch-process", "--checkpoint", str(checkpoint),
-                                      "--json", str(out)])
+                                      "--background-load", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert validate_report(report) == []
@@ -137,6 +138,18 @@ def test_torch_process_baseline_is_timed_in_its_own_process(built, checkpoint, j
     assert report["accuracy"]["torch/eager"]["samples"] == 4
     assert report["environment"]["threads"]["torch"] == 1
     assert "PyTorch eager (own process)" in " ".join(result.output.split())
+    fair = report["fairness"]  # both sides under the same rules, each side's threads recorded
+    assert fair["blas_threads"] == 1 and fair["text_padding"]["runtime"]["text"] == 8 == \
+        fair["text_padding"]["pytorch"]["text"]
+    sides = fair["thread_settings"]
+    assert sides["runtime"]["blas_threads"] == 1 == sides["pytorch (own process)"]["blas_threads"]
+    assert sides["pytorch (own process)"]["torch_intra_op"] == 1 and sides["runtime"]["ort_intra_op"] == 1
+    assert fair["disturbed"] == [c["id"] for c in report["configs"] if c["p90_over_p50"] > 1.3]
+    loaded = report["background_load"]
+    assert set(loaded["configs"]) == {"fp32/ort/b1", "fp32/ort/b2"} and loaded["workload"]["duty"] == 0.5
+    for c in loaded["configs"].values():
+        assert c["with"]["p50"] > 0 and c["without"]["p99"] >= c["without"]["p50"] and c["p99_ratio"] > 0
+    assert "beside a numpy load, fp32/ort/b1" in result.output and "fair baseline: one BLAS thread" in result.output
 
 
 def test_peers_compare_every_encoder_with_the_peer_recipe(built, checkpoint, jsonl, tmp_path, monkeypatch):
@@ -156,9 +169,12 @@ def test_peers_compare_every_encoder_with_the_peer_recipe(built, checkpoint, jso
     for modality, enc in peers["encoders"].items():
         fidelity = enc["fidelity_vs_pytorch_fp32"]
         peer = "peer: Optimum CPU recipe" if modality == "text" else "peer: ORT quantize_static QDQ"
-        assert set(fidelity) == {"pytorch eager", "torch.compile", "mmedge fp32", peer}  # no int8 in this bundle
+        openvino = {"mmedge fp32 (openvino)", "peer: OpenVINO fp32 ONNX", "peer: OpenVINO NNCF int8"} \
+            if importlib.util.find_spec("openvino") else set()
+        assert set(fidelity) == {"pytorch eager", "torch.compile", "mmedge fp32", peer} | openvino  # no int8 here
         assert all(-1 - 1e-6 <= f["min"] <= f["mean"] <= 1 + 1e-6 for f in fidelity.values())
         assert fidelity["mmedge fp32"]["min"] > 0.999
+        assert fidelity.get("mmedge fp32 (openvino)", {"min": 1.0})["min"] > 0.999  # f32: as exact as ORT
         assert set(enc["batches"]) == {"1", "2"}
         for entry in enc["batches"].values():
             assert all(ms > 0 for ms in entry["median_ms"].values()) and entry["flops"] > 0
