@@ -121,7 +121,8 @@ def test_graph_entries_carry_the_onnx_runtime_optimizers_kept_off(bundle_path, t
 
     def edit(m):
         for owner in [*m["encoders"].values(), *m["members"]]:  # older bundles: no key
-            owner["graphs"].update({p: dict(owner["graphs"]["fp32"]) for p in ("int8-fp16-trt", "not-registered")})
+            old = {k: v for k, v in owner["graphs"]["fp32"].items() if k != "ort_disabled_optimizers"}
+            owner["graphs"].update({p: dict(old) for p in ("int8-fp16-trt", "not-registered")})
         graphs = {k: e["graphs"] for k, e in m["encoders"].items()}
         graphs["text"]["int8-fp16-trt"]["ort_disabled_optimizers"] = []
         graphs["audio"]["fp32"]["ort_disabled_optimizers"] = ["ConstantFolding"]
