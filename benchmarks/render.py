@@ -327,7 +327,7 @@ def render_ensemble_seeds(report: Report, source: str) -> str:
                   f"{100 * s['chosen_mean']:.2f} ± {100 * s['chosen_std']:.2f}% (mean ± std over {s['runs']} runs); "
                   f"gain {s['gain_points_mean']:+.2f} points on average (min {s['gain_points_min']:+.2f}, max "
                   f"{s['gain_points_max']:+.2f}); ensemble >= chosen in {s['runs_at_least_chosen']}/{s['runs']} runs: "
-                  f"goal **{'met' if s['goal_met'] else 'missed'}**.\n"]
+                  f"goal **{ {True: 'met', False: 'missed', None: 'not judged (too few runs)'}[s['goal_met']]}**.\n"]
     if report.get("analysis"):
         parts.append(report["analysis"] + "\n")
     return "\n".join(parts)

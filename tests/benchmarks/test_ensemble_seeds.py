@@ -23,8 +23,9 @@ def _run(seed: int, chosen: float, ensemble: float) -> dict:
                                          ([(0.90, 0.92), (0.80, 0.799)], False),   # one run below its member
                                          ([(0.90, 0.901), (0.80, 0.801)], False)])  # +0.1 on average
 def test_summary_goal_needs_every_run_at_least_the_member_and_the_mean_gain(pairs, met):
-    s = summarize([_run(i, c, e) for i, (c, e) in enumerate(pairs)])
+    s = summarize([_run(i, c, e) for i, (c, e) in enumerate(pairs)], required=2)
     assert s["goal_met"] is met
+    assert summarize([_run(i, c, e) for i, (c, e) in enumerate(pairs)])["goal_met"] is None  # 2 of 5 runs
     assert s["runs_at_least_chosen"] == sum(e >= c for c, e in pairs)
     assert s["gain_points_mean"] == pytest.approx(100 * sum(e - c for c, e in pairs) / len(pairs))
 
@@ -34,7 +35,7 @@ def test_results_section_lists_every_run(tmp_path):
 
     runs = [_run(0, 0.9, 0.91), _run(1, 0.8, 0.8)]
     report = {"schema": SCHEMA, "command": "python benchmarks/ensemble_seeds.py", "created": "now", "goal_points": 0.3,
-              "recipes": {"digits-av": {"runs": runs, "summary": summarize(runs)}}, "analysis": "Why: because."}
+              "recipes": {"digits-av": {"runs": runs, "summary": summarize(runs, required=2)}}, "analysis": "Why: because."}
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps(report))
     text = render_results([path])
