@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from mmedge.cli import app
 from mmedge.config import MemberConfig, get_recipe
+from mmedge.runtime.ensemble import EnsembleMethod
 from mmedge.errors import CalibrationError, CheckpointError
 from mmedge.export.exporter import ExportConfig, export_checkpoint
 from mmedge.training import train_recipe
@@ -33,6 +34,7 @@ def checkpoint(tmp_path_factory):
         members=(MemberConfig("concat", "concat", base.modalities),
                  MemberConfig("cross_attention", "cross_attention", base.modalities, hidden=32, seed=2)),
         train=dataclasses.replace(base.train, epochs=6, encoder_epochs=2),
+        ensemble=EnsembleMethod.STACKING,  # both heads are exported (selection may drop one of a tiny run's)
     )
     out = tmp_path_factory.mktemp("ckpt") / "small"
     train_recipe(recipe, out)
@@ -140,11 +142,12 @@ def test_int8_files_are_much_smaller(bundle):
 def test_fallback_keeps_heads_then_least_faithful_encoders_in_float():
     from mmedge.export.accuracy_control import control_accuracy
     from mmedge.export.components import Component, accuracy_revert
+    from mmedge.runtime.manifest import GraphEntry
 
     def comp(key, kind, cos):
         c = Component(key, key, None, kind, "cnn")
-        c.graphs["fp32"] = {"file": f"{key}.fp32.onnx", "status": "ok"}
-        c.graphs["int8"] = {"file": f"{key}.int8.onnx", "status": "ok", "fidelity": {"min_cosine": cos}}
+        c.graphs["fp32"] = GraphEntry(file=f"{key}.fp32.onnx")
+        c.graphs["int8"] = GraphEntry(file=f"{key}.int8.onnx", fidelity={"min_cosine": cos})
         return c
 
     comps = [comp("encoder.image", "encoder", 0.99), comp("encoder.text", "encoder", 0.95),
