@@ -47,6 +47,26 @@ def test_auto_takes_openvino_on_x86_and_onnx_runtime_elsewhere(bundle_path, monk
     assert resolve_backend("openvino").name == "openvino"  # by name it still runs there
 
 
+def test_auto_keeps_quantized_graphs_on_onnx_runtime(bundle_path, monkeypatch):
+    """Graphs whose entry records quantized activations are not taken to OpenVINO by ``auto``."""
+    import dataclasses
+
+    from mmedge.runtime import Bundle
+    from mmedge.runtime.backends.base import GraphRef
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    with Bundle.open(bundle_path) as bundle:
+        graphs = [GraphRef.from_bundle(bundle, c, "fp32") for c in bundle.components()]
+    int8 = dataclasses.replace(graphs[0], entry=dataclasses.replace(
+        graphs[0].entry, quantization={"tool": "nncf", "activations": "u8 per-tensor"}))
+    weight_only = dataclasses.replace(graphs[0], entry=dataclasses.replace(
+        graphs[0].entry, quantization={"tool": "weight-only int8"}))
+    assert OpenVINOLoader.missing(graphs, None) is None
+    assert OpenVINOLoader.missing([weight_only, *graphs[1:]], None) is None
+    problem = OpenVINOLoader.missing([int8, *graphs[1:]], None)
+    assert problem is not None and graphs[0].component in problem and "backend='openvino'" in problem
+
+
 def _quantized_image_graph(bundle_path, tmp_path, rng):
     """ONNX Runtime's static QDQ int8 of the fixture's image encoder (what an int8 bundle graph is)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
