@@ -215,12 +215,22 @@ def fit_ensemble(recipe: Recipe, val_logits: list[np.ndarray], y_val: np.ndarray
     if recipe.ensemble is EnsembleMethod.MAJORITY_VOTE:
         return EnsembleFit(recipe.ensemble, temps, [float(w) for w in fit_weights(probs, y_val)])
     forced = recipe.ensemble_rule or (SelectionRule.STACKING if recipe.ensemble is EnsembleMethod.STACKING else None)
+    if forced is None and not _selectable(len(recipe.members), y_val):
+        log("  ensemble: weighted_mean fit on validation (rule selection needs 2+ members and 2+ validation "
+            "samples of every class)")
+        return EnsembleFit(EnsembleMethod.WEIGHTED_MEAN, temps, [float(w) for w in fit_weights(probs, y_val)])
     sel = select_ensemble(probs, y_val, [mb.name for mb in recipe.members], rule=forced, seed=recipe.train.seed)
     stacked = sel.rule is SelectionRule.STACKING
     log(f"  ensemble: {sel.rule.value} (cross-validated on validation), weights "
         f"{dict(zip(sel.names, (round(w, 3) for w in sel.weights)))}, dropped {list(sel.dropped)}")
     return EnsembleFit(EnsembleMethod.STACKING if stacked else EnsembleMethod.WEIGHTED_MEAN, temps,
                        list(sel.weights), sel.stacking, sel)
+
+
+def _selectable(members: int, y_val) -> bool:
+    """Whether rule selection can cross-validate: several members, 2+ validation samples of each class."""
+    counts = np.bincount(np.asarray(y_val, dtype=np.int64))
+    return members > 1 and counts.size > 0 and int(counts[counts > 0].min()) >= 2
 
 
 def ensemble_metrics(recipe: Recipe, test_logits, y_test, fit: EnsembleFit, *, val=None) -> dict[str, Any]:
