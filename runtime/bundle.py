@@ -8,7 +8,6 @@ path to open again. No torch, no onnx.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -59,7 +58,8 @@ class Bundle:
     _identities: Mapping[str, Identity] = field(default_factory=dict, repr=False, compare=False)
     _tmp: Any = field(default=None, repr=False, compare=False)
 
-    name = property(lambda self: self.manifest.name, doc="The bundle's name.")
+    name = property(lambda self: self.manifest.name or self.source.stem,
+                    doc="The bundle's name (unnamed: its folder's or file's).")
     task = property(lambda self: self.manifest.task, doc="classification | matching | retrieval.")
     labels = property(lambda self: self.manifest.labels, doc="The class labels.")
     modalities = property(lambda self: self.manifest.modalities, doc="The modalities, in order.")
@@ -107,8 +107,6 @@ class Bundle:
     def _load(cls, root: Path, source: Path, tmp: Any, verify: bool, limits: Limits) -> "Bundle":
         raw, manifest_sha = _read_manifest(root, limits)
         manifest = Manifest.from_json(raw)
-        if "name" not in raw:  # a manifest without a name is called after its folder or file
-            manifest = dataclasses.replace(manifest, name=source.stem)
         if verify:
             identities = verify_files(root, manifest.files, manifest_sha, stamp=tmp is None)
         else:

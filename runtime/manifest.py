@@ -108,7 +108,7 @@ class EncoderInfo:
     """The encoder of one modality (``encoders.<modality>``): its I/O and its graph per precision."""
 
     modality: str = field(default="", metadata={"key": True})  # the key it is written under
-    name: str = _f(string, default="")
+    name: str = _f(string)
     inputs: tuple[TensorInfo, ...] = _f(_TENSORS)
     outputs: tuple[TensorInfo, ...] = _f(_TENSORS)
     graphs: Mapping[str, GraphEntry] = _f(_graphs)
@@ -198,8 +198,7 @@ class SimilarityInfo:
 
 
 def _encoders(value: Any, path: str) -> Mapping[str, EncoderInfo]:
-    return MappingProxyType({m: dataclasses.replace(read_dataclass(EncoderInfo, e, key_path(path, m)), modality=m,
-                                                    name=e.get("name") or m)
+    return MappingProxyType({m: dataclasses.replace(read_dataclass(EncoderInfo, e, key_path(path, m)), modality=m)
                              for m, e in obj(value, path).items()})
 
 
@@ -234,7 +233,7 @@ class Manifest:
     """
 
     format: str = _f(string)
-    name: str = _f(string, default="bundle")
+    name: str | None = _f(optional_string, default=None)  # None: ``Bundle.name`` is the folder's or file's
     task: str = _f(choice(*TASKS))
     labels: tuple[str, ...] = _f(strings(min_len=2))
     modalities: tuple[str, ...] = _f(_modalities)
@@ -364,7 +363,8 @@ _MANIFEST_TYPES = (TensorInfo, GraphEntry, EncoderInfo, MemberInfo, EnsembleInfo
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """Keys written by older mmedge versions, in today's form: ensemble weights and temperatures
     listed under ``ensemble`` move onto the members, a member without ``head`` is its own name, a
-    graph without ``ort_disabled_optimizers`` gets its precision record's."""
+    graph without ``ort_disabled_optimizers`` gets its precision record's, an encoder without ``name`` is
+    called after its modality."""
     out = dict(data)
     members = data.get("members")
     ens = data.get("ensemble")
@@ -377,8 +377,8 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
                            "head": m.get("name"), **m, "graphs": _upgrade_graphs(m.get("graphs"))}
                           for i, m in enumerate(members)]
     if isinstance(data.get("encoders"), Mapping):
-        out["encoders"] = {k: {**e, "graphs": _upgrade_graphs(e.get("graphs"))} if isinstance(e, Mapping) else e
-                           for k, e in data["encoders"].items()}
+        out["encoders"] = {k: {"name": k, **e, "graphs": _upgrade_graphs(e.get("graphs"))} if isinstance(e, Mapping)
+                           else e for k, e in data["encoders"].items()}
     return out
 
 
