@@ -253,11 +253,19 @@ def _combine_model(out: Path, bundle: Any, variant: _Variant, backend: str, conf
     members = [{"name": m.name, "weight": m.weight, "temperature": m.temperature} for m in variant.members]
     params = {"step": "combine", "method": bundle.ensemble.method, "labels": json.dumps(list(bundle.labels)),
               "members": json.dumps(members), "all_members": json.dumps([m.name for m in bundle.members]),
-              "backend": backend, "precision": config.precision, "note": variant.note}
+              "backend": backend, "precision": config.precision, "note": variant.note,
+              "stacking": json.dumps(_plain(bundle.ensemble.stacking))}  # "null" for the other rules
     inputs = [tensor(f"logits.{m.name}", "FP32", [len(bundle.labels)]) for m in variant.members]
     outputs = [tensor(t.name, t.triton_dtype, t.dims) for t in output_specs(len(bundle.labels), len(bundle.members))]
     _python_model(out, name, config, params, inputs, outputs)
     return RepositoryModel(name, "python", f"mmedge.serve.steps.Combine({bundle.ensemble.method})")
+
+
+def _plain(value: Any) -> Any:
+    """A manifest value (read-only mappings, tuples) as plain JSON types."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:

@@ -52,20 +52,23 @@ class Combine:
     ``mmedge.runtime.ensemble.ensemble_prediction`` as ``Session`` does.
 
     Args:
-        method: ``weighted_mean`` | ``soft_vote`` | ``majority_vote``.
+        method: ``weighted_mean`` | ``soft_vote`` | ``majority_vote`` | ``stacking``.
         labels: The class names.
         members: ``[{"name", "weight", "temperature"}]`` of the members this ensemble runs.
         all_members: Every member of the bundle, in order.
         backend: What ran the graphs (reported in ``meta``).
         precision: The bundle precision served.
         note: Why members were left out (a variant without an optional modality).
+        stacking: The ``stacking`` rule's coefficients as the manifest holds them (``{"coef", "intercept"}``);
+            a variant that runs only some members combines them by their weights, as ``Session`` does.
     """
 
     def __init__(self, method: str, labels: list[str], members: list[dict], all_members: list[str],
-                 backend: str, precision: str, note: str = "") -> None:
-        from mmedge.runtime.ensemble import MemberRule
+                 backend: str, precision: str, note: str = "", stacking: Mapping[str, Any] | None = None) -> None:
+        from mmedge.runtime.ensemble import MemberRule, Stacking
 
         self.method, self.labels = method, list(labels)
+        self.stacking = Stacking.from_dict(stacking) if stacking is not None else None
         self.members = [MemberRule(m["name"], float(m["weight"]), float(m["temperature"])) for m in members]
         self.all_members, self.backend, self.precision, self.note = list(all_members), backend, precision, note
 
@@ -76,7 +79,7 @@ class Combine:
         ran = {m.name for m in self.members}
         pred = ensemble_prediction(logits, self.members, method=self.method, labels=self.labels, backend=self.backend,
                                    precision=self.precision, skipped=[n for n in self.all_members if n not in ran],
-                                   note=self.note)
+                                   note=self.note, stacking=self.stacking)
         return encode_outputs(pred, self.all_members, slice(0, len(pred.indices)))
 
 
@@ -123,7 +126,8 @@ def _preprocess(params: Mapping[str, str], folder: Path) -> Preprocess:
 
 def _combine(params: Mapping[str, str], folder: Path) -> Combine:
     return Combine(params["method"], json.loads(params["labels"]), json.loads(params["members"]),
-                   json.loads(params["all_members"]), params["backend"], params["precision"], params.get("note", ""))
+                   json.loads(params["all_members"]), params["backend"], params["precision"], params.get("note", ""),
+                   json.loads(params.get("stacking") or "null"))
 
 
 def _onnx_graph(params: Mapping[str, str], folder: Path) -> OnnxGraph:
