@@ -24,11 +24,13 @@ _TEXT_SUFFIXES = (".json", ".txt", ".md")  # deflated; weights barely compress a
 
 
 def graph_entries(manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every graph entry of a manifest: ``encoders[m].graphs[p]`` and ``members[i].graphs[p]``."""
+    """Every graph entry of a manifest: ``encoders[m].graphs[p]``, ``members[i].graphs[p]`` and the merged
+    heads graph's ``ensemble.graphs[p]``."""
     for encoder in (manifest.get("encoders") or {}).values():
         yield from (encoder.get("graphs") or {}).values()
     for member in manifest.get("members") or []:
         yield from (member.get("graphs") or {}).values()
+    yield from ((manifest.get("ensemble") or {}).get("graphs") or {}).values()
 
 
 def _check_relpath(relpath: str) -> str:

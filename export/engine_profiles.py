@@ -135,6 +135,9 @@ def component_profiles(bundle: Bundle, *, max_batch: int, opt_batch: int = 1) ->
             raise BundleError(f"head.{member.name} reads {missing}, which no encoder graph outputs; re-export")
         out[f"head.{member.name}"] = tuple(_head_input_profile(features[n][0], features[n][1], ranges["batch"])
                                            for n in member.inputs)
+    if bundle.manifest.ensemble.graphs:  # the merged heads graph (``heads``) reads every member's features
+        names = dict.fromkeys(n for m in bundle.members for n in m.inputs)
+        out["heads"] = tuple(_head_input_profile(features[n][0], features[n][1], ranges["batch"]) for n in names)
     return out
 
 

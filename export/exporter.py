@@ -17,6 +17,7 @@ from mmedge.export.components import Component, export_fp32, make_reduced
 from mmedge.export.quantization import export_precisions
 from mmedge.export.manifest_builder import build_manifest, bundle_files, validation_metrics
 from mmedge.export.accuracy import assess_precisions
+from mmedge.export.heads_graph import with_heads_graphs
 from mmedge.progress import log, track
 from mmedge.runtime.precisions import PRECISIONS, REFERENCE, PrecisionKind, get_precision
 
@@ -128,6 +129,7 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
                 if get_precision(precision).kind is PrecisionKind.SELECTED:
                     status[precision] = f"not built: {precision} checks its accuracy budget on labelled samples"
         manifest = build_manifest(src, comps, config, precisions=status, metrics=metrics)
+        manifest = with_heads_graphs(manifest, work, src.cases)  # every head and the rule as one graph per precision
         from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))

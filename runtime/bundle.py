@@ -131,8 +131,8 @@ class Bundle:
         return f"precision {precision!r} {why}; available precisions: {self.precisions()}"
 
     def components(self) -> list[str]:
-        """Component names: ``encoder.<modality>`` and ``head.<member>``."""
-        return [f"encoder.{m}" for m in self.encoders] + [f"head.{m.name}" for m in self.members]
+        """Component names: ``encoder.<modality>``, ``head.<member>`` and the merged heads graph (``heads``)."""
+        return [owner for owner, _ in self.manifest.graph_owners()]
 
     def graph_entry(self, component: str, precision: str) -> GraphEntry:
         """The graph entry of ``component`` (``encoder.image``, ``head.concat``...) at ``precision``."""

@@ -153,6 +153,22 @@ def _check_vector(name: str, values: Sequence[float] | None, k: int, *, allow_ze
     return v
 
 
+def read_stacking(value: Any, path: str) -> Mapping[str, Any]:
+    """The manifest's ``ensemble.stacking`` check: coefficients that ``Stacking`` accepts, kept as written.
+
+    Raises:
+        SchemaError: unreadable coefficients, with their JSON path.
+    """
+    from mmedge.runtime.manifest_schema import SchemaError, obj
+
+    data = obj(value, path)
+    try:
+        Stacking.from_dict(data)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise SchemaError(path, f"stacking coefficients unreadable ({type(exc).__name__}: {exc})") from None
+    return data
+
+
 @dataclass(frozen=True)
 class MemberRule:
     """What the ensemble rule needs of one member (``mmedge.runtime.bundle.MemberInfo`` has the same fields)."""
@@ -185,18 +201,35 @@ def ensemble_prediction(logits: Mapping[str, np.ndarray], members: Sequence[Any]
     Returns:
         A ``mmedge.runtime.prediction.Prediction``.
     """
-    from mmedge.runtime.prediction import Prediction
-
-    start, method = time.perf_counter(), parse_method(method)
-    if method is EnsembleMethod.STACKING and stacking is not None and stacking.members != len(members):
-        method = EnsembleMethod.WEIGHTED_MEAN
+    start, method = time.perf_counter(), effective_method(method, stacking, len(members))
     probs = combine([logits[m.name] for m in members], method=method, temperatures=[m.temperature for m in members],
                     weights=None if method is EnsembleMethod.SOFT_VOTE else [m.weight for m in members],
                     stacking=stacking)  # (B, C)
     member_probs = {m.name: softmax(logits[m.name], m.temperature) for m in members}
-    indices = probs.argmax(axis=1).astype(np.int64)  # (B,)
     timings = {} if timings is None else timings
     timings["ensemble"] = (time.perf_counter() - start) * 1000.0
+    return prediction_of(probs, member_probs, labels=labels, backend=backend, precision=precision,
+                         skipped=skipped, note=note, timings=timings)
+
+
+def effective_method(method: str | EnsembleMethod, stacking: Stacking | None, members: int) -> EnsembleMethod:
+    """The rule that really combines ``members`` members: ``stacking`` fit on another number of members (an
+    optional modality not given) cannot apply, so their weights combine them (``weighted_mean``) instead."""
+    method = parse_method(method)
+    if method is EnsembleMethod.STACKING and stacking is not None and stacking.members != members:
+        return EnsembleMethod.WEIGHTED_MEAN
+    return method
+
+
+def prediction_of(probs: np.ndarray, member_probs: Mapping[str, np.ndarray], *, labels: Sequence[str], backend: str,
+                  precision: str, skipped: Sequence[str] = (), note: str = "",
+                  timings: dict[str, float] | None = None) -> Any:
+    """The ``Prediction`` of ensemble probabilities (B, C) and each member's (B, C), in member order (the
+    runtime's combine above, or the merged heads graph: ``mmedge.runtime.merged_heads``)."""
+    from mmedge.runtime.prediction import Prediction
+
+    indices = np.asarray(probs).argmax(axis=1).astype(np.int64)  # (B,)
     return Prediction(labels=[labels[i] for i in indices], indices=indices, probabilities=probs,
-                      member_probabilities=member_probs, timings_ms=timings, backend=backend, precision=precision,
-                      members=tuple(m.name for m in members), skipped_members=tuple(skipped), note=note)
+                      member_probabilities=dict(member_probs), timings_ms={} if timings is None else timings,
+                      backend=backend, precision=precision, members=tuple(member_probs),
+                      skipped_members=tuple(skipped), note=note)

@@ -96,5 +96,5 @@ def length_axis_dynamic(runners: Mapping[str, BaseRunner], encoder_component: st
     if encoder is None or any(len(m.shape) < 2 or m.shape[1] is not None for m in encoder.inputs):
         return False
     per_token = {m.name for m in encoder.outputs if len(m.shape) >= 2 and m.shape[1] is None}
-    heads = [r for c, r in runners.items() if c.startswith("head.")]
+    heads = [r for c, r in runners.items() if c.startswith("head")]  # head.<member>, and the merged "heads"
     return all(m.shape[1] is None for r in heads for m in r.inputs if m.name in per_token)

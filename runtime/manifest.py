@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
+from mmedge.runtime.ensemble import read_stacking
 from mmedge.runtime.manifest_schema import (
     DTYPES, METHODS, TASKS, SchemaError, check_format, check_relpath, check_sha256, check_spec, choice, dim, key_path,
     mapping, number, numbers, obj, optional_string, ranged, read_dataclass, string, strings, tuple_of)
@@ -138,11 +139,14 @@ class EnsembleInfo:
             absent for the other rules.
         selection: How training chose the rule on the validation split (every candidate's scores,
             disagreement, oracle accuracy, the members dropped); absent in older bundles.
+        graphs: The merged heads graph per precision: every member head and this rule as one graph
+            (``mmedge.runtime.merged_heads``); absent in older bundles (the Session runs the heads one by one).
     """
 
     method: str = _f(choice(*METHODS))
-    stacking: Mapping[str, Any] | None = _f(lambda v, p: _stacking(v, p), default=None)
+    stacking: Mapping[str, Any] | None = _f(read_stacking, default=None)
     selection: Mapping[str, Any] | None = _report()
+    graphs: Mapping[str, GraphEntry] | None = _f(lambda v, p: _graphs(v, p), default=None)
 
     @functools.cached_property
     def stacking_model(self) -> Any:
@@ -150,19 +154,6 @@ class EnsembleInfo:
         from mmedge.runtime.ensemble import Stacking
 
         return Stacking.from_dict(self.stacking) if self.stacking is not None else None
-
-
-def _stacking(value: Any, path: str) -> Mapping[str, Any]:
-    """Stacking coefficients that ``Stacking`` accepts, kept as written."""
-    from mmedge.errors import ConfigError
-    from mmedge.runtime.ensemble import Stacking
-
-    data = obj(value, path)
-    try:
-        Stacking.from_dict(data)
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise SchemaError(path, f"stacking coefficients unreadable ({type(exc).__name__}: {exc})") from None
-    return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,6 +267,7 @@ class Manifest:
         """(``encoder.<modality>`` / ``head.<member>``, its graphs), in bundle order."""
         yield from ((f"encoder.{m}", e.graphs) for m, e in self.encoders.items())
         yield from ((f"head.{mb.name}", mb.graphs) for mb in self.members)
+        yield from ((("heads", self.ensemble.graphs),) if self.ensemble.graphs else ())  # merged_heads.HEADS
 
     def problems(self) -> list[tuple[str, str]]:
         """What must fit together across sections: each modality has a spec and an encoder, each
@@ -327,7 +319,7 @@ def _file_problems(m: Manifest) -> Iterator[tuple[str, str]]:
     from mmedge.runtime.specs import spec_files
 
     for owner, graphs in m.graph_owners():
-        where = f"encoders.{owner[8:]}" if owner.startswith("encoder.") else \
+        where = f"encoders.{owner[8:]}" if owner.startswith("encoder.") else "ensemble" if owner == "heads" else \
             f"members[{[mb.name for mb in m.members].index(owner[5:])}]"
         for p, g in graphs.items():
             if g.status == "ok" and m.files.get(g.file) != g.sha256:

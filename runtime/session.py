@@ -20,6 +20,7 @@ from mmedge.runtime.graph_checks import check_graphs, check_logits, length_axis_
 from mmedge.runtime.modalities import (InputOptions, Modality, Preprocess, PreprocessContext, check_given,
                                        encoder_feed, get_modality)
 from mmedge.runtime.limits import Limits
+from mmedge.runtime.merged_heads import check_merged, head_components, merged_prediction
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.session_config import check_session_config
 from mmedge.runtime.similarity import query_step, session_similarity, similarity_modalities
@@ -111,7 +112,7 @@ class Session:
             self._runners = open_runners(self._choice.name, graphs, settings)
             self._choice = honest_choice(self._choice, self._runners, strict=strict)
             self._preprocessors = self._make_preprocessors()
-            check_graphs(self.bundle, self._runners, self._members, self._preprocessors)
+            check_graphs(self.bundle, self._runners, check_merged(self), self._preprocessors)
         except BaseException:
             self.close()
             raise
@@ -121,7 +122,7 @@ class Session:
 
     def _components(self) -> list[str]:
         used = {m for mb in self._members for m in mb.modalities} | set(similarity_modalities(self.bundle))
-        return [f"encoder.{m}" for m in self.bundle.encoders if m in used] + [f"head.{m.name}" for m in self._members]
+        return [f"encoder.{m}" for m in self.bundle.encoders if m in used] + head_components(self)
 
     def _build_missing(self, backend: str, graphs: tuple[GraphRef, ...], settings: LoadSettings) -> None:
         """auto_build: builds what the requested backend (for auto: the fastest one here) needs, e.g. engines."""
@@ -281,8 +282,8 @@ class Session:
         feats: dict[str, np.ndarray] = {}
         for modality in plan.modalities:
             feats.update(self._encode(modality, items[modality], options, timings))
-        logits = {m.name: self._run_head(m, feats, timings) for m in plan.members}
-        pred = self._combine(plan, logits, timings)
+        pred = merged_prediction(self, plan, feats, timings)  # one graph for every head and the rule, when present
+        pred = pred or self._combine(plan, {m.name: self._run_head(m, feats, timings) for m in plan.members}, timings)
         timings["total"] = _ms(start)
         return pred
 
