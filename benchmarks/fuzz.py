@@ -209,10 +209,11 @@ class Fuzzer:
     and counts it in ``outcomes``; any other exception propagates: that is a bug.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, backend: str = "ort") -> None:
+        self.backend = backend  # fixed, not "auto": a finding replays on the backend it was found on
         self.base = build_micro_bundle(folder / "micro")
         self.manifest = json.loads((self.base / "manifest.json").read_text())
-        self.session = Session(self.base, threads=1)
+        self.session = Session(self.base, backend=backend, threads=1)
         self.scratch = folder / "scratch"
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -254,7 +255,8 @@ class Fuzzer:
         return self.scratch
 
     def _open_and_run(self, source: Path, verify: bool = True, limits: Limits | None = None) -> str:
-        with Bundle.open(source, verify=verify, limits=limits) as bundle, Session(bundle, threads=1) as session:
+        with Bundle.open(source, verify=verify, limits=limits) as bundle, \
+                Session(bundle, backend=self.backend, threads=1) as session:
             rng = np.random.default_rng(0)
             pred = session.predict(image=rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), text="a cat",
                                    audio=np.zeros(4000, np.float32), audio_rate=16000)
@@ -332,11 +334,11 @@ def _rehash(manifest: dict, rel: str, data: bytes) -> None:
 # -- the long run -------------------------------------------------------------------------
 
 
-def run(cases: int, *, seed: int = 0, folder: Path | None = None, targets: tuple[str, ...] = tuple(WEIGHTS)
-        ) -> dict[str, Any]:
-    """Runs about ``cases`` cases split over ``targets`` by ``WEIGHTS``; returns the figures."""
+def run(cases: int, *, seed: int = 0, folder: Path | None = None, targets: tuple[str, ...] = tuple(WEIGHTS),
+        backend: str = "ort") -> dict[str, Any]:
+    """Runs about ``cases`` cases split over ``targets`` by ``WEIGHTS`` on ``backend``; returns the figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        fuzzer = Fuzzer(Path(folder or tmp))
+        fuzzer = Fuzzer(Path(folder or tmp), backend)
         start = time.perf_counter()
         try:
             for target in targets:
@@ -350,7 +352,7 @@ def run(cases: int, *, seed: int = 0, folder: Path | None = None, targets: tuple
     for (target, outcome), n in sorted(fuzzer.outcomes.items()):
         by_target.setdefault(target, {})[outcome] = n
     return {"cases": sum(fuzzer.outcomes.values()), "seconds": round(time.perf_counter() - start, 1),
-            "outcomes": by_target, "seed": seed}
+            "outcomes": by_target, "seed": seed, "backend": backend}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", default=",".join(WEIGHTS), help=f"Comma-separated subset of {list(WEIGHTS)}.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument("--backend", default="ort", help="The runtime backend fuzzed (a name, not auto: findings replay).")
     args = parser.parse_args(argv)
     targets = tuple(t for t in args.targets.split(",") if t)
     if not targets or set(targets) - set(WEIGHTS):
         parser.error(f"--targets takes names among {list(WEIGHTS)}, got {args.targets!r}")
-    figures = run(args.cases, seed=args.seed, targets=targets)
+    figures = run(args.cases, seed=args.seed, targets=targets, backend=args.backend)
     print(json.dumps(figures, indent=2))
     if args.json:
         described = {"schema": "mmedge.fuzz/1", "command": " ".join(["python", *sys.argv]),

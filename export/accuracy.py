@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmedge.errors import MmedgeError
+from mmedge.export.backend_check import checked_backends
 from mmedge.export.accuracy_control import AccuracyControlReport, control_accuracy
 from mmedge.export.bundle_writer import write_bundle
 from mmedge.export.components import Component, accuracy_revert
@@ -86,11 +88,12 @@ class AccuracyRun:
         """The manifest of the components and reports as they are now."""
         return build_manifest(self.src, self.comps, self.config, precisions=self.status, metrics=self.metrics)
 
-    def evaluate(self, precision: str) -> tuple[dict[str, Any], float]:
-        """The runtime's figures of ``precision`` on the candidate bundle (rewritten if needed) and the drop."""
+    def evaluate(self, precision: str, backend: str = "ort") -> tuple[dict[str, Any], float]:
+        """The runtime's figures of ``precision`` on ``backend``, on the candidate bundle (rewritten if
+        needed), and the drop."""
         self.write_candidate()
         result = evaluate_bundle(self.work / "candidate", precision, self.src.data, self.src.test_rows,
-                                 threads=self.config.threads)
+                                 threads=self.config.threads, backend=backend)
         result.pop("samples")
         return result, self.reference.drop(result)
 
@@ -131,6 +134,7 @@ def assess_precisions(comps: list[Component], src: "ExportSources", work: Path, 
     for precision in config.precisions:
         if get_precision(precision).kind is PrecisionKind.SELECTED:
             _assess_selected(run, precision)
+    _assess_on_backends(run)
 
 
 def _assess_built(run: AccuracyRun, precision: str) -> None:
@@ -149,6 +153,24 @@ def _assess_selected(run: AccuracyRun, precision: str) -> None:
                                   precision=precision)
     run.record(precision, report, fail_all_reference=False)
     run.metrics[precision].update(components=choice, latency_ms_batch1=latencies)
+
+
+def _assess_on_backends(run: AccuracyRun) -> None:
+    """Every shipped precision's accuracy on each backend export checks graphs on (OpenVINO when it is
+    installed): ``metrics["backends"][<backend>][<precision>]``, shown by ``mmedge inspect``."""
+    for backend in checked_backends():
+        per: dict[str, Any] = {}
+        for precision in (p for p in run.config.precisions if run.status.get(p) == "ok" and p in run.metrics):
+            try:
+                result, drop = run.evaluate(precision, backend.name)
+            except MmedgeError as exc:
+                per[precision] = {"error": " ".join(str(exc).split())[:300]}
+                continue
+            pred = np.asarray(result.pop("predictions"))
+            per[precision] = {**result, "drop_points": drop,
+                              "agreement_with_pytorch": float(np.mean(pred == run.reference.predictions))}
+            log(f"  {precision} on {backend.name}: ensemble accuracy {result['ensemble']:.4f}")
+        run.metrics.setdefault("backends", {})[backend.name] = per
 
 
 def measured_on(precision: str) -> str:

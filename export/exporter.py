@@ -18,6 +18,7 @@ from mmedge.export.quantization import export_precisions
 from mmedge.export.manifest_builder import build_manifest, bundle_files, validation_metrics
 from mmedge.export.accuracy import assess_precisions
 from mmedge.export.heads_graph import with_heads_graphs
+from mmedge.export.backend_check import check_components
 from mmedge.progress import log, track
 from mmedge.runtime.precisions import PRECISIONS, REFERENCE, PrecisionKind, get_precision
 
@@ -120,6 +121,7 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
         for precision in built:  # in registration order: a graph's source is built before it; mixed picks among them
             for comp in track(comps, f"building {precision}"):
                 make_reduced(comp, precision, work, src.calib, src.cases)
+        check_components(comps, work, src.cases, threads=config.threads)  # OpenVINO, when installed
         metrics, status = {"validation": validation_metrics(src.checkpoint)}, {p: "ok" for p in config.precisions}
         if src.data is not None:
             assess_precisions(comps, src, work, config, metrics, status)

@@ -25,7 +25,7 @@ from typing import IO, Mapping
 from mmedge.atomic import atomic_write
 from mmedge.errors import BundleError
 
-__all__ = ["hash_stream", "sha256_file", "resolve_inside", "verify_files", "read_file", "stamp_dir", "Identity"]
+__all__ = ["hash_stream", "sha256_file", "resolve_inside", "verify_files", "read_file", "stamp_dir", "cache_root", "Identity"]
 
 Identity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
 _CHUNK = 1 << 20
@@ -69,13 +69,18 @@ def resolve_inside(root: Path, rel: str) -> Path:
     return real
 
 
-def stamp_dir() -> Path:
-    """Where verified stamps are kept (``$MMEDGE_CACHE_DIR/verified`` and so on)."""
+def cache_root() -> Path:
+    """mmedge's per-user cache: ``$MMEDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmedge``, else ``~/.cache/mmedge``."""
     base = os.environ.get("MMEDGE_CACHE_DIR")
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = os.path.join(xdg, "mmedge") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "mmedge")
-    return Path(base) / "verified"
+    return Path(base)
+
+
+def stamp_dir() -> Path:
+    """Where verified stamps are kept (``cache_root()/verified``)."""
+    return cache_root() / "verified"
 
 
 def _stamp_key(manifest_sha: str, identities: Mapping[str, Identity]) -> str:

@@ -61,6 +61,9 @@ class GraphEntry:
             to keep the accuracy: the precision whose graph it uses, the failure, why fp32.
         chosen / latency_ms_batch1: A selected precision (``mixed``): the graph chosen and every
             candidate's batch-1 median.
+        backends: What export measured of this graph on other backends than ONNX Runtime, by backend
+            (``{"openvino": {"ok", "min_cosine", "min_cosine_required", ...}}``; None: not checked).
+            ``auto`` takes OpenVINO only for graphs whose check is ok.
     """
 
     file: str | None = _f(check_relpath, default=None)
@@ -81,6 +84,7 @@ class GraphEntry:
     kept_float: str | None = _f(optional_string, default=None)
     chosen: str | None = _f(optional_string, default=None)
     latency_ms_batch1: Mapping[str, Any] | None = _report()
+    backends: Mapping[str, Any] | None = _report()
 
     def problems(self) -> list[tuple[str, str]]:
         """A graph with status ok names its file and hash."""

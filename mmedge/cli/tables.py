@@ -83,7 +83,7 @@ def _measured_on(text: str) -> str:
 def components_table(manifest: dict) -> Table:
     """One row per component and precision: file size, parity / fidelity, quantization."""
     table = Table(title="components")
-    for col in ("component", "precision", "MB", "vs reference", "notes"):
+    for col in ("component", "precision", "MB", "vs reference", "on other backends", "notes"):
         table.add_column(col)
     rows = [(f"encoder.{k}", v["graphs"]) for k, v in manifest["encoders"].items()]
     rows += [(f"head.{mb['name']}", mb["graphs"]) for mb in manifest["members"]]
@@ -92,8 +92,17 @@ def components_table(manifest: dict) -> Table:
             check = g.get("parity") or g.get("fidelity") or {}
             fig = f"max|d| {check.get('max_abs_diff', float('nan')):.2e}, cos {check.get('min_cosine', float('nan')):.5f}" if check else ""
             note = g.get("kept_float") and "kept fp32" or (g.get("quantization") or {}).get("tool", "")
-            table.add_row(name, p, f"{g.get('bytes', 0) / 1e6:.2f}", fig, _mixed_note(g) or note)
+            table.add_row(name, p, f"{g.get('bytes', 0) / 1e6:.2f}", fig, _backend_checks(g), _mixed_note(g) or note)
     return table
+
+
+def _backend_checks(entry: Mapping[str, Any]) -> str:
+    """Export's check of a graph on other backends (``backends``): cosine, or why it failed; "-": not checked."""
+    def one(name: str, r: Mapping[str, Any]) -> str:
+        if r.get("error"):
+            return f"{name}: failed to run"
+        return f"{name}: cos {r.get('min_cosine', float('nan')):.5f}" + ("" if r.get("ok") else " (below its bar)")
+    return "; ".join(one(n, r) for n, r in (entry.get("backends") or {}).items()) or "-"
 
 
 def _mixed_note(entry: Mapping[str, Any]) -> str:

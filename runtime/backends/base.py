@@ -108,10 +108,13 @@ class BaseLoader(abc.ABC):
     Attributes:
         path: The file the artifact comes from (the ONNX graph, or a compiled engine), for messages.
         install_hint: How to make this backend available, for error messages.
+        verified_at_export: Export runs every graph on this backend when it is available there and
+            records the result in ``GraphEntry.backends[<backend name>]`` (``mmedge.export.backend_check``).
     """
 
     path: Path
     install_hint: ClassVar[str] = ""
+    verified_at_export: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod

@@ -7,7 +7,7 @@ provider list):
 |-----------------|------|--------|----------------------------------------------------------|
 | `openvino-gpu`  | 40   | GPU    | when openvino is installed and sees an Intel GPU          |
 | `openvino-npu`  | 50   | NPU    | when openvino is installed and sees an Intel NPU          |
-| `openvino`      | 80   | CPU    | when openvino is installed, the CPU is x86 and no graph has quantized activations (before `ort`) |
+| `openvino`      | 80   | CPU    | when openvino is installed, the CPU is x86 and export verified every graph on OpenVINO (before `ort`) |
 
 Why OpenVINO comes before ONNX Runtime on x86 CPUs: on the bundle's own graphs it was measured
 faster at every precision (2 cores, batch 1, interleaved: image fp32 0.83 vs 1.64 ms, text fp32
@@ -16,8 +16,19 @@ cosine 0.9996 of ONNX Runtime). On other CPUs (aarch64) ``auto`` keeps ONNX Runt
 ``backend="openvino"`` still runs there.
 
 Each graph is compiled with ``PERFORMANCE_HINT=LATENCY``, the Session's threads
-(``INFERENCE_NUM_THREADS``), and compiled blobs cached on disk (``CACHE_DIR``, under the
-Session's engine root: ``<engine_dir>/openvino-cache``) so a second start skips compilation.
+(``INFERENCE_NUM_THREADS``), and compiled blobs cached on disk (``CACHE_DIR``) so a second start
+skips compilation: ``<engine_dir>/openvino-cache`` when the Session's engine root is outside the
+bundle, else mmedge's user cache (``<cache_root>/openvino``: ``$MMEDGE_CACHE_DIR``...), because a
+Session never writes into a bundle folder (its file list and hashes are the contract). OpenVINO
+names each blob after the model and the compile settings, so one cache serves every bundle.
+
+Which graphs ``auto`` runs here: only those export verified on OpenVINO (``GraphEntry.backends``:
+export runs every graph on OpenVINO when it is installed and compares it with the fp32 graph on
+ONNX Runtime, at the precision's own ``min_cosine``; ``mmedge.export.backend_check``). OpenVINO
+2026.4 was measured wrong on some graphs (a wav2vec2 int8 encoder at cosine 0.18 of ONNX
+Runtime's; a small conv text encoder that fails to run at some shapes), so an unverified graph —
+a bundle exported without openvino, or one OpenVINO disagreed on — stays on ONNX Runtime;
+``backend="openvino"`` by name still runs it.
 Precision: an ``fp32`` Session asks for f32 inference (OpenVINO's CPU default on bf16/AMX CPUs
 is bf16, which is not what fp32 promises); other precisions keep the device's default. What
 each graph really runs at is recorded (``OpenVINORunner.inference_precision``).
@@ -40,12 +51,14 @@ import numpy as np
 from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
 from mmedge.runtime.backends.table import Backend, register_backend
+from mmedge.runtime.integrity import cache_root
 
 __all__ = ["CompiledGraph", "OpenVINOLoader", "OpenVINOGpuLoader", "OpenVINONpuLoader", "OpenVINORunner", "X86_MACHINES",
-           "CACHE_FOLDER"]
+           "CACHE_FOLDER", "VERIFIED_KEY", "verified_on_openvino", "cache_folder"]
 
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 CACHE_FOLDER = "openvino-cache"
+VERIFIED_KEY = "openvino"  # GraphEntry.backends key export records its OpenVINO check under
 _EXACT = {"fp32": "f32"}  # precisions whose graphs must run at exactly this inference precision
 
 
@@ -83,9 +96,17 @@ def _quantized(model: Any) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
 
 
-def _quantized_activations(graph: GraphRef) -> bool:
-    """Whether export recorded quantized activations (Q/DQ pairs) for this graph entry."""
-    return bool((graph.entry.quantization or {}).get("activations"))
+def verified_on_openvino(graph: GraphRef) -> bool:
+    """Whether export ran this graph on OpenVINO and found it within its precision's ``min_cosine``."""
+    return bool(((graph.entry.backends or {}).get(VERIFIED_KEY) or {}).get("ok"))
+
+
+def cache_folder(settings: LoadSettings) -> Path:
+    """Where a Session's compiled blobs go: ``<engine_dir>/openvino-cache``, or the user cache when the
+    engine root is inside the bundle folder (a Session never writes into a bundle)."""
+    root, source = Path(settings.engine_dir).resolve(), Path(settings.bundle_source).resolve()
+    inside = source.is_dir() and (root == source or source in root.parents)
+    return cache_root() / "openvino" if inside else root / CACHE_FOLDER
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,7 @@ class OpenVINOLoader(BaseLoader):
     read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
     device: ClassVar[str] = "CPU"
+    verified_at_export: ClassVar[bool] = True
     install_hint: ClassVar[str] = "pip install 'mmedge[openvino]' (openvino==2026.4.1)"
 
     @classmethod
@@ -126,23 +148,22 @@ class OpenVINOLoader(BaseLoader):
 
     @classmethod
     def missing(cls, graphs: Sequence[GraphRef], settings: LoadSettings | None) -> str | None:
-        """``auto`` takes OpenVINO's CPU backend on x86 only (where it was measured fastest), and only
-        for graphs without quantized activations: OpenVINO 2026.4 was measured wrong on some Q/DQ
-        graphs (batched ReduceMean; a wav2vec2 int8 graph at cosine 0.18 of ONNX Runtime's), and export
-        does not verify graphs on OpenVINO, so ``auto`` keeps those on ONNX Runtime."""
+        """``auto`` takes OpenVINO's CPU backend on x86 only (where it was measured fastest), and only for
+        graphs export verified on OpenVINO (``verified_on_openvino``); others stay on ONNX Runtime."""
         machine = platform.machine().lower()
         if cls.device == "CPU" and machine not in X86_MACHINES:
             return f"auto takes OpenVINO on x86 CPUs only (this is {machine}); ask for backend='openvino' by name"
-        quantized = [g.component for g in graphs if _quantized_activations(g)]
-        if quantized:
-            return (f"auto keeps graphs with quantized activations ({', '.join(quantized)}) off OpenVINO, which "
-                    "export does not verify them on; ask for backend='openvino' by name")
+        unverified = [g.component for g in graphs if not verified_on_openvino(g)]
+        if unverified:
+            return (f"auto takes OpenVINO only for graphs export verified on it, and {', '.join(unverified)} were not "
+                    "(exported without openvino installed, or OpenVINO disagreed with ONNX Runtime: see `mmedge "
+                    "inspect`); re-export with openvino installed, or ask for backend='openvino' by name")
         return None
 
     @classmethod
     def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "OpenVINOLoader"]:
-        """Threads from the Session, f32 for an fp32 Session, the cache under its engine root."""
-        cache = _cache_dir(Path(settings.engine_dir) / CACHE_FOLDER)
+        """Threads from the Session, f32 for an fp32 Session, the compiled-blob cache (``cache_folder``)."""
+        cache = _cache_dir(cache_folder(settings))
         hint = _EXACT.get(settings.precision)
         return lambda graph: cls(graph.path, threads=settings.threads, inference_precision=hint, cache_dir=cache,
                                  read=graph.read)
@@ -190,6 +211,7 @@ class OpenVINOGpuLoader(OpenVINOLoader):
     """OpenVINO on an Intel GPU."""
 
     device: ClassVar[str] = "GPU"
+    verified_at_export: ClassVar[bool] = False  # export checks the CPU device; these rely on that check
 
 
 @dataclass(frozen=True)
@@ -197,6 +219,7 @@ class OpenVINONpuLoader(OpenVINOLoader):
     """OpenVINO on an Intel NPU."""
 
     device: ClassVar[str] = "NPU"
+    verified_at_export: ClassVar[bool] = False  # export checks the CPU device; these rely on that check
 
 
 class OpenVINORunner(BaseRunner):

@@ -94,6 +94,31 @@ def exported(hf_models, tmp_path_factory):
     return out, manifest, model
 
 
+def test_every_graph_is_checked_on_openvino_and_auto_follows_the_check(exported):
+    """With openvino installed, export runs each graph on it (the tiny BERT text graph fails to run at some
+    shapes in OpenVINO 2026.4) and measures each precision's accuracy there; ``auto`` follows the check."""
+    pytest.importorskip("openvino")
+    from mmedge.runtime import Session
+
+    out, manifest, _ = exported
+    graphs = {f"encoder.{m}": e["graphs"] for m, e in manifest["encoders"].items()}
+    graphs.update({f"head.{mb['name']}": mb["graphs"] for mb in manifest["members"]})
+    checks = {(c, p): g["backends"]["openvino"] for c, per in graphs.items() for p, g in per.items()}
+    assert all(r["ok"] is False and r["error"] or set(r) >= {"min_cosine", "min_cosine_required"} for r in checks.values())
+    shipped = {p for p, status in manifest["precisions"].items() if status == "ok"}
+    assert set(manifest["metrics"]["backends"]["openvino"]) == shipped
+    from rich.console import Console
+
+    from mmedge.cli.tables import components_table
+
+    console = Console(width=250, record=True)
+    console.print(components_table(manifest))
+    assert "openvino: cos" in console.export_text() or "openvino: failed to run" in console.export_text()
+    with Session(out, precision="fp32", threads=1) as auto:
+        verified = all(checks[(c, "fp32")]["ok"] for c in graphs)
+        assert auto.backend == ("openvino" if verified else "ort"), auto.backend_reason
+
+
 def test_bundle_has_the_manifest_contract(exported):
     _, manifest, _ = exported
     assert set(manifest["encoders"]) == {"image", "text"}

@@ -109,7 +109,7 @@ def test_session_runs_the_bytes_that_were_hashed(folder, stamps, monkeypatch, rn
         return real(graph, **kw)
 
     monkeypatch.setattr(ort_backend, "create_session", spy)
-    with Session(folder, threads=1) as s:
+    with Session(folder, backend="ort", threads=1) as s:
         s.predict(image=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), text="seven")
     hashes = set(json.loads((folder / "manifest.json").read_text())["files"].values())
     assert seen and {hashlib.sha256(b).hexdigest() for b in seen} <= hashes

@@ -37,9 +37,21 @@ def test_openvino_runs_the_bundle_like_onnx_runtime(bundle_path, rng, tmp_path):
     assert any((tmp_path / CACHE_FOLDER).iterdir())  # compiled blobs cached for the next start
 
 
-def test_auto_takes_openvino_on_x86_and_onnx_runtime_elsewhere(bundle_path, monkeypatch, tmp_path):
+def _verified_clone(bundle_path, tools, folder, ok=True):
+    """A clone of the fixture bundle whose graph entries record export's OpenVINO check as ``ok``."""
+    def verified(m):
+        graphs = [g for e in m["encoders"].values() for g in e["graphs"].values()]
+        for g in graphs + [g for mb in m["members"] for g in mb["graphs"].values()]:
+            g["backends"] = {"openvino": {"ok": ok, "min_cosine": 1.0 if ok else 0.18, "min_cosine_required": 0.99999}}
+    folder = tools.clone(bundle_path, folder)
+    tools.edit_manifest(folder, verified)
+    return folder
+
+
+def test_auto_takes_openvino_for_verified_graphs_on_x86_only(bundle_path, tools, monkeypatch, tmp_path):
+    verified = _verified_clone(bundle_path, tools, tmp_path / "verified")
     if platform.machine().lower() in ("x86_64", "amd64"):
-        with Session(bundle_path, threads=1, engine_dir=tmp_path) as auto:
+        with Session(verified, threads=1, engine_dir=tmp_path / "e") as auto:
             assert auto.backend == "openvino" and auto.backend_reason.startswith("auto: chose 'openvino'")
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     choice = resolve_backend("auto")
@@ -47,24 +59,25 @@ def test_auto_takes_openvino_on_x86_and_onnx_runtime_elsewhere(bundle_path, monk
     assert resolve_backend("openvino").name == "openvino"  # by name it still runs there
 
 
-def test_auto_keeps_quantized_graphs_on_onnx_runtime(bundle_path, monkeypatch):
-    """Graphs whose entry records quantized activations are not taken to OpenVINO by ``auto``."""
-    import dataclasses
-
-    from mmedge.runtime import Bundle
-    from mmedge.runtime.backends.base import GraphRef
-
+@pytest.mark.parametrize("ok", [None, False], ids=["not-checked", "check-failed"])
+def test_auto_keeps_graphs_not_verified_on_openvino_on_onnx_runtime(bundle_path, tools, monkeypatch, tmp_path, ok):
+    """A bundle exported without openvino, or whose graphs OpenVINO disagreed on, stays on ONNX Runtime."""
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    with Bundle.open(bundle_path) as bundle:
-        graphs = [GraphRef.from_bundle(bundle, c, "fp32") for c in bundle.components()]
-    int8 = dataclasses.replace(graphs[0], entry=dataclasses.replace(
-        graphs[0].entry, quantization={"tool": "nncf", "activations": "u8 per-tensor"}))
-    weight_only = dataclasses.replace(graphs[0], entry=dataclasses.replace(
-        graphs[0].entry, quantization={"tool": "weight-only int8"}))
-    assert OpenVINOLoader.missing(graphs, None) is None
-    assert OpenVINOLoader.missing([weight_only, *graphs[1:]], None) is None
-    problem = OpenVINOLoader.missing([int8, *graphs[1:]], None)
-    assert problem is not None and graphs[0].component in problem and "backend='openvino'" in problem
+    folder = bundle_path if ok is None else _verified_clone(bundle_path, tools, tmp_path / "b", ok=False)
+    with Session(folder, threads=1) as auto:
+        assert auto.backend == "ort"
+        assert "auto takes OpenVINO only for graphs export verified on it" in auto.backend_reason
+        assert "encoder.image" in auto.backend_reason and "backend='openvino'" in auto.backend_reason
+
+
+def test_a_session_never_writes_its_cache_into_the_bundle(bundle_path, tools, tmp_path, monkeypatch, rng):
+    folder = tools.clone(bundle_path, tmp_path / "b")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    monkeypatch.setenv("MMEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    with Session(folder, backend="openvino", threads=1) as session:  # engine root: <bundle>/engines
+        session.predict(**_inputs(rng, batch=1))
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert any((tmp_path / "cache" / "openvino").iterdir())  # the user cache holds the compiled blobs
 
 
 def _quantized_image_graph(bundle_path, tmp_path, rng):

@@ -1,0 +1,102 @@
+"""Every graph checked on the other backends the runtime's ``auto`` may pick (OpenVINO on the CPU,
+when it is installed where the bundle is exported).
+
+Export verifies its graphs on ONNX Runtime (parity, fidelity, accuracy). A backend whose loader
+sets ``verified_at_export`` (``mmedge.runtime.backends.base.BaseLoader``) runs the same graphs
+through the runtime's own loader and runner on the parity cases; its outputs are compared with the
+fp32 graph on ONNX Runtime, at the graph's precision's ``min_cosine`` (the bar ONNX Runtime's graph
+passed). The result goes into ``GraphEntry.backends[<backend name>]``; ``auto`` takes that backend
+only for graphs whose check is ok. A backend that fails to compile or run a graph records the error
+instead of failing the export: the graph still ships, on ONNX Runtime.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from mmedge.export.parity import ModuleFn, case_name, compare_outputs, mask_sequences, onnx_fn
+from mmedge.progress import log
+from mmedge.runtime.backends import backend_order
+from mmedge.runtime.backends.base import GraphRef, LoadSettings
+from mmedge.runtime.backends.table import Backend
+from mmedge.runtime.precisions import REFERENCE, get_precision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmedge.export.components import Component
+
+__all__ = ["checked_backends", "check_graph", "check_components"]
+
+Arrays = dict[str, np.ndarray]
+
+
+def checked_backends() -> tuple[Backend, ...]:
+    """The backends export checks graphs on here: ``verified_at_export`` and available."""
+    return tuple(b for b in backend_order() if b.loader.verified_at_export and b.availability() is None)
+
+
+def check_graph(backend: Backend, graph: GraphRef, precision: str, reference: ModuleFn,
+                cases: Sequence[Mapping[str, np.ndarray]], *, threads: int | None = None) -> dict[str, Any]:
+    """Runs ``graph`` on ``backend`` over ``cases`` and compares it with ``reference``.
+
+    Args:
+        backend: A backend table row.
+        graph: The graph (its entry's precision facts are what the runtime's loader reads).
+        precision: The precision of the graph's file (its record's ``min_cosine`` is the bar).
+        reference: The fp32 graph on ONNX Runtime.
+        cases: Inputs (the export's parity cases, this graph's inputs only).
+        threads: CPU threads for the backend.
+
+    Returns:
+        ``{"ok", "min_cosine", "min_cosine_required", "max_abs_diff", "cases"}``, or ``{"ok": False,
+        "error"}`` when the backend cannot compile or run the graph.
+    """
+    required = get_precision(precision).min_cosine
+    try:
+        with tempfile.TemporaryDirectory(prefix="mmedge-check-") as engines:
+            settings = LoadSettings(graph.path.parent, precision, Path(engines), threads)
+            with backend.runner(backend.loader.for_session(settings)(graph)) as runner:
+                rows = [r for case in cases for r in compare_outputs(
+                    graph.path.name, mask_sequences(reference(case)), mask_sequences(runner.infer(dict(case))),
+                    case_name(case))]
+    except Exception as exc:  # noqa: BLE001 - a backend's own errors: recorded, the graph stays on ONNX Runtime
+        return {"ok": False, "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:400]}
+    worst = min((r.min_cosine for r in rows), default=1.0)
+    return {"ok": bool(worst >= required), "min_cosine": worst, "min_cosine_required": required,
+            "max_abs_diff": max((r.max_abs_diff for r in rows), default=0.0), "cases": len(cases)}
+
+
+def check_components(comps: Sequence["Component"], work: Path, cases: Sequence[Arrays], *,
+                     threads: int | None = None) -> None:
+    """Checks every graph file of every component on each of ``checked_backends()`` and records the
+    result in each graph entry that uses the file (``GraphEntry.backends``)."""
+    backends = checked_backends()
+    for comp in comps if backends else ():
+        reference = onnx_fn(work / comp.rel(REFERENCE))
+        picked = [{n: c[n] for n in comp.input_names} for c in cases]
+        done: dict[str, dict[str, Any]] = {}
+        for precision, entry in list(comp.graphs.items()):
+            if entry.file is None:
+                continue
+            if entry.file not in done:
+                own = _file_precision(comp, entry.file, precision)
+                ref = GraphRef(comp.key, work / entry.file, entry)
+                done[entry.file] = {b.name: check_graph(b, ref, own, reference, picked, threads=threads)
+                                    for b in backends}
+                _log_failures(comp.key, entry.file, done[entry.file])
+            comp.graphs[precision] = replace(entry, backends={**(entry.backends or {}), **done[entry.file]})
+
+
+def _file_precision(comp: "Component", file: str, default: str) -> str:
+    """The precision whose graph ``file`` is (an entry may point at another precision's file)."""
+    return next((p for p in comp.graphs if comp.rel(p) == file), default)
+
+
+def _log_failures(key: str, file: str, results: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, r in results.items():
+        if not r["ok"]:
+            why = r.get("error") or f"min cosine {r['min_cosine']:.4f} < {r['min_cosine_required']}"
+            log(f"  {key}: {file} not verified on {name} ({why[:200]}); auto keeps it on ONNX Runtime")
