@@ -5,13 +5,15 @@ Interpolations (``ImageSpec.interpolation``, the ``INTERPOLATIONS`` registry):
 - ``bilinear``, ``bicubic``, ``nearest``: Pillow's ``Image.resize`` reimplemented in numpy, the
   resampling Hugging Face image processors run. Pillow resamples in two separable passes with
   filters widened by the scale factor when shrinking (antialiasing) and 22-bit fixed-point
-  weights, rounding to uint8 after each pass; this module does the same int32 arithmetic in the
-  same pass order (Pillow 13: rows first when the height shrinks by more than twice as many pixels
-  as the width, else columns first; Pillow < 13 always ran columns first, which moves some pixels
-  by a few levels in those cases), so its output equals Pillow 13's byte for byte: 0 difference
+  weights, rounding to uint8 after each pass; this module computes the same sums exactly (float64
+  matmuls of the pixels by the fixed-point weights, banded: ``_bands``, cached per (in size, out size,
+  filter)) in the same pass order (Pillow 13: rows first when the height shrinks by more than twice as
+  many pixels as the width, else columns first; Pillow < 13 always ran columns first, which moves some
+  pixels by a few levels in those cases), so its output equals Pillow 13's byte for byte: 0 difference
   measured on the normalised pixel tensor (``PIL_TOLERANCE`` is the bound the tests hold it to).
-  Exactness costs time: a 640x480 frame to 298x224 bicubic takes about 5x Pillow's time (median
-  54 ms vs 11 ms, cv2 0.3 ms, measured side by side on a shared, loaded 2-core machine).
+  A 640x480 frame to 298x224 bicubic takes about 2.5 ms on one BLAS thread, Pillow's time (the int32
+  tap-by-tap passes before took 6x that; cv2 0.3 ms, without antialiasing):
+  ``python benchmarks/resize_speed.py``.
 - ``cv2_bilinear``, ``cv2_area``, ``cv2_nearest``: OpenCV's ``cv2.resize`` (no antialiasing for
   bilinear): what the first bundles used (resize modes ``bilinear``, ``area``, ``nearest``).
 
@@ -35,7 +37,8 @@ __all__ = ["Interpolation", "INTERPOLATIONS", "interpolation_names", "pil_resize
 
 PIL_TOLERANCE = 0.02  # bound on |runtime - PIL| in normalised units held by the tests; measured: 0.0
 _BITS = 22  # Pillow's PRECISION_BITS (32 - 8 - 2)
-_HALF = 1 << (_BITS - 1)
+_NUDGE = 2.0 ** -(_BITS + 1)  # sum + 2**-23 rounds to nearest as Pillow's (sum + 2**21) >> 22 floors
+_BAND = 8  # output pixels per dense block of a pass's weights (measured fastest of 4-64 on 640x480 frames)
 
 
 @dataclass(frozen=True)
@@ -99,19 +102,46 @@ def _coefficients(in_size: int, out_size: int, kind: str) -> tuple[np.ndarray, n
     return index, fixed
 
 
-def _pass(image: np.ndarray, out_size: int, kind: str, axis: int) -> np.ndarray:
-    """One separable pass along ``axis`` (1: horizontal, 0: vertical), uint8 in and out: int32 sums of pixels
-    times 22-bit weights, rounded and clipped, as Pillow's ``ImagingResample*_8bpc``."""
-    index, fixed = _coefficients(image.shape[axis], out_size, kind)
-    acc = np.full(image.shape[:axis] + (out_size,) + image.shape[axis + 1:], _HALF, dtype=np.int32)
-    shape = (-1, 1, 1) if axis == 0 else (1, -1, 1)
-    for k in range(index.shape[1]):
-        acc += np.take(image, index[:, k], axis=axis) * fixed[:, k].reshape(shape)
-    return np.clip(acc >> _BITS, 0, 255).astype(np.uint8)
+@functools.lru_cache(maxsize=64)
+def _bands(in_size: int, out_size: int, kind: str) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """Pillow's weights for one axis as dense float64 blocks of the (out, in) resampling matrix, one per
+    ``_BAND`` output pixels: ``(o0, o1, i0, i1, weights)`` with weights (o1 - o0, i1 - i0) = the 22-bit
+    fixed-point weights times 2**-22 (exact: a power-of-two scale), zero outside each pixel's taps."""
+    index, fixed = _coefficients(in_size, out_size, kind)
+    bands = []
+    for o0 in range(0, out_size, _BAND):
+        o1 = min(o0 + _BAND, out_size)
+        idx, weights = index[o0:o1], fixed[o0:o1]
+        used = weights != 0
+        if not used.any():  # a band of all-zero weights: zeros out, as Pillow's
+            used = np.ones_like(used)
+        i0, i1 = int(idx[used].min()), int(idx[used].max()) + 1
+        block = np.zeros((o1 - o0, i1 - i0))
+        rows = np.broadcast_to(np.arange(o1 - o0)[:, None], idx.shape)
+        np.add.at(block, (rows[used], idx[used] - i0), weights[used] * 2.0 ** -_BITS)
+        block.flags.writeable = False
+        bands.append((o0, o1, i0, i1, block))
+    return tuple(bands)
+
+
+def _pass(image: np.ndarray, out_size: int, kind: str) -> np.ndarray:
+    """One separable pass along axis 0, uint8 (H, W, 3) -> uint8 (out_size, W, 3), as Pillow's
+    ``ImagingResample*_8bpc``: banded float64 matmuls of the pixels by the weights. Every product and partial
+    sum is an integer times 2**-22 below 2**31 in magnitude, so float64 holds it exactly in any summation
+    order; ``floor(sum + 1/2)`` (Pillow's rounding shift) is then OpenCV's saturating round-to-nearest-even
+    of ``sum + 2**-23``, which never meets a tie, clipped to [0, 255] as Pillow clips."""
+    pixels = image.reshape(image.shape[0], -1).astype(np.float64)
+    sums = np.empty((out_size, pixels.shape[1]))
+    for o0, o1, i0, i1, block in _bands(image.shape[0], out_size, kind):
+        np.matmul(block, pixels[i0:i1], out=sums[o0:o1])
+    return cv2.add(sums, _NUDGE, dtype=cv2.CV_8U).reshape((out_size,) + image.shape[1:])
 
 
 def pil_resize(image: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarray:
     """Pillow's ``Image.resize((width, height), BILINEAR / BICUBIC)`` of an RGB uint8 image, in numpy.
+
+    Each pass runs along axis 0 (banded matmuls); the horizontal one on the transposed image
+    (``cv2.transpose``), in Pillow 13's pass order.
 
     Args:
         image: uint8 (H, W, 3).
@@ -124,11 +154,14 @@ def pil_resize(image: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarra
     height, width = size
     shrink_rows, shrink_cols = image.shape[0] - height, image.shape[1] - width
     axes = (0, 1) if shrink_rows > 0 and shrink_rows > 2 * shrink_cols else (1, 0)  # Pillow >= 13's pass order
-    out = image
+    out, transposed = np.ascontiguousarray(image), False
     for axis in axes:
-        if size[axis] != image.shape[axis]:
-            out = _pass(out, size[axis], kind, axis=axis)
-    return np.ascontiguousarray(out)
+        if size[axis] == image.shape[axis]:
+            continue
+        if (axis == 1) != transposed:
+            out, transposed = cv2.transpose(out), not transposed
+        out = _pass(out, size[axis], kind)
+    return cv2.transpose(out) if transposed else out
 
 
 def _nearest_index(in_size: int, out_size: int) -> np.ndarray:

@@ -34,6 +34,23 @@ def test_interpolations_equal_pillow_byte_for_byte(kind):
         np.testing.assert_array_equal(INTERPOLATIONS[kind].resize(image, (oh, ow)), want)
 
 
+@pytest.mark.parametrize("kind", ["bilinear", "bicubic"])
+def test_camera_frames_and_extreme_ratios_equal_pillow_byte_for_byte(kind):
+    """Frame-sized images (many weight bands per pass, both pass orders, a flipped non-contiguous view),
+    one-pass resizes and extreme shrinks and stretches (bands wider than the block) stay exact."""
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    cases = [(frame, (224, 298)), (frame, (224, 224)), (frame[:, ::-1], (600, 800)),
+             (frame.transpose(1, 0, 2), (298, 224)),
+             (frame, (480, 224)), (frame, (37, 640)), (frame[:2], (224, 224)), (frame[:, :1], (3, 5)),
+             (rng.integers(0, 256, (1000, 3, 3), dtype=np.uint8), (7, 300))]
+    for image, (oh, ow) in cases:
+        want = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((ow, oh), resample=_PIL_CODES[kind]))
+        got = INTERPOLATIONS[kind].resize(image, (oh, ow))
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want, err_msg=f"{image.shape} -> {(oh, ow)}")
+
+
 def test_shortest_edge_sizes_follow_hugging_face():
     assert shortest_edge_size(96, 160, 32) == (32, 53)  # int(32 * 160 / 96) = 53
     assert shortest_edge_size(333, 41, 32) == (259, 32)
