@@ -17,6 +17,8 @@ into RESULTS.md by ``benchmarks/render.py``::
 
     python benchmarks/pretrained_reference.py --family clip --precision fp32,int8 --iters 10 \\
         -o benchmarks/pretrained_reference.json
+    python benchmarks/pretrained_reference.py --family siglip --merge   # add or re-measure one family
+    python benchmarks/pretrained_reference.py --combine a.json b.json -o benchmarks/pretrained_reference.json
 """
 from __future__ import annotations
 
@@ -32,7 +34,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mmedge.atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = "mmedge.pretrained_reference/1"
 LABELS = ["person", "cup", "cat", "rocket"]
 TEXTS = ["a photo of a person", "a red mug on a table", "a cat sleeping on a sofa", "a rocket on its launch pad",
          "an astronaut in a white suit", "a cup of coffee", "a tabby cat", "a rocket"]
@@ -221,8 +226,44 @@ def footprint(bundle: Path, query: str, precisions: list[str], threads: int) -> 
     return {p: measure_footprint(bundle, p, inputs, threads=threads) for p in precisions}
 
 
+RUN_FIELDS = ("command", "created_utc", "threads", "iters")  # what each family's record says of the run that measured it
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report holding every family of ``reports``: a later report's family replaces an earlier one's; each
+    family keeps the command, date, threads and iterations of the run that measured it (``RUN_FIELDS``,
+    copied from its report's top level when the family lacks them). The top level is the last report's."""
+    merged: dict[str, Any] = {**reports[-1], "families": {}}
+    for report in reports:
+        if report.get("schema") != SCHEMA:
+            raise ValueError(f"not a {SCHEMA} report (schema {report.get('schema')!r}); pass this script's -o files")
+        for family, rec in report["families"].items():
+            merged["families"][family] = {**{k: report[k] for k in RUN_FIELDS if k in report}, **rec}
+    return merged
+
+
+def _write(report: dict[str, Any], out: Path, merge: bool) -> None:
+    if merge and out.is_file():
+        report = merge_reports([json.loads(out.read_text()), report])
+    atomic_write(out, json.dumps(report, indent=1) + "\n")
+
+
+def _measure_family(family: str, args: argparse.Namespace, precisions: list[str], batches: list[int]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, bundle = Path(tmp) / "model", Path(tmp) / "bundle"
+        folder.mkdir()
+        cls = FAMILIES[family](folder)
+        query = "audio" if family == "clap" else "image"
+        seconds = export(folder, bundle, query, precisions, args.calib)
+        print(f"{family}: exported in {seconds:.0f} s", flush=True)
+        return {"class": cls, "query": query, "export_s": round(seconds, 1), "bundle_bytes": _sizes(bundle, precisions),
+                "latency_ms": measure(cls, folder, bundle, query, precisions, batches, args.threads, args.iters,
+                                      not args.no_compile),
+                "footprint": footprint(bundle, query, precisions, args.threads)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Builds, exports and measures each family asked for; writes the JSON report."""
+    """Builds, exports and measures each family asked for; writes (or merges into) the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="clip", help=f"comma-separated: {', '.join(FAMILIES)}")
     p.add_argument("--precision", default="fp32,int8")
@@ -231,32 +272,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--calib", type=int, default=16, help="calibration samples")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the families already in -o's report (those measured now replace theirs)")
+    p.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
+                   help="measure nothing: merge these reports (later families win) into -o, with --merge into it too")
     p.add_argument("-o", "--out", default=str(ROOT / "benchmarks" / "pretrained_reference.json"))
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.combine:
+        _write(merge_reports([json.loads(f.read_text()) for f in args.combine]), out, args.merge)
+        print(f"wrote {out} from {', '.join(map(str, args.combine))}")
+        return 0
     precisions, batches = args.precision.split(","), [int(b) for b in args.batch.split(",")]
-    report: dict[str, Any] = {"schema": "mmedge.pretrained_reference/1",
-                              "command": "python benchmarks/pretrained_reference.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                              "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                              "threads": args.threads, "iters": args.iters, "weights": "random (speed and memory only)",
-                              "families": {}}
+    run = {"command": "python benchmarks/pretrained_reference.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads,
+           "iters": args.iters}
+    report: dict[str, Any] = {"schema": SCHEMA, **run, "weights": "random (speed and memory only)", "families": {}}
     from mmedge.runtime.probes import environment
 
     report["environment"] = environment(args.threads)
     for family in args.family.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            folder, bundle = Path(tmp) / "model", Path(tmp) / "bundle"
-            folder.mkdir()
-            cls = FAMILIES[family](folder)
-            query = "audio" if family == "clap" else "image"
-            seconds = export(folder, bundle, query, precisions, args.calib)
-            print(f"{family}: exported in {seconds:.0f} s", flush=True)
-            report["families"][family] = {
-                "class": cls, "query": query, "export_s": round(seconds, 1), "bundle_bytes": _sizes(bundle, precisions),
-                "latency_ms": measure(cls, folder, bundle, query, precisions, batches, args.threads, args.iters,
-                                      not args.no_compile),
-                "footprint": footprint(bundle, query, precisions, args.threads)}
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-        print(f"{family}: measured; wrote {args.out}", flush=True)
+        report["families"][family] = {**run, **_measure_family(family, args, precisions, batches)}
+        _write(report, out, args.merge)
+        print(f"{family}: measured; wrote {out}", flush=True)
     return 0
 
 
