@@ -9,6 +9,7 @@ in-process.
 >>> from mmedge.client import Client
 >>> with Client("http://127.0.0.1:8000") as client:
 ...     pred = client.predict(image="cat.png", text="a cat")
+...     scores = client.similarity(image="cat.png", text=["a cat", "a dog"])  # CLIP-style bundles: (1, 2)
 
 A ``Client`` is not thread-safe (``tritonclient``'s clients are not): use one per thread.
 """
@@ -24,7 +25,7 @@ from mmedge.errors import BackendUnavailable, ConfigError, InputError, MmedgeErr
 from mmedge.runtime import user_inputs as _inputs
 from mmedge.serve.serve_config import DEFAULT_MODEL_NAME, check_model_name
 from mmedge.runtime.modalities import InputOptions, get_modality
-from mmedge.serve.protocol import OUTPUTS, decode_outputs, input_specs
+from mmedge.serve.protocol import OUTPUTS, QUERIES, QUERY_PROBABILITIES, SCORES, decode_outputs, input_specs
 
 __all__ = ["Client", "ServerError", "RequestRefused", "ServerBusy", "predict"]
 
@@ -96,6 +97,7 @@ class Client:
         self._tc = _import(self.endpoint.protocol)
         self._timeout_s = float(timeout_s)
         self._max_batch = max_batch
+        self._configs: dict[str, dict] = {}
         kwargs = ({"connection_timeout": timeout_s, "network_timeout": timeout_s}
                   if self.endpoint.protocol == "http" else {})
         self._client = self._tc.InferenceServerClient(self.endpoint.address, **kwargs)
@@ -120,11 +122,22 @@ class Client:
     def max_batch(self) -> int:
         """Rows per request: the model's ``max_batch_size`` (asked once)."""
         if self._max_batch is None:
-            config = self._call(self._client.get_model_config, self.model)
-            config = config.get("config", config) if isinstance(config, dict) else config.config
-            size = config["max_batch_size"] if isinstance(config, dict) else config.max_batch_size
-            self._max_batch = max(1, int(size))
+            self._max_batch = max(1, int(self._config(self.model).get("max_batch_size", 1)))
         return self._max_batch
+
+    def _config(self, model: str) -> dict:
+        """``model``'s config as a dict (asked once per model)."""
+        if model not in self._configs:
+            kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+            config = self._call(self._client.get_model_config, model, **kwargs)
+            self._configs[model] = config.get("config", config)
+        return self._configs[model]
+
+    def _similarity_model(self) -> str:
+        """The model that takes ``queries``: the served model itself (``mmedge serve``) or its ``.similarity``
+        ensemble (an ``mmedge triton`` repository)."""
+        names = {i["name"] for i in self._config(self.model).get("input", [])}
+        return self.model if QUERIES in names else f"{self.model}.similarity"
 
     # -- predict ----------------------------------------------------------------------------
 
@@ -162,19 +175,55 @@ class Client:
         return chunks
 
     def _send(self, rows: dict[str, list]) -> Any:
+        start = time.perf_counter()
+        result = self._infer(self.model, rows, OUTPUTS)
+        return decode_outputs(result, request_ms=(time.perf_counter() - start) * 1000.0)
+
+    def _infer(self, model: str, rows: dict[str, list], names: Sequence[str], queries: Sequence[str] = ()
+               ) -> dict[str, np.ndarray]:
+        """One request of ``rows`` (and ``queries`` on every row) to ``model``: output name -> array."""
         arrays = {name: a for m, samples in rows.items() for name, a in get_modality(m).to_wire(samples).items()}
-        specs = {t.name: t for t in input_specs(list(rows))}
+        types = {t.name: t.triton_dtype for t in input_specs(list(rows))}
+        if queries:
+            size = len(next(iter(rows.values())))
+            arrays[QUERIES] = np.array([[q.encode("utf-8") for q in queries]] * size, dtype=object)
+            types[QUERIES] = "BYTES"
         inputs = []
         for name, array in arrays.items():
-            inp = self._tc.InferInput(name, list(array.shape), specs[name].triton_dtype)
+            inp = self._tc.InferInput(name, list(array.shape), types[name])
             inp.set_data_from_numpy(array)
             inputs.append(inp)
-        outputs = [self._tc.InferRequestedOutput(n) for n in OUTPUTS]
-        start = time.perf_counter()
+        outputs = [self._tc.InferRequestedOutput(n) for n in names]
         kwargs = {"client_timeout": self._timeout_s} if self.endpoint.protocol == "grpc" else {}
-        result = self._call(self._client.infer, self.model, inputs, outputs=outputs, **kwargs)
-        elapsed = (time.perf_counter() - start) * 1000.0
-        return decode_outputs({n: result.as_numpy(n) for n in OUTPUTS}, request_ms=elapsed)
+        result = self._call(self._client.infer, model, inputs, outputs=outputs, **kwargs)
+        return {n: result.as_numpy(n) for n in names}
+
+    # -- similarity ---------------------------------------------------------------------------
+
+    def similarity(self, *, text: str | Sequence[str], image: Any = None, audio: Any = None,
+                   audio_rate: int | None = None, probabilities: bool = False, image_color_order: str = "RGB"
+                   ) -> np.ndarray:
+        """(N_inputs, N_texts) scores of images (CLAP: audio clips) against free texts on the server, as
+        ``Session.similarity`` (``probabilities``: the model's activation); the texts travel as ``queries``.
+
+        Raises:
+            InputError: bad inputs or texts (checked here before sending).
+            RequestRefused: the server refused them (HTTP 400 / gRPC INVALID_ARGUMENT), e.g. a bundle without
+                a similarity record.
+            ServerBusy, ServerError: as ``predict``.
+        """
+        queries = [text] if isinstance(text, str) else list(text)
+        if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+            raise InputError(f"text must be a non-empty list of non-empty strings, got {text!r}")
+        given = {"image": image, "audio": audio}
+        rows = _rows(given, InputOptions(image_color_order=image_color_order, audio_rate=audio_rate))
+        if len(rows) != 1:
+            raise InputError(f"pass exactly one of image= or audio= (the inputs to score), got {sorted(rows)}")
+        size, model = len(next(iter(rows.values()))), self._similarity_model()
+        name = QUERY_PROBABILITIES if probabilities else SCORES
+        parts = [self._infer(model, {m: v[a:b] for m, v in rows.items()}, (name,), queries)[name]
+                 for a, b in self._chunks(rows, size)]
+        return np.concatenate(parts).astype(np.float32)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from tritonclient.utils import InferenceServerException

@@ -10,7 +10,8 @@ For a bundle called by clients as ``NAME`` (``RepositoryConfig.model_name``), th
 | `NAME.combine[.<variant>]`  | python (`triton_models/combine.py`)     | the ensemble rule -> the mmedge outputs |
 | `NAME[.<variant>]`          | `ensemble`                              | wires the steps; the mmedge wire contract (`protocol`) |
 
-A variant ``NAME.without-audio`` (etc.) is written for every set of optional modalities a
+A bundle with a ``similarity`` record also gets ``NAME.similarity`` (its query modality and ``queries`` -> scores;
+``similarity_repository``). A variant ``NAME.without-audio`` (etc.) is written for every set of optional modalities a
 client may leave out, since a Triton ensemble runs all its steps. ``tensorrt_plan`` is used
 for a component where ``mmedge build`` left engines (``<bundle>/engines/<device-key>/``, or
 ``engine_dir``); several device keys become ``cc_model_filenames`` per compute capability.
@@ -332,8 +333,10 @@ def _write_all(bundle: Any, out: Path, config: RepositoryConfig) -> list[Reposit
     problem = bundle.precision_problem(config.precision)
     if problem:
         raise BundleError(problem)
+    from mmedge.serve.similarity_repository import similarity_modalities_served, similarity_models
+
     variants = _variants(bundle)
-    used = {m for v in variants for m in v.modalities}
+    used = {m for v in variants for m in v.modalities} | set(similarity_modalities_served(bundle))
     components = [f"encoder.{m}" for m in bundle.modalities if m in used] + [f"head.{m.name}" for m in bundle.members]
     dirs, written, io = _engine_dirs(bundle, config), [], {}
     out.mkdir(parents=True, exist_ok=True)
@@ -349,5 +352,6 @@ def _write_all(bundle: Any, out: Path, config: RepositoryConfig) -> list[Reposit
     kinds = sorted({w.kind for w in written if w.kind != "python"})
     for variant in variants:
         written.append(_combine_model(out, bundle, variant, "triton:" + "+".join(kinds), config))
+    written.extend(similarity_models(out, bundle, io, config))
     written.extend(_ensemble(out, bundle, v, io, config) for v in variants)
     return written

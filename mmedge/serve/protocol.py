@@ -19,6 +19,12 @@ prepends the batch axis). The inputs are each modality record's ``wire`` tensors
 | `index`                | INT64 | [1]      | predicted class index                                  |
 | `label`                | BYTES | [1]      | predicted label                                        |
 | `meta`                 | BYTES | [1]      | JSON: backend, precision, members, skipped, note, ms   |
+
+Bundles of a pretrained dual encoder (a ``similarity`` record: CLIP, SigLIP, CLAP) also score their
+query modality (``image`` or ``audio``) against free texts, ``Session.similarity``: such a request
+sends that modality's tensors and `queries` (BYTES [Q], UTF-8, the same Q texts on every row of a
+request) instead of `text`, and gets `scores` (FP32 [Q], ``scale * cos + bias``), `query_probabilities`
+(FP32 [Q], the model's softmax over the queries or sigmoid per pair), `index` and `label` (the best query).
 """
 from __future__ import annotations
 
@@ -31,11 +37,13 @@ import numpy as np
 from mmedge.errors import ConfigError, InputError
 from mmedge.runtime.modalities import TensorSpec, get_modality, modalities
 
-__all__ = ["OUTPUTS", "TensorSpec", "WireLimits", "RequestRows", "input_specs", "modality_inputs",
-           "decode_request", "encode_outputs", "decode_outputs", "output_specs"]
+__all__ = ["OUTPUTS", "SIMILARITY_OUTPUTS", "QUERIES", "TensorSpec", "WireLimits", "RequestRows", "input_specs",
+           "modality_inputs", "decode_request", "encode_outputs", "decode_outputs", "output_specs", "queries_spec",
+           "similarity_output_specs", "encode_similarity", "decode_queries"]
 
 PROBABILITIES, MEMBER_PROBABILITIES, INDEX, LABEL, META = (
     "probabilities", "member_probabilities", "index", "label", "meta")
+QUERIES, SCORES, QUERY_PROBABILITIES = "queries", "scores", "query_probabilities"
 
 
 def input_specs(names: Sequence[str] | None = None) -> tuple[TensorSpec, ...]:
@@ -57,6 +65,18 @@ def output_specs(num_classes: int, num_members: int) -> tuple[TensorSpec, ...]:
 
 
 OUTPUTS: tuple[str, ...] = (PROBABILITIES, MEMBER_PROBABILITIES, INDEX, LABEL, META)
+SIMILARITY_OUTPUTS: tuple[str, ...] = (SCORES, QUERY_PROBABILITIES, INDEX, LABEL)
+
+
+def queries_spec() -> TensorSpec:
+    """The ``queries`` input of a similarity request: BYTES [Q] per row."""
+    return TensorSpec(QUERIES, object, (-1,))
+
+
+def similarity_output_specs() -> tuple[TensorSpec, ...]:
+    """The outputs of a similarity request: each row's scores and activations over its Q queries, and the best."""
+    return (TensorSpec(SCORES, np.float32, (-1,)), TensorSpec(QUERY_PROBABILITIES, np.float32, (-1,)),
+            TensorSpec(INDEX, np.int64, (1,)), TensorSpec(LABEL, object, (1,)))
 
 
 @dataclass(frozen=True)
@@ -69,22 +89,26 @@ class WireLimits:
         max_text_bytes: Largest UTF-8 text.
         max_audio_seconds: Longest audio clip.
         audio_rates: Accepted range of ``audio_rate`` (Hz), inclusive.
+        max_queries: Most ``queries`` texts of a similarity request (each at most ``max_text_bytes``).
     """
 
     max_image_side: int = 2048
     max_text_bytes: int = 4096
     max_audio_seconds: float = 30.0
     audio_rates: tuple[int, int] = (1000, 192000)
+    max_queries: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_image_side < 1 or self.max_text_bytes < 1 or self.max_audio_seconds <= 0:
+        if self.max_image_side < 1 or self.max_text_bytes < 1 or self.max_audio_seconds <= 0 or self.max_queries < 1:
             raise ConfigError(f"WireLimits must be positive, got {self}")
 
     def max_row_bytes(self) -> int:
-        """The tensor bytes of the largest row these limits accept (every built-in modality at its limit)."""
+        """The tensor bytes of the largest row these limits accept: every built-in modality at its limit, or a
+        similarity row (its larger query modality and ``max_queries`` texts), whichever is larger."""
         image = self.max_image_side ** 2 * 3  # uint8 RGB
         audio = int(self.max_audio_seconds * self.audio_rates[1]) * 4 + 4  # float32 samples and the int32 rate
-        return image + self.max_text_bytes + 4 + audio  # BYTES: a 4-byte length prefix
+        text = self.max_text_bytes + 4  # BYTES: a 4-byte length prefix
+        return max(image + text + audio, max(image, audio) + self.max_queries * text)
 
     def max_request_bytes(self, max_batch: int, overhead: int = 64 * 1024) -> int:
         """The largest request body worth reading for ``max_batch`` rows (for a front proxy's body limit)."""
@@ -98,6 +122,7 @@ class RequestRows:
     modalities: tuple[str, ...]
     size: int
     items: Mapping[str, list] = field(default_factory=dict)
+    queries: tuple[str, ...] = ()  # a similarity request's texts (every row is scored against them)
 
 
 def decode_request(data: Mapping[str, np.ndarray], limits: WireLimits = WireLimits()) -> RequestRows:
@@ -113,8 +138,11 @@ def decode_request(data: Mapping[str, np.ndarray], limits: WireLimits = WireLimi
 
     Raises:
         InputError: no input, an unknown input, batch sizes that differ, or a payload
-            over ``limits``.
+            over ``limits``; ``queries`` with ``text``, rows with different queries, an empty query.
     """
+    queries = decode_queries(data, limits) if QUERIES in data else ()
+    query_rows = len(data[QUERIES]) if queries else None
+    data = {k: v for k, v in data.items() if k != QUERIES}
     owners = {t.name: record for record in modalities() for t in record.wire}
     unknown = sorted(set(data) - set(owners))
     if unknown or not data:
@@ -127,7 +155,43 @@ def decode_request(data: Mapping[str, np.ndarray], limits: WireLimits = WireLimi
     sizes = {m: len(v) for m, v in items.items()}
     if len(set(sizes.values())) != 1 or 0 in sizes.values():
         raise InputError(f"every input of a request needs the same, non-zero batch size, got {sizes}")
-    return RequestRows(tuple(items), next(iter(sizes.values())), items)
+    size = next(iter(sizes.values()))
+    if query_rows not in (None, size):
+        raise InputError(f"`queries` has {query_rows} rows for {size} rows of {list(items)}; send one per row")
+    return RequestRows(tuple(items), size, items, queries)
+
+
+def decode_queries(data: Mapping[str, np.ndarray], limits: WireLimits) -> tuple[str, ...]:
+    """The texts of ``queries`` (BYTES (batch, Q)): the same on every row, each non-empty UTF-8.
+
+    Raises:
+        InputError: ``text`` sent too, no or too many queries, rows with other queries, an empty or
+            over-long query, one that is not UTF-8.
+    """
+    from mmedge.runtime.wire import batched, texts_from_wire
+
+    value = batched(data, QUERIES)
+    if "text" in data:
+        raise InputError("send `queries` (the texts to score against) or `text` (a member's input), not both")
+    rows = value.reshape(len(value), -1)
+    if rows.shape[1] == 0 or rows.shape[1] > limits.max_queries:
+        raise InputError(f"send 1 to {limits.max_queries} queries per request, got {rows.shape[1]}")
+    if any(not np.array_equal(row, rows[0]) for row in rows[1:]):
+        raise InputError("every row of a request is scored against the same queries; send rows with other "
+                         "queries as another request")
+    texts = texts_from_wire({QUERIES: rows[0].reshape(-1, 1)}, limits, QUERIES)
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise InputError(f"queries {empty} are empty or whitespace only; send non-empty texts")
+    return tuple(texts)
+
+
+def encode_similarity(scores: np.ndarray, probabilities: np.ndarray, queries: Sequence[str]) -> dict[str, np.ndarray]:
+    """The similarity outputs of (N, Q) ``scores`` and their ``probabilities``: the best query per row too."""
+    best = np.asarray(scores).argmax(axis=1).astype(np.int64)  # (N,)
+    return {SCORES: np.ascontiguousarray(scores, dtype=np.float32),
+            QUERY_PROBABILITIES: np.ascontiguousarray(probabilities, dtype=np.float32),
+            INDEX: best.reshape(-1, 1), LABEL: np.array([[queries[i].encode()] for i in best], dtype=object)}
 
 
 def encode_outputs(pred: Any, members: Sequence[str], rows: slice) -> dict[str, np.ndarray]:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from mmedge.errors import BundleError, ConfigError
-from mmedge.serve.protocol import WireLimits, decode_request, encode_outputs
+from mmedge.serve.protocol import QUERIES, WireLimits, decode_queries, decode_request, encode_outputs, \
+    encode_similarity
 
-__all__ = ["Preprocess", "Combine", "OnnxGraph", "create_step", "answer_all", "STEPS"]
+__all__ = ["Preprocess", "Combine", "OnnxGraph", "Similarity", "Infer", "create_step", "answer_all", "STEPS"]
+
+Infer = Callable[[str, Mapping[str, np.ndarray], Sequence[str]], dict]  # (model, inputs, outputs) -> outputs
 
 
 class Preprocess:
@@ -106,7 +109,39 @@ class OnnxGraph:
         return dict(zip(self._outputs, self._session.run(None, dict(data))))
 
 
-def _bundle(params: Mapping[str, str], folder: Path) -> Any:
+class Similarity:
+    """A similarity request's scores: its query modality's embeddings against its ``queries``, as
+    ``Session.similarity`` (``mmedge.runtime.similarity.similarity_scores`` and the model's activation).
+
+    Args:
+        info: The bundle's ``similarity`` record, as the manifest holds it.
+        modality: The modality scored (``image``; ``audio`` for CLAP).
+        encode_texts: Texts -> their ``text_embed`` (T, E): the repository's text ensemble, called through
+            Triton's business-logic scripting (``triton_models/model.py``).
+        cache_size: Query texts whose embeddings are kept (least recently used dropped), as a ``Session``'s text cache.
+    """
+
+    def __init__(self, info: Mapping[str, Any], modality: str, encode_texts: Callable[[list[str]], np.ndarray],
+                 cache_size: int = 256) -> None:
+        from mmedge.runtime.manifest import SimilarityInfo
+        from mmedge.runtime.manifest_schema import read_dataclass
+        from mmedge.runtime.text_cache import TextCache
+
+        self.info, self.modality = read_dataclass(SimilarityInfo, dict(info), "similarity"), modality
+        self._encode, self._cache = encode_texts, TextCache(cache_size)
+
+    def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mmedge.runtime.similarity import activate, similarity_scores
+
+        queries = decode_queries({QUERIES: data[QUERIES]}, WireLimits())
+        embeds = np.asarray(data[self.info.embed(self.modality)], dtype=np.float32)  # (b, E)
+        key = self.info.embed("text")
+        texts = self._cache.lookup(list(queries), lambda misses: {key: self._encode(misses)})[key]  # (Q, E)
+        scores = similarity_scores(embeds, texts, self.info, self.modality)  # (b, Q)
+        return encode_similarity(scores, activate(scores, self.info.activation), queries)
+
+
+def _bundle(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> Any:
     """``mmedge serve``'s one model: a whole bundle through a ``Session`` (``handler.BundleHandler``)."""
     from mmedge.runtime import Session
     from mmedge.serve.handler import BundleHandler
@@ -120,37 +155,55 @@ def _bundle(params: Mapping[str, str], folder: Path) -> Any:
     return BundleHandler(session, limits=WireLimits(**limits), owns_session=True)
 
 
-def _preprocess(params: Mapping[str, str], folder: Path) -> Preprocess:
+def _preprocess(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> Preprocess:
     return Preprocess(params["modality"], json.loads(params["spec"]), json.loads(params["outputs"]), folder)
 
 
-def _combine(params: Mapping[str, str], folder: Path) -> Combine:
+def _combine(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> Combine:
     return Combine(params["method"], json.loads(params["labels"]), json.loads(params["members"]),
                    json.loads(params["all_members"]), params["backend"], params["precision"], params.get("note", ""),
                    json.loads(params.get("stacking") or "null"))
 
 
-def _onnx_graph(params: Mapping[str, str], folder: Path) -> OnnxGraph:
+def _onnx_graph(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> OnnxGraph:
     return OnnxGraph(Path(folder) / "model.onnx", threads=int(params["threads"]) if params.get("threads") else None,
                      disabled_optimizers=tuple(json.loads(params.get("disabled_optimizers") or "[]")))
 
 
-STEPS: Mapping[str, Callable[[Mapping[str, str], Path], Any]] = {
-    "preprocess": _preprocess, "combine": _combine, "onnx_graph": _onnx_graph, "bundle": _bundle}
+def _similarity(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> Similarity:
+    if infer is None:
+        raise ConfigError("the similarity step calls the repository's text ensemble: it runs inside Triton "
+                          "(create_step(..., infer=...))")
+    text_model, chunk = params["text_model"], int(params["max_batch"])
+
+    def encode_texts(texts: list[str]) -> np.ndarray:  # the text ensemble, at most max_batch texts a call
+        rows = np.array([[t.encode("utf-8")] for t in texts], dtype=object)
+        return np.concatenate([infer(text_model, {"text": rows[i:i + chunk]}, [params["text_embed"]])
+                               [params["text_embed"]] for i in range(0, len(rows), chunk)])
+
+    return Similarity(json.loads(params["similarity"]), params["modality"], encode_texts)
 
 
-def create_step(params: Mapping[str, str], folder: Path) -> Callable[[Mapping[str, np.ndarray]], dict]:
+STEPS: Mapping[str, Callable[[Mapping[str, str], Path, Infer | None], Any]] = {
+    "preprocess": _preprocess, "combine": _combine, "onnx_graph": _onnx_graph, "bundle": _bundle,
+    "similarity": _similarity}
+
+
+def create_step(params: Mapping[str, str], folder: Path, infer: Infer | None = None
+                ) -> Callable[[Mapping[str, np.ndarray]], dict]:
     """The step named by ``params["step"]``, built from the model's string parameters.
 
     Args:
         params: The model config's ``parameters`` (string values).
         folder: The model version folder (``<model>/1``).
+        infer: Runs another model of the server: ``(model, inputs, output names) -> outputs`` (Triton's
+            business-logic scripting in ``triton_models/model.py``); the similarity step needs it.
     """
     step = params.get("step")
     if step not in STEPS:
         raise ConfigError(f"model parameter step={step!r} is not one of {sorted(STEPS)}; regenerate the "
                           "repository with `mmedge triton`")
-    return STEPS[step](params, Path(folder))
+    return STEPS[step](params, Path(folder), infer)
 
 
 def answer_all(step: Any, requests: list[Mapping[str, np.ndarray]]) -> list[Any]:

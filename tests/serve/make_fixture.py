@@ -1,5 +1,6 @@
 """Writes the serve tests' fixture in the MAIN environment (torch, export): ``OUT/bundle``, ``OUT/samples.npz`` and
-``OUT/waveform-bundle`` (image + raw-waveform Hugging Face audio encoders).
+``OUT/waveform-bundle`` (image + raw-waveform Hugging Face audio encoders) and ``OUT/clip-bundle`` (a tiny CLIP
+exported as itself: similarity against free texts, and a zero-shot member).
 
 The serve tests run in a virtual environment of their own (PyTriton pins numpy<2) that has
 no torch, so ``.ci/serve_tests.sh`` builds the shared fixture bundle of ``tests/conftest.py``
@@ -21,6 +22,8 @@ import numpy as np
 SAMPLES_FILE = "samples.npz"
 WAVEFORM_BUNDLE = "waveform-bundle"
 WAVEFORM_LABELS = ["zero", "one", "two"]
+CLIP_BUNDLE = "clip-bundle"
+CLIP_LABELS = ["cat", "dog", "car"]
 
 
 def _tests_module(filename: str):
@@ -81,6 +84,22 @@ def build_waveform_bundle(out: Path) -> Path:
     return out
 
 
+def build_clip_bundle(out: Path) -> Path:
+    """A tiny CLIP folder (``tests/tiny_pretrained.py``) exported as itself, fp32: the image tower scored against
+    free texts (``similarity`` in its manifest) and the zero-shot member over ``CLIP_LABELS``."""
+    from mmedge.export.exporter import ExportConfig
+    from mmedge.export.pretrained import export_pretrained
+
+    tiny = _tests_module("tiny_pretrained.py")
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(prefix="mmedge-serve-clip-") as tmp:
+        folder = tiny.clip_folder(Path(tmp) / "clip")
+        calib = [{"image": rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)} for _ in range(4)]
+        export_pretrained(folder, labels=CLIP_LABELS, calib=calib, out=out,
+                          config=ExportConfig(precisions=("fp32",), calib_samples=4))
+    return out
+
+
 def write_samples(out: Path, count: int = 12, seed: int = 0) -> Path:
     """Writes ``count`` rows of the ``digits-av`` test split (images, texts, waves, labels) to ``out``."""
     from mmedge.datasets import build_dataset
@@ -108,6 +127,9 @@ def main() -> None:
     if (args.out / WAVEFORM_BUNDLE).exists():
         shutil.rmtree(args.out / WAVEFORM_BUNDLE)
     build_waveform_bundle(args.out / WAVEFORM_BUNDLE)
+    if (args.out / CLIP_BUNDLE).exists():
+        shutil.rmtree(args.out / CLIP_BUNDLE)
+    build_clip_bundle(args.out / CLIP_BUNDLE)
     print(f"serve fixture written to {args.out}")
 
 

@@ -4,37 +4,13 @@ repository's wiring and parameters are what is tested; a stacking bundle predict
 import numpy as np
 import pytest
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                                       reason="the serve tests run in their own environment: .ci/serve_tests.sh")
-from google.protobuf import text_format  # noqa: E402
+pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serve tests run in their own environment: "
+                                                                 ".ci/serve_tests.sh")
 
 from mmedge.runtime import Session  # noqa: E402
 from mmedge.runtime.ensemble import Stacking  # noqa: E402
 from mmedge.serve.model_repository import RepositoryConfig, write_repository  # noqa: E402
-from mmedge.serve.steps import create_step  # noqa: E402
-
-
-def configs(repo):
-    """Model name -> its parsed ``config.pbtxt``."""
-    return {p.parent.name: text_format.Parse(p.read_text(), model_config_pb2.ModelConfig())
-            for p in sorted(repo.glob("*/config.pbtxt"))}
-
-
-def run_model(repo, name, data, models=None, steps=None):
-    """Runs model ``name`` of ``repo`` in this process: an ensemble's steps in order, a Python model's step."""
-    models = configs(repo) if models is None else models
-    steps = {} if steps is None else steps  # model name -> its step, built once
-    config = models[name]
-    if config.platform != "ensemble":
-        if name not in steps:
-            params = {k: v.string_value for k, v in config.parameters.items()}
-            steps[name] = create_step(params, repo / name / "1")
-        return steps[name](data)
-    tensors = dict(data)
-    for step in config.ensemble_scheduling.step:
-        out = run_model(repo, step.model_name, {k: tensors[v] for k, v in step.input_map.items()}, models, steps)
-        tensors.update({outer: out[inner] for inner, outer in step.output_map.items()})
-    return {o.name: tensors[o.name] for o in config.output}
+from repo_runner import run_model  # noqa: E402  (tests/serve/repo_runner.py)
 
 
 def wire_rows(samples, count, audio=True):

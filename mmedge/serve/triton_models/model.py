@@ -2,7 +2,8 @@
 
 Copied as ``<model>/1/model.py``; the model's ``parameters`` (``step`` and its settings) say
 which ``mmedge.serve.steps`` step it runs. Needs ``mmedge`` installed where Triton runs Python
-models. Each request is answered on its own (``steps.answer_all``): a bad request gets its own
+models. A step may run other models of the server (``_infer``: business-logic scripting; the
+similarity step encodes its queries with the text ensemble). Each request is answered on its own (``steps.answer_all``): a bad request gets its own
 error (an ``InputError`` as INVALID_ARG: HTTP 400 / gRPC INVALID_ARGUMENT) and never fails the
 other requests of its batch.
 """
@@ -26,7 +27,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.inputs = [i["name"] for i in config["input"]]
         folder = Path(args["model_repository"]) / str(args["model_version"])
-        self.step = create_step(params, folder)
+        self.step = create_step(params, folder, infer=_infer)
 
     def _data(self, request):
         data = {}
@@ -49,6 +50,16 @@ class TritonPythonModel:
         close, self.step = getattr(self.step, "close", None), None
         if close is not None:
             close()
+
+
+def _infer(model, inputs, outputs):
+    """Runs another model of this server (business-logic scripting): output name -> numpy array."""
+    request = pb_utils.InferenceRequest(model_name=model, requested_output_names=list(outputs),
+                                        inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()])
+    response = request.exec()
+    if response.has_error():
+        raise RuntimeError(f"model {model!r} failed: {response.error().message()}")
+    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
 
 def _response(answer):
