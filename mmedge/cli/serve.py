@@ -57,7 +57,8 @@ def _print_ready(server) -> None:
     console.print(f"  gRPC    {server.grpc_url}")
     console.print(f"  metrics {server.metrics_url}")
     most = cfg.limits.max_request_bytes(cfg.max_batch) / 2**20
-    console.print(f"  largest valid request {most:.0f} MiB (a front proxy's body limit; Triton has none)", highlight=False)
+    console.print(f"  largest valid request {most:.0f} MiB (PyTriton's tritonserver has no request size limit: make "
+                  "this a front proxy's body limit, docs/serving.md)", highlight=False)
     console.print("ready; Ctrl+C or SIGTERM stops the server", highlight=False)
 
 

@@ -30,6 +30,7 @@ def triton(
 ) -> None:
     """Write a Triton model repository: encoders and heads, preprocessing and ensemble rule, wired as an ensemble."""
     from mmedge.serve.model_repository import RepositoryConfig, write_repository
+    from mmedge.serve.serve_config import HTTP_MAX_INPUT_SIZE_SINCE, http_max_input_size_flag
 
     try:
         config = RepositoryConfig(model_name=model_name, precision=precision, max_batch=max_batch,
@@ -45,9 +46,11 @@ def triton(
     for m in models:
         table.add_row(m.name, m.kind, m.source)
     console.print(table)
-    console.print(f"run it: tritonserver --model-repository {out}  (the Python models need `pip install mmedge` "
-                  "in Triton's Python environment); call it with mmedge.client.Client(url, "
-                  f"model={model_name!r})", highlight=False)
+    console.print(f"run it: tritonserver --model-repository {out} {http_max_input_size_flag(max_batch)}  (the Python "
+                  "models need `pip install mmedge` in Triton's Python environment; the flag refuses HTTP requests "
+                  f"larger than the largest valid one with 400 and needs {HTTP_MAX_INPUT_SIZE_SINCE} or later: "
+                  "older ones have no limit, leave it out there and put a proxy in front, docs/serving.md); call it "
+                  f"with mmedge.client.Client(url, model={model_name!r})", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

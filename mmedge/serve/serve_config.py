@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from mmedge.errors import ConfigError
 from mmedge.serve.protocol import WireLimits
 
-__all__ = ["ServeConfig", "DEFAULT_MODEL_NAME", "DEFAULT_MAX_QUEUE", "dynamic_batching"]
+__all__ = ["ServeConfig", "DEFAULT_MODEL_NAME", "DEFAULT_MAX_QUEUE", "dynamic_batching", "http_max_input_size_flag",
+           "HTTP_MAX_INPUT_SIZE_SINCE"]
 
 DEFAULT_MODEL_NAME = "mmedge"
 DEFAULT_MAX_QUEUE = 64  # requests waiting per model; more are refused at once (UNAVAILABLE / HTTP 503)
+HTTP_MAX_INPUT_SIZE_SINCE = "Triton 2.59 (NGC 25.06)"  # the first tritonserver with --http-max-input-size
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -38,6 +40,15 @@ def dynamic_batching(config: object) -> dict:
     policy = {"timeout_action": Enum("REJECT"), "default_timeout_microseconds": getattr(config, "queue_timeout_us"),
               "allow_timeout_override": False, "max_queue_size": getattr(config, "max_queue")}
     return {"max_queue_delay_microseconds": getattr(config, "queue_delay_us"), "default_queue_policy": policy}
+
+
+def http_max_input_size_flag(max_batch: int, limits: WireLimits = WireLimits()) -> str:
+    """tritonserver's ``--http-max-input-size`` set to the largest valid request of ``max_batch`` rows
+    (``WireLimits.max_request_bytes``): Triton refuses an HTTP request whose inputs add up to more with 400
+    before it copies them into a request (it has read the body by then). Only tritonserver since
+    ``HTTP_MAX_INPUT_SIZE_SINCE`` knows the flag; its default there, 64 MiB, would also refuse valid requests
+    of a large ``max_batch`` (16 images of 2048 x 2048: 192 MiB)."""
+    return f"--http-max-input-size={limits.max_request_bytes(max_batch)}"
 
 
 def _check_port(name: str, port: int) -> None:

@@ -23,6 +23,30 @@ def test_triton_command_writes_a_repository(bundle_path, tmp_path):
     assert "mmedge.encoder.image" in result.output and "ensemble" in result.output
     assert (tmp_path / "repo" / "mmedge" / "config.pbtxt").is_file()
     assert "max_batch_size: 4" in (tmp_path / "repo" / "mmedge.head.concat" / "config.pbtxt").read_text()
+    from mmedge.serve.protocol import WireLimits
+
+    flag = f"--http-max-input-size={WireLimits().max_request_bytes(4)}"  # the largest valid request of 4 rows
+    assert f"tritonserver --model-repository {tmp_path / 'repo'} {flag}" in " ".join(result.output.split())
+
+
+@needs_pytriton
+def test_pytritons_tritonserver_has_no_request_size_flag():
+    """Why ``mmedge serve`` cannot bound a request's size and its banner and docs/serving.md send users to a front
+    proxy: PyTriton's tritonserver predates ``--http-max-input-size``. Should a newer one know it, pass
+    ``serve_config.http_max_input_size_flag`` to it, and this test says so."""
+    import os
+    from pathlib import Path
+
+    import pytriton
+
+    from mmedge.serve.server import prepare_environment
+
+    prepare_environment()
+    binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
+    result = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    usage = result.stdout + result.stderr
+    assert "--http-port" in usage  # the usage text was read
+    assert "--http-max-input-size" not in usage, "this tritonserver has the flag: mmedge serve should pass it"
 
 
 @pytest.mark.parametrize("args, words", [
