@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_soak.json",
            "multi_camera.json",
-           "ensemble_seeds.json", "pretrained_reference.json")
+           "ensemble_seeds.json", "ensemble_cost.json", "pretrained_reference.json")
 
 
 def main() -> None:

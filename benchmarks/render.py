@@ -53,7 +53,8 @@ def render_results(files: Sequence[Path], *, root: Path | None = None, targets: 
     if targets and "mmedge.bench/1" in first:
         from targets import render_targets  # benchmarks/targets.py, beside this file
 
-        sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1")))
+        sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1"),
+                                          first.get("mmedge.ensemble_cost/1")))
     return "\n".join(sections)
 
 
@@ -354,3 +355,32 @@ def render_pretrained_reference(report: Report, source: str) -> str:
                   f"after one prediction: {rss}.\n",
                   markdown_table(["variant", *[f"p50 ms, batch {b}" for b in rec["latency_ms"]]], rows)]
     return "\n".join(parts)
+
+
+@register_renderer("mmedge.ensemble_cost/1")
+def render_ensemble_cost(report: Report, source: str) -> str:
+    """The section of one ``benchmarks/ensemble_cost.py`` run: the ensemble's latency over the chosen member's."""
+    b = report["bundle"]
+    rows = [[r["precision"], r["batch"], f"{r['member']['p50_ms']:.2f}", f"{r['merged']['p50_ms']:.2f}",
+             f"{r['separate']['p50_ms']:.2f}", f"**{r['ensemble_over_member']:.3f}×**", f"{r['separate_over_member']:.3f}×",
+             f"{r['merged_over_separate']:.3f}×", "yes" if r["disturbed"] else ""] for r in report["rows"]]
+    recipe = report.get("recipe")
+    made = (f"a `{recipe['name']}` bundle trained on {recipe['subset']} rows with the {recipe['rule']} rule, so every "
+            "member stays in it (the graphs, so the latency, are the full recipe's; only accuracy differs)"
+            if recipe else f"the bundle `{b['path']}`")
+    env = report["environment"]
+    return "\n".join([
+        f"## The ensemble's cost: one graph for all heads vs the member chosen on validation ({source})\n",
+        f"```bash\n{report['command']}\n```\n",
+        f"{report['created']}: {made}; members {', '.join(b['members'])} (rule {b['rule']}); chosen member "
+        f"`{report['member']}` (most accurate on validation). ONNX Runtime, {env['threads']} threads, "
+        f"{env['iters']} interleaved runs per configuration after {env['warmup']} warm-up runs, medians of whole "
+        "`Session.predict` calls on real test rows (preprocessing included, text cache off). *merged*: the ensemble "
+        "with its merged heads graph (one runner for every head and the rule); *separate*: the same bundle without it "
+        "(one runner per head plus the numpy rule, as older bundles run). Merged graph vs separate heads + numpy rule, "
+        f"max abs diff on the export's parity cases: {b['merged_parity_max_abs_diff']}. The machine was shared with "
+        f"other jobs (load average {env['load_average'][0]:.1f} on {env['cpus']} CPUs): quote the ratios, measured "
+        f"side by side, not the times; configurations with p90/p50 > {report['disturbed_p90_over_p50']} are "
+        f"marked disturbed. Goal: ensemble / chosen member <= {report['goal']}×.\n",
+        markdown_table(["precision", "batch", "member ms", "ensemble (merged) ms", "ensemble (separate) ms",
+                        "ensemble / member", "separate / member", "merged / separate", "disturbed"], rows)])

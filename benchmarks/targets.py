@@ -154,11 +154,24 @@ def _disturbed_note(report: Report) -> str:
             "disturbed side are marked not quotable.")
 
 
-def render_targets(report: Report, peers: Report | None) -> str:
+def _ensemble_cost_rows(cost: Report | None) -> list[list[str]]:
+    """Ensemble (merged heads graph) / the member chosen on validation, from ``benchmarks/ensemble_cost.py``."""
+    rows = []
+    for r in (cost or {}).get("rows", []):
+        disturbed = " (disturbed)" if r["disturbed"] else ""
+        rows.append([f"ensemble (one heads graph) / {cost['member']}, {r['precision']} b{r['batch']} "
+                     f"(ensemble_cost.json)", f"≤ {TARGETS['ensemble_vs_member']}×",
+                     f"{r['ensemble_over_member']:.3f}×" + disturbed, _NOT_QUOTABLE if r["disturbed"] else
+                     _verdict(r["ensemble_over_member"], TARGETS["ensemble_vs_member"]),
+                     f"the other heads and the rule, in one graph (separate heads: {r['separate_over_member']:.3f}×)"])
+    return rows
+
+
+def render_targets(report: Report, peers: Report | None, cost: Report | None = None) -> str:
     """The performance targets, each with the figure that meets or misses it and where the time or
-    memory goes (from the two reports)."""
-    rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _loaded_rows(report) \
-        + _footprint_rows(report)
+    memory goes (from the reports; ``cost``: ``benchmarks/ensemble_cost.py``'s)."""
+    rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _ensemble_cost_rows(cost) \
+        + _loaded_rows(report) + _footprint_rows(report)
     return "\n".join(["## Performance targets\n",
                       "Computed by `benchmarks/targets.py` from the reference bench and the peers "
                       "run below (their commands are in their sections). \"best peer\": the fastest variant that "

@@ -191,7 +191,8 @@ def _merged_entry(manifest: Manifest, work: Path, precision: str, cases: Sequenc
     parity = _parity(manifest, work, rel, precision, cases, disabled)
     opset = next((o.version for o in merged.opset_import if o.domain in ("", "ai.onnx")), None)
     return GraphEntry(file=rel, exporter="onnx.compose", opset=opset, parity=parity, ort_disabled_optimizers=disabled,
-                      quantization={"composed_from": {m.name: m.graphs[precision].file for m in members},
+                      quantization={"tool": "onnx.compose + rule",
+                                    "composed_from": {m.name: m.graphs[precision].file for m in members},
                                     "rule": effective_method(ens.method, ens.stacking_model, len(members)).value,
                                     "notes": "each head graph as built (its Q/DQ or float16 kept), rule in float32"})
 

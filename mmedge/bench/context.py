@@ -113,7 +113,11 @@ def environment_info(opts: BenchOptions, torch_threads: int | None = None) -> di
 def graph_bytes(bundle: Any, precision: str, member: str | None) -> int:
     members = [bundle.member(member)] if member else list(bundle.members)
     used = {m for mb in members for m in mb.modalities}
-    entries = [e.graphs[precision] for k, e in bundle.encoders.items() if k in used] + [m.graphs[precision] for m in members]
+    heads = [m.graphs[precision] for m in members]
+    merged = (bundle.manifest.ensemble.graphs or {}).get(precision) if member is None else None
+    if merged is not None:  # what the Session loads: the merged heads graph (and the heads, for optional modalities)
+        heads = [merged, *(heads if bundle.optional_modalities else ())]
+    entries = [e.graphs[precision] for k, e in bundle.encoders.items() if k in used] + heads
     return int(sum((bundle.root / e.file).stat().st_size for e in entries if e.file))
 
 

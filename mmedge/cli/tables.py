@@ -87,6 +87,7 @@ def components_table(manifest: dict) -> Table:
         table.add_column(col)
     rows = [(f"encoder.{k}", v["graphs"]) for k, v in manifest["encoders"].items()]
     rows += [(f"head.{mb['name']}", mb["graphs"]) for mb in manifest["members"]]
+    rows += [("heads (merged)", manifest["ensemble"]["graphs"])] if manifest["ensemble"].get("graphs") else []
     for name, graphs in rows:
         for p, g in graphs.items():
             check = g.get("parity") or g.get("fidelity") or {}

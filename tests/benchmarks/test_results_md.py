@@ -11,7 +11,8 @@ sys.path.insert(0, str(BENCH))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
 from targets import TARGETS, render_targets  # noqa: E402  (benchmarks/targets.py)
 FILES = [BENCH / f for f in ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json",
-                                "serve_soak.json", "multi_camera.json", "ensemble_seeds.json", "pretrained_reference.json")]
+                                "serve_soak.json", "multi_camera.json", "ensemble_seeds.json", "ensemble_cost.json",
+                                "pretrained_reference.json")]
 
 
 def test_results_md_is_what_make_results_writes():

@@ -152,3 +152,17 @@ def test_a_merged_graph_that_lacks_a_member_output_is_a_bundle_error(merged_bund
     tools.edit_manifest(folder, edit)
     with pytest.raises(BundleError, match="lacks outputs"):
         Session(folder, backend="ort")
+
+
+def test_the_cost_benchmark_strips_the_merged_graph_into_an_older_bundle(merged_bundle, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from ensemble_cost import separate_heads_copy  # benchmarks/ensemble_cost.py
+
+    new, _ = merged_bundle
+    older = separate_heads_copy(new, tmp_path / "older")
+    assert Bundle.open(older).manifest.ensemble.graphs is None and not (older / "ensemble").exists()
+    with Session(older, backend="ort", threads=2) as s:
+        assert HEADS not in s._runners and {f"head.{m.name}" for m in s.bundle.members} <= set(s._runners)
