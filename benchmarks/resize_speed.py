@@ -2,7 +2,9 @@
 
 One camera frame (640x480 RGB, a real photo upscaled) resized the way CLIP's processor does (shortest
 edge 224: 298x224) and SigLIP's (224x224), bicubic and bilinear, every variant timed interleaved on one
-BLAS thread (median ms); each exact variant is checked against Pillow (max |difference| in uint8 levels)::
+BLAS thread: median wall ms and median CPU ms of the calling thread (``time.thread_time``: what the call
+costs, whatever else the machine runs); each variant is checked against Pillow (max |difference| in uint8
+levels)::
 
     python benchmarks/resize_speed.py [--iters 50]
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Callable
 
 import cv2
@@ -64,24 +67,36 @@ def variants(image: np.ndarray, size: tuple[int, int], kind: str) -> dict[str, C
             "OpenCV cv2.resize (no antialiasing)": lambda: cv2.resize(image, size[::-1], interpolation=_CV2[kind])}
 
 
+def _with_cpu(fn: Callable[[], np.ndarray]) -> Callable[[], float]:
+    def call() -> float:
+        start = time.thread_time()
+        fn()
+        return time.thread_time() - start
+    return call
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Prints one markdown table per (size, filter): median and p90 ms, max difference to Pillow."""
+    """Prints one markdown table: per (size, filter, variant) median wall and CPU ms, max difference to Pillow."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=50)
     args = parser.parse_args(argv)
     image = frame()
-    print("| resize 640x480 -> | filter | variant | p50 ms | p90 ms | max diff to Pillow (levels) |")
-    print("|---|---|---|---|---|---|")
+    print("| resize 640x480 -> | filter | variant | p50 wall ms | p90 wall ms | p50 CPU ms "
+          "| max diff to Pillow (levels) |")
+    print("|---|---|---|---|---|---|---|")
     with threadpool_limits(1, user_api="blas"):
         for size in ((224, 298), (224, 224)):
             for kind in ("bicubic", "bilinear"):
                 calls = variants(image, size, kind)
                 reference = calls["Pillow Image.resize"]().astype(np.int16)
-                samples = run_interleaved(calls, iters=args.iters, warmup=3)
+                cpu: dict[str, list[float]] = {name: [] for name in calls}
+                samples = run_interleaved({name: _with_cpu(fn) for name, fn in calls.items()}, iters=args.iters,
+                                          warmup=3, on_result=lambda name, s: cpu[name].append(1000 * s))
                 for name, ms in samples.items():
                     stats = LatencyStats.from_samples(ms)
                     diff = int(np.abs(calls[name]().astype(np.int16) - reference).max())
-                    print(f"| {size[1]}x{size[0]} | {kind} | {name} | {stats.p50:.2f} | {stats.p90:.2f} | {diff} |")
+                    print(f"| {size[1]}x{size[0]} | {kind} | {name} | {stats.p50:.2f} | {stats.p90:.2f} | "
+                          f"{np.median(cpu[name]):.2f} | {diff} |")
     return 0
 
 

@@ -6,14 +6,14 @@ Interpolations (``ImageSpec.interpolation``, the ``INTERPOLATIONS`` registry):
   resampling Hugging Face image processors run. Pillow resamples in two separable passes with
   filters widened by the scale factor when shrinking (antialiasing) and 22-bit fixed-point
   weights, rounding to uint8 after each pass; this module computes the same sums exactly (float64
-  matmuls of the pixels by the fixed-point weights, banded: ``_bands``, cached per (in size, out size,
-  filter)) in the same pass order (Pillow 13: rows first when the height shrinks by more than twice as
-  many pixels as the width, else columns first; Pillow < 13 always ran columns first, which moves some
-  pixels by a few levels in those cases), so its output equals Pillow 13's byte for byte: 0 difference
+  matmuls of the pixels by the fixed-point weights, in bands of 8 output pixels: ``_bands``, cached
+  per (in size, out size, filter)) in the same pass order (Pillow 13: rows first when the height
+  shrinks by more than twice as many pixels as the width, else columns first; Pillow < 13 always ran
+  columns first, which moves some pixels by a few levels in those cases), so its output equals Pillow 13's byte for byte: 0 difference
   measured on the normalised pixel tensor (``PIL_TOLERANCE`` is the bound the tests hold it to).
-  A 640x480 frame to 298x224 bicubic takes about 2.5 ms on one BLAS thread, Pillow's time (the int32
-  tap-by-tap passes before took 6x that; cv2 0.3 ms, without antialiasing):
-  ``python benchmarks/resize_speed.py``.
+  A 640x480 frame to 298x224 bicubic costs about 2.4 ms of CPU on one BLAS thread, Pillow's cost (the
+  former int32 tap-by-tap passes: 16.5 ms; cv2 0.45 ms, without antialiasing), measured side by side by
+  ``python benchmarks/resize_speed.py`` (docs/pretrained_models.md has the table).
 - ``cv2_bilinear``, ``cv2_area``, ``cv2_nearest``: OpenCV's ``cv2.resize`` (no antialiasing for
   bilinear): what the first bundles used (resize modes ``bilinear``, ``area``, ``nearest``).
 
@@ -126,15 +126,18 @@ def _bands(in_size: int, out_size: int, kind: str) -> tuple[tuple[int, int, int,
 
 def _pass(image: np.ndarray, out_size: int, kind: str) -> np.ndarray:
     """One separable pass along axis 0, uint8 (H, W, 3) -> uint8 (out_size, W, 3), as Pillow's
-    ``ImagingResample*_8bpc``: banded float64 matmuls of the pixels by the weights. Every product and partial
-    sum is an integer times 2**-22 below 2**31 in magnitude, so float64 holds it exactly in any summation
-    order; ``floor(sum + 1/2)`` (Pillow's rounding shift) is then OpenCV's saturating round-to-nearest-even
-    of ``sum + 2**-23``, which never meets a tie, clipped to [0, 255] as Pillow clips."""
-    pixels = image.reshape(image.shape[0], -1).astype(np.float64)
-    sums = np.empty((out_size, pixels.shape[1]))
+    ``ImagingResample*_8bpc``: per band, a float64 matmul of the weights by the band's source rows (converted
+    there, so the working set stays in cache). Every product and partial sum is an integer times 2**-22 below
+    2**31 in magnitude, so float64 holds it exactly in any summation order; ``floor(sum + 1/2)`` (Pillow's
+    rounding shift) is then OpenCV's saturating round-to-nearest-even of ``sum + 2**-23``, which never meets a
+    tie, clipped to [0, 255] as Pillow clips."""
+    rows = image.reshape(image.shape[0], -1)
+    out = np.empty((out_size, rows.shape[1]), dtype=np.uint8)
+    sums = np.empty((_BAND, rows.shape[1]))
     for o0, o1, i0, i1, block in _bands(image.shape[0], out_size, kind):
-        np.matmul(block, pixels[i0:i1], out=sums[o0:o1])
-    return cv2.add(sums, _NUDGE, dtype=cv2.CV_8U).reshape((out_size,) + image.shape[1:])
+        np.matmul(block, rows[i0:i1].astype(np.float64), out=sums[:o1 - o0])
+        cv2.add(sums[:o1 - o0], _NUDGE, dst=out[o0:o1], dtype=cv2.CV_8U)
+    return out.reshape((out_size,) + image.shape[1:])
 
 
 def pil_resize(image: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarray:
