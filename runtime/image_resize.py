@@ -9,8 +9,9 @@ Interpolations (``ImageSpec.interpolation``, the ``INTERPOLATIONS`` registry):
   matmuls of the pixels by the fixed-point weights, in bands of 8 output pixels: ``_bands``, cached
   per (in size, out size, filter)) in the same pass order (Pillow 13: rows first when the height
   shrinks by more than twice as many pixels as the width, else columns first; Pillow < 13 always ran
-  columns first, which moves some pixels by a few levels in those cases), so its output equals Pillow 13's byte for byte: 0 difference
-  measured on the normalised pixel tensor (``PIL_TOLERANCE`` is the bound the tests hold it to).
+  columns first, which moves some pixels by a few levels in those cases), so its output equals
+  Pillow 13's byte for byte: 0 difference measured on the normalised pixel tensor (``PIL_TOLERANCE``
+  is the bound the tests hold it to).
   A 640x480 frame to 298x224 bicubic costs about 2.4 ms of CPU on one BLAS thread, Pillow's cost (the
   former int32 tap-by-tap passes: 16.5 ms; cv2 0.45 ms, without antialiasing), measured side by side by
   ``python benchmarks/resize_speed.py`` (docs/pretrained_models.md has the table).
