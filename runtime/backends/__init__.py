@@ -49,9 +49,9 @@ def resolve_backend(requested: str = "auto", *, graphs: Sequence[GraphRef] = (),
                     settings: LoadSettings | None = None) -> BackendChoice:
     """Picks the backend to use.
 
-    ``"auto"`` takes the first backend of ``backend_order()`` that can run here and has what it
-    needs built for ``graphs`` (``BaseLoader.missing``: TensorRT needs engines from ``mmedge build``),
-    ending with ``ort``. A named backend is used as asked or refused; it is never silently replaced.
+    ``"auto"`` takes the first backend of ``backend_order()`` that has what it needs for ``graphs``
+    (``BaseLoader.missing``, asked first because it is cheap: TensorRT needs engines from ``mmedge
+    build``, OpenVINO graphs verified at export) and can run here, ending with ``ort``. A named backend is used as asked or refused; it is never silently replaced.
 
     Args:
         requested: ``"auto"`` or a name in ``BACKENDS``.
@@ -74,7 +74,7 @@ def resolve_backend(requested: str = "auto", *, graphs: Sequence[GraphRef] = (),
         return BackendChoice(requested, f"{requested!r} was requested")
     skipped = []
     for row in backend_order():
-        problem = row.availability() or row.loader.missing(graphs, settings)
+        problem = _skip_reason(row, graphs, settings)
         if problem is None:
             why = f"auto: chose {row.name!r}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
             return BackendChoice(row.name, why)
@@ -82,6 +82,21 @@ def resolve_backend(requested: str = "auto", *, graphs: Sequence[GraphRef] = (),
     last = backend_order()[-1]
     raise BackendUnavailable(f"no backend can run here ({'; '.join(skipped)}); to install {last.name!r}: "
                              f"{last.install_hint}")
+
+
+def _skip_reason(row: Backend, graphs: Sequence[GraphRef], settings: LoadSettings | None) -> str | None:
+    """Why ``auto`` passes over ``row`` (None: it takes it).
+
+    What the graphs need is asked first: it reads the manifest, while availability may import the
+    backend's library and probe its devices (openvino: about 40 MiB and 0.4-1 s, measured) for a
+    backend that would not take these graphs anyway. A loader whose check needs its library (TensorRT
+    reads the device's engine folder) raises ``BackendUnavailable`` without it: then availability says why.
+    """
+    try:
+        needs = row.loader.missing(graphs, settings)
+    except BackendUnavailable as exc:
+        return row.availability() or str(exc)
+    return needs or row.availability()
 
 
 def open_runners(backend: str | Backend, graphs: Sequence[GraphRef], settings: LoadSettings) -> dict[str, BaseRunner]:

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import BundleError
+from mmedge.runtime.backends import ort_cache
 from mmedge.runtime.backends.base import (BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings,
                                           TensorMeta)
 from mmedge.runtime.backends.table import Backend, backend_order, register_backend
@@ -55,7 +56,8 @@ def session_options(threads: int | None = None) -> Any:
 
 def create_session(graph: str | Path | bytes, *, threads: int | None = None,
                    providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
-                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | Path | None = None) -> Any:
+                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | Path | None = None,
+                   optimized: bool = False, save_optimized: str | Path | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` for a bundle graph, with the runtime's options.
 
     Args:
@@ -67,10 +69,17 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
             ``mmedge.runtime.precisions.get_precision(name).ort_disabled_optimizers``.
         profile_prefix: Turn on ONNX Runtime's profiler, writing ``<prefix>_<time>.json``
             (``session.end_profiling()`` returns the path).
+        optimized: ``graph`` is already optimized (written by ``save_optimized`` for these
+            providers and this CPU): load it with graph optimization off.
+        save_optimized: Also write the optimized graph to this file (``ort_cache``).
     """
     import onnxruntime as ort
 
     options = session_options(threads)
+    if optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if save_optimized is not None:
+        options.optimized_model_filepath = str(save_optimized)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
@@ -117,9 +126,12 @@ class OrtLoader(BaseLoader):
         disabled_optimizers: Optimizers that stay off for this graph (its ``GraphEntry.ort_disabled_optimizers``).
         provider_options: Execution provider name -> its options.
         read: Returns the graph's verified bytes, loaded instead of reading ``path`` again.
+        cache: Where this graph's optimized form is cached (``ort_cache.cache_entry``; None: no cache).
 
     Attributes:
         providers: The execution providers, in priority order (the first is the one asked for).
+        caches_optimized: Whether ``for_session`` gives graphs a cache entry (the CPU EP's loader:
+            with a GPU provider the optimized graph would depend on what that provider claimed).
     """
 
     path: Path
@@ -127,8 +139,10 @@ class OrtLoader(BaseLoader):
     disabled_optimizers: tuple[str, ...] = ()
     provider_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    cache: Path | None = None
 
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
+    caches_optimized: ClassVar[bool] = True
     install_hint: ClassVar[str] = "pip install onnxruntime"
 
     @classmethod
@@ -156,10 +170,15 @@ class OrtLoader(BaseLoader):
 
     @classmethod
     def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "OrtLoader"]:
-        """Threads from the Session, disabled optimizers from each graph's manifest entry."""
+        """Threads from the Session, disabled optimizers from each graph's manifest entry, the cache entry."""
         options = cls.graph_provider_options(settings)
-        return lambda graph: cls(graph.path, threads=settings.threads, provider_options=options(graph),
-                                 read=graph.read, disabled_optimizers=tuple(graph.entry.ort_disabled_optimizers))
+
+        def make(graph: GraphRef) -> OrtLoader:
+            disabled = tuple(graph.entry.ort_disabled_optimizers)
+            cache = ort_cache.cache_entry(settings, graph, disabled) if cls.caches_optimized else None
+            return cls(graph.path, threads=settings.threads, provider_options=options(graph), read=graph.read,
+                       disabled_optimizers=disabled, cache=cache)
+        return make
 
     def __call__(self) -> Any:
         """The ``onnxruntime.InferenceSession``.
@@ -169,13 +188,38 @@ class OrtLoader(BaseLoader):
         """
         providers = [(p, dict(self.provider_options[p])) if p in self.provider_options else p for p in self.providers]
         try:
-            with _verified_source(self.path, self.read() if self.read is not None else None) as source:
-                return create_session(source, threads=self.threads, providers=providers,
-                                      disabled_optimizers=self.disabled_optimizers)
+            return self._from_cache(providers) or self._optimize(providers)
         except BundleError:
             raise
         except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/...; undecodable names in a damaged graph
             raise BundleError(f"onnxruntime cannot load {self.path}: {str(exc)[:300]}; re-export the bundle") from exc
+
+
+    def _from_cache(self, providers: list[Any]) -> Any:
+        """The session from the cached optimized graph, or None (no entry, or one ONNX Runtime refuses)."""
+        if self.cache is None or not self.cache.is_file():
+            return None
+        try:
+            return create_session(self.cache, threads=self.threads, providers=providers,
+                                  disabled_optimizers=self.disabled_optimizers, optimized=True)
+        except Exception:  # a damaged entry: optimize the bundle's graph again and rewrite it
+            return None
+
+    def _optimize(self, providers: list[Any]) -> Any:
+        """The session from the bundle's verified graph; its optimized form is cached when there is a place."""
+        save = ort_cache.publish(self.cache) if self.cache is not None else None
+        try:
+            with _verified_source(self.path, self.read() if self.read is not None else None) as source:
+                session = create_session(source, threads=self.threads, providers=providers,
+                                         disabled_optimizers=self.disabled_optimizers, save_optimized=save)
+            if save is not None and save.is_file():
+                with contextlib.suppress(OSError):  # another process's entry, or a full disk: keep running
+                    os.replace(save, self.cache)
+            return session
+        finally:
+            if save is not None:
+                with contextlib.suppress(OSError):
+                    save.unlink()
 
 
 @dataclass(frozen=True)
@@ -187,6 +231,7 @@ class OrtCudaLoader(OrtLoader):
     """
 
     providers: ClassVar[tuple[str, ...]] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    caches_optimized: ClassVar[bool] = False
     install_hint: ClassVar[str] = ("pip uninstall onnxruntime && pip install onnxruntime-gpu "
                                    "(with the CUDA and cuDNN versions it was built for)")
 
@@ -197,6 +242,7 @@ class OrtTensorRTLoader(OrtLoader):
 
     providers: ClassVar[tuple[str, ...]] = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
                                             "CPUExecutionProvider")
+    caches_optimized: ClassVar[bool] = False
     install_hint: ClassVar[str] = ("install onnxruntime-gpu built with TensorRT support and put the TensorRT "
                                    "libraries on the library path (on Jetson: JetPack's onnxruntime-gpu wheel)")
 

