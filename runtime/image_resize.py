@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from mmedge.registry import Registry
@@ -132,6 +131,8 @@ def _pass(image: np.ndarray, out_size: int, kind: str) -> np.ndarray:
     2**31 in magnitude, so float64 holds it exactly in any summation order; ``floor(sum + 1/2)`` (Pillow's
     rounding shift) is then OpenCV's saturating round-to-nearest-even of ``sum + 2**-23``, which never meets a
     tie, clipped to [0, 255] as Pillow clips."""
+    import cv2  # here, not at import: the runtime loads OpenCV only for image work (tests/runtime/test_import_cost.py)
+
     rows = image.reshape(image.shape[0], -1)
     out = np.empty((out_size, rows.shape[1]), dtype=np.uint8)
     sums = np.empty((_BAND, rows.shape[1]))
@@ -155,6 +156,8 @@ def pil_resize(image: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarra
     Returns:
         uint8 (height, width, 3), equal to Pillow's output.
     """
+    import cv2
+
     height, width = size
     shrink_rows, shrink_cols = image.shape[0] - height, image.shape[1] - width
     axes = (0, 1) if shrink_rows > 0 and shrink_rows > 2 * shrink_cols else (1, 0)  # Pillow >= 13's pass order
@@ -180,16 +183,19 @@ def _pil_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(image[rows][:, cols])
 
 
-def _cv2(flag: int) -> Callable[[np.ndarray, tuple[int, int]], np.ndarray]:
-    return lambda image, size: cv2.resize(image, (size[1], size[0]), interpolation=flag)
+def _cv2(flag: str) -> Callable[[np.ndarray, tuple[int, int]], np.ndarray]:
+    def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(image, (size[1], size[0]), interpolation=getattr(cv2, flag))
+    return resize
 
 
 for _kind in ("bilinear", "bicubic"):
     INTERPOLATIONS.register(_kind)(Interpolation(
         _kind, functools.partial(pil_resize, kind=_kind), f"Pillow's {_kind} (antialiased), as Hugging Face processors"))
 INTERPOLATIONS.register("nearest")(Interpolation("nearest", _pil_nearest, "Pillow's nearest neighbour"))
-for _name, _flag in (("cv2_bilinear", cv2.INTER_LINEAR), ("cv2_area", cv2.INTER_AREA),
-                     ("cv2_nearest", cv2.INTER_NEAREST)):
+for _name, _flag in (("cv2_bilinear", "INTER_LINEAR"), ("cv2_area", "INTER_AREA"), ("cv2_nearest", "INTER_NEAREST")):
     INTERPOLATIONS.register(_name)(Interpolation(_name, _cv2(_flag), f"OpenCV's {_name[4:]} (the first bundles')"))
 
 

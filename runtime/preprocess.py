@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from mmedge.errors import BundleError, InputError
@@ -193,6 +192,8 @@ def _decode(buf: np.ndarray, what: str, max_pixels: int | None = None) -> np.nda
     size = encoded_size(buf[:1 << 16].tobytes()) if max_pixels is not None else None
     if size is not None:
         _check_pixels(*size, max_pixels)
+    import cv2  # here, not at import: the runtime loads OpenCV only for image work
+
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8, alpha dropped
     if bgr is None:
         raise InputError(f"cannot decode image {what} ({buf.size} bytes); pass PNG or JPEG data")

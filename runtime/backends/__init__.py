@@ -51,7 +51,8 @@ def resolve_backend(requested: str = "auto", *, graphs: Sequence[GraphRef] = (),
 
     ``"auto"`` takes the first backend of ``backend_order()`` that has what it needs for ``graphs``
     (``BaseLoader.missing``, asked first because it is cheap: TensorRT needs engines from ``mmedge
-    build``, OpenVINO graphs verified at export) and can run here, ending with ``ort``. A named backend is used as asked or refused; it is never silently replaced.
+    build``, OpenVINO graphs verified at export) and can run here, ending with ``ort``. A named
+    backend is used as asked or refused; it is never silently replaced.
 
     Args:
         requested: ``"auto"`` or a name in ``BACKENDS``.

@@ -48,6 +48,28 @@ def test_importing_the_runtime_loads_no_backend_or_preprocessing_library():
     assert _child(_IMPORT)["loaded"] == []
 
 
+_TEXT_AND_AUDIO = """
+import json, sys
+import numpy as np
+from mmedge.runtime import Bundle
+from mmedge.runtime.audio import preprocess_audio
+from mmedge.runtime.preprocess import TextTokenizer, preprocess_images
+bundle = Bundle.open(sys.argv[2])
+TextTokenizer(bundle.tokenizer_path, bundle.specs["text"])(["a small cat"])
+preprocess_audio([np.zeros(16000, np.float32)], bundle.specs["audio"])
+before = [m for m in json.loads(sys.argv[1]) if m in sys.modules]
+preprocess_images([np.zeros((48, 80, 3), np.uint8)], bundle.specs["image"])
+print(json.dumps({"loaded": before, "after_image": [m for m in json.loads(sys.argv[1]) if m in sys.modules]}))
+"""
+
+
+def test_text_and_audio_work_loads_no_opencv(bundle_path):
+    """A bundle's manifest, its text and its audio need no OpenCV (15 MiB, measured); images load it."""
+    out = _child(_TEXT_AND_AUDIO, str(bundle_path))
+    assert "cv2" not in out["loaded"] and "tokenizers" in out["loaded"]
+    assert "cv2" in out["after_image"]
+
+
 def _linear_head(path, width: int, classes: int) -> None:
     """A real fusion head graph over the image alone: ``image_pooled (batch, width) -> logits (batch, classes)``."""
     import onnx
