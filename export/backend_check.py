@@ -14,21 +14,24 @@ from __future__ import annotations
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
+import onnx
 
 from mmedge.export.parity import ModuleFn, case_name, compare_outputs, mask_sequences, onnx_fn
 from mmedge.progress import log
 from mmedge.runtime.backends import backend_order
 from mmedge.runtime.backends.base import GraphRef, LoadSettings
 from mmedge.runtime.backends.table import Backend
+from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.merged_heads import HEADS
 from mmedge.runtime.precisions import REFERENCE, get_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmedge.export.components import Component
 
-__all__ = ["checked_backends", "check_graph", "check_components"]
+__all__ = ["checked_backends", "check_graph", "check_entries", "check_components", "check_merged_heads"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -69,30 +72,59 @@ def check_graph(backend: Backend, graph: GraphRef, precision: str, reference: Mo
             "max_abs_diff": max((r.max_abs_diff for r in rows), default=0.0), "cases": len(cases)}
 
 
+def check_entries(graphs: Mapping[str, GraphEntry], component: str, work: Path, reference: Callable[[str], ModuleFn],
+                  cases: Sequence[Arrays], *, threads: int | None = None) -> dict[str, GraphEntry]:
+    """``graphs`` (precision -> entry, files under ``work``) with each file's check on every one of
+    ``checked_backends()`` recorded in ``GraphEntry.backends`` (each file checked once).
+
+    Args:
+        graphs: One component's graph entries.
+        component: Its name (``encoder.image``, ``head.concat``, ``heads``).
+        work: The export's work folder.
+        reference: Precision of a file -> the function its outputs are compared with.
+        cases: The parity cases (each graph gets its own inputs from them).
+        threads: CPU threads for the backends.
+    """
+    backends, done, out = checked_backends(), {}, dict(graphs)
+    for precision, entry in graphs.items() if backends else ():
+        if entry.file is None:
+            continue
+        if entry.file not in done:
+            own = next((p for p, e in graphs.items() if e.file == entry.file and e.built), precision)
+            path = work / entry.file
+            ref = GraphRef(component, path, entry, read=path.read_bytes)  # bytes, as a Session loads it
+            picked = _inputs_of(work / entry.file, cases)
+            done[entry.file] = {b.name: check_graph(b, ref, own, reference(own), picked, threads=threads)
+                                for b in backends}
+            _log_failures(component, entry.file, done[entry.file])
+        out[precision] = replace(entry, backends={**(entry.backends or {}), **done[entry.file]})
+    return out
+
+
 def check_components(comps: Sequence["Component"], work: Path, cases: Sequence[Arrays], *,
                      threads: int | None = None) -> None:
-    """Checks every graph file of every component on each of ``checked_backends()`` and records the
-    result in each graph entry that uses the file (``GraphEntry.backends``)."""
-    backends = checked_backends()
-    for comp in comps if backends else ():
-        reference = onnx_fn(work / comp.rel(REFERENCE))
-        picked = [{n: c[n] for n in comp.input_names} for c in cases]
-        done: dict[str, dict[str, Any]] = {}
-        for precision, entry in list(comp.graphs.items()):
-            if entry.file is None:
-                continue
-            if entry.file not in done:
-                own = _file_precision(comp, entry.file, precision)
-                ref = GraphRef(comp.key, work / entry.file, entry)
-                done[entry.file] = {b.name: check_graph(b, ref, own, reference, picked, threads=threads)
-                                    for b in backends}
-                _log_failures(comp.key, entry.file, done[entry.file])
-            comp.graphs[precision] = replace(entry, backends={**(entry.backends or {}), **done[entry.file]})
+    """Checks every graph of every component against its fp32 graph on ONNX Runtime (``check_entries``)."""
+    for comp in comps if checked_backends() else ():
+        fp32 = onnx_fn(work / comp.rel(REFERENCE))
+        comp.graphs = check_entries(comp.graphs, comp.key, work, lambda _: fp32, cases, threads=threads)
 
 
-def _file_precision(comp: "Component", file: str, default: str) -> str:
-    """The precision whose graph ``file`` is (an entry may point at another precision's file)."""
-    return next((p for p in comp.graphs if comp.rel(p) == file), default)
+def check_merged_heads(manifest: Manifest, work: Path, cases: Sequence[Arrays], *,
+                       threads: int | None = None) -> Manifest:
+    """Checks each merged heads graph (``ensemble.graphs``) against itself on ONNX Runtime, where export
+    checked it against the separate heads (``export.heads_graph``)."""
+    graphs = manifest.ensemble.graphs
+    if not graphs or not checked_backends():
+        return manifest
+    files = {p: e.file for p, e in graphs.items()}
+    checked = check_entries(graphs, HEADS, work, lambda p: onnx_fn(work / str(files[p])), cases, threads=threads)
+    return replace(manifest, ensemble=replace(manifest.ensemble, graphs=checked))
+
+
+def _inputs_of(path: Path, cases: Sequence[Arrays]) -> list[Arrays]:
+    """Each case cut to the graph's own inputs."""
+    names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    return [{n: c[n] for n in names} for c in cases]
 
 
 def _log_failures(key: str, file: str, results: Mapping[str, Mapping[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from mmedge.export.quantization import export_precisions
 from mmedge.export.manifest_builder import build_manifest, bundle_files, validation_metrics
 from mmedge.export.accuracy import assess_precisions
 from mmedge.export.heads_graph import with_heads_graphs
-from mmedge.export.backend_check import check_components
+from mmedge.export.backend_check import check_components, check_merged_heads
 from mmedge.progress import log, track
 from mmedge.runtime.precisions import PRECISIONS, REFERENCE, PrecisionKind, get_precision
 
@@ -132,6 +132,7 @@ def export_sources(src, out: Path, *, config: ExportConfig) -> dict[str, Any]:
                     status[precision] = f"not built: {precision} checks its accuracy budget on labelled samples"
         manifest = build_manifest(src, comps, config, precisions=status, metrics=metrics)
         manifest = with_heads_graphs(manifest, work, src.cases)  # every head and the rule as one graph per precision
+        manifest = check_merged_heads(manifest, work, src.cases, threads=config.threads)
         from mmedge.export.bundle_writer import write_bundle
 
         write_bundle(out, manifest, bundle_files(manifest, work, src.tokenizer_file))

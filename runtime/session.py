@@ -104,7 +104,8 @@ class Session:
                 raise BundleError(problem)
             self.precision = precision
             self._engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_root(self.bundle.source)
-            settings = LoadSettings(self.bundle.source, precision, self._engine_dir, threads, cuda_graph)
+            settings = LoadSettings(self.bundle.source, precision, self._engine_dir, threads, cuda_graph,
+                                    auto=backend == "auto")
             graphs = tuple(GraphRef.from_bundle(self.bundle, c, precision) for c in self._components())
             if auto_build:
                 self._build_missing(backend, graphs, settings)

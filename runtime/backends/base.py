@@ -77,6 +77,8 @@ class LoadSettings:
             ONNX Runtime's TensorRT caches).
         threads: CPU threads per graph for backends that use them (None: the backend's default).
         cuda_graph: Capture CUDA graphs for repeated input shapes (TensorRT).
+        auto: The backend was chosen by ``auto``, not by name: a backend that fails to run a graph at
+            run time may hand that graph to ONNX Runtime (a backend fallback, warned and reported).
     """
 
     bundle_source: Path
@@ -84,6 +86,7 @@ class LoadSettings:
     engine_dir: Path
     threads: int | None = None
     cuda_graph: bool = False
+    auto: bool = False
 
 
 @dataclass(frozen=True)

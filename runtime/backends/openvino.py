@@ -42,6 +42,7 @@ import functools
 import importlib.util
 import platform
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -49,8 +50,9 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import BundleError
-from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
-from mmedge.runtime.backends.table import Backend, register_backend
+from mmedge.runtime.backends.base import BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
+from mmedge.runtime.backends.fallback import BackendFallbackWarning
+from mmedge.runtime.backends.table import Backend, get_backend, register_backend
 from mmedge.runtime.integrity import cache_root
 
 __all__ = ["CompiledGraph", "OpenVINOLoader", "OpenVINOGpuLoader", "OpenVINONpuLoader", "OpenVINORunner", "X86_MACHINES",
@@ -74,9 +76,21 @@ def _installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+_SINK = "/sink_port_0"  # the ONNX front end names a graph output's Result node "<output name>/sink_port_0"
+
+
+def _port_name(port: Any) -> str:
+    """The ONNX name of a graph input or output. An output tensor can carry several names (the ONNX front
+    end folds a one-input ``Sum`` or an ``Identity`` into its producer, whose name ``get_any_name`` may
+    return); its Result node's friendly name says which one the ONNX graph gave it."""
+    names, node = port.get_names(), port.get_node().get_friendly_name()
+    own = node[:-len(_SINK)] if node.endswith(_SINK) else None
+    return own if own in names else port.get_any_name()
+
+
 def _meta(port: Any) -> TensorMeta:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-    return TensorMeta(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()), shape)
+    return TensorMeta(_port_name(port), np.dtype(port.get_element_type().to_dtype()), shape)
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,8 @@ class OpenVINOLoader(BaseLoader):
             the device's default).
         cache_dir: ``CACHE_DIR`` for compiled blobs (None: no cache).
         read: Returns the graph's verified bytes, compiled instead of reading ``path`` again.
+        rescue: Makes an activated ONNX Runtime runner of the same graph, for a graph OpenVINO fails to run
+            at run time (set when ``auto`` chose OpenVINO; None: the failure is a ``BundleError``).
 
     Attributes:
         device: The OpenVINO device (``"CPU"``, ``"GPU"``, ``"NPU"``).
@@ -130,6 +146,7 @@ class OpenVINOLoader(BaseLoader):
     inference_precision: str | None = None
     cache_dir: Path | None = None
     read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    rescue: Callable[[], BaseRunner] | None = field(default=None, repr=False, compare=False)
 
     device: ClassVar[str] = "CPU"
     verified_at_export: ClassVar[bool] = True
@@ -166,7 +183,7 @@ class OpenVINOLoader(BaseLoader):
         cache = _cache_dir(cache_folder(settings))
         hint = _EXACT.get(settings.precision)
         return lambda graph: cls(graph.path, threads=settings.threads, inference_precision=hint, cache_dir=cache,
-                                 read=graph.read)
+                                 read=graph.read, rescue=_on_ort(graph, settings) if settings.auto else None)
 
     def config(self) -> dict[str, Any]:
         """The ``compile_model`` properties."""
@@ -195,6 +212,17 @@ class OpenVINOLoader(BaseLoader):
         except Exception as exc:  # openvino's own RuntimeError / GeneralFailure
             raise BundleError(f"OpenVINO cannot compile {self.path} for {self.device}: {' '.join(str(exc).split())[:300]}; "
                               "re-export the bundle, or use backend='ort'") from exc
+
+
+def _on_ort(graph: GraphRef, settings: LoadSettings) -> Callable[[], BaseRunner]:
+    """Makes an activated ONNX Runtime runner of ``graph`` (what ``auto`` would have run without OpenVINO)."""
+    def make() -> BaseRunner:
+        row = get_backend("ort")
+        runner = row.runner(row.loader.for_session(settings)(graph))
+        runner.activate()
+        return runner
+
+    return make
 
 
 def _cache_dir(folder: Path) -> Path | None:
@@ -230,24 +258,57 @@ class OpenVINORunner(BaseRunner):
     every row but the first (measured on the reference image and audio encoders: row 0 exact, the
     others off by ~12 on a scale of 2.6); one row at a time it is exact.
 
+    When OpenVINO fails to run the graph on valid inputs (2026.4's CPU plugin fails some shapes of a
+    small BERT graph it ran at others: "Failed to broadcast work_amount") and ``auto`` chose it, the
+    graph runs on ONNX Runtime from then on: a backend fallback, warned once (``BackendFallbackWarning``)
+    and reported by ``backend_fallback``. Asked for by name, the failure is a ``BundleError``.
+
     Args:
         loader: An ``OpenVINOLoader`` (or its GPU / NPU subclass).
     """
 
     loader: OpenVINOLoader
     per_row: bool = False  # set by activate(): the graph is quantized
+    _rescued: BaseRunner | None = None
+    _fallback: BackendFallback | None = None
 
     def _activate(self) -> tuple[tuple[TensorMeta, ...], tuple[TensorMeta, ...]]:
         graph = self.loader()
         self._compiled, self._local, self.per_row = graph.compiled, threading.local(), graph.per_row
+        self._lock = threading.Lock()
         return graph.inputs, graph.outputs
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._rescued is not None:
+            return self._rescued.infer(feed)
+        try:
+            return self._infer_rows(feed)
+        except BundleError as exc:
+            if self.loader.rescue is None:
+                raise
+            return self._hand_to_ort(feed, exc)
+
+    def _infer_rows(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = len(next(iter(feed.values()))) if feed else 0
         if not self.per_row or batch <= 1:
             return self._infer_once(feed)
         rows = [self._infer_once({k: v[i:i + 1] for k, v in feed.items()}) for i in range(batch)]
         return {name: np.concatenate([r[name] for r in rows]) for name in self.output_names}
+
+    def _hand_to_ort(self, feed: Mapping[str, np.ndarray], exc: BundleError) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._rescued is None:
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+                detail = (f"OpenVINO failed running {self.path.name} on {shapes} ({' '.join(str(exc).split())[:160]}); "
+                          "it runs on ONNX Runtime from now on")
+                self._rescued, self._fallback = self.loader.rescue(), BackendFallback("ort", detail)
+                warnings.warn(f"mmedge: {detail}", BackendFallbackWarning, stacklevel=5)
+        return self._rescued.infer(feed)
+
+    @property
+    def backend_fallback(self) -> BackendFallback | None:
+        """Set once a graph OpenVINO failed to run has been handed to ONNX Runtime (``auto`` only)."""
+        return self._fallback
 
     def _infer_once(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = getattr(self._local, "request", None)
@@ -264,6 +325,9 @@ class OpenVINORunner(BaseRunner):
     def _deactivate(self) -> None:
         self._compiled = None
         self._local = threading.local()
+        if self._rescued is not None:
+            self._rescued.deactivate()
+            self._rescued = None
 
     @property
     def inference_precision(self) -> str | None:

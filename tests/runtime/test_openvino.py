@@ -109,6 +109,24 @@ def test_a_quantized_graph_gives_each_row_what_it_gives_alone(bundle_path, tmp_p
         np.testing.assert_allclose(together[name], np.concatenate([a[name] for a in alone]), atol=1e-5)
 
 
+def test_outputs_keep_their_onnx_names_when_openvino_folds_them(tmp_path):
+    """A one-input Sum feeding a graph output: read from bytes, OpenVINO's port may be named after the
+    producer (``m``); the runner still names it as the ONNX graph does."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node("Sum", ["m"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["b", 4])],
+                              [numpy_helper.from_array(np.full(4, 2.0, np.float32), "w")])
+    path = tmp_path / "sum.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with OpenVINORunner(OpenVINOLoader(path, threads=1, read=path.read_bytes)) as runner:
+        assert runner.output_names == ("probabilities",)
+        out = runner.infer({"x": np.ones((2, 4), np.float32)})
+    np.testing.assert_allclose(out["probabilities"], 2.0)
+
+
 def test_a_damaged_graph_is_a_bundle_error(tmp_path):
     from mmedge.errors import BundleError
 
