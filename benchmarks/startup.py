@@ -2,12 +2,13 @@
 
 For each precision and backend: the time from spawning a new interpreter to its first prediction
 on a real test row, and its resident memory (after loading, after the prediction, and the
-high-water mark ``ru_maxrss``), measured by ``mmedge.runtime.footprint`` with ONNX Runtime's
+high-water mark ``VmHWM``), measured by ``mmedge.runtime.footprint`` with ONNX Runtime's
 optimized-graph cache (``mmedge.runtime.backends.ort_cache``) off and warm, interleaved, medians
 of ``--repeats``; the first start of each (empty cache, bundle not yet verified) is reported
-apart. Beside it, in this process, the steady-state latency of the same Sessions with the cache
-off and warm (interleaved), and where a fresh process's memory and time go: each library the
-runtime loads, then each graph's session.
+apart. Beside it: the steady-state latency at batch 1 and 8 of Sessions opened with the cache off,
+warm, and with ONNX Runtime's CPU memory arena on as before (``VARIANTS``, interleaved in this
+process); a fresh process's memory after 20 predictions with the arena on and off; and where a
+fresh process's memory and time go: each library the runtime loads, then each graph's session.
 
     python benchmarks/startup.py --bundle bundles/digits-av --json benchmarks/startup.json
 
@@ -16,6 +17,7 @@ Figures vary with the machine's load: compare the columns of one run, not runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REFERENCE = {"bundle": Path("bundles/digits-av"), "precisions": "int8,mixed", "backends": "ort,auto",
              "repeats": 7, "threads": 2, "iters": 200}
@@ -81,29 +83,93 @@ def cold_starts(args: argparse.Namespace, inputs: dict[str, Any]) -> dict[str, A
             "first_start": {k: _summary([v]) for k, v in first.items()}}
 
 
+@contextlib.contextmanager
+def _arena(on: bool) -> Iterator[None]:
+    """Sessions opened inside have ONNX Runtime's CPU memory arena on (the runtime's setting before) or off."""
+    from mmedge.runtime.backends import ort
+
+    plain = ort.session_options
+
+    def options(threads: int | None = None) -> Any:
+        made = plain(threads)
+        made.enable_cpu_mem_arena = on
+        return made
+    ort.session_options = options
+    try:
+        yield
+    finally:
+        ort.session_options = plain
+
+
+# name -> (ORT cache, CPU memory arena): the runtime's settings now, and each one as it was before
+VARIANTS = {"cache off": ("off", False), "cache warm": ("warm", False), "arena on": ("warm", True)}
+
+
 def steady_state(args: argparse.Namespace, inputs: dict[str, Any]) -> dict[str, Any]:
-    """p50 / p90 ms of ``predict`` on Sessions opened with the cache off and warm, interleaved."""
+    """p50 / p90 ms of ``predict`` at batch 1 and 8, on Sessions opened with each of ``VARIANTS``, interleaved."""
     from mmedge.runtime import Session
 
     out = {}
     for precision in args.precisions:
         sessions = {}
-        for cache in CACHE_MODES:
+        for name, (cache, arena) in VARIANTS.items():
             _set_cache(cache)
-            sessions[cache] = Session(args.bundle, precision=precision, backend="ort", threads=args.threads)
-        times: dict[str, list[float]] = {c: [] for c in CACHE_MODES}
-        for i in range(args.iters + 20):
-            for cache, session in sessions.items():
-                t = time.perf_counter()
-                session.predict(**inputs)
-                if i >= 20:
-                    times[cache].append((time.perf_counter() - t) * 1000.0)
-        for cache, session in sessions.items():
+            with _arena(arena):
+                sessions[name] = Session(args.bundle, precision=precision, backend="ort", threads=args.threads)
+        for batch in (1, 8):
+            feed = {k: v * batch if isinstance(v, list) else v for k, v in inputs.items()}
+            times: dict[str, list[float]] = {name: [] for name in sessions}
+            for i in range(args.iters + 20):
+                for name, session in sessions.items():
+                    t = time.perf_counter()
+                    session.predict(**feed)
+                    if i >= 20:
+                        times[name].append((time.perf_counter() - t) * 1000.0)
+            for name, samples in times.items():
+                ordered = sorted(samples)
+                out[f"{precision}/ort/b{batch}/{name}"] = {"p50_ms": statistics.median(ordered),
+                                                           "p90_ms": ordered[int(0.9 * (len(ordered) - 1))]}
+        for session in sessions.values():
             session.close()
-            ordered = sorted(times[cache])
-            out[f"{precision}/ort/{cache}"] = {"p50_ms": statistics.median(ordered),
-                                               "p90_ms": ordered[int(0.9 * (len(ordered) - 1))]}
     _set_cache("warm")
+    return out
+
+
+_ARENA_RSS = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+from startup import _arena
+from mmedge.runtime import Session
+from mmedge.runtime.footprint import _load_inputs, _peak_rss, _rss
+inputs = _load_inputs(sys.argv[2])
+with _arena(sys.argv[3] == "on"):
+    session = Session(sys.argv[1], precision=sys.argv[5], backend="ort", threads=int(sys.argv[6]))
+for _ in range(20):
+    session.predict(**inputs)
+print(json.dumps({"rss_mib": _rss() / 2**20, "peak_mib": _peak_rss() / 2**20}))
+"""
+
+
+def arena_memory(args: argparse.Namespace, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Resident memory of a fresh process after opening a Session and 20 predictions, arena on and off
+    (interleaved, medians of ``--repeats``)."""
+    from mmedge.runtime.footprint import _save_inputs
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="mmedge-arena-") as tmp:
+        npz = Path(tmp) / "inputs.npz"
+        _save_inputs(npz, inputs)
+        for precision in args.precisions:
+            runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+            for _ in range(args.repeats):
+                for arena in runs:
+                    done = subprocess.run([sys.executable, "-c", _ARENA_RSS, str(args.bundle), str(npz), arena,
+                                           str(Path(__file__).parent), precision, str(args.threads)],
+                                          capture_output=True, text=True, check=True)
+                    runs[arena].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            out[precision] = {f"arena {arena}": {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                              for arena, rs in runs.items()}
     return out
 
 
@@ -152,7 +218,10 @@ def _print(report: dict[str, Any]) -> None:
               f"peak {s['peak_rss_mib']:.1f} MiB")
     print("steady state, same process, interleaved (predict p50 / p90 ms):")
     for key, s in report["steady_state"].items():
-        print(f"  {key:22s} {s['p50_ms']:.2f} / {s['p90_ms']:.2f}")
+        print(f"  {key:28s} {s['p50_ms']:.2f} / {s['p90_ms']:.2f}")
+    print("fresh process after 20 predictions, CPU memory arena on / off (MiB, current / peak):")
+    for precision, arenas in report["arena_memory"].items():
+        print(f"  {precision}: " + "; ".join(f"{k} {v['rss_mib']:.1f} / {v['peak_mib']:.1f}" for k, v in arenas.items()))
     for precision, steps in report["breakdown"].items():
         print(f"where a fresh {precision} process goes (ms, +MiB):")
         print("  " + "; ".join(f"{s['step']} {s['ms']:.0f} ms +{s['rss_delta_mib']:.1f}" for s in steps))
@@ -172,6 +241,7 @@ def main() -> None:
         os.environ["MMEDGE_CACHE_DIR"] = cache  # this run's own cache: "first start" starts empty
         report = {"command": ["python", *sys.argv], "bundle": str(args.bundle), "threads": args.threads,
                   "cold": cold_starts(args, inputs), "steady_state": steady_state(args, inputs),
+                  "arena_memory": arena_memory(args, inputs),
                   "breakdown": {p: breakdown(args, p) for p in args.precisions}}
     _print(report)
     if args.json is not None:
