@@ -29,8 +29,12 @@ ONNX Runtime, at the precision's own ``min_cosine``; ``mmedge.export.backend_che
 Runtime's; a small conv text encoder that fails to run at some shapes), so an unverified graph —
 a bundle exported without openvino, or one OpenVINO disagreed on — stays on ONNX Runtime;
 ``backend="openvino"`` by name still runs it.
-Precision: an ``fp32`` Session asks for f32 inference (OpenVINO's CPU default on bf16/AMX CPUs
-is bf16, which is not what fp32 promises); other precisions keep the device's default. What
+Precision: every graph runs at f32 inference precision (``INFERENCE_PRECISION_HINT=f32``): the
+graph's own precision (fp16 weights, int8 Q/DQ) is what the bundle promises, and what export
+checked. OpenVINO's CPU default on bf16/AMX CPUs is bf16, which export cannot check for CPUs that
+lack it, and which OpenVINO 2026.4 was measured getting wrong here (on an AMX CPU, a small BERT
+graph at bf16 failed at some shapes, once returned an empty batch, and left the process to
+segfault in a later, unrelated f32 graph; pinned to f32, none of it happens). What
 each graph really runs at is recorded (``OpenVINORunner.inference_precision``).
 
 ``openvino`` is imported only when one of these backends loads a graph or checks a GPU/NPU:
@@ -61,7 +65,7 @@ __all__ = ["CompiledGraph", "OpenVINOLoader", "OpenVINOGpuLoader", "OpenVINONpuL
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 CACHE_FOLDER = "openvino-cache"
 VERIFIED_KEY = "openvino"  # GraphEntry.backends key export records its OpenVINO check under
-_EXACT = {"fp32": "f32"}  # precisions whose graphs must run at exactly this inference precision
+INFERENCE_PRECISION = "f32"  # every graph (see the module docstring: bf16 is neither checked nor safe)
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,9 +183,9 @@ class OpenVINOLoader(BaseLoader):
 
     @classmethod
     def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "OpenVINOLoader"]:
-        """Threads from the Session, f32 for an fp32 Session, the compiled-blob cache (``cache_folder``)."""
+        """Threads from the Session, f32 inference, the compiled-blob cache (``cache_folder``)."""
         cache = _cache_dir(cache_folder(settings))
-        hint = _EXACT.get(settings.precision)
+        hint = INFERENCE_PRECISION
         return lambda graph: cls(graph.path, threads=settings.threads, inference_precision=hint, cache_dir=cache,
                                  read=graph.read, rescue=_on_ort(graph, settings) if settings.auto else None)
 
@@ -258,8 +262,9 @@ class OpenVINORunner(BaseRunner):
     every row but the first (measured on the reference image and audio encoders: row 0 exact, the
     others off by ~12 on a scale of 2.6); one row at a time it is exact.
 
-    When OpenVINO fails to run the graph on valid inputs (2026.4's CPU plugin fails some shapes of a
-    small BERT graph it ran at others: "Failed to broadcast work_amount") and ``auto`` chose it, the
+    When OpenVINO fails to run the graph on valid inputs (2026.4's CPU plugin at bf16 fails some shapes
+    of a small BERT graph it ran at others: "Failed to broadcast work_amount", or an output with an
+    empty batch axis, which is checked) and ``auto`` chose it, the
     graph runs on ONNX Runtime from then on: a backend fallback, warned once (``BackendFallbackWarning``)
     and reported by ``backend_fallback``. Asked for by name, the failure is a ``BundleError``.
 
@@ -291,9 +296,19 @@ class OpenVINORunner(BaseRunner):
     def _infer_rows(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = len(next(iter(feed.values()))) if feed else 0
         if not self.per_row or batch <= 1:
-            return self._infer_once(feed)
+            return self._checked(self._infer_once(feed), batch)
         rows = [self._infer_once({k: v[i:i + 1] for k, v in feed.items()}) for i in range(batch)]
-        return {name: np.concatenate([r[name] for r in rows]) for name in self.output_names}
+        return self._checked({name: np.concatenate([r[name] for r in rows]) for name in self.output_names}, batch)
+
+    def _checked(self, out: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        """Refuses outputs whose batch axis is not the input's: OpenVINO 2026.4 (bf16 on an AMX CPU) was
+        seen returning a (0, 32) output for a batch of 9 from a small BERT graph, without an error."""
+        wrong = [f"{m.name}{list(out[m.name].shape)}" for m in self._outputs
+                 if m.shape and m.shape[0] is None and (out[m.name].ndim == 0 or len(out[m.name]) != batch)]
+        if batch and wrong:
+            raise BundleError(f"OpenVINO ran {self.path.name} on a batch of {batch} but returned {', '.join(wrong)}; "
+                              "the graph may not run on OpenVINO: use backend='ort'")
+        return out
 
     def _hand_to_ort(self, feed: Mapping[str, np.ndarray], exc: BundleError) -> dict[str, np.ndarray]:
         with self._lock:

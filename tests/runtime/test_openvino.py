@@ -142,3 +142,15 @@ def test_importing_the_runtime_does_not_import_openvino():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert get_backend("openvino").install_hint.startswith("pip install 'mmedge[openvino]'")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "mixed"])
+def test_every_precision_runs_at_f32_inference_precision(bundle_path, tmp_path, precision):
+    """bf16 (OpenVINO's default on AMX CPUs) is neither checked at export nor safe in 2026.4: never implied."""
+    from mmedge.runtime import Bundle
+    from mmedge.runtime.backends.base import GraphRef, LoadSettings
+
+    with Bundle.open(bundle_path) as bundle:
+        graph = GraphRef.from_bundle(bundle, "encoder.image", "fp32")
+    loader = OpenVINOLoader.for_session(LoadSettings(bundle_path, precision, tmp_path))(graph)
+    assert loader.inference_precision == "f32" and loader.config()["INFERENCE_PRECISION_HINT"] == "f32"
