@@ -15,6 +15,7 @@ from mmedge.export.onnx_export import export_encoder, export_head
 from mmedge.export.parity import check_reduced_precision, onnx_fn
 from mmedge.export.accuracy import measured_on
 from mmedge.export.quantization import POLICIES, assert_trt_qdq, export_precisions, qdq_summary
+from mmedge.export.quantization.nncf_ptq import DEPTHWISE_RANGES
 from mmedge.runtime.backends.ort import create_session
 from mmedge.runtime.precisions import get_precision
 from mmedge.fusion import create_fusion_head
@@ -137,6 +138,16 @@ def test_int8_cpu_has_u8_activations(int8, graphs, name):
     _, infos, _, evals = graphs
     report = check_reduced_precision(infos[name].file, path, evals[name], precision="int8", min_cosine=0.9)
     assert report["min_cosine"] >= 0.9
+
+
+@pytest.mark.parametrize("precision", ["int8", "int8-trt"])
+def test_a_depthwise_cnn_is_calibrated_on_global_ranges_with_full_bias_correction(int8, precision):
+    """EfficientNet-Lite0 (depthwise convs): MINMAX activation ranges and NNCF's full bias correction, recorded
+    in the manifest entry and the graph (issue 18 item 6); the transformer and the head keep NNCF's defaults."""
+    path, desc = int8["image", precision]
+    assert desc["activation_ranges"] == DEPTHWISE_RANGES == qdq_summary(path)["metadata"]["mmedge.activation_ranges"]
+    assert desc["bias_correction"].split()[0] in ("full", "off") and "NNCF's full bias correction" in desc["bias_correction"]
+    assert all("activation_ranges" not in int8[name, precision][1] for name in ("text", "head"))
 
 
 def test_text_int8_leaves_embeddings_in_float(int8):
