@@ -205,6 +205,12 @@ def breakdown(args: argparse.Namespace, precision: str) -> list[dict[str, Any]]:
     return json.loads(done.stdout.strip().splitlines()[-1])["steps"]
 
 
+def _machine() -> dict[str, Any]:
+    """When and on what: the CPU count and the load average at the start (the machine may be shared)."""
+    return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
 def _print(report: dict[str, Any]) -> None:
     print("\nfresh process (medians): first prediction s | start / import / open / predict ms | RSS load / "
           "predict / peak MiB | backend | optional modules loaded")
@@ -239,7 +245,8 @@ def main() -> None:
     inputs = _inputs(args.bundle)
     with tempfile.TemporaryDirectory(prefix="mmedge-startup-") as cache:
         os.environ["MMEDGE_CACHE_DIR"] = cache  # this run's own cache: "first start" starts empty
-        report = {"command": ["python", *sys.argv], "bundle": str(args.bundle), "threads": args.threads,
+        report = {"schema": "mmedge.startup/1", "command": ["python", *sys.argv], "bundle": str(args.bundle),
+                  "threads": args.threads, "machine": _machine(),
                   "cold": cold_starts(args, inputs), "steady_state": steady_state(args, inputs),
                   "arena_memory": arena_memory(args, inputs),
                   "breakdown": {p: breakdown(args, p) for p in args.precisions}}

@@ -50,8 +50,9 @@ def session_options(threads: int | None = None) -> Any:
     # A session runs several graphs in turn: idle pool threads must sleep, not spin, or
     # each graph's threads steal the cores from the next one (measured: 2-5x slower).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # No CPU memory arena: the reference int8 bundle's process holds 3-7 MiB less after its first
-    # predictions, at the same latency at batch 1 and 8 (benchmarks/startup.py, interleaved).
+    # No CPU memory arena: the reference int8 bundle's process held 2-7 MiB less after its first
+    # predictions over runs on a shared machine, at the same latency at batch 1 and 8
+    # (benchmarks/startup.py, interleaved).
     options.enable_cpu_mem_arena = False
     if threads is not None:
         options.intra_op_num_threads = int(threads)

@@ -1,0 +1,61 @@
+"""RESULTS.md sections for issue 18 items 7 and 6: start-up and memory (``benchmarks/startup.py``) and
+the image encoder's int8 fidelity (``benchmarks/image_int8_fidelity.py``). Imported by
+``make_results.py``, which registers them with ``render.py``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from render import markdown_table, register_renderer
+
+Report = Mapping[str, Any]
+
+
+def _machine(report: Report) -> str:
+    m = report.get("machine") or {}
+    load = m.get("load_average")
+    return (f"{m.get('cpus', '?')} cores shared with other sessions' work"
+            + (f" (load average {load[0]:.1f} at the start)" if load else "") + f", {m.get('utc', '')}")
+
+
+@register_renderer("mmedge.startup/1")
+def render_startup(report: Report, source: str) -> str:
+    """Fresh-process start-up and memory per precision / backend / cache, steady state, where it goes."""
+    rows = [[key, f"{s['first_prediction_s']:.2f}", f"{s['start_ms']:.0f}", f"{s['import_ms']:.0f}",
+             f"{s['load_ms']:.0f}", f"{s['first_predict_ms']:.0f}", f"{s['rss_after_load_mib']:.0f}",
+             f"{s['rss_after_predict_mib']:.0f}", f"{s['peak_rss_mib']:.0f}", s["backend"]]
+            for key, s in report["cold"]["configs"].items()]
+    first = "; ".join(f"{k} {s['first_prediction_s']:.2f} s (open {s['load_ms']:.0f} ms)"
+                      for k, s in report["cold"]["first_start"].items())
+    steady = [[k, f"{v['p50_ms']:.2f}", f"{v['p90_ms']:.2f}"] for k, v in report["steady_state"].items()]
+    arena = "; ".join(f"{p}: " + ", ".join(f"{k} {v['rss_mib']:.1f} MiB" for k, v in a.items())
+                      for p, a in report.get("arena_memory", {}).items())
+    where = "\n".join(f"- {p}: " + "; ".join(f"{s['step']} {s['ms']:.0f} ms +{s['rss_delta_mib']:.1f} MiB"
+                                           for s in steps) for p, steps in report["breakdown"].items())
+    return (f"## Start-up and memory of a fresh torch-free process (`{source}`)\n\n"
+            f"`{' '.join(report['command'])}`, {report['threads']} threads, on {_machine(report)}. Medians of "
+            "fresh processes (interleaved); first prediction counted from the spawn call (process, interpreter "
+            "and numpy included: `start`); memory is the process's resident set (peak: `VmHWM`). `cache`: ONNX "
+            "Runtime's optimized graphs on disk (`runtime/backends/ort_cache.py`), `off` as before it.\n\n"
+            + markdown_table(["config", "first prediction s", "start ms", "import ms", "open ms", "predict ms",
+                              "RSS loaded MiB", "RSS predicted MiB", "peak MiB", "backend"], rows)
+            + f"\nFirst start (empty cache, bundle verified in full): {first}.\n\n"
+            "Steady state, Sessions of each setting interleaved in one process (`arena on`: ONNX Runtime's CPU "
+            "memory arena, the runtime's setting before):\n\n"
+            + markdown_table(["config", "p50 ms", "p90 ms"], steady)
+            + f"\nFresh process after 20 predictions, arena on / off: {arena}.\n\nWhere a fresh process's time "
+            f"and memory go (warm cache):\n\n{where}\n")
+
+
+@register_renderer("mmedge.image_int8_fidelity/1")
+def render_image_int8_fidelity(report: Report, source: str) -> str:
+    """Each quantization recipe of the image encoder: cosines to fp32 and batch-1 latency."""
+    rows = [[name, f"{v['min_cosine_64']:.4f}", f"{v['min_cosine']:.4f}", f"{v['mean_cosine']:.4f}",
+             f"{v['b1_ms']:.3f}"] for name, v in report["variants"].items()]
+    return (f"## Image encoder int8 fidelity (`{source}`)\n\n`{' '.join(report['command'])}`: the reference "
+            "image encoder quantized by each recipe, calibrated on the first 300 training rows (NNCF's "
+            f"subset; 1000 where named; ONNX Runtime's peer on all {report['calib_rows']} loaded); pooled "
+            f"output's cosine to the fp32 graph on {report['eval_rows']} held-out rows (and on the first 64, as "
+            "`mmedge bench --peers` quotes it); batch-1 latency interleaved, on a shared machine.\n\n"
+            + markdown_table(["recipe", "min cosine, 64 rows", f"min cosine, {report['eval_rows']} rows",
+                              "mean cosine", "b1 ms"], rows))
