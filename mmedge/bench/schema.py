@@ -31,8 +31,9 @@ JSON report, ``"schema": "mmedge.bench/1"`` (``validate_report`` checks it)::
     background_load (only with --background-load) mmedge.bench.background: workload, configs{id:
                   {without{p50, p90, p99}, with{...}, p99_ratio, p90_over_p50_with}}
     memory        rss_start_bytes, rss_end_bytes, peak_rss_bytes (this process: it may hold torch),
-                  torch_free_process{precision: {rss_after_import/load/predict_bytes, import_ms,
-                  load_ms, first_predict_ms, first_prediction_s, heavy_modules_imported}}
+                  torch_free_process{precision: {backend, rss_after_import/load/predict_bytes,
+                  peak_rss_bytes, start_ms, import_ms, load_ms, first_predict_ms, first_prediction_s,
+                  heavy_modules_imported, modules_loaded}}
                   (a fresh interpreter where importing torch fails: mmedge.runtime.footprint)
     device        tegrastats: {available, ...}
     peers         (only with --peers) the ``mmedge.peers/1`` report of ``mmedge.bench.peers``
