@@ -312,3 +312,20 @@ def test_mixed_takes_each_components_fastest_graph_within_the_budget(bundle):
     assert manifest["metrics"]["mixed"]["measured_on"].startswith("mmedge.runtime")
     with Session(out, precision="mixed", threads=1) as session:
         assert session.precision == "mixed"
+
+
+def test_each_precision_has_one_merged_heads_graph_of_its_own_head_graphs(bundle):
+    """Issue 19 item 4: the heads of each precision (mixed: the chosen ones) and the rule as one graph, Q/DQ kept."""
+    from mmedge.export.heads_graph import MERGED_ATOL
+
+    out, manifest = bundle
+    graphs = manifest["ensemble"]["graphs"]
+    assert set(graphs) == {p for p, s in manifest["precisions"].items() if s == "ok"}
+    for precision, entry in graphs.items():
+        heads = {m["name"]: m["graphs"][precision]["file"] for m in manifest["members"]}
+        assert entry["quantization"]["composed_from"] == heads and entry["parity"]["max_abs_diff"] <= MERGED_ATOL
+        merged = onnx.load(str(out / entry["file"]))
+        qdq = sum(n.op_type == "QuantizeLinear" for f in heads.values() for n in onnx.load(str(out / f)).graph.node)
+        assert sum(n.op_type == "QuantizeLinear" for n in merged.graph.node) == qdq
+    assert any(sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out / graphs[p]["file"])).graph.node)
+               for p in ("int8", "int8-trt") if p in graphs)
