@@ -338,19 +338,24 @@ def render_ensemble_seeds(report: Report, source: str) -> str:
 def render_pretrained_reference(report: Report, source: str) -> str:
     """The section of one ``benchmarks/pretrained_reference.py`` run: reference-size CLIP / SigLIP / CLAP bundles."""
     parts = [f"## Reference-size pretrained dual encoders, random weights: speed and memory only ({source})\n",
-             f"```bash\n{report['command']}\n```\n",
-             f"{report['created_utc']}, {report['threads']} threads, {report['iters']} interleaved runs per variant "
-             "(medians), numpy on one BLAS thread, text padded the runtime's way on every side. `mmedge <p> image` / "
-             "`audio` rows are `Session.predict` on raw inputs: the runtime's preprocessing (decode, resize, crop; "
-             "CLAP's features), the tower and the zero-shot head; `mmedge <p> text` is `encode_texts` (tokenizer + "
-             "tower, cache off); the PyTorch and ONNX Runtime rows start from the same preprocessed tensors. The "
-             "machine was shared with other jobs: compare the ratios within a table, not the absolute times.\n"]
+             "Architecture-faithful models built offline from their configs with random weights: speed and memory "
+             "only, no accuracy. Numpy on one BLAS thread, text padded the runtime's way on every side. `mmedge <p> "
+             "image` / `audio` rows are `Session.predict` on raw inputs: the runtime's preprocessing (decode, resize, "
+             "crop; CLAP's features), the tower and the zero-shot head; `mmedge <p> text` is `encode_texts` "
+             "(tokenizer + tower, cache off); the PyTorch and ONNX Runtime rows start from the same preprocessed "
+             "tensors. Each family was measured by the command under its heading.\n"]
     for family, rec in report["families"].items():
+        run = {k: rec.get(k, report.get(k)) for k in ("command", "created_utc", "threads", "iters")}
         sizes = ", ".join(f"{p} {b / 2**20:.0f} MiB" for p, b in rec["bundle_bytes"].items())
         rss = ", ".join(f"{p} {f['rss_after_predict_bytes'] / 2**20:.0f} MiB" for p, f in rec["footprint"].items())
         variants = list(next(iter(rec["latency_ms"].values())))
         rows = [[v, *[f"{rec['latency_ms'][b][v]['p50']:.1f}" for b in rec["latency_ms"]]] for v in variants]
         parts += [f"### {family} ({rec['class']}; {rec['query']} tower + zero-shot head, text tower)\n",
+                  f"```bash\n{run['command']}\n```\n",
+                  f"{run['created_utc']}; random weights: speed and memory only; {run['threads']} threads, "
+                  f"{run['iters']} interleaved runs per variant (medians). The machine was shared with other jobs: "
+                  "compare the ratios within the table, not the absolute times." + (f" {rec['note']}" if rec.get("note")
+                                                                                   else "") + "\n",
                   f"Export {rec['export_s']:.0f} s; bundle {sizes}; resident memory of a fresh torch-free process "
                   f"after one prediction: {rss}.\n",
                   markdown_table(["variant", *[f"p50 ms, batch {b}" for b in rec["latency_ms"]]], rows)]
