@@ -178,7 +178,9 @@ def test_ort_gpu_loaders_point_caches_at_the_device_folder(bundle_path, tmp_path
         other = cls.for_session(settings)(graph)
         assert other.provider_options == {} and other.disabled_optimizers == ("WeightBiasQuantization",)
     # TensorRT's own options (engine folder, CUDA graphs) reach no ONNX Runtime loader
-    assert {f.name for f in fields(OrtLoader)} == {"path", "threads", "disabled_optimizers", "provider_options", "read"}
+    # (``cache``: ONNX Runtime's own optimized-graph cache entry, ``runtime.backends.ort_cache``)
+    assert {f.name for f in fields(OrtLoader)} == {"path", "threads", "disabled_optimizers", "provider_options", "read",
+                                                   "cache"}
     keyed = ort_trt_cache_dir(Path("/e"), gpu=("Orin", "8.7"), ort_version="1.22.0", l4t_file=tmp_path / "none")
     assert keyed == Path("/e/ort1.22.0_orin_sm87/ort-trt")
 
@@ -191,9 +193,10 @@ def test_ort_trt_runner_passes_provider_option_tuples(bundle_path, tmp_path, mon
     seen = {}
     real = ort_backend.create_session
 
-    def spy(graph, *, threads=None, providers=("CPUExecutionProvider",), disabled_optimizers=()):
-        seen.update(providers=list(providers), disabled=tuple(disabled_optimizers))
-        return real(graph, threads=threads, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers)
+    def spy(graph, *, threads=None, providers=("CPUExecutionProvider",), disabled_optimizers=(), **cache):
+        seen.update(providers=list(providers), disabled=tuple(disabled_optimizers), cache=cache)
+        return real(graph, threads=threads, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers,
+                    **cache)
 
     monkeypatch.setattr(ort_backend, "create_session", spy)
     settings = LoadSettings(bundle_path, "fp32", tmp_path / "engines")
@@ -203,6 +206,7 @@ def test_ort_trt_runner_passes_provider_option_tuples(bundle_path, tmp_path, mon
     trt_ep, *rest = seen["providers"]
     assert trt_ep[0] == "TensorrtExecutionProvider" and trt_ep[1]["trt_engine_cache_enable"] is True
     assert rest == ["CUDAExecutionProvider", "CPUExecutionProvider"] and seen["disabled"] == ("WeightBiasQuantization",)
+    assert not seen["cache"].get("save_optimized")  # an optimized graph is CPU-specific: no cache for GPU providers
 
 
 def test_tensorrt_options_come_from_the_session_settings(bundle_path, tmp_path):
