@@ -48,6 +48,13 @@ def _commands() -> list[str]:
     return [c.name or c.callback.__name__ for c in app.registered_commands]
 
 
+def test_no_two_test_modules_share_a_name():
+    """pytest imports test modules by file name (tests/ has no packages): two of one name stop collection."""
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py") if "__pycache__" not in p.parts)
+    twice = sorted(n for n, k in names.items() if k > 1)
+    assert not twice, f"test modules named alike in two folders (rename one): {twice}"
+
+
 @pytest.mark.parametrize("argv", [[sys.executable, "-m", "mmedge"], [sys.executable, "-m", "mmedge.cli"], ["mmedge"]],
                          ids=["python -m mmedge", "python -m mmedge.cli", "mmedge script"])
 def test_every_command_is_listed_however_the_cli_starts(argv):
