@@ -16,7 +16,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
 import render_startup  # noqa: E402,F401  (registers the start-up and image int8 fidelity renderers)
-DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_soak.json",
+import render_serving  # noqa: E402,F401  (registers the batching-tail renderer)
+DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_batching_tail.json", "serve_soak.json",
            "multi_camera.json",
            "ensemble_seeds.json", "ensemble_cost.json", "pretrained_reference.json", "startup.json",
            "image_int8_fidelity.json")
