@@ -88,6 +88,16 @@ class LoadSettings:
     cuda_graph: bool = False
     auto: bool = False
 
+    def cache_folder(self, name: str) -> Path:
+        """Where a backend caches what it compiles for this Session: ``<engine_dir>/<name>-cache``, or
+        mmedge's user cache (``cache_root()/<name>``) when the engine root is inside the bundle folder
+        (a Session never writes into a bundle: its files and hashes are the contract)."""
+        from mmedge.runtime.integrity import cache_root
+
+        root, source = Path(self.engine_dir).resolve(), Path(self.bundle_source).resolve()
+        inside = source.is_dir() and (root == source or source in root.parents)
+        return cache_root() / name if inside else root / f"{name}-cache"
+
 
 @dataclass(frozen=True)
 class BackendFallback:

@@ -57,7 +57,6 @@ from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
 from mmedge.runtime.backends.fallback import BackendFallbackWarning
 from mmedge.runtime.backends.table import Backend, get_backend, register_backend
-from mmedge.runtime.integrity import cache_root
 
 __all__ = ["CompiledGraph", "OpenVINOLoader", "OpenVINOGpuLoader", "OpenVINONpuLoader", "OpenVINORunner", "X86_MACHINES",
            "CACHE_FOLDER", "VERIFIED_KEY", "verified_on_openvino", "cache_folder"]
@@ -120,11 +119,9 @@ def verified_on_openvino(graph: GraphRef) -> bool:
 
 
 def cache_folder(settings: LoadSettings) -> Path:
-    """Where a Session's compiled blobs go: ``<engine_dir>/openvino-cache``, or the user cache when the
-    engine root is inside the bundle folder (a Session never writes into a bundle)."""
-    root, source = Path(settings.engine_dir).resolve(), Path(settings.bundle_source).resolve()
-    inside = source.is_dir() and (root == source or source in root.parents)
-    return cache_root() / "openvino" if inside else root / CACHE_FOLDER
+    """Where a Session's compiled blobs go (``LoadSettings.cache_folder``: ``<engine_dir>/openvino-cache``,
+    or ``cache_root()/openvino`` when the engine root is inside the bundle folder)."""
+    return settings.cache_folder("openvino")
 
 
 @dataclass(frozen=True)

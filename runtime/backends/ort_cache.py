@@ -30,7 +30,6 @@ from typing import Sequence
 
 from mmedge.atomic import temp_sibling
 from mmedge.runtime.backends.base import GraphRef, LoadSettings
-from mmedge.runtime.integrity import cache_root
 
 __all__ = ["CACHE_FOLDER", "OFF_VARIABLE", "cache_folder", "cache_entry", "cpu_fingerprint", "publish"]
 
@@ -40,11 +39,9 @@ OFF_VARIABLE = "MMEDGE_ORT_CACHE"  # "0": no cache
 
 
 def cache_folder(settings: LoadSettings) -> Path:
-    """Where a Session's optimized graphs go: ``<engine_dir>/onnxruntime-cache``, or the user cache
-    (``cache_root()/onnxruntime``) when the engine root is inside the bundle folder."""
-    root, source = Path(settings.engine_dir).resolve(), Path(settings.bundle_source).resolve()
-    inside = source.is_dir() and (root == source or source in root.parents)
-    return cache_root() / "onnxruntime" if inside else root / CACHE_FOLDER
+    """Where a Session's optimized graphs go (``LoadSettings.cache_folder``: ``<engine_dir>/onnxruntime-cache``,
+    or ``cache_root()/onnxruntime`` when the engine root is inside the bundle folder)."""
+    return settings.cache_folder("onnxruntime")
 
 
 @functools.lru_cache(maxsize=1)
