@@ -9,6 +9,8 @@ from typing import Any, Mapping
 from render import markdown_table, register_renderer
 
 Report = Mapping[str, Any]
+BUNDLE = ("The bundle (`--bundle`) is the reference `digits-av` bundle as `mmedge demo` writes it "
+          "(`bundles/digits-av`: the reference recipe trained and exported with the default precisions).")
 
 
 def _machine(report: Report) -> str:
@@ -33,7 +35,7 @@ def render_startup(report: Report, source: str) -> str:
     where = "\n".join(f"- {p}: " + "; ".join(f"{s['step']} {s['ms']:.0f} ms +{s['rss_delta_mib']:.1f} MiB"
                                            for s in steps) for p, steps in report["breakdown"].items())
     return (f"## Start-up and memory of a fresh torch-free process (`{source}`)\n\n"
-            f"`{' '.join(report['command'])}`, {report['threads']} threads, on {_machine(report)}. Medians of "
+            f"`{' '.join(report['command'])}`, {report['threads']} threads, on {_machine(report)}. {BUNDLE} Medians of "
             "fresh processes (interleaved); first prediction counted from the spawn call (process, interpreter "
             "and numpy included: `start`); memory is the process's resident set (peak: `VmHWM`). `cache`: ONNX "
             "Runtime's optimized graphs on disk (`runtime/backends/ort_cache.py`), `off` as before it.\n\n"
@@ -56,6 +58,6 @@ def render_image_int8_fidelity(report: Report, source: str) -> str:
             "image encoder quantized by each recipe, calibrated on the first 300 training rows (NNCF's "
             f"subset; 1000 where named; ONNX Runtime's peer on all {report['calib_rows']} loaded); pooled "
             f"output's cosine to the fp32 graph on {report['eval_rows']} held-out rows (and on the first 64, as "
-            "`mmedge bench --peers` quotes it); batch-1 latency interleaved, on a shared machine.\n\n"
+            f"`mmedge bench --peers` quotes it); batch-1 latency interleaved, on a shared machine. {BUNDLE}\n\n"
             + markdown_table(["recipe", "min cosine, 64 rows", f"min cosine, {report['eval_rows']} rows",
                               "mean cosine", "b1 ms"], rows))
