@@ -49,7 +49,8 @@ def check_graph(backend: Backend, graph: GraphRef, precision: str, reference: Mo
         backend: A backend table row.
         graph: The graph (its entry's precision facts are what the runtime's loader reads).
         precision: The precision of the graph's file (its record's ``min_cosine`` is the bar).
-        reference: The fp32 graph on ONNX Runtime.
+        reference: What the graph must agree with on ONNX Runtime (a component's fp32 graph; for the
+            merged heads graph, itself: export checked it against the separate heads).
         cases: Inputs (the export's parity cases, this graph's inputs only).
         threads: CPU threads for the backend.
 
