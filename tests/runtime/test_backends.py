@@ -98,7 +98,7 @@ def test_a_new_backend_runs_by_name_and_in_auto_order(bundle_path, reference_bac
 def test_the_table_orders_by_rank_and_refuses_clashes(reference_backend):
     order = backend_order()
     assert [b.name for b in order] == ["ort-reference", "tensorrt", "ort-trt", "ort-cuda", "openvino-gpu",
-                                       "openvino-npu", "openvino", "ort"]
+                                       "openvino-npu", "ort", "openvino"]
     assert [b.rank for b in order] == sorted(b.rank for b in order)
     with pytest.raises(RegistryError, match="rank 5 is taken by 'ort-reference'"):
         register_backend(Backend("other", rank=5, loader=ReferenceLoader, runner=ReferenceRunner))
