@@ -170,8 +170,9 @@ class OpenVINOLoader(BaseLoader):
 
     @classmethod
     def missing(cls, graphs: Sequence[GraphRef], settings: LoadSettings | None) -> str | None:
-        """``auto`` takes OpenVINO's CPU backend on x86 only (where it was measured fastest), and only for
-        graphs export verified on OpenVINO (``verified_on_openvino``); others stay on ONNX Runtime."""
+        """What ``auto`` asks before an OpenVINO row (the GPU/NPU rows, or the CPU row where a plug-in ranks
+        it before ``ort``): the CPU row on x86 only, and only graphs export verified on OpenVINO
+        (``verified_on_openvino``); others stay on ONNX Runtime."""
         machine = platform.machine().lower()
         if cls.device == "CPU" and machine not in X86_MACHINES:
             return f"auto takes OpenVINO on x86 CPUs only (this is {machine}); ask for backend='openvino' by name"
