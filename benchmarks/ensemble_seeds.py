@@ -42,7 +42,8 @@ COMMAND = "nice python benchmarks/ensemble_seeds.py --json benchmarks/ensemble_s
 
 
 def cached_features(recipe, cache: Path) -> dict[str, Any]:
-    """The recipe's encoder features (train/val/test), labels and dims, computed once per recipe and cached."""
+    """The recipe's encoder features (train/val/test), labels, dims and each row's source group,
+    computed once per recipe and cached (a cache written before groups were kept gains them)."""
     import torch
 
     from mmedge.atomic import atomic_file
@@ -51,13 +52,34 @@ def cached_features(recipe, cache: Path) -> dict[str, Any]:
     key = {k: v for k, v in recipe.to_dict().items() if k not in ("members", "baselines", "ensemble", "ensemble_rule")}
     path = cache / f"{recipe.name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)
-    data, _, encoders, split = encoded_splits(recipe)
-    out = {"split": {s: {"feats": f.feats, "y": f.y} for s, f in split.items()},
-           "dims": {m: e.dim for m, e in encoders.items()}, "labels": len(data.labels)}
+        out = torch.load(path, weights_only=True)
+        if all("groups" in v for v in out["split"].values()):
+            return out
+        for s, groups in _split_groups(recipe).items():
+            out["split"][s]["groups"] = groups
+    else:
+        data, _, encoders, split = encoded_splits(recipe)
+        out = {"split": {s: {"feats": f.feats, "y": f.y, "groups": _tensor(f.groups)} for s, f in split.items()},
+               "dims": {m: e.dim for m, e in encoders.items()}, "labels": len(data.labels)}
     with atomic_file(path) as f:
         torch.save(out, f)
     return out
+
+
+def _tensor(groups):
+    import torch
+
+    return None if groups is None else torch.as_tensor(groups)
+
+
+def _split_groups(recipe) -> dict[str, Any]:
+    """Each split's row groups (``meta["source"]``), from the dataset alone (no encoder runs)."""
+    from mmedge.datasets.base import GROUP_META
+    from mmedge.training import limit_data, load_recipe_data
+
+    data = limit_data(load_recipe_data(recipe, seed=recipe.train.seed), recipe.subset)
+    groups = data.meta.get(GROUP_META)
+    return {s: None if groups is None else _tensor(groups[idx]) for s, idx in data.splits.items()}
 
 
 def run_seed(recipe, cached: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -66,7 +88,8 @@ def run_seed(recipe, cached: dict[str, Any], seed: int) -> dict[str, Any]:
     from mmedge.training import train_ensemble
 
     members = tuple(dataclasses.replace(mb, seed=mb.seed + 100 * seed) for mb in recipe.members)
-    split = {s: FeatureSet(dict(v["feats"]), v["y"]) for s, v in cached["split"].items()}
+    split = {s: FeatureSet(dict(v["feats"]), v["y"], None if v["groups"] is None else v["groups"].numpy())
+             for s, v in cached["split"].items()}
     start = time.perf_counter()
     _, fit, metrics = train_ensemble(recipe.replace(members=members), split, cached["dims"], cached["labels"])
     members_m = metrics["members"]
@@ -79,6 +102,7 @@ def run_seed(recipe, cached: dict[str, Any], seed: int) -> dict[str, Any]:
             "ensemble_test": ens["test_accuracy"], "rule": ens["selection"]["rule"],
             "weights": ens["selection"]["weights"], "dropped": ens["selection"]["dropped"],
             "candidates": ens["selection"]["candidates"], "oracle_val": ens["selection"]["oracle_accuracy"],
+            "folds": ens["selection"].get("folds", "rows"),
             "rules_test": ens["rules_test_accuracy"], "soft_vote_test": ens["test_accuracy_soft_vote"],
             "samples": metrics["samples"]}
 

@@ -12,15 +12,17 @@ Three candidate rules, each fit on the members' temperature-calibrated validatio
 Each rule is scored by stratified K-fold cross-validation on the validation split (fit on K-1
 folds, predict the held-out fold); among the rules selection may pick by itself (``AUTO_RULES``:
 ``best_member``, ``greedy``) the best cross-validated accuracy wins (then NLL, then the simpler
-rule), and the winner is refit on the whole split. ``stacking`` is scored and reported too, and
-used when a recipe forces it: its K*C*C coefficients exploit validation rows that share a source,
-which row-level folds put on both sides (digits-av: several variants per source image, each audio
-clip in many rows), so its cross-validated accuracy overstated it. Measured with
-``benchmarks/ensemble_seeds.py`` and ``mmedge demo``: on digits-av stacking cross-validated 1.5-1.8
-points above the best member (above the oracle in 2 of 3 runs) and then scored 1.5-1.6 points
-below the member chosen on validation on the test split (3 of 3 runs). Grouped folds (by the
-dataset's sources) would make its score honest: not done yet. Members whose weight is 0 add nothing
-and can be dropped from the bundle. numpy + scikit-learn; no torch.
+rule), and the winner is refit on the whole split. When the validation rows come with groups (rows
+made from one source: ``mmedge.datasets.base.GROUP_META``), the folds keep each group whole
+(stratified group K-fold), so no rule is scored on near-copies of rows it was fit on; the record says
+which folds were used. ``stacking`` is scored and reported too, and used when a recipe forces it:
+its K*C*C coefficients exploit validation rows that share a source, which row-level folds put on
+both sides (digits-av: several variants per source image), so its row-level cross-validated accuracy
+overstated it. Measured with ``benchmarks/ensemble_seeds.py`` and ``mmedge demo`` before folds were
+grouped: on digits-av stacking cross-validated 1.5-1.8 points above the best member (above the
+oracle in 2 of 3 runs) and then scored 1.5-1.6 points below the member chosen on validation on the
+test split (3 of 3 runs). Members whose weight is 0 add nothing and can be dropped from the bundle.
+numpy + scikit-learn; no torch.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ class Selection:
         disagreement: (K, K) fraction of validation samples on which two members' argmax differ.
         oracle_accuracy: Fraction of validation samples some member gets right.
         dropped: Members with weight 0 (they add nothing to the kept rule).
+        folds: How the rules were cross-validated: ``"groups"`` (whole groups per fold) or ``"rows"``.
     """
 
     names: tuple[str, ...]
@@ -85,6 +88,7 @@ class Selection:
     disagreement: np.ndarray = field(repr=False)
     oracle_accuracy: float = 0.0
     dropped: tuple[str, ...] = ()
+    folds: str = "rows"
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         """(K, N, C) calibrated member probabilities -> (N, C) ensemble probabilities."""
@@ -99,7 +103,7 @@ class Selection:
                 "member_val_accuracy": dict(zip(self.names, self.member_accuracy)),
                 "disagreement": {f"{a}|{b}": float(self.disagreement[i, j]) for i, a in enumerate(self.names)
                                  for j, b in enumerate(self.names) if i < j},
-                "oracle_accuracy": self.oracle_accuracy, "dropped": list(self.dropped)}
+                "oracle_accuracy": self.oracle_accuracy, "dropped": list(self.dropped), "folds": self.folds}
 
 
 def _accuracy(p: np.ndarray, y: np.ndarray) -> float:
@@ -194,20 +198,43 @@ def apply_rule(weights: np.ndarray, stacking: Stacking | None, probs: np.ndarray
     return stacking.predict(probs) if stacking is not None else np.tensordot(weights, probs, axes=1)
 
 
-def _cross_validate(rule: SelectionRule, probs: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Out-of-fold ensemble probabilities (N, C) of ``rule``."""
-    from sklearn.model_selection import StratifiedKFold
+def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> tuple[list, str]:
+    """((fit, held) index pairs, fold kind): stratified group K-fold when every class spans 2+ groups,
+    else stratified K-fold over rows.
 
+    Raises:
+        ConfigError: fewer than 2 samples of some class, or groups not one per row.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    counts = np.bincount(y)
+    if len(y) == 0 or counts[counts > 0].min() < 2:
+        raise ConfigError("ensemble selection needs at least 2 validation samples of every class present; "
+                          "use a larger validation split")
+    k = min(folds, int(counts[counts > 0].min()))
+    if groups is not None:
+        if groups.shape != y.shape:
+            raise ConfigError(f"ensemble selection: groups must be one per validation row ({len(y)}), got {groups.shape}")
+        per_class = min(len(np.unique(groups[y == c])) for c in np.unique(y))
+        if per_class >= 2:
+            splitter = StratifiedGroupKFold(n_splits=max(2, min(k, per_class)), shuffle=True, random_state=seed)
+            return list(splitter.split(np.zeros(len(y)), y, groups)), "groups"
+    splitter = StratifiedKFold(n_splits=max(2, k), shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y)), "rows"
+
+
+def _cross_validate(rule: SelectionRule, probs: np.ndarray, y: np.ndarray, splits) -> np.ndarray:
+    """Out-of-fold ensemble probabilities (N, C) of ``rule`` over ``splits`` ((fit, held) index pairs)."""
     out = np.zeros(probs.shape[1:])
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fit_idx, held_idx in splitter.split(np.zeros(len(y)), y):
+    for fit_idx, held_idx in splits:
         weights, stacking = fit_rule(rule, probs[:, fit_idx], y[fit_idx])
         out[held_idx] = apply_rule(weights, stacking, probs[:, held_idx])
     return out
 
 
 def select_ensemble(probs: np.ndarray, y: Sequence[int], names: Sequence[str], *,
-                    rule: SelectionRule | str | None = None, folds: int = 5, seed: int = 0) -> Selection:
+                    rule: SelectionRule | str | None = None, folds: int = 5, seed: int = 0,
+                    groups: Sequence[int] | None = None) -> Selection:
     """Scores every rule by cross-validation on the validation split and keeps the best.
 
     Args:
@@ -216,8 +243,10 @@ def select_ensemble(probs: np.ndarray, y: Sequence[int], names: Sequence[str], *
         names: The K member names.
         rule: Force this rule; None: the best cross-validated one of ``AUTO_RULES`` (every rule is
             scored and reported).
-        folds: Stratified folds (fewer when a class has fewer samples; at least 2).
+        folds: Stratified folds (fewer when a class has fewer samples or groups; at least 2).
         seed: Fold shuffling seed.
+        groups: (N,) group of each row (rows made from one source); folds keep groups whole when
+            every class spans 2+ groups, else they split rows (``Selection.folds`` says which).
 
     Raises:
         ConfigError: mismatched shapes, fewer than 2 samples of some class, or an unknown rule.
@@ -226,14 +255,11 @@ def select_ensemble(probs: np.ndarray, y: Sequence[int], names: Sequence[str], *
     forced = parse_rule(rule)
     if probs.ndim != 3 or probs.shape[0] != len(names) or probs.shape[1] != len(y):
         raise ConfigError(f"probs must be (K={len(names)}, N={len(y)}, C), got {probs.shape}")
-    counts = np.bincount(y)
-    if len(y) == 0 or counts[counts > 0].min() < 2:
-        raise ConfigError("ensemble selection needs at least 2 validation samples of every class present; "
-                          "use a larger validation split")
-    k_folds = max(2, min(folds, int(counts[counts > 0].min())))
+    group_arr = None if groups is None else np.asarray(groups)
+    splits, fold_kind = _folds(y, group_arr, folds, seed)
     scores = []
     for candidate in SelectionRule:
-        oof = _cross_validate(candidate, probs, y, k_folds, seed)
+        oof = _cross_validate(candidate, probs, y, splits)
         weights, stacking = fit_rule(candidate, probs, y)
         scores.append(RuleScore(candidate, _accuracy(oof, y), _nll(oof, y), _accuracy(apply_rule(weights, stacking, probs), y)))
     eligible = [s for s in scores if s.rule in AUTO_RULES]
@@ -242,7 +268,7 @@ def select_ensemble(probs: np.ndarray, y: Sequence[int], names: Sequence[str], *
     disagreement, oracle = diversity(probs, y)
     dropped = tuple(n for n, w in zip(names, weights) if w == 0)
     return Selection(tuple(names), chosen, tuple(float(w) for w in weights), stacking, tuple(scores),
-                     tuple(_accuracy(p, y) for p in probs), disagreement, oracle, dropped)
+                     tuple(_accuracy(p, y) for p in probs), disagreement, oracle, dropped, fold_kind)
 
 
 def parse_rule(rule: SelectionRule | str | None) -> SelectionRule | None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mmedge.config import Recipe
+from mmedge.datasets.base import GROUP_META
 from mmedge.encoders import Encoder
 from mmedge.errors import DataError
 from mmedge.progress import track
@@ -29,15 +30,19 @@ _DATASET_LIMITS = Limits(max_text_chars=2**40, max_batch=2**40, max_audio_second
 
 @dataclass
 class FeatureSet:
-    """Encoder outputs for N samples (``{modality}_{pooled,seq,mask}`` -> (N, ...)) and labels."""
+    """Encoder outputs for N samples (``{modality}_{pooled,seq,mask}`` -> (N, ...)), labels, and each
+    row's source group (the dataset's ``meta["source"]``; None when it has none)."""
 
     feats: dict[str, torch.Tensor]
     y: torch.Tensor
+    groups: np.ndarray | None = None
 
     def take(self, idx: Any) -> "FeatureSet":
         """Rows ``idx`` (indices or a mask)."""
-        idx = torch.as_tensor(np.asarray(idx))
-        return FeatureSet({k: v[idx] for k, v in self.feats.items()}, self.y[idx])
+        rows = np.asarray(idx)
+        idx = torch.as_tensor(rows)
+        groups = self.groups[rows] if self.groups is not None else None
+        return FeatureSet({k: v[idx] for k, v in self.feats.items()}, self.y[idx], groups)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -97,4 +102,6 @@ def encode(
             outs = enc(*[torch.from_numpy(inputs[n]) for n in enc.input_names])
             for name, t in zip(enc.output_names(), outs):
                 feats.setdefault(name, []).append(t)
-    return FeatureSet({k: torch.cat(v) for k, v in feats.items()}, torch.as_tensor(np.asarray(data.y), dtype=torch.long))
+    groups = data.meta.get(GROUP_META)
+    return FeatureSet({k: torch.cat(v) for k, v in feats.items()}, torch.as_tensor(np.asarray(data.y), dtype=torch.long),
+                      None if groups is None else np.asarray(groups))

@@ -195,18 +195,20 @@ def train_ensemble(recipe: Recipe, split: dict[str, FeatureSet], dims: dict[str,
         metrics["members"][mb.name] = {"head": mb.head, "val_accuracy": res.val_accuracy, "epochs": res.epochs_run,
                                       "test_accuracy": accuracy(test_logits[-1], split["test"].y)}
         log(f"  member {mb.name}: test accuracy {metrics['members'][mb.name]['test_accuracy']:.4f}")
-    fit = fit_ensemble(recipe, val_logits, split["val"].y.numpy())
+    fit = fit_ensemble(recipe, val_logits, split["val"].y.numpy(), groups=split["val"].groups)
     metrics["ensemble"] = ensemble_metrics(recipe, test_logits, split["test"].y.numpy(), fit,
                                            val=(val_logits, split["val"].y.numpy()))
     metrics["samples"] = {s: len(v) for s, v in split.items()}
     return heads, fit, metrics
 
 
-def fit_ensemble(recipe: Recipe, val_logits: list[np.ndarray], y_val: np.ndarray) -> EnsembleFit:
+def fit_ensemble(recipe: Recipe, val_logits: list[np.ndarray], y_val: np.ndarray, *,
+                 groups: np.ndarray | None = None) -> EnsembleFit:
     """Per-member temperatures and the combination, both fit on the validation split.
 
     ``weighted_mean`` and ``stacking`` recipes run ensemble selection (``recipe.ensemble_rule`` forces a
-    rule); ``soft_vote`` weighs members equally; ``majority_vote`` weighs votes by NLL-fit weights.
+    rule; ``groups``, the validation rows' sources, keep near-copies in one cross-validation fold);
+    ``soft_vote`` weighs members equally; ``majority_vote`` weighs votes by NLL-fit weights.
     """
     temps = [fit_temperature(lg, y_val) for lg in val_logits]
     if recipe.ensemble is EnsembleMethod.SOFT_VOTE:
@@ -219,9 +221,10 @@ def fit_ensemble(recipe: Recipe, val_logits: list[np.ndarray], y_val: np.ndarray
         log("  ensemble: weighted_mean fit on validation (rule selection needs 2+ members and 2+ validation "
             "samples of every class)")
         return EnsembleFit(EnsembleMethod.WEIGHTED_MEAN, temps, [float(w) for w in fit_weights(probs, y_val)])
-    sel = select_ensemble(probs, y_val, [mb.name for mb in recipe.members], rule=forced, seed=recipe.train.seed)
+    sel = select_ensemble(probs, y_val, [mb.name for mb in recipe.members], rule=forced, seed=recipe.train.seed,
+                         groups=groups)
     stacked = sel.rule is SelectionRule.STACKING
-    log(f"  ensemble: {sel.rule.value} (cross-validated on validation), weights "
+    log(f"  ensemble: {sel.rule.value} (cross-validated on validation, folds by {sel.folds}), weights "
         f"{dict(zip(sel.names, (round(w, 3) for w in sel.weights)))}, dropped {list(sel.dropped)}")
     return EnsembleFit(EnsembleMethod.STACKING if stacked else EnsembleMethod.WEIGHTED_MEAN, temps,
                        list(sel.weights), sel.stacking, sel)

@@ -21,9 +21,11 @@ __all__ = [
     "default_cache_dir",
     "stratified_split",
     "dataset_digest",
+    "GROUP_META",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
+GROUP_META = "source"  # meta key: rows made from one source (kept whole by ensemble selection's folds)
 
 
 @dataclass
@@ -40,7 +42,9 @@ class MultimodalDataset:
         texts: N strings, or None.
         audio: (N,T) float32 array or a list of mono float32 clips at ``audio_rate``, or None.
         audio_rate: Sample rate of ``audio`` in Hz.
-        meta: Optional per-row extras, each an (N,) array (e.g. "source", "snr_db").
+        meta: Optional per-row extras, each an (N,) array (e.g. "source", "snr_db"). ``meta["source"]``
+            (``GROUP_META``) groups rows made from one source (variants of one image): ensemble
+            selection's cross-validation keeps each group in one fold.
     """
 
     name: str

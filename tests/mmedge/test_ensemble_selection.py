@@ -103,3 +103,32 @@ def test_bad_inputs_are_config_errors():
         select_ensemble(probs, y, ["a", "b"])
     with pytest.raises(ConfigError, match="at least 2 validation samples"):
         select_ensemble(probs[:, :1], y[:1], ["a", "b", "c"])
+
+
+def _near_copies(seed: int = 0, groups: int = 60, copies: int = 4, k: int = 3, c: int = 4):
+    """Members that know nothing (random probabilities per source), each source in ``copies`` identical rows."""
+    rng = np.random.default_rng(seed)
+    y_group = np.tile(np.arange(c), groups // c)
+    rng.shuffle(y_group)
+    z = np.exp(rng.normal(0.0, 1.0, (k, groups, c)))
+    probs = np.repeat(z / z.sum(axis=2, keepdims=True), copies, axis=1)
+    return probs, np.repeat(y_group, copies), np.repeat(np.arange(groups), copies)
+
+
+def test_grouped_folds_stop_stacking_scoring_on_near_copies_of_its_fit_rows():
+    """Row-level folds put copies of a source on both sides: stacking then 'predicts' noise well above chance
+    (0.25); folds that keep sources whole score it at chance or below."""
+    probs, y, groups = _near_copies()
+    by_rows = select_ensemble(probs, y, ["a", "b", "c"])
+    by_groups = select_ensemble(probs, y, ["a", "b", "c"], groups=groups)
+    stacking = {sel.folds: next(s for s in sel.scores if s.rule is SelectionRule.STACKING).cv_accuracy
+                for sel in (by_rows, by_groups)}
+    assert stacking["rows"] >= 0.35 and stacking["groups"] <= 0.3
+    assert by_groups.to_dict()["folds"] == "groups"
+
+
+def test_groups_fall_back_to_row_folds_when_a_class_has_one_source():
+    probs, y = _members(7)
+    assert select_ensemble(probs, y, ["a", "b", "c"], groups=y).folds == "rows"  # every class is one group
+    with pytest.raises(ConfigError, match="one per validation row"):
+        select_ensemble(probs, y, ["a", "b", "c"], groups=y[:-1])

@@ -159,3 +159,12 @@ def test_stacking_needs_its_model_and_falls_back_when_members_are_skipped():
     part = ensemble_prediction(named, members[:2], **kw)  # an optional modality left out: weights combine them
     np.testing.assert_allclose(part.probabilities, combine(logits[:2], method="weighted_mean", weights=fit.weights[:2],
                                                            temperatures=fit.temperatures[:2]), rtol=1e-6)
+
+
+def test_feature_rows_keep_their_source_groups():
+    from mmedge.features import FeatureSet
+
+    fs = FeatureSet({"image_pooled": torch.arange(6.0)[:, None]}, torch.arange(6), np.array([0, 0, 1, 1, 2, 2]))
+    part = fs.take([1, 2, 5])
+    assert part.groups.tolist() == [0, 1, 2] and part.y.tolist() == [1, 2, 5]
+    assert FeatureSet(fs.feats, fs.y).take([0]).groups is None
