@@ -13,7 +13,8 @@ is off. Goal: ensemble / chosen member <= 1.05 at batch 1 and 8, every precision
 By default it trains the ``digits-av`` recipe on a subset (``--subset``: the graphs, so the latency, are
 those of the full recipe; only accuracy differs) with the ``stacking`` rule forced, so that every member
 stays in the bundle (the costliest ensemble), and exports fp32, fp16, int8 and mixed; ``--bundle`` times
-an existing bundle instead. The JSON is rendered into RESULTS.md by ``benchmarks/make_results.py``.
+an existing bundle instead; ``--members`` keeps only some of the recipe's members (e.g. those
+ensemble selection keeps by default: ``benchmarks/ensemble_seeds.json`` records them per run). The JSON is rendered into RESULTS.md by ``benchmarks/make_results.py``.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def _bundle(args: argparse.Namespace) -> Path:
     checkpoint, bundle = args.work / "checkpoint", args.work / "bundle"
     if not checkpoint.is_dir():
         recipe = get_recipe(args.recipe)
+        if args.members:
+            unknown = set(args.members) - {mb.name for mb in recipe.members}
+            if unknown:
+                raise SystemExit(f"--members: {sorted(unknown)} not in {args.recipe} ({[mb.name for mb in recipe.members]})")
+            recipe = recipe.replace(members=tuple(mb for mb in recipe.members if mb.name in args.members))
         train_recipe(recipe.replace(subset=args.subset, ensemble=EnsembleMethod.STACKING, baselines=False,
                                     train=dataclasses.replace(recipe.train, epochs=args.epochs,
                                                               encoder_epochs=args.encoder_epochs)), checkpoint)
@@ -140,6 +146,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="time this bundle (default: train and export --recipe)")
     parser.add_argument("--recipe", default="digits-av")
+    parser.add_argument("--members", type=lambda s: s.split(","), default=None,
+                        help="keep only these members of the recipe (e.g. the ones selection kept); default all")
     parser.add_argument("--subset", type=int, default=600, help="rows of the recipe's dataset to train on")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--encoder-epochs", type=int, default=3)
@@ -168,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"schema": SCHEMA, "command": "python benchmarks/ensemble_cost.py " + " ".join(argv or sys.argv[1:]),
               "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "goal": GOAL,
               "disturbed_p90_over_p50": DISTURBED, "seconds": round(time.time() - start, 1),
-              "recipe": None if args.bundle else {"name": args.recipe, "subset": args.subset, "rule": "stacking (forced)"},
+              "recipe": None if args.bundle else {"name": args.recipe, "subset": args.subset, "rule": "stacking (forced)",
+                                                  "members": args.members},
               "bundle": _bundle_info(bundle), **chosen, "rows": rows,
               "environment": {"machine": platform.machine(), "processor": platform.processor(),
                               "cpus": os.cpu_count(), "threads": args.threads, "iters": args.iters,

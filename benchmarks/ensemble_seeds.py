@@ -42,24 +42,26 @@ COMMAND = "nice python benchmarks/ensemble_seeds.py --json benchmarks/ensemble_s
 
 
 def cached_features(recipe, cache: Path) -> dict[str, Any]:
-    """The recipe's encoder features (train/val/test), labels, dims and each row's source group,
+    """The recipe's encoder features (train/val/test), labels, dims and each row's groups,
     computed once per recipe and cached (a cache written before groups were kept gains them)."""
     import torch
 
     from mmedge.atomic import atomic_file
+    from mmedge.datasets.base import GROUP_META
     from mmedge.training import encoded_splits
 
     key = {k: v for k, v in recipe.to_dict().items() if k not in ("members", "baselines", "ensemble", "ensemble_rule")}
     path = cache / f"{recipe.name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         out = torch.load(path, weights_only=True)
-        if all("groups" in v for v in out["split"].values()):
+        if all(v.get("groups_keys") == list(GROUP_META) for v in out["split"].values()):
             return out
         for s, groups in _split_groups(recipe).items():
-            out["split"][s]["groups"] = groups
+            out["split"][s].update(groups=groups, groups_keys=list(GROUP_META))
     else:
         data, _, encoders, split = encoded_splits(recipe)
-        out = {"split": {s: {"feats": f.feats, "y": f.y, "groups": _tensor(f.groups)} for s, f in split.items()},
+        out = {"split": {s: {"feats": f.feats, "y": f.y, "groups": _tensor(f.groups), "groups_keys": list(GROUP_META)}
+                         for s, f in split.items()},
                "dims": {m: e.dim for m, e in encoders.items()}, "labels": len(data.labels)}
     with atomic_file(path) as f:
         torch.save(out, f)
@@ -73,12 +75,12 @@ def _tensor(groups):
 
 
 def _split_groups(recipe) -> dict[str, Any]:
-    """Each split's row groups (``meta["source"]``), from the dataset alone (no encoder runs)."""
-    from mmedge.datasets.base import GROUP_META
+    """Each split's row groups (``mmedge.datasets.base.row_groups``), from the dataset alone (no encoder runs)."""
+    from mmedge.datasets.base import row_groups
     from mmedge.training import limit_data, load_recipe_data
 
     data = limit_data(load_recipe_data(recipe, seed=recipe.train.seed), recipe.subset)
-    groups = data.meta.get(GROUP_META)
+    groups = row_groups(data.meta)
     return {s: None if groups is None else _tensor(groups[idx]) for s, idx in data.splits.items()}
 
 

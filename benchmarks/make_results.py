@@ -19,7 +19,7 @@ import render_startup  # noqa: E402,F401  (registers the start-up and image int8
 import render_serving  # noqa: E402,F401  (registers the batching-tail renderer)
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_batching_tail.json", "serve_soak.json",
            "multi_camera.json",
-           "ensemble_seeds.json", "ensemble_cost.json", "pretrained_reference.json", "startup.json",
+           "ensemble_seeds.json", "ensemble_cost.json", "ensemble_cost_match.json", "pretrained_reference.json", "startup.json",
            "image_int8_fidelity.json")
 
 

@@ -53,8 +53,8 @@ def render_results(files: Sequence[Path], *, root: Path | None = None, targets: 
     if targets and "mmedge.bench/1" in first:
         from targets import render_targets  # benchmarks/targets.py, beside this file
 
-        sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1"),
-                                          first.get("mmedge.ensemble_cost/1")))
+        costs = [(Path(name).name, r) for name, r in zip(names, reports) if r.get("schema") == "mmedge.ensemble_cost/1"]
+        sections.insert(1, render_targets(first["mmedge.bench/1"], first.get("mmedge.peers/1"), costs))
     return "\n".join(sections)
 
 
@@ -370,8 +370,10 @@ def render_ensemble_cost(report: Report, source: str) -> str:
              f"{r['separate']['p50_ms']:.2f}", f"**{r['ensemble_over_member']:.3f}×**", f"{r['separate_over_member']:.3f}×",
              f"{r['merged_over_separate']:.3f}×", "yes" if r["disturbed"] else ""] for r in report["rows"]]
     recipe = report.get("recipe")
-    made = (f"a `{recipe['name']}` bundle trained on {recipe['subset']} rows with the {recipe['rule']} rule, so every "
-            "member stays in it (the graphs, so the latency, are the full recipe's; only accuracy differs)"
+    kept = (f"only the members {', '.join(recipe['members'])} kept" if recipe and recipe.get("members")
+            else "every member kept")
+    made = (f"a `{recipe['name']}` bundle trained on {recipe['subset']} rows with {kept} and the {recipe['rule']} rule, "
+            "so every member trained stays in it (the graphs, so the latency, are the full recipe's; only accuracy differs)"
             if recipe else f"the bundle `{b['path']}`")
     env = report["environment"]
     return "\n".join([

@@ -7,7 +7,7 @@ the reference bundle's, so they live in ``benchmarks/``, not in the installed pa
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from render import markdown_table  # benchmarks/render.py, beside this file
 
@@ -154,23 +154,26 @@ def _disturbed_note(report: Report) -> str:
             "disturbed side are marked not quotable.")
 
 
-def _ensemble_cost_rows(cost: Report | None) -> list[list[str]]:
-    """Ensemble (merged heads graph) / the member chosen on validation, from ``benchmarks/ensemble_cost.py``."""
+def _ensemble_cost_rows(costs: Sequence[tuple[str, Report]]) -> list[list[str]]:
+    """Ensemble (merged heads graph) / the member chosen on validation, from each (file name, report) of
+    ``benchmarks/ensemble_cost.py`` (one per ensemble timed: every member kept, the members selection kept...)."""
     rows = []
-    for r in (cost or {}).get("rows", []):
-        disturbed = " (disturbed)" if r["disturbed"] else ""
-        rows.append([f"ensemble (one heads graph) / {cost['member']}, {r['precision']} b{r['batch']} "
-                     f"(ensemble_cost.json)", f"≤ {TARGETS['ensemble_vs_member']}×",
-                     f"{r['ensemble_over_member']:.3f}×" + disturbed, _NOT_QUOTABLE if r["disturbed"] else
-                     _verdict(r["ensemble_over_member"], TARGETS["ensemble_vs_member"]),
-                     f"the other heads and the rule, in one graph (separate heads: {r['separate_over_member']:.3f}×)"])
+    for source, cost in costs:
+        members = cost["bundle"]["members"]
+        for r in cost["rows"]:
+            disturbed = " (disturbed)" if r["disturbed"] else ""
+            rows.append([f"ensemble of {len(members)} ({', '.join(members)}; one heads graph) / {cost['member']}, "
+                         f"{r['precision']} b{r['batch']} ({source})", f"≤ {TARGETS['ensemble_vs_member']}×",
+                         f"{r['ensemble_over_member']:.3f}×" + disturbed, _NOT_QUOTABLE if r["disturbed"] else
+                         _verdict(r["ensemble_over_member"], TARGETS["ensemble_vs_member"]),
+                         f"the other heads and the rule, in one graph (separate heads: {r['separate_over_member']:.3f}×)"])
     return rows
 
 
-def render_targets(report: Report, peers: Report | None, cost: Report | None = None) -> str:
+def render_targets(report: Report, peers: Report | None, costs: Sequence[tuple[str, Report]] = ()) -> str:
     """The performance targets, each with the figure that meets or misses it and where the time or
-    memory goes (from the reports; ``cost``: ``benchmarks/ensemble_cost.py``'s)."""
-    rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _ensemble_cost_rows(cost) \
+    memory goes (from the reports; ``costs``: ``benchmarks/ensemble_cost.py``'s)."""
+    rows = (_encoder_rows(peers) if peers else []) + _e2e_rows(report) + _ensemble_cost_rows(costs) \
         + _loaded_rows(report) + _footprint_rows(report)
     return "\n".join(["## Performance targets\n",
                       "Computed by `benchmarks/targets.py` from the reference bench and the peers "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mmedge.config import Recipe
-from mmedge.datasets.base import GROUP_META
+from mmedge.datasets.base import row_groups
 from mmedge.encoders import Encoder
 from mmedge.errors import DataError
 from mmedge.progress import track
@@ -31,7 +31,7 @@ _DATASET_LIMITS = Limits(max_text_chars=2**40, max_batch=2**40, max_audio_second
 @dataclass
 class FeatureSet:
     """Encoder outputs for N samples (``{modality}_{pooled,seq,mask}`` -> (N, ...)), labels, and each
-    row's source group (the dataset's ``meta["source"]``; None when it has none)."""
+    row's groups ((N, G): ``mmedge.datasets.base.row_groups``; None when the dataset has none)."""
 
     feats: dict[str, torch.Tensor]
     y: torch.Tensor
@@ -102,6 +102,5 @@ def encode(
             outs = enc(*[torch.from_numpy(inputs[n]) for n in enc.input_names])
             for name, t in zip(enc.output_names(), outs):
                 feats.setdefault(name, []).append(t)
-    groups = data.meta.get(GROUP_META)
     return FeatureSet({k: torch.cat(v) for k, v in feats.items()}, torch.as_tensor(np.asarray(data.y), dtype=torch.long),
-                      None if groups is None else np.asarray(groups))
+                      row_groups(data.meta))

@@ -22,10 +22,14 @@ __all__ = [
     "stratified_split",
     "dataset_digest",
     "GROUP_META",
+    "row_groups",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
-GROUP_META = "source"  # meta key: rows made from one source (kept whole by ensemble selection's folds)
+# meta keys that group rows, in order: "clip" (the voice setting that spoke the row's audio: test voices
+# are unseen in training), "source" (the source image a row was made from). Ensemble selection's folds
+# hold out whole groups of the first key present and fit on no row sharing any key's value with them.
+GROUP_META = ("clip", "source")
 
 
 @dataclass
@@ -42,9 +46,9 @@ class MultimodalDataset:
         texts: N strings, or None.
         audio: (N,T) float32 array or a list of mono float32 clips at ``audio_rate``, or None.
         audio_rate: Sample rate of ``audio`` in Hz.
-        meta: Optional per-row extras, each an (N,) array (e.g. "source", "snr_db"). ``meta["source"]``
-            (``GROUP_META``) groups rows made from one source (variants of one image): ensemble
-            selection's cross-validation keeps each group in one fold.
+        meta: Optional per-row extras, each an (N,) array (e.g. "source", "snr_db"). The keys of
+            ``GROUP_META`` group rows (one voice, one source image): ensemble selection's
+            cross-validation keeps each group on one side of a fold (``row_groups``).
     """
 
     name: str
@@ -180,6 +184,12 @@ def stratified_split(
 def expand_groups(group_splits: dict[str, np.ndarray], group_of_row: np.ndarray) -> dict[str, np.ndarray]:
     """Maps splits of groups (source images) to splits of rows."""
     return {s: np.nonzero(np.isin(group_of_row, g))[0].astype(np.int64) for s, g in group_splits.items()}
+
+
+def row_groups(meta: dict[str, np.ndarray]) -> np.ndarray | None:
+    """(N, G) int64: the row groups of the ``GROUP_META`` keys present in ``meta``, in that order; None if none."""
+    keys = [k for k in GROUP_META if k in meta]
+    return np.stack([np.asarray(meta[k], dtype=np.int64) for k in keys], axis=1) if keys else None
 
 
 def dataset_digest(ds: MultimodalDataset) -> str:

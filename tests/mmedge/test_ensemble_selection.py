@@ -132,3 +132,16 @@ def test_groups_fall_back_to_row_folds_when_a_class_has_one_source():
     assert select_ensemble(probs, y, ["a", "b", "c"], groups=y).folds == "rows"  # every class is one group
     with pytest.raises(ConfigError, match="one per validation row"):
         select_ensemble(probs, y, ["a", "b", "c"], groups=y[:-1])
+
+
+def test_fit_rows_sharing_a_second_key_with_the_held_out_rows_are_left_out():
+    """Copies of a source spoken by different voices: folds over voices alone still fit on copies of the
+    held-out rows (stacking well above chance); leaving out rows that share a source with them stops it."""
+    probs, y, source = _near_copies(2)
+    voice = np.random.default_rng(3).integers(0, 12, len(y))
+    names = ["a", "b", "c"]
+    by_voice = select_ensemble(probs, y, names, groups=voice)
+    purged = select_ensemble(probs, y, names, groups=np.stack([voice, source], axis=1))
+    stacking = [next(s for s in sel.scores if s.rule is SelectionRule.STACKING).cv_accuracy for sel in (by_voice, purged)]
+    assert by_voice.folds == purged.folds == "groups"
+    assert stacking[0] >= 0.35 and stacking[1] <= 0.3
