@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from mmedge.registry import Registry
 
 __all__ = ["RENDERERS", "register_renderer", "render_results", "render_bench"]
@@ -322,7 +324,7 @@ def render_ensemble_seeds(report: Report, source: str) -> str:
                  f"{100 * (r['ensemble_test'] - r['chosen_test']):+.2f}", r["rule"], ", ".join(r["dropped"]) or "-",
                  " / ".join(f"{100 * v:.2f}" for v in r["rules_test"].values())] for r in rec["runs"]]
         s = rec["summary"]
-        parts += [f"### {name}\n", markdown_table(["seed", *members, "chosen", "chosen %", "ensemble %", "gain (pts)",
+        parts += [f"### {name}\n", seed_spread_table(rec["runs"]), markdown_table(["seed", *members, "chosen", "chosen %", "ensemble %", "gain (pts)",
                                                   "rule kept", "dropped", "best member / greedy / stacking %"], rows),
                   f"Ensemble {100 * s['ensemble_mean']:.2f} ± {100 * s['ensemble_std']:.2f}%, chosen member "
                   f"{100 * s['chosen_mean']:.2f} ± {100 * s['chosen_std']:.2f}% (mean ± std over {s['runs']} runs); "
@@ -332,6 +334,21 @@ def render_ensemble_seeds(report: Report, source: str) -> str:
     if report.get("analysis"):
         parts.append(report["analysis"] + "\n")
     return "\n".join(parts)
+
+
+def seed_spread_table(runs: list[dict[str, Any]]) -> str:
+    """Test accuracy per model over the runs: mean ± std and min–max (the README's accuracy tables)."""
+    def spread(values: list[float]) -> list[str]:
+        v = 100 * np.asarray(values)
+        return [f"{v.mean():.2f} ± {v.std():.2f}", f"{v.min():.2f}–{v.max():.2f}"]
+
+    members = list(runs[0]["members"])
+    rows = [[m, "member", *spread([r["members"][m]["test"] for r in runs])] for m in members]
+    rows += [["member chosen on validation", "what a user would deploy instead", *spread([r["chosen_test"] for r in runs])],
+             ["**ensemble**", "the rule selection kept (" + ", ".join(sorted({r["rule"] for r in runs})) + ")",
+              *spread([r["ensemble_test"] for r in runs])],
+             ["ensemble, soft vote", "every member, equal weights", *spread([r["soft_vote_test"] for r in runs])]]
+    return markdown_table(["model", "kind", f"test accuracy %, mean ± std ({len(runs)} runs)", "min–max %"], rows)
 
 
 @register_renderer("mmedge.pretrained_reference/1")
