@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmedge.datasets.base import SPLIT_NAMES, MultimodalDataset, stratified_split
+from mmedge.datasets.base import SPLIT_NAMES, MultimodalDataset, expand_groups, stratified_split
 from mmedge.errors import DataError, InputError
 from mmedge.runtime.modalities import modality_names
 
@@ -29,7 +29,8 @@ def load_jsonl(
     Args:
         path: The ``.jsonl`` file; image/audio paths in it are relative to its folder.
         labels: The valid class names, in order; by default the sorted unique labels.
-        seed: Fixes the 70/15/15 stratified split made when no row has a "split".
+        seed: Fixes the 70/15/15 stratified split made when no row has a "split" (by "source"
+            when rows have one: a source's rows stay in one split).
         task: "classification" or "matching".
 
     Raises:
@@ -45,13 +46,26 @@ def load_jsonl(
     label_names = _label_names(path, rows, labels)
     index = {name: i for i, name in enumerate(label_names)}
     y = np.array([index[str(row["label"])] for _, row in rows], dtype=np.int64)
-    splits = _splits(path, rows, y, seed)
+    source = _sources(rows)
+    splits = _splits(path, rows, y, seed, source)
     loaded = {m: [_load_value(path, n, row, m) for n, row in rows] for m in mods}
+    meta = {"line": np.array([n for n, _ in rows], dtype=np.int64)}
+    if source is not None:
+        meta["source"] = source
     return MultimodalDataset(
         name=path.stem, task=task, labels=label_names, y=y, splits=splits,
         images=loaded.get("image"), texts=loaded.get("text"), audio=loaded.get("audio"),
-        audio_rate=AUDIO_RATE, meta={"line": np.array([n for n, _ in rows], dtype=np.int64)},
+        audio_rate=AUDIO_RATE, meta=meta,
     )
+
+
+def _sources(rows) -> np.ndarray | None:
+    """Each row's "source" as an int code (a row without one is its own source); None if no row has one."""
+    given = [row.get("source") for _, row in rows]
+    if all(s is None for s in given):
+        return None
+    keys = [f"v:{s}" if s is not None else f"row:{i}" for i, s in enumerate(given)]
+    return np.unique(np.array(keys), return_inverse=True)[1].astype(np.int64)
 
 
 def _where(path: Path, line: int) -> str:
@@ -112,10 +126,14 @@ def _label_names(path: Path, rows, labels: Sequence[str] | None) -> tuple[str, .
     return names
 
 
-def _splits(path: Path, rows, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def _splits(path: Path, rows, y: np.ndarray, seed: int, source: np.ndarray | None) -> dict[str, np.ndarray]:
     given = [row.get("split") for _, row in rows]
     if all(s is None for s in given):
-        return stratified_split(y, JSONL_SPLIT_FRACTIONS, np.random.default_rng([seed, 3003]))
+        rng = np.random.default_rng([seed, 3003])
+        if source is None:
+            return stratified_split(y, JSONL_SPLIT_FRACTIONS, rng)
+        first = np.unique(source, return_index=True)[1]  # a source's split is stratified by its first row's label
+        return expand_groups(stratified_split(y[first], JSONL_SPLIT_FRACTIONS, rng), source)
     for (n, _), s in zip(rows, given):
         if s is None:
             raise DataError(f"{_where(path, n)}: no \"split\" while other rows have one; "

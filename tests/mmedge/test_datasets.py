@@ -207,6 +207,20 @@ def test_jsonl_given_splits_and_labels(tmp_path):
     assert ds.splits["val"].tolist() == [1, 4, 7] and ds.y.tolist()[:3] == [1, 0, 1]
 
 
+def test_jsonl_sources_keep_their_rows_in_one_split_and_group_selection_folds(tmp_path):
+    from mmedge.datasets.base import row_groups
+
+    rows = [{"text": f"clip {i // 4} frame {i % 4}", "label": "b" if (i // 4) % 2 else "a", "source": f"video{i // 4}"}
+            for i in range(80)]
+    rows[-1].pop("source")  # a row without a source is a source of its own
+    ds = load_jsonl(_write_jsonl(tmp_path, rows), seed=1)
+    split_of = {int(r): s for s, idx in ds.splits.items() for r in idx}
+    for v in range(20):
+        assert len({split_of[r] for r in range(4 * v, min(4 * v + 4, 79))}) == 1  # a video's frames stay together
+    assert len(np.unique(ds.meta["source"])) == 21 and row_groups(ds.meta).shape == (80, 1)
+    assert "source" not in load_jsonl(_write_jsonl(tmp_path, [_OK, {"text": "y", "label": "b"}], "plain.jsonl")).meta
+
+
 _OK = {"text": "x", "label": "a"}
 _OK_B = {"text": "y", "label": "b"}
 
