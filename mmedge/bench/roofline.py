@@ -52,11 +52,15 @@ def roofline_of(record: dict[str, Any], flops: Mapping[str, Any] | None, peak: M
         return None  # a GPU backend: a CPU peak says nothing about it
     stages = record["stages_ms"]
     used = [k for k in stages if k.startswith(("encoder.", "head.")) and k in flops]
+    timed = list(used)
+    if "heads" in stages:  # the merged heads graph: every member's head in one stage
+        used += [k for k in flops if k.startswith("head.") and k not in used]
+        timed.append("heads")
     per_sample = float(sum(flops[k]["flops"] for k in used))
     precision = PRECISIONS[record["precision"]] if record["precision"] in PRECISIONS else None
     kind = precision.roofline_peak if precision is not None and record["backend"] == "ort" else "fp32"
     chosen = peak.get(kind) or peak["numpy_fp32"]
-    compute_ms = sum(stages[k]["p50"] for k in used)
+    compute_ms = sum(stages[k]["p50"] for k in timed)
     record["flops_per_sample"] = per_sample
     return {"peak_gops": chosen["gops"], "peak_kind": kind if peak.get(kind) else "numpy_fp32",
             "e2e": roofline(per_sample, record["batch"], record["latency_ms"]["p50"], chosen["gops"]),

@@ -119,6 +119,18 @@ def test_tegrastats_absent_says_not_available(monkeypatch, tmp_path):
     assert summary["available"] is False and "not available" in summary["note"]
 
 
+def test_roofline_counts_every_head_when_they_run_as_one_graph():
+    flops = {"encoder.image": {"flops": 6e9}, "head.a": {"flops": 1e9}, "head.b": {"flops": 1e9}}
+    peak = {"fp32": {"gops": 100.0}, "int8": {"gops": 200.0}, "numpy_fp32": {"gops": 50.0}}
+    stages = {"encoder.image": {"p50": 60.0}, "preprocess.image": {"p50": 5.0}}
+    for extra, work, compute_ms in (({"heads": {"p50": 20.0}}, 8e9, 80.0), ({"head.a": {"p50": 10.0}}, 7e9, 70.0)):
+        record = {"backend": "ort", "precision": "fp32", "batch": 1, "latency_ms": {"p50": 100.0},
+                  "stages_ms": {**stages, **extra}}
+        r = bench_roofline.roofline_of(record, flops, peak)
+        assert record["flops_per_sample"] == work
+        assert r["compute"]["achieved_gops"] == pytest.approx(work / (compute_ms / 1000) / 1e9)
+
+
 def test_roofline_arithmetic():
     r = bench_roofline.roofline(2e9, 4, 100.0, 200.0)  # 8 GFLOP in 0.1 s = 80 GFLOP/s of 200
     assert r["achieved_gops"] == pytest.approx(80.0)
