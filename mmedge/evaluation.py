@@ -140,11 +140,12 @@ class TorchReference:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path, *, threads: int | None = None, compile: bool = False,
-                        length_bucket: int = 0) -> "TorchReference":
-        """Loads a ``mmedge train`` checkpoint folder; ``meta`` holds its metadata."""
+                        length_bucket: int = 0, drop_unused: bool = False) -> "TorchReference":
+        """Loads a ``mmedge train`` checkpoint folder; ``meta`` holds its metadata. ``drop_unused``: the
+        model as its bundle runs it (members of weight 0 left out: ``load_checkpoint``)."""
         from mmedge.checkpoint import TOKENIZER_FILE, load_checkpoint
 
-        model, meta = load_checkpoint(Path(checkpoint))
+        model, meta = load_checkpoint(Path(checkpoint), drop_unused=drop_unused)
         tokenizer = Path(checkpoint) / TOKENIZER_FILE
         ref = cls(model, tokenizer if tokenizer.is_file() else None, threads=threads, compile=compile,
                   length_bucket=length_bucket)

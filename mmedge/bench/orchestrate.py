@@ -114,7 +114,7 @@ def _torch_config(run: _Run, path: Path, *, compiled: bool = False) -> tuple[_Co
     run.log(f"loading the PyTorch baseline from {path}" + (" (torch.compile)" if compiled else ""))
     before, start = probes.rss_bytes(), time.perf_counter()
     reference = TorchReference.from_checkpoint(path, threads=run.opts.threads, compile=compiled,
-                                               length_bucket=run.padding.get("text", 0))
+                                               length_bucket=run.padding.get("text", 0), drop_unused=True)
     load_ms, rss = _ms(start), probes.rss_bytes() - before
     if list(reference.meta.get("labels", run.bundle.labels)) != list(run.bundle.labels):
         raise CheckpointError(f"checkpoint {path} has labels {reference.meta.get('labels')}, the bundle "

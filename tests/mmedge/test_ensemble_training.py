@@ -130,6 +130,9 @@ def test_checkpoint_keeps_the_rule_and_export_drops_weight_zero_members(tmp_path
     assert kept.recipe.ensemble is kept.method is fit.method  # what the manifest states
     assert (len(expected) < 4) == (rule == "greedy")
     np.testing.assert_allclose(kept.predict_proba(inputs), model.predict_proba(inputs), rtol=1e-5, atol=1e-6)
+    from mmedge.evaluation import TorchReference  # the bench's PyTorch baseline does the bundle's work, no more
+
+    assert list(TorchReference.from_checkpoint(out, drop_unused=True).model.heads) == expected
 
 
 def test_checkpoint_written_before_selection_loads_with_the_recipe_method(tmp_path):
