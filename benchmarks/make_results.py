@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
 import render_startup  # noqa: E402,F401  (registers the start-up and image int8 fidelity renderers)
 import render_serving  # noqa: E402,F401  (registers the batching-tail renderer)
+import render_ensemble  # noqa: E402,F401  (registers the ensemble seeds and cost renderers)
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_batching_tail.json", "serve_soak.json",
            "multi_camera.json",
            "ensemble_seeds.json", "ensemble_cost.json", "ensemble_cost_match.json", "pretrained_reference.json", "startup.json",

@@ -10,13 +10,14 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 from ensemble_seeds import SCHEMA, summarize  # noqa: E402  (benchmarks/ensemble_seeds.py)
 from render import render_results  # noqa: E402  (benchmarks/render.py)
+import render_ensemble  # noqa: E402,F401  (registers the ensemble renderers)
 
 
 def _run(seed: int, chosen: float, ensemble: float) -> dict:
     return {"seed": seed, "members": {"a": {"val": 0.9, "test": chosen}, "b": {"val": 0.8, "test": 0.5}},
             "chosen_member": "a", "chosen_test": chosen, "ensemble_test": ensemble, "rule": "greedy",
             "dropped": ["b"] if ensemble == chosen else [], "rules_test": {"best_member": chosen, "greedy": ensemble,
-                                                                           "stacking": 0.5}}
+                                                                           "stacking": 0.5}, "soft_vote_test": 0.7}
 
 
 @pytest.mark.parametrize("pairs, met", [([(0.90, 0.905), (0.80, 0.803)], True),   # +0.5, +0.3 points
@@ -41,6 +42,7 @@ def test_results_section_lists_every_run(tmp_path):
     text = render_results([path])
     assert "### digits-av" in text and "| 1 | 80.00 | 50.00 | a | 80.00 | **80.00** | +0.00 | greedy | b |" in text
     assert "goal **met**" in text and "Why: because." in text
+    assert "| **ensemble** | the rule selection kept (greedy) | 85.50 ± 5.50 | 80.00–91.00 |" in text  # the spread
 
 
 def test_pieces_run_side_by_side_merge_in_seed_order():

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
+import render_ensemble  # noqa: E402,F401  (registers the ensemble renderers)
 from targets import TARGETS, render_targets  # noqa: E402  (benchmarks/targets.py)
 from make_results import DEFAULT  # noqa: E402  (its renderer imports register every section)
 FILES = [BENCH / f for f in DEFAULT]
