@@ -80,7 +80,8 @@ class Selection:
         disagreement: (K, K) fraction of validation samples on which two members' argmax differ.
         oracle_accuracy: Fraction of validation samples some member gets right.
         dropped: Members with weight 0 (they add nothing to the kept rule).
-        folds: How the rules were cross-validated: ``"groups"`` (whole groups per fold) or ``"rows"``.
+        folds: How the rules were cross-validated: ``"groups"`` (whole groups per fold, no fit row sharing
+            a group with the held-out rows), ``"groups (first key only)"`` or ``"rows"``.
     """
 
     names: tuple[str, ...]
@@ -207,7 +208,8 @@ def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> t
 
     With groups ((N, G): G grouping keys), folds are stratified group K-fold over the first key when
     every class spans 2+ of its groups, and each fold's fit rows leave out every row sharing a value
-    of any other key with its held-out rows; else stratified K-fold over rows.
+    of any other key with its held-out rows (unless that leaves some fold fewer fit rows than held-out
+    rows, or one class: a small split; then only the first key groups); else stratified K-fold over rows.
 
     Raises:
         ConfigError: fewer than 2 samples of some class, or groups not one per row.
@@ -227,8 +229,11 @@ def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> t
         per_class = min(len(np.unique(groups[y == c, 0])) for c in np.unique(y))
         if per_class >= 2:
             splitter = StratifiedGroupKFold(n_splits=max(2, min(k, per_class)), shuffle=True, random_state=seed)
-            return [(_purged(fit, held, groups), held)
-                    for fit, held in splitter.split(np.zeros(len(y)), y, groups[:, 0])], "groups"
+            splits = list(splitter.split(np.zeros(len(y)), y, groups[:, 0]))
+            purged = [(_purged(fit, held, groups), held) for fit, held in splits]
+            if all(len(fit) >= len(held) and len(np.unique(y[fit])) >= 2 for fit, held in purged):
+                return purged, "groups"
+            return splits, "groups (first key only)"  # leaving out rows sharing the other keys left too few
     splitter = StratifiedKFold(n_splits=max(2, k), shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y)), "rows"
 

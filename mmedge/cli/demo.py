@@ -47,7 +47,7 @@ def _selection_table(ensemble: dict):
 
     sel, on_test = ensemble["selection"], ensemble.get("rules_test_accuracy", {})
     weights = ", ".join(f"{n} {w:.2f}" for n, w in sel["weights"].items() if w > 0)
-    folds = "grouped folds (voice, source image)" if sel.get("folds") == "groups" else "folds by rows"
+    folds = "grouped folds (voice, source image)" if str(sel.get("folds")).startswith("groups") else "folds by rows"
     table = Table(title=f"ensemble selection (validation, cross-validated, {folds}): kept {sel['rule']}; weights {weights}; "
                         f"dropped {sel['dropped'] or 'none'}; oracle {sel['oracle_accuracy']:.2%}")
     for col in ("rule", "cv accuracy", "validation accuracy", "test accuracy"):

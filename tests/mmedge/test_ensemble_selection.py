@@ -145,3 +145,11 @@ def test_fit_rows_sharing_a_second_key_with_the_held_out_rows_are_left_out():
     stacking = [next(s for s in sel.scores if s.rule is SelectionRule.STACKING).cv_accuracy for sel in (by_voice, purged)]
     assert by_voice.folds == purged.folds == "groups"
     assert stacking[0] >= 0.35 and stacking[1] <= 0.3
+
+
+def test_a_split_too_small_to_leave_out_shared_rows_keeps_the_first_key_folds():
+    """Four voices, every source spoken by all of them: leaving out the held-out sources would leave no fit row."""
+    probs, y, source = _near_copies(0, groups=60, copies=4)
+    voice = np.tile(np.arange(4), 60)
+    sel = select_ensemble(probs, y, ["a", "b", "c"], groups=np.stack([voice, source], axis=1))
+    assert sel.folds == "groups (first key only)" and len(sel.scores) == 3
