@@ -6,7 +6,8 @@ For a bundle called by clients as ``NAME`` (``RepositoryConfig.model_name``), th
 |-----------------------------|-----------------------------------------|----------------------------------------|
 | `NAME.preprocess.<modality>`| python (`triton_models/preprocess.py`)  | pixels/text/wave -> encoder inputs      |
 | `NAME.encoder.<modality>`   | `onnxruntime_onnx` or `tensorrt_plan`   | the bundle's encoder graph              |
-| `NAME.head.<member>`        | `onnxruntime_onnx` or `tensorrt_plan`   | the member's fusion head graph          |
+| `NAME.heads`                | `onnxruntime_onnx` or `tensorrt_plan`   | every head and the rule as one graph (the bundle's merged heads graph, where it has one) |
+| `NAME.head.<member>`        | `onnxruntime_onnx` or `tensorrt_plan`   | the member's fusion head graph (variants that run some members, or no merged graph) |
 | `NAME.combine[.<variant>]`  | python (`triton_models/combine.py`)     | the ensemble rule -> the mmedge outputs |
 | `NAME[.<variant>]`          | `ensemble`                              | wires the steps; the mmedge wire contract (`protocol`) |
 
@@ -229,11 +230,15 @@ class _Variant:
     modalities: tuple[str, ...]
     members: tuple[Any, ...]
     note: str
+    merged: bool = False  # runs the bundle's merged heads graph (every member ran, as Session does)
 
 
-def _variants(bundle: Any) -> list[_Variant]:
-    """The full ensemble, and one per set of optional modalities left out that still leaves members to run."""
-    variants = []
+def _variants(bundle: Any, precision: str) -> list[_Variant]:
+    """The full ensemble, and one per set of optional modalities left out that still leaves members to run;
+    a variant running every member uses the merged heads graph where the bundle has one at ``precision``."""
+    from mmedge.runtime.merged_heads import has_merged
+
+    merged, variants = has_merged(bundle, precision), []
     optional = bundle.optional_modalities
     for r in range(len(optional) + 1):
         for dropped in itertools.combinations(optional, r):
@@ -244,7 +249,8 @@ def _variants(bundle: Any) -> list[_Variant]:
             used = tuple(m for m in given if any(m in mb.modalities for mb in members))
             note = (f"optional modalities {list(dropped)} not given: ran {[m.name for m in members]}, ensemble "
                     "weights re-normalized over the members that ran") if dropped else ""
-            variants.append(_Variant(".without-" + "-".join(dropped) if dropped else "", used, members, note))
+            variants.append(_Variant(".without-" + "-".join(dropped) if dropped else "", used, members, note,
+                                     merged and members == tuple(bundle.members)))
     return variants
 
 
@@ -256,10 +262,21 @@ def _combine_model(out: Path, bundle: Any, variant: _Variant, backend: str, conf
               "members": json.dumps(members), "all_members": json.dumps([m.name for m in bundle.members]),
               "backend": backend, "precision": config.precision, "note": variant.note,
               "stacking": json.dumps(_plain(bundle.ensemble.stacking))}  # "null" for the other rules
-    inputs = [tensor(f"logits.{m.name}", "FP32", [len(bundle.labels)]) for m in variant.members]
+    params["merged"] = "1" if variant.merged else "0"
+    inputs = [tensor(n, "FP32", [len(bundle.labels)]) for n in _combine_inputs(variant)]
     outputs = [tensor(t.name, t.triton_dtype, t.dims) for t in output_specs(len(bundle.labels), len(bundle.members))]
     _python_model(out, name, config, params, inputs, outputs)
     return RepositoryModel(name, "python", f"mmedge.serve.steps.Combine({bundle.ensemble.method})")
+
+
+def _combine_inputs(variant: _Variant) -> list[str]:
+    """The combine step's inputs: the merged heads graph's outputs, or each member head's logits."""
+    from mmedge.runtime.merged_heads import ENSEMBLE_OUTPUT, member_output
+    from mmedge.serve.steps import merged_input
+
+    if variant.merged:
+        return [merged_input(n) for n in (ENSEMBLE_OUTPUT, *(member_output(m.name) for m in variant.members))]
+    return [f"logits.{m.name}" for m in variant.members]
 
 
 def _plain(value: Any) -> Any:
@@ -286,13 +303,9 @@ def _ensemble(out: Path, bundle: Any, variant: _Variant, io: dict[str, tuple[lis
         steps.append(_step(f"{prefix}.preprocess.{modality}", {n: n for n in modality_inputs(modality)}, feed))
         steps.append(_step(f"{prefix}.encoder.{modality}", {k: v for k, v in feed.items()},
                            {t["name"]: t["name"] for t in enc_out if t["name"] in needed}))
-    for m in variant.members:
-        head_in, _ = io[f"head.{m.name}"]
-        steps.append(_step(f"{prefix}.head.{m.name}", {t["name"]: t["name"] for t in head_in},
-                           {m.output: f"logits.{m.name}"}))
+    steps += _head_steps(prefix, variant, io)
     contract_out = output_specs(len(bundle.labels), len(bundle.members))
-    steps.append(_step(f"{prefix}.combine{variant.suffix}", {f"logits.{m.name}": f"logits.{m.name}"
-                                                             for m in variant.members},
+    steps.append(_step(f"{prefix}.combine{variant.suffix}", {n: n for n in _combine_inputs(variant)},
                        {t.name: t.name for t in contract_out}))
     inputs = [tensor(t.name, t.triton_dtype, t.dims) for t in input_specs(variant.modalities)]
     _write(out / name, {"name": name, "platform": "ensemble", "max_batch_size": config.max_batch, "input": inputs,
@@ -300,6 +313,19 @@ def _ensemble(out: Path, bundle: Any, variant: _Variant, io: dict[str, tuple[lis
                         "ensemble_scheduling": {"step": steps}})
     return RepositoryModel(name, "ensemble", f"modalities {list(variant.modalities)}, "
                                              f"members {[m.name for m in variant.members]}")
+
+
+def _head_steps(prefix: str, variant: _Variant, io: dict[str, tuple[list, list]]) -> list[dict[str, Any]]:
+    """The merged heads graph's step, or one step per member head."""
+    from mmedge.runtime.merged_heads import HEADS
+    from mmedge.serve.steps import merged_input
+
+    if variant.merged:
+        heads_in, heads_out = io[HEADS]
+        return [_step(f"{prefix}.{HEADS}", {t["name"]: t["name"] for t in heads_in},
+                      {t["name"]: merged_input(t["name"]) for t in heads_out})]
+    return [_step(f"{prefix}.head.{m.name}", {t["name"]: t["name"] for t in io[f"head.{m.name}"][0]},
+                  {m.output: f"logits.{m.name}"}) for m in variant.members]
 
 
 def write_repository(bundle: Any, out: str | Path, config: RepositoryConfig = RepositoryConfig()
@@ -333,11 +359,15 @@ def _write_all(bundle: Any, out: Path, config: RepositoryConfig) -> list[Reposit
     problem = bundle.precision_problem(config.precision)
     if problem:
         raise BundleError(problem)
+    from mmedge.runtime.merged_heads import HEADS
     from mmedge.serve.similarity_repository import similarity_modalities_served, similarity_models
 
-    variants = _variants(bundle)
+    variants = _variants(bundle, config.precision)
     used = {m for v in variants for m in v.modalities} | set(similarity_modalities_served(bundle))
-    components = [f"encoder.{m}" for m in bundle.modalities if m in used] + [f"head.{m.name}" for m in bundle.members]
+    heads = [HEADS] if any(v.merged for v in variants) else []
+    separate = {m.name for v in variants if not v.merged for m in v.members}
+    components = ([f"encoder.{m}" for m in bundle.modalities if m in used] + heads
+                  + [f"head.{m.name}" for m in bundle.members if m.name in separate])
     dirs, written, io = _engine_dirs(bundle, config), [], {}
     out.mkdir(parents=True, exist_ok=True)
     for component in components:

@@ -64,19 +64,26 @@ class Combine:
         note: Why members were left out (a variant without an optional modality).
         stacking: The ``stacking`` rule's coefficients as the manifest holds them (``{"coef", "intercept"}``);
             a variant that runs only some members combines them by their weights, as ``Session`` does.
+        merged: The inputs are the merged heads graph's outputs (``heads.probabilities`` and each member's
+            ``heads.probabilities.<member>``: the rule already applied, as ``Session`` runs it), not logits.
     """
 
     def __init__(self, method: str, labels: list[str], members: list[dict], all_members: list[str],
-                 backend: str, precision: str, note: str = "", stacking: Mapping[str, Any] | None = None) -> None:
+                 backend: str, precision: str, note: str = "", stacking: Mapping[str, Any] | None = None,
+                 merged: bool = False) -> None:
         from mmedge.runtime.ensemble import MemberRule, Stacking
 
         self.method, self.labels = method, list(labels)
         self.stacking = Stacking.from_dict(stacking) if stacking is not None else None
         self.members = [MemberRule(m["name"], float(m["weight"]), float(m["temperature"])) for m in members]
         self.all_members, self.backend, self.precision, self.note = list(all_members), backend, precision, note
+        self.merged = merged
 
     def __call__(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from mmedge.runtime.ensemble import ensemble_prediction
+
+        if self.merged:
+            return self._from_merged(data)
 
         logits = {m.name: np.asarray(data[f"logits.{m.name}"], dtype=np.float32) for m in self.members}  # (b, C)
         ran = {m.name for m in self.members}
@@ -84,6 +91,21 @@ class Combine:
                                    precision=self.precision, skipped=[n for n in self.all_members if n not in ran],
                                    note=self.note, stacking=self.stacking)
         return encode_outputs(pred, self.all_members, slice(0, len(pred.indices)))
+
+    def _from_merged(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mmedge.runtime.ensemble import prediction_of
+        from mmedge.runtime.merged_heads import ENSEMBLE_OUTPUT, member_output
+
+        probs = np.asarray(data[merged_input(ENSEMBLE_OUTPUT)], dtype=np.float32)  # (b, C)
+        members = {m.name: np.asarray(data[merged_input(member_output(m.name))], dtype=np.float32) for m in self.members}
+        pred = prediction_of(probs, members, labels=self.labels, backend=self.backend, precision=self.precision,
+                             note=self.note)
+        return encode_outputs(pred, self.all_members, slice(0, len(pred.indices)))
+
+
+def merged_input(output: str) -> str:
+    """The combine step's input carrying the merged heads graph's ``output``."""
+    return f"heads.{output}"
 
 
 class OnnxGraph:
@@ -162,7 +184,7 @@ def _preprocess(params: Mapping[str, str], folder: Path, infer: Infer | None = N
 def _combine(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> Combine:
     return Combine(params["method"], json.loads(params["labels"]), json.loads(params["members"]),
                    json.loads(params["all_members"]), params["backend"], params["precision"], params.get("note", ""),
-                   json.loads(params.get("stacking") or "null"))
+                   json.loads(params.get("stacking") or "null"), merged=params.get("merged") == "1")
 
 
 def _onnx_graph(params: Mapping[str, str], folder: Path, infer: Infer | None = None) -> OnnxGraph:

@@ -36,7 +36,8 @@ def _tests_module(filename: str):
 
 
 def build_bundle(out: Path) -> Path:
-    """Exports the fixture bundle of ``tests/conftest.py`` to ``out`` (a folder that must not exist)."""
+    """Exports the fixture bundle of ``tests/conftest.py`` to ``out`` (a folder that must not exist), with its merged
+    heads graph as export writes bundles."""
     from mmedge.encoders.text import MiniLMEncoder
     from mmedge.export.bundle_writer import write_bundle
     from mmedge.runtime.preprocess import TextTokenizer
@@ -48,7 +49,26 @@ def build_bundle(out: Path) -> Path:
         _, members, head_files = conf._build_heads(Path(tmp), feats)
         files.update(head_files)
         files["tokenizer.json"] = tokenizer_file
-        return write_bundle(out, conf.make_manifest(entries, members), files)
+        plain = write_bundle(Path(tmp) / "plain", conf.make_manifest(entries, members), files)
+        return _with_merged_heads(plain, out, feats)
+
+
+def _with_merged_heads(plain: Path, out: Path, feats: dict) -> Path:
+    """``plain`` rewritten to ``out`` with its merged heads graph (every head and the rule as one graph), as
+    export writes bundles."""
+    import json
+
+    from mmedge.export.bundle_writer import write_bundle
+    from mmedge.export.heads_graph import with_heads_graphs
+    from mmedge.runtime.manifest import Manifest
+
+    data = json.loads((plain / "manifest.json").read_text())
+    typed = Manifest.from_json(data)
+    names = {n for m in typed.members for n in m.inputs}
+    merged = with_heads_graphs(typed, plain, [{n: feats[n][:2] for n in names}, {n: feats[n][:1] for n in names}])
+    files = {rel: plain / rel for rel in data["files"]}
+    files.update({g.file: plain / g.file for g in merged.ensemble.graphs.values()})
+    return write_bundle(out, merged, files)
 
 
 def build_waveform_bundle(out: Path) -> Path:

@@ -46,3 +46,23 @@ def test_a_stacking_ensemble_combines_as_the_session(bundle_path, samples, tools
             if model == "mmedge":  # all members ran: the coefficients combined them
                 ran = np.stack([want.member_probabilities[m] for m in want.members])
                 np.testing.assert_allclose(out["probabilities"], stacking.predict(ran), atol=1e-5, rtol=0)
+
+
+def test_the_full_ensemble_runs_the_merged_heads_graph_and_predicts_as_the_session(bundle_path, samples, tmp_path):
+    """Every member runs: one step for all heads and the rule (the bundle's merged graph, as Session runs it);
+    the variant without audio runs some members, so its own heads."""
+    repo = tmp_path / "repo"
+    write_repository(bundle_path, repo, RepositoryConfig(graph_backend="python", max_batch=8))
+    full = (repo / "mmedge" / "config.pbtxt").read_text()
+    assert '"mmedge.heads"' in full and '"mmedge.head.' not in full
+    assert '"mmedge.heads"' not in (repo / "mmedge.without-audio" / "config.pbtxt").read_text()
+    rows = wire_rows(samples, 5)
+    out = run_model(repo, "mmedge", rows)
+    with Session(bundle_path, threads=1) as session:
+        assert "heads" in session._runners
+        want = session.predict(image=list(rows["image"]), text=[t[0].decode() for t in rows["text"]],
+                               audio=list(rows["audio"]), audio_rate=samples["audio_rate"])
+    np.testing.assert_allclose(out["probabilities"], want.probabilities, atol=1e-5, rtol=0)
+    ran = np.stack([want.member_probabilities[m] for m in want.members], axis=1)
+    np.testing.assert_allclose(out["member_probabilities"], ran, atol=1e-5, rtol=0)
+    assert [v.decode() for v in out["label"][:, 0]] == want.labels
