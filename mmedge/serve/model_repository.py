@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mmedge.errors import BundleError, ConfigError
+from mmedge.runtime.merged_heads import ENSEMBLE_OUTPUT, HEADS, has_merged, member_output
 from mmedge.serve.serve_config import DEFAULT_MAX_QUEUE, DEFAULT_MODEL_NAME, check_counts, check_model_name, \
     dynamic_batching
 from mmedge.serve.pbtxt import Enum, string_parameters, tensor, to_pbtxt
 from mmedge.serve.protocol import input_specs, modality_inputs, output_specs
+from mmedge.serve.steps import merged_input
 
 __all__ = ["RepositoryConfig", "RepositoryModel", "write_repository", "GRAPH_BACKENDS"]
 
@@ -236,8 +238,6 @@ class _Variant:
 def _variants(bundle: Any, precision: str) -> list[_Variant]:
     """The full ensemble, and one per set of optional modalities left out that still leaves members to run;
     a variant running every member uses the merged heads graph where the bundle has one at ``precision``."""
-    from mmedge.runtime.merged_heads import has_merged
-
     merged, variants = has_merged(bundle, precision), []
     optional = bundle.optional_modalities
     for r in range(len(optional) + 1):
@@ -271,9 +271,6 @@ def _combine_model(out: Path, bundle: Any, variant: _Variant, backend: str, conf
 
 def _combine_inputs(variant: _Variant) -> list[str]:
     """The combine step's inputs: the merged heads graph's outputs, or each member head's logits."""
-    from mmedge.runtime.merged_heads import ENSEMBLE_OUTPUT, member_output
-    from mmedge.serve.steps import merged_input
-
     if variant.merged:
         return [merged_input(n) for n in (ENSEMBLE_OUTPUT, *(member_output(m.name) for m in variant.members))]
     return [f"logits.{m.name}" for m in variant.members]
@@ -317,9 +314,6 @@ def _ensemble(out: Path, bundle: Any, variant: _Variant, io: dict[str, tuple[lis
 
 def _head_steps(prefix: str, variant: _Variant, io: dict[str, tuple[list, list]]) -> list[dict[str, Any]]:
     """The merged heads graph's step, or one step per member head."""
-    from mmedge.runtime.merged_heads import HEADS
-    from mmedge.serve.steps import merged_input
-
     if variant.merged:
         heads_in, heads_out = io[HEADS]
         return [_step(f"{prefix}.{HEADS}", {t["name"]: t["name"] for t in heads_in},
@@ -359,7 +353,6 @@ def _write_all(bundle: Any, out: Path, config: RepositoryConfig) -> list[Reposit
     problem = bundle.precision_problem(config.precision)
     if problem:
         raise BundleError(problem)
-    from mmedge.runtime.merged_heads import HEADS
     from mmedge.serve.similarity_repository import similarity_modalities_served, similarity_models
 
     variants = _variants(bundle, config.precision)
