@@ -12,7 +12,7 @@ optional modality out runs the separate heads as before.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import prediction_of
 
 __all__ = ["HEADS", "ENSEMBLE_OUTPUT", "member_output", "has_merged", "head_components", "check_merged",
-           "merged_prediction"]
+           "merged_prediction", "prediction_from_outputs"]
 
 HEADS = "heads"  # the merged graph's component name (``Bundle.graph_entry(HEADS, precision)``)
 ENSEMBLE_OUTPUT = "probabilities"
@@ -90,7 +90,16 @@ def merged_prediction(session: Any, plan: Any, feats: Mapping[str, np.ndarray], 
         if out[name].shape != (batch, classes) or not np.isfinite(out[name]).all():
             raise BundleError(f"{HEADS}: output {name!r} has shape {list(out[name].shape)} (expected [{batch}, "
                               f"{classes}]) or non-finite values; {_FIX}, or run another precision")
-    member_probs = {m.name: np.asarray(out[member_output(m.name)], dtype=np.float32) for m in plan.members}
-    return prediction_of(np.asarray(out[ENSEMBLE_OUTPUT], dtype=np.float32), member_probs,
-                         labels=session.bundle.labels, backend=session.backend, precision=session.precision,
-                         skipped=plan.skipped, note=plan.note, timings=timings)
+    return prediction_from_outputs(out, [m.name for m in plan.members], labels=session.bundle.labels,
+                                   backend=session.backend, precision=session.precision, skipped=plan.skipped,
+                                   note=plan.note, timings=timings)
+
+
+def prediction_from_outputs(out: Mapping[str, np.ndarray], members: Sequence[str], *, labels: Sequence[str],
+                            backend: str, precision: str, skipped: Sequence[str] = (), note: str = "",
+                            timings: dict[str, float] | None = None) -> Any:
+    """The ``Prediction`` of the merged graph's outputs ``out`` (``probabilities`` and each of ``members``'
+    ``probabilities.<member>``): a Session's, or the combine step's of an ``mmedge triton`` repository."""
+    member_probs = {m: np.asarray(out[member_output(m)], dtype=np.float32) for m in members}
+    return prediction_of(np.asarray(out[ENSEMBLE_OUTPUT], dtype=np.float32), member_probs, labels=labels,
+                         backend=backend, precision=precision, skipped=skipped, note=note, timings=timings)

@@ -93,19 +93,20 @@ class Combine:
         return encode_outputs(pred, self.all_members, slice(0, len(pred.indices)))
 
     def _from_merged(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mmedge.runtime.ensemble import prediction_of
-        from mmedge.runtime.merged_heads import ENSEMBLE_OUTPUT, member_output
+        from mmedge.runtime.merged_heads import prediction_from_outputs
 
-        probs = np.asarray(data[merged_input(ENSEMBLE_OUTPUT)], dtype=np.float32)  # (b, C)
-        members = {m.name: np.asarray(data[merged_input(member_output(m.name))], dtype=np.float32) for m in self.members}
-        pred = prediction_of(probs, members, labels=self.labels, backend=self.backend, precision=self.precision,
-                             note=self.note)
+        outputs = {name[len(MERGED_PREFIX):]: v for name, v in data.items() if name.startswith(MERGED_PREFIX)}
+        pred = prediction_from_outputs(outputs, [m.name for m in self.members], labels=self.labels,
+                                       backend=self.backend, precision=self.precision, note=self.note)
         return encode_outputs(pred, self.all_members, slice(0, len(pred.indices)))
+
+
+MERGED_PREFIX = "heads."  # the combine step's inputs carrying the merged heads graph's outputs
 
 
 def merged_input(output: str) -> str:
     """The combine step's input carrying the merged heads graph's ``output``."""
-    return f"heads.{output}"
+    return MERGED_PREFIX + output
 
 
 class OnnxGraph:

@@ -10,10 +10,11 @@ provider list):
 | `openvino`      | 95   | CPU    | never: `ort` (90) comes first and always runs; by name it runs where openvino is installed |
 
 Why ONNX Runtime comes before OpenVINO on the CPU: with every graph pinned to f32 inference
-precision (below), OpenVINO was measured slower than ONNX Runtime at every precision on this x86
-CPU: `mmedge demo`'s bench (2 cores, batch 1, interleaved A/B in one run, machine shared), runtime /
-PyTorch eager: fp32 0.76 on OpenVINO vs 0.61 on ONNX Runtime, int8 0.54 vs 0.44, mixed 0.54 vs 0.41
-(audio encoder about 2x slower on OpenVINO). The faster OpenVINO figures measured before (image
+precision (below), OpenVINO was measured no faster end to end on this x86 CPU and slower at batch 8:
+`bash benchmarks/run_reference.sh` on an idle machine (2 cores, interleaved in one run), runtime /
+PyTorch eager at batch 1 fp32 0.61 on OpenVINO vs 0.64 on ONNX Runtime, int8 0.46 vs 0.46; at batch 8
+int8 0.76 vs 0.48 (its int8 audio encoder 1.6x slower); on a shared machine (`mmedge demo`) fp32 0.76
+vs 0.61 (``docs/backends.md``). The faster OpenVINO figures measured before (image
 fp32 0.83 vs 1.64 ms, text fp32 2.15 vs 6.95 ms) were taken at OpenVINO's default inference
 precision, bf16 on this AMX CPU, which is neither what an fp32 bundle promises nor safe in 2026.4
 (below). The rule ``auto`` applies before taking OpenVINO (an x86 CPU, every graph checked at
