@@ -22,7 +22,8 @@ in many rows) and overstated it: it cross-validated 1.5-1.8 points above the bes
 oracle in 2 of 3 runs) and then scored 1.5-1.6 points below the member chosen on validation on the
 test split (3 of 3 runs, ``benchmarks/ensemble_seeds.py``, ``mmedge demo``). Folds by source image
 alone did not change that (97.71% vs 97.29% by rows, seed 0); folds by voice did: stacking 93.06%
-against the best member's 94.17% (seed 0), 93.89% against 96.18% (seed 1), as on test. It stays
+against the best member's 94.17% (seed 0), 93.89% against 96.18% (seed 1), as on test
+(``python benchmarks/selection_folds.py --seed 0``). It stays
 out of ``AUTO_RULES`` all the same: it keeps every member (digits-av, four heads: 1.04-1.16x the
 chosen member's latency, ``benchmarks/ensemble_cost.py``). Members whose weight is 0 add nothing
 and can be dropped from the bundle.
