@@ -12,7 +12,8 @@
 # Overrides (environment): BUNDLE (bundles/digits-av), CHECKPOINT (runs/digits-av),
 # THREADS (2, as the measurements in docs/quantization_notes.md), ITERS (100), WARMUP (10), BATCH (1,8),
 # PRECISIONS (the bundle's fp32/int8/mixed that are "ok"), ACCURACY_SAMPLES (200),
-# BACKENDS (ort, plus openvino when it is installed), COMPILE (1: also torch.compile; 0: eager only,
+# BACKENDS (auto, ort, plus openvino when it is installed; auto is timed where it differs from
+# both: mixed with graphs export placed on OpenVINO), COMPILE (1: also torch.compile; 0: eager only,
 # for a shared machine where inductor's compilation takes most of an hour), BACKGROUND (1: --background-load),
 # DATA (only if the bundle's manifest does not name its dataset).
 # Run it on an otherwise idle machine: other processes skew every absolute number
@@ -30,7 +31,7 @@ ACCURACY_SAMPLES=${ACCURACY_SAMPLES:-200}
 COMPILE=${COMPILE:-1}
 BACKGROUND=${BACKGROUND:-1}
 if [[ -z "${BACKENDS:-}" ]]; then
-  BACKENDS=$(python -c "import importlib.util; print('ort,openvino' if importlib.util.find_spec('openvino') else 'ort')")
+  BACKENDS=$(python -c "import importlib.util; print('auto,ort,openvino' if importlib.util.find_spec('openvino') else 'auto,ort')")
 fi
 
 if [[ ! -d "$CHECKPOINT" ]]; then

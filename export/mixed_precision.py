@@ -1,36 +1,61 @@
-"""``mixed``: per component, the fastest graph whose ensemble accuracy stays within ``max_drop``.
+"""``mixed``: per component, the fastest graph and CPU backend whose ensemble accuracy stays within ``max_drop``.
 
 After every precision is built and assessed, each component's CPU graphs (those of the
 precisions whose record is a ``mixed_candidate``: fp32, int8, fp16 and any registered later)
-are timed side by side on the batch-1 parity cases, interleaved, with the runtime's session
-options. ``mixed`` starts from the fastest graph of every component; then accuracy control
-(``export.accuracy_control``, the same algorithm as every precision's accuracy revert) puts
-components back on fp32 until the ensemble is within ``max_drop`` points of PyTorch. The
-manifest's ``mixed`` entry of each component is the chosen graph's entry (same file: nothing is
-duplicated) plus ``chosen`` and the timings; ``metrics.mixed.components`` says which graph each
-component uses.
+are timed side by side, interleaved, per row on the parity cases of batch 1 and of the largest
+batch: on ONNX Runtime with the runtime's session options, and on every other backend export
+checks graphs on (``export.backend_check``: OpenVINO on the CPU, when it is installed) for the
+graphs that passed that check, through the runtime's own loader and runner. A candidate is named
+``<precision>`` on ONNX Runtime and ``<precision>@<backend>`` elsewhere (``candidate_key``).
+
+``mixed`` starts from the fastest candidate of every component (``fastest``: the least worst
+slowdown against the fastest at each batch size, so a graph faster at batch 1 but twice as slow
+at batch 7 is not taken); then accuracy control (``export.accuracy_control``, the same algorithm
+as every precision's accuracy revert) puts components back on their fp32 graph (on the backend
+where it was fastest) until the ensemble is within ``max_drop`` points of PyTorch. The manifest's
+``mixed`` entry of each component is the chosen graph's entry (same file: nothing is duplicated)
+plus ``chosen``, ``backend`` (when not ONNX Runtime) and the timings; ``metrics.mixed.components``
+says which candidate each component uses. A Session whose ``auto`` resolves to ``ort`` runs each
+graph on the backend its entry names (``runtime.backends.placement``).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import tempfile
 
 import numpy as np
 
 from mmedge.export.accuracy_control import AccuracyControlReport, Evaluate, control_accuracy
+from mmedge.export.backend_check import checked_backends
 from mmedge.export.components import Component
+from mmedge.runtime.backends import GraphRef, LoadSettings, open_runners
 from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, precisions
 
-__all__ = ["MIXED", "mixed_candidates", "component_latencies", "fastest", "choose_mixed"]
+__all__ = ["MIXED", "mixed_candidates", "candidate_key", "split_key", "component_latencies", "fastest",
+           "choose_mixed"]
 
 MIXED = "mixed"
+ORT = "ort"
 
 
 def mixed_candidates() -> tuple[str, ...]:
     """The precisions ``mixed`` may pick: fp32 and every record marked ``mixed_candidate``."""
     return tuple(p.name for p in precisions(kind=PrecisionKind.BUILT) if p.mixed_candidate or p.name == REFERENCE)
+
+
+def candidate_key(precision: str, backend: str | None = None) -> str:
+    """``<precision>`` on ONNX Runtime, ``<precision>@<backend>`` on another backend."""
+    return precision if backend in (None, ORT) else f"{precision}@{backend}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """``candidate_key``'s inverse: (precision, backend or None for ONNX Runtime)."""
+    precision, _, backend = key.partition("@")
+    return precision, backend or None
 
 
 def _candidates(comp: Component) -> dict[str, GraphEntry]:
@@ -43,66 +68,114 @@ def _candidates(comp: Component) -> dict[str, GraphEntry]:
     return out
 
 
+Latencies = Mapping[str, Mapping[str, float]]  # batch size (a string, as in JSON) -> candidate key -> ms per row
+
+
 def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[Mapping[str, np.ndarray]], *,
-                        threads: int | None, iters: int = 40, warmup: int = 5) -> dict[str, dict[str, float]]:
-    """Median batch-1 latency (ms per case) of each candidate graph of each component, timed interleaved.
+                        threads: int | None, iters: int = 40, warmup: int = 5) -> dict[str, dict[str, dict[str, float]]]:
+    """Median latency per row of each candidate of each component at batch 1 and at the cases' largest
+    batch, all candidates of a component and batch timed interleaved.
 
     Args:
-        comps: The components, their graphs built.
+        comps: The components, their graphs built (and checked on the other backends).
         work: The folder holding the graphs.
-        cases: Parity cases (every component's inputs); those of batch 1 are used.
-        threads: ONNX Runtime intra-op threads (None: all cores).
+        cases: Parity cases (every component's inputs), at several batch sizes.
+        threads: Intra-op threads of every backend (None: all cores).
+
+    Returns:
+        component -> batch size (``"1"``, ``"7"``) -> ``candidate_key`` -> ms per row.
     """
-    from mmedge.runtime.backends.ort import create_session
     from mmedge.runtime.timing import run_interleaved
 
-    ones = [c for c in cases if next(iter(c.values())).shape[0] == 1] or list(cases[:1])
-    out: dict[str, dict[str, float]] = {}
-    for comp in comps:
-        fns = {}
-        for precision, entry in _candidates(comp).items():
-            session = create_session(work / str(entry.file), threads=threads,
-                                     disabled_optimizers=entry.ort_disabled_optimizers)
-            names = [i.name for i in session.get_inputs()]
-            feeds = [{n: case[n] for n in names} for case in ones]
-            fns[precision] = lambda s=session, f=feeds: [s.run(None, feed) for feed in f]
-        samples = run_interleaved(fns, iters=iters, warmup=warmup)
-        out[comp.key] = {p: float(np.median(v)) / len(ones) for p, v in samples.items()}  # per case
+    sizes = {int(next(iter(c.values())).shape[0]) for c in cases}
+    groups = {b: [c for c in cases if next(iter(c.values())).shape[0] == b] for b in sorted({min(sizes), max(sizes)})}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="mmedge-mixed-") as engines:
+        for comp in comps:
+            runs = _runs(comp, work, threads, Path(engines))
+            out[comp.key] = {}
+            for batch, group in groups.items():
+                samples = run_interleaved({k: _over(run, names, group) for k, (names, run) in runs.items()},
+                                          iters=iters, warmup=warmup)
+                out[comp.key][str(batch)] = {k: float(np.median(v)) / (len(group) * batch) for k, v in samples.items()}
     return out
 
 
-def fastest(latencies: Mapping[str, float]) -> str:
-    """The precision with the lowest latency (fp32 on a tie)."""
-    return min(latencies, key=lambda p: (latencies[p], p != REFERENCE))
+Run = tuple[Sequence[str], Callable[[Mapping[str, np.ndarray]], Any]]  # (input names, run one feed)
 
 
-def _apply(comp: Component, precision: str, chosen: str, latencies: Mapping[str, float]) -> None:
-    comp.graphs[precision] = replace(comp.graphs[chosen], parity=None, chosen=chosen,
-                                     latency_ms_batch1={p: round(v, 4) for p, v in latencies.items()})
+def _runs(comp: Component, work: Path, threads: int | None, engines: Path) -> dict[str, Run]:
+    """candidate key -> how to run it: ONNX Runtime for every candidate graph, and each checked
+    backend for the graphs whose check passed (the runtime's own loader and runner)."""
+    from mmedge.runtime.backends.ort import create_session
+
+    out: dict[str, Run] = {}
+    for precision, entry in _candidates(comp).items():
+        path = work / str(entry.file)
+        session = create_session(path, threads=threads, disabled_optimizers=entry.ort_disabled_optimizers)
+        out[precision] = ([i.name for i in session.get_inputs()], lambda feed, s=session: s.run(None, feed))
+        for backend in checked_backends():
+            if (entry.backends or {}).get(backend.name, {}).get("ok"):
+                settings = LoadSettings(work, precision, engines, threads)
+                runner = open_runners(backend, [GraphRef(comp.key, path, entry)], settings)[comp.key]
+                out[candidate_key(precision, backend.name)] = (runner.input_names, runner.infer)
+    return out
 
 
-def choose_mixed(comps: Sequence[Component], latencies: Mapping[str, Mapping[str, float]], evaluate: Evaluate,
+def _over(run: Callable[[Mapping[str, np.ndarray]], Any], names: Sequence[str],
+          cases: Sequence[Mapping[str, np.ndarray]]) -> Callable[[], None]:
+    """A function running ``run`` once on every case, each cut to the graph's own inputs."""
+    feeds = [{n: case[n] for n in names} for case in cases]
+    return lambda: [run(feed) for feed in feeds] and None
+
+
+def fastest(latencies: Latencies | Mapping[str, float]) -> str:
+    """The candidate whose worst slowdown against the fastest candidate of each timed batch size is
+    least (with batch 1 alone: the fastest at batch 1); then the fastest at batch 1; fp32 on ONNX
+    Runtime on a tie. A flat mapping is batch 1's."""
+    by_batch = latencies if isinstance(next(iter(latencies.values())), Mapping) else {"1": latencies}
+    best = {b: min(v.values()) for b, v in by_batch.items()}
+    first = by_batch[min(by_batch, key=int)]
+
+    def score(k: str) -> tuple[float, float, bool]:
+        return max(v[k] / best[b] for b, v in by_batch.items()), first[k], k != REFERENCE
+    return min(first, key=score)
+
+
+def _apply(comp: Component, precision: str, key: str, latencies: Latencies) -> None:
+    chosen, backend = split_key(key)
+    per_row = {b: {k: round(v, 4) for k, v in ms.items()} for b, ms in latencies.items()}
+    comp.graphs[precision] = replace(comp.graphs[chosen], parity=None, chosen=chosen, backend=backend,
+                                     latency_ms_batch1=per_row.get("1"), latency_ms_per_row=per_row)
+
+
+def _of_reference(latencies: Latencies) -> Latencies:
+    """The candidates that run the fp32 graph (on any backend)."""
+    return {b: {k: v for k, v in ms.items() if split_key(k)[0] == REFERENCE} for b, ms in latencies.items()}
+
+
+def choose_mixed(comps: Sequence[Component], latencies: Mapping[str, Latencies], evaluate: Evaluate,
                  *, max_drop: float, precision: str = MIXED) -> tuple[AccuracyControlReport, dict[str, str]]:
     """Picks each component's graph for ``mixed`` and writes the ``mixed`` entries into ``comps``.
 
     Args:
         comps: The components (their ``graphs`` assessed).
-        latencies: ``component_latencies``.
+        latencies: ``component_latencies`` (component -> batch -> candidate -> ms per row).
         evaluate: Evaluates the current ``mixed`` entries: ``(result, drop_points)``; the caller
             rewrites the candidate bundle first.
         max_drop: Largest accepted drop, in points.
         precision: The name of the entries written (``mixed``).
 
     Returns:
-        (accuracy control's report, component -> chosen precision).
+        (accuracy control's report, component -> chosen ``candidate_key``).
     """
     choice = {c.key: fastest(latencies[c.key]) for c in comps}
     for comp in comps:
         _apply(comp, precision, choice[comp.key], latencies[comp.key])
 
-    def revert(comp: Component) -> None:
-        choice[comp.key] = REFERENCE
-        _apply(comp, precision, REFERENCE, latencies[comp.key])
+    def revert(comp: Component) -> None:  # to the fp32 graph, on the backend where it is fastest
+        choice[comp.key] = fastest(_of_reference(latencies[comp.key]))
+        _apply(comp, precision, choice[comp.key], latencies[comp.key])
 
     report = control_accuracy(comps, precision, evaluate=evaluate, revert=revert, max_drop=max_drop)
     return report, dict(choice)

@@ -60,7 +60,11 @@ class GraphEntry:
         build_fallback / failed / kept_float: The graph could not be built, or was reverted to fp32
             to keep the accuracy: the precision whose graph it uses, the failure, why fp32.
         chosen / latency_ms_batch1: A selected precision (``mixed``): the graph chosen and every
-            candidate's batch-1 median.
+            candidate's batch-1 median (``<precision>`` on ONNX Runtime, ``<precision>@<backend>`` on another);
+            ``latency_ms_per_row``: every candidate's median per row at each batch size timed (``{"1": .., "7": ..}``).
+        backend: ``mixed``: the CPU backend export timed this graph fastest on, when it is not ONNX
+            Runtime; a Session whose ``auto`` resolves to ``ort`` runs the graph there (None: the
+            Session's backend).
         backends: What export measured of this graph on other backends than ONNX Runtime, by backend
             (``{"openvino": {"ok", "min_cosine", "min_cosine_required", ...}}``; None: not checked).
             ``auto`` takes OpenVINO only for graphs whose check is ok.
@@ -84,7 +88,9 @@ class GraphEntry:
     kept_float: str | None = _f(optional_string, default=None)
     chosen: str | None = _f(optional_string, default=None)
     latency_ms_batch1: Mapping[str, Any] | None = _report()
+    latency_ms_per_row: Mapping[str, Any] | None = _report()
     backends: Mapping[str, Any] | None = _report()
+    backend: str | None = _f(optional_string, default=None)
 
     def problems(self) -> list[tuple[str, str]]:
         """A graph with status ok names its file and hash."""

@@ -23,11 +23,13 @@ from mmedge.runtime.limits import Limits
 from mmedge.runtime.merged_heads import check_merged, head_components, merged_prediction
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.session_config import check_session_config
+from mmedge.runtime.streams import capture_frames
 from mmedge.runtime.similarity import query_step, session_similarity, similarity_modalities
 from mmedge.runtime.text_cache import CacheInfo, TextCache
 from mmedge.runtime.backends import (BackendChoice, BaseRunner, GraphRef, LoadSettings, backend_order, get_backend,
-                                     open_runners, resolve_backend)
+                                     resolve_backend)
 from mmedge.runtime.backends.fallback import honest_choice
+from mmedge.runtime.backends.placement import open_placed
 from mmedge.runtime.backends.trt_engines import default_engine_root
 
 TEXT_BUCKET = 8  # text (any variable-length input) is padded to a multiple of this many tokens when the graphs allow it
@@ -109,9 +111,9 @@ class Session:
             graphs = tuple(GraphRef.from_bundle(self.bundle, c, precision) for c in self._components())
             if auto_build:
                 self._build_missing(backend, graphs, settings)
-            self._choice = resolve_backend(backend, graphs=graphs, settings=settings)
-            self._runners = open_runners(self._choice.name, graphs, settings)
-            self._choice = honest_choice(self._choice, self._runners, strict=strict)
+            choice = resolve_backend(backend, graphs=graphs, settings=settings)
+            self._runners, choice = open_placed(choice, graphs, settings)  # mixed: graphs on other CPU backends
+            self._choice = honest_choice(choice, self._runners, strict=strict)
             self._preprocessors = self._make_preprocessors()
             check_graphs(self.bundle, self._runners, check_merged(self), self._preprocessors)
         except BaseException:
@@ -161,6 +163,11 @@ class Session:
     def backend_choice(self) -> BackendChoice:
         """The backend in use and the reason, together."""
         return self._choice
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """Component -> the backend running it (``mixed`` may place graphs on another CPU backend)."""
+        return {c: self._choice.placed.get(c, self._choice.name) for c in self._runners}
 
     # -- planning ------------------------------------------------------------------------
 
@@ -335,27 +342,12 @@ class Session:
             capture.release()
             raise InputError(f"cannot open video source {source!r}; pass a camera index (e.g. 0) or a readable "
                              "video file")
-        return self._frames(capture, step, every, max_frames)
+        return capture_frames(capture, step, every, max_frames)
 
     def _predict_step(self, text: Any) -> Any:
         self._plan(["image"] + (["text"] if text is not None else []))
         return lambda frame: self.predict(image=[frame] * len(text) if isinstance(text, (list, tuple)) else frame,
                                           text=text, image_color_order="BGR")
-
-    def _frames(self, capture: Any, step: Any, every: int, max_frames: int | None) -> Iterator[tuple[np.ndarray, Any]]:
-        try:
-            index = produced = 0
-            while max_frames is None or produced < max_frames:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                index += 1
-                if (index - 1) % every:
-                    continue
-                yield frame, step(frame)
-                produced += 1
-        finally:
-            capture.release()
 
     def streams(self, sources: Sequence[int | str | Path], *, text: str | None = None, fps: float | None = None,
                 max_age: float | None = None, max_ticks: int | None = None, queries: Sequence[str] | None = None

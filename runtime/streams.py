@@ -23,7 +23,7 @@ from mmedge.errors import InputError
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.user_inputs import check_stream_args
 
-__all__ = ["StreamPrediction", "StreamStats", "multi_stream", "prediction_row"]
+__all__ = ["StreamPrediction", "StreamStats", "capture_frames", "multi_stream", "prediction_row"]
 
 Source = int | str | Path
 _WAIT_S = 0.5  # longest wait for a frame before the sources are checked for their end again
@@ -64,6 +64,24 @@ def prediction_row(pred: Prediction, row: int) -> Prediction:
     return dataclasses.replace(pred, labels=[pred.labels[row]], indices=pred.indices[row:row + 1],
                                probabilities=pred.probabilities[row:row + 1],
                                member_probabilities={k: v[row:row + 1] for k, v in pred.member_probabilities.items()})
+
+
+def capture_frames(capture: Any, step: Any, every: int, max_frames: int | None) -> Iterator[tuple[np.ndarray, Any]]:
+    """``Session.stream``: ``(frame, step(frame))`` for every ``every``-th frame of one opened ``cv2.VideoCapture``,
+    up to ``max_frames`` predictions; the capture is released when the generator ends."""
+    try:
+        index = produced = 0
+        while max_frames is None or produced < max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            index += 1
+            if (index - 1) % every:
+                continue
+            yield frame, step(frame)
+            produced += 1
+    finally:
+        capture.release()
 
 
 class _Capture(threading.Thread):

@@ -90,8 +90,12 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
             run.log(f"loading {precision}/{backend}")
             session, load_ms, rss = _load_session(run, precision, backend, None)
             sessions.append(session)
-            key, call = f"{precision}/{session.backend}", session_predictor(session, run.data)
-            configs.append(_Config(key, "ensemble", precision, session.backend,
+            label = backend_label(session)
+            key, call = f"{precision}/{label}", session_predictor(session, run.data)
+            if any(c.id == key for c in configs):  # auto ran what a named backend already runs
+                run.log(f"{precision}/{backend} runs as {key}, already timed: skipped")
+                continue
+            configs.append(_Config(key, "ensemble", precision, label,
                                    tuple(m.name for m in run.bundle.members), call, load_ms, rss,
                                    context.graph_bytes(run.bundle, precision, None)))
             if len(run.acc_rows):
@@ -100,10 +104,16 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
             if member is not None:
                 single, load_ms, rss = _load_session(run, precision, backend, [member])
                 sessions.append(single)
-                configs.append(_Config(f"{key}/member={member}", "member", precision, single.backend, (member,),
+                configs.append(_Config(f"{key}/member={member}", "member", precision, backend_label(single), (member,),
                                        session_predictor(single, run.data), load_ms, rss,
                                        context.graph_bytes(run.bundle, precision, member)))
     return configs, accuracy
+
+
+def backend_label(session: Any) -> str:
+    """The Session's backend, with the other backends ``mixed`` placed graphs on: ``ort+openvino``."""
+    others = sorted(set(session.backends.values()) - {session.backend})
+    return "+".join([session.backend, *others])
 
 
 def _probs(pred: Any) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:

@@ -18,8 +18,8 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder to write (default: "
                                                                  "bundles/<the checkpoint folder's name>)."),
     precision: Optional[str] = typer.Option(None, help="Comma-separated precisions (default: every registered one; "
-                                                       "mixed: per component, the fastest CPU graph within "
-                                                       "--max-drop)."),
+                                                       "mixed: per component, the fastest CPU graph, on ONNX "
+                                                       "Runtime or OpenVINO, within --max-drop)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration JSONL or folder (default: calibration_data/)."),
     max_drop: float = typer.Option(1.0, help="Largest accepted accuracy drop vs PyTorch, in points."),
     calib_samples: int = typer.Option(200, help="Calibration samples per component."),

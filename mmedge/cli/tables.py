@@ -107,11 +107,13 @@ def _backend_checks(entry: Mapping[str, Any]) -> str:
 
 
 def _mixed_note(entry: Mapping[str, Any]) -> str:
-    """``mixed``: the graph chosen, and every candidate's batch-1 median timed at export."""
+    """``mixed``: the graph chosen (and its backend, when not ONNX Runtime), and every candidate's batch-1
+    median timed at export (``<precision>@<backend>`` on another backend than ONNX Runtime)."""
     if "chosen" not in entry:
         return ""
     times = ", ".join(f"{p} {ms:.2f}" for p, ms in entry.get("latency_ms_batch1", {}).items())
-    return f"uses {entry['chosen']} (batch-1 ms: {times})"
+    where = f" on {entry['backend']}" if entry.get("backend") else ""
+    return f"uses {entry['chosen']}{where} (batch-1 ms: {times})"
 
 
 def print_bench_report(report: Mapping[str, Any]) -> None:
@@ -214,7 +216,7 @@ def comparison_table(report: Mapping[str, Any]) -> Table:
 
 def peers_table(peers: Mapping[str, Any]) -> Table:
     """A ``mmedge.peers/1`` report: per encoder and batch, each variant's median, ratio to the best peer, fidelity."""
-    from mmedge.bench.peers import best_peer
+    from mmedge.bench.peers import best_peer, peer_min_cosine
 
     table = Table(title="encoders vs peers: median ms, ratio to the best peer (< 1: faster), pooled cosine vs "
                         "PyTorch fp32")
@@ -223,13 +225,15 @@ def peers_table(peers: Mapping[str, Any]) -> Table:
     for modality, enc in peers["encoders"].items():
         fidelity = enc["fidelity_vs_pytorch_fp32"]
         for batch, entry in enc["batches"].items():
-            medians, best = entry["median_ms"], best_peer(entry["median_ms"])
+            medians, best = entry["median_ms"], best_peer(entry["median_ms"], fidelity)
             for variant, ms in medians.items():
                 role = "best peer" if variant == best else f"mmedge int8 vs best peer ({best})" \
-                    if variant == "mmedge int8" else ""
+                    if variant == "mmedge int8" else "not counted: cosine below the bar" \
+                    if fidelity[variant]["min"] < peer_min_cosine() else ""
                 table.add_row(f"{modality} ({enc['encoder']})", batch, variant, f"{ms:.2f}",
                               f"{ms / medians[best]:.2f}" if best else "-", f"{fidelity[variant]['min']:.4f}", role)
         table.add_section()
-    table.caption = (f"best peer: the fastest variant that is not mmedge's, per batch; {peers['threads']} threads, "
+    table.caption = (f"best peer: the fastest variant that is not mmedge's, per batch, among those whose min cosine "
+                     f"to PyTorch is at least {peer_min_cosine()} (int8's bar); {peers['threads']} threads, "
                      f"medians of {peers['iters']} interleaved runs ({peers['warmup']} warm-up excluded)")
     return table

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from mmedge.errors import BackendUnavailable
 from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
@@ -34,10 +34,18 @@ __all__ = ["BACKENDS", "Backend", "BackendChoice", "BaseLoader", "BaseRunner", "
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """The backend a Session uses, and why it was chosen."""
+    """The backend a Session uses, and why it was chosen.
+
+    Attributes:
+        name: The backend.
+        reason: Why (and where graphs were placed).
+        placed: Components that run on another backend than ``name`` (``mixed``: the CPU backend
+            export timed them fastest on; ``backends.placement``), component -> backend.
+    """
 
     name: str
     reason: str
+    placed: Mapping[str, str] = field(default_factory=dict)
 
 
 def available_backends() -> list[str]:

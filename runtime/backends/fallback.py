@@ -13,6 +13,7 @@ backend that really runs, by the order of the backend table), ``Session.backend_
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Mapping
 
 from mmedge.errors import BackendUnavailable
@@ -55,4 +56,4 @@ def honest_choice(choice, runners: Mapping[str, BaseRunner], *, strict: bool):
     reason = (f"{choice.reason}, but it fell back ({detail}): the backend that runs is {actual!r}; "
               f"pass strict=True to refuse a backend fallback. To run {choice.name!r}: {hint}")
     warnings.warn(f"mmedge: {choice.name!r} fell back: {detail}", BackendFallbackWarning, stacklevel=4)
-    return type(choice)(actual, reason)
+    return replace(choice, name=actual, reason=reason)

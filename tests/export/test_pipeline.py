@@ -296,7 +296,10 @@ def test_accuracy_fallback_runs_end_to_end(checkpoint, tmp_path, monkeypatch):
 
 
 def test_mixed_takes_each_components_fastest_graph_within_the_budget(bundle):
-    from mmedge.export.mixed_precision import fastest
+    """Issue 18 item 5: candidates are each graph on ONNX Runtime and, where export checked it there, on
+    the other CPU backends (OpenVINO when installed); a Session under auto runs each graph where chosen."""
+    from mmedge.export.backend_check import checked_backends
+    from mmedge.export.mixed_precision import fastest, split_key
     from mmedge.runtime import Session
 
     out, manifest = bundle
@@ -304,14 +307,23 @@ def test_mixed_takes_each_components_fastest_graph_within_the_budget(bundle):
     entries.update({f"head.{m['name']}": m["graphs"] for m in manifest["members"]})
     chosen = manifest["metrics"]["mixed"]["components"]
     assert set(chosen) == set(entries) and manifest["precisions"]["mixed"] == "ok"  # max_drop 100: no step back
+    others = {b.name for b in checked_backends()}
     for key, graphs in entries.items():
-        mixed = graphs["mixed"]
-        assert mixed["chosen"] == chosen[key] == fastest(mixed["latency_ms_batch1"])
-        assert mixed["file"] == graphs[chosen[key]]["file"]  # the chosen graph itself, not a copy
-        assert set(mixed["latency_ms_batch1"]) <= {"fp32", "int8", "fp16"} and "fp32" in mixed["latency_ms_batch1"]
+        mixed, timed = graphs["mixed"], graphs["mixed"]["latency_ms_batch1"]
+        assert chosen[key] == fastest(mixed["latency_ms_per_row"]) and timed == mixed["latency_ms_per_row"]["1"]
+        assert split_key(chosen[key]) == (mixed["chosen"], mixed.get("backend"))
+        assert set(mixed["latency_ms_per_row"]) == {"1", "7"}  # the parity cases' batch 1 and largest batch
+        assert mixed["file"] == graphs[mixed["chosen"]]["file"]  # the chosen graph itself, not a copy
+        assert {split_key(k)[0] for k in timed} <= {"fp32", "int8", "fp16"} and "fp32" in timed
+        for k in timed:  # another backend's candidate only for graphs export checked there
+            precision, backend = split_key(k)
+            assert backend is None or (backend in others and graphs[precision]["backends"][backend]["ok"])
+        assert others or all("@" not in k for k in timed)
     assert manifest["metrics"]["mixed"]["measured_on"].startswith("mmedge.runtime")
     with Session(out, precision="mixed", threads=1) as session:
-        assert session.precision == "mixed"
+        assert session.precision == "mixed" and session.backend == "ort"
+        placed = {k: session.backends[k] for k in entries if k in session.backends}
+        assert placed == {k: entries[k]["mixed"].get("backend") or "ort" for k in placed}
 
 
 def test_each_precision_has_one_merged_heads_graph_of_its_own_head_graphs(bundle):
