@@ -181,7 +181,8 @@ def render_targets(report: Report, peers: Report | None, costs: Sequence[tuple[s
                       "is not mmedge's own (PyTorch eager, torch.compile, the peer recipe, or OpenVINO on the fp32 "
                       "or NNCF int8 ONNX) whose pooled output keeps a min cosine to PyTorch fp32 of at least "
                       f"{peer_min_cosine()}, the bar mmedge's own int8 graphs must pass (OpenVINO's NNCF int8 text "
-                      "encoder, at its default bf16, is shown in the peers section but not counted). Where mmedge's kernels "
+                      "encoder, at its default bf16, is shown in the peers section but not counted). "
+                      "Where mmedge's kernels "
                       "take the same time as the recipe's, the gap in the medians is the session's own overhead "
                       "and run-to-run spread (sessions of one graph differ by up to 20% within a run)."
                       + _disturbed_note(report) + "\n",

@@ -20,6 +20,8 @@ from mmedge.export.manifest_builder import build_manifest, bundle_files
 from mmedge.export.mixed_precision import choose_mixed, component_latencies, mixed_candidates
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
 from mmedge.progress import log
+from mmedge.runtime.backends import resolve_backend
+from mmedge.runtime.backends.placement import PLACED_ON
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, get_precision
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,7 +80,7 @@ class AccuracyRun:
     def write_candidate(self) -> None:
         """(Re)writes the bundle the runtime evaluates when its graph entries point at other files
         than when it was last written (once, then after each revert or ``mixed`` choice)."""
-        files = json.dumps({c.key: {p: e.file for p, e in c.graphs.items()} for c in self.comps})
+        files = json.dumps({c.key: {p: (e.file, e.backend) for p, e in c.graphs.items()} for c in self.comps})
         if self._written.get("files") != files:
             manifest = self.manifest()
             write_bundle(self.work / "candidate", manifest, bundle_files(manifest, self.work, self.src.tokenizer_file))
@@ -149,16 +151,21 @@ def _assess_selected(run: AccuracyRun, precision: str) -> None:
     """``mixed``: per component the fastest candidate graph and CPU backend, then accuracy control."""
     others = "".join(f", and on {b.name}" for b in checked_backends())
     log(f"  {precision}: timing each component's {' / '.join(mixed_candidates())} graphs on ort{others} "
-        "(batch 1, interleaved)")
+        "(per row at batch 1 and 7, interleaved)")
     latencies = component_latencies(run.comps, run.work, run.src.cases, threads=run.config.threads)
 
-    def evaluate() -> tuple[dict[str, Any], float]:  # graphs placed on another CPU backend run there under auto
-        placed = any(c.graphs[precision].backend for c in run.comps)
-        return run.evaluate(precision, "auto" if placed else "ort")
+    on_cpu = resolve_backend("auto").name == PLACED_ON  # auto places graphs (else it runs a GPU: not evaluated)
+
+    def evaluate() -> tuple[dict[str, Any], float]:  # graphs placed on another CPU backend run there, as in an app
+        placed = on_cpu and any(c.graphs[precision].backend for c in run.comps)
+        return run.evaluate(precision, "auto" if placed else PLACED_ON)
 
     report, choice = choose_mixed(run.comps, latencies, evaluate, max_drop=run.config.max_drop, precision=precision)
     run.record(precision, report, fail_all_reference=False)
     run.metrics[precision].update(components=choice, latency_ms_per_row=latencies)
+    placed = {c.key: c.graphs[precision].backend for c in run.comps if c.graphs[precision].backend}
+    if placed and on_cpu:
+        run.metrics[precision]["measured_on"] += f"; these graphs on the backend mixed placed them on: {placed}"
 
 
 def _assess_on_backends(run: AccuracyRun) -> None:

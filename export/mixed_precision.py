@@ -20,18 +20,20 @@ graph on the backend its entry names (``runtime.backends.placement``).
 """
 from __future__ import annotations
 
+import tempfile
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
-
-import tempfile
 
 import numpy as np
 
 from mmedge.export.accuracy_control import AccuracyControlReport, Evaluate, control_accuracy
 from mmedge.export.backend_check import checked_backends
 from mmedge.export.components import Component
-from mmedge.runtime.backends import GraphRef, LoadSettings, open_runners
+from mmedge.progress import log
+from mmedge.runtime.backends import BaseRunner, GraphRef, LoadSettings, open_runners
+from mmedge.runtime.backends.placement import PLACED_ON, placement_problem
 from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, precisions
 
@@ -39,7 +41,6 @@ __all__ = ["MIXED", "mixed_candidates", "candidate_key", "split_key", "component
            "choose_mixed"]
 
 MIXED = "mixed"
-ORT = "ort"
 
 
 def mixed_candidates() -> tuple[str, ...]:
@@ -49,7 +50,7 @@ def mixed_candidates() -> tuple[str, ...]:
 
 def candidate_key(precision: str, backend: str | None = None) -> str:
     """``<precision>`` on ONNX Runtime, ``<precision>@<backend>`` on another backend."""
-    return precision if backend in (None, ORT) else f"{precision}@{backend}"
+    return precision if backend in (None, PLACED_ON) else f"{precision}@{backend}"
 
 
 def split_key(key: str) -> tuple[str, str | None]:
@@ -72,9 +73,10 @@ Latencies = Mapping[str, Mapping[str, float]]  # batch size (a string, as in JSO
 
 
 def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[Mapping[str, np.ndarray]], *,
-                        threads: int | None, iters: int = 40, warmup: int = 5) -> dict[str, dict[str, dict[str, float]]]:
-    """Median latency per row of each candidate of each component at batch 1 and at the cases' largest
-    batch, all candidates of a component and batch timed interleaved.
+                        threads: int | None, iters: int = 40, warmup: int = 5
+                        ) -> dict[str, dict[str, dict[str, float]]]:
+    """Median latency per row of each candidate of each component at the cases' smallest batch (1)
+    and largest batch (7), all candidates of a component and batch timed interleaved.
 
     Args:
         comps: The components, their graphs built (and checked on the other backends).
@@ -87,46 +89,51 @@ def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[
     """
     from mmedge.runtime.timing import run_interleaved
 
-    sizes = {int(next(iter(c.values())).shape[0]) for c in cases}
-    groups = {b: [c for c in cases if next(iter(c.values())).shape[0] == b] for b in sorted({min(sizes), max(sizes)})}
+    sizes = sorted({int(next(iter(c.values())).shape[0]) for c in cases})
+    groups = {b: [c for c in cases if next(iter(c.values())).shape[0] == b] for b in sorted({sizes[0], sizes[-1]})}
     out: dict[str, dict[str, dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="mmedge-mixed-") as engines:
+    with tempfile.TemporaryDirectory(prefix="mmedge-mixed-") as engines, ExitStack() as opened:
         for comp in comps:
-            runs = _runs(comp, work, threads, Path(engines))
+            runners = _runners(comp, work, threads, Path(engines), opened)
             out[comp.key] = {}
             for batch, group in groups.items():
-                samples = run_interleaved({k: _over(run, names, group) for k, (names, run) in runs.items()},
-                                          iters=iters, warmup=warmup)
+                samples = run_interleaved({k: _over(r, group) for k, r in runners.items()}, iters=iters, warmup=warmup)
                 out[comp.key][str(batch)] = {k: float(np.median(v)) / (len(group) * batch) for k, v in samples.items()}
     return out
 
 
-Run = tuple[Sequence[str], Callable[[Mapping[str, np.ndarray]], Any]]  # (input names, run one feed)
-
-
-def _runs(comp: Component, work: Path, threads: int | None, engines: Path) -> dict[str, Run]:
-    """candidate key -> how to run it: ONNX Runtime for every candidate graph, and each checked
-    backend for the graphs whose check passed (the runtime's own loader and runner)."""
-    from mmedge.runtime.backends.ort import create_session
-
-    out: dict[str, Run] = {}
+def _runners(comp: Component, work: Path, threads: int | None, engines: Path, opened: ExitStack
+             ) -> dict[str, BaseRunner]:
+    """candidate key -> an activated runner (the runtime's own loader and runner, deactivated by ``opened``):
+    every candidate graph on ONNX Runtime, and, for an encoder, on each other checked backend where a
+    Session's ``auto`` would place it (``placement_problem``). Heads stay on ONNX Runtime: a Session
+    runs them as the merged heads graph there. A backend that fails to load a graph loses that candidate."""
+    out: dict[str, BaseRunner] = {}
+    others = checked_backends() if comp.kind == "encoder" else ()
     for precision, entry in _candidates(comp).items():
-        path = work / str(entry.file)
-        session = create_session(path, threads=threads, disabled_optimizers=entry.ort_disabled_optimizers)
-        out[precision] = ([i.name for i in session.get_inputs()], lambda feed, s=session: s.run(None, feed))
-        for backend in checked_backends():
-            if (entry.backends or {}).get(backend.name, {}).get("ok"):
-                settings = LoadSettings(work, precision, engines, threads)
-                runner = open_runners(backend, [GraphRef(comp.key, path, entry)], settings)[comp.key]
-                out[candidate_key(precision, backend.name)] = (runner.input_names, runner.infer)
+        graph = GraphRef(comp.key, work / str(entry.file), entry)
+        settings = LoadSettings(work, precision, engines, threads, auto=True)
+        for name in (PLACED_ON, *(b.name for b in others if placement_problem(b.name, graph, settings) is None)):
+            try:
+                runner = open_runners(name, [graph], settings)[comp.key]
+            except Exception as exc:  # noqa: BLE001 - another backend's own errors: the candidate is dropped
+                if name == PLACED_ON:
+                    raise
+                log(f"  {comp.key}: {entry.file} not timed on {name} ({' '.join(str(exc).split())[:200]})")
+                continue
+            opened.callback(runner.deactivate)
+            out[candidate_key(precision, name)] = runner
     return out
 
 
-def _over(run: Callable[[Mapping[str, np.ndarray]], Any], names: Sequence[str],
-          cases: Sequence[Mapping[str, np.ndarray]]) -> Callable[[], None]:
-    """A function running ``run`` once on every case, each cut to the graph's own inputs."""
-    feeds = [{n: case[n] for n in names} for case in cases]
-    return lambda: [run(feed) for feed in feeds] and None
+def _over(runner: BaseRunner, cases: Sequence[Mapping[str, np.ndarray]]) -> Callable[[], None]:
+    """A function running ``runner`` once on every case, each cut to the graph's own inputs."""
+    feeds = [{n: case[n] for n in runner.input_names} for case in cases]
+
+    def run() -> None:
+        for feed in feeds:
+            runner.infer(feed)
+    return run
 
 
 def fastest(latencies: Latencies | Mapping[str, float]) -> str:
@@ -146,7 +153,7 @@ def _apply(comp: Component, precision: str, key: str, latencies: Latencies) -> N
     chosen, backend = split_key(key)
     per_row = {b: {k: round(v, 4) for k, v in ms.items()} for b, ms in latencies.items()}
     comp.graphs[precision] = replace(comp.graphs[chosen], parity=None, chosen=chosen, backend=backend,
-                                     latency_ms_batch1=per_row.get("1"), latency_ms_per_row=per_row)
+                                     latency_ms_batch1=per_row[min(per_row, key=int)], latency_ms_per_row=per_row)
 
 
 def _of_reference(latencies: Latencies) -> Latencies:

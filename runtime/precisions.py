@@ -168,7 +168,7 @@ for _record in (
               tensorrt=TensorRTBuild("int8-fp16-trt", 10, float16=True),
               ort_disabled_optimizers=("WeightBiasQuantization",),
               roofline_peak="int8"),
-    Precision("mixed", "per component, the fastest CPU graph within the accuracy budget (--max-drop)",
+    Precision("mixed", "per component, the fastest CPU graph and backend within the accuracy budget (--max-drop)",
               kind=PrecisionKind.SELECTED),
 ):
     register_precision(_record)

@@ -167,7 +167,8 @@ class Session:
     @property
     def backends(self) -> dict[str, str]:
         """Component -> the backend running it (``mixed`` may place graphs on another CPU backend)."""
-        return {c: self._choice.placed.get(c, self._choice.name) for c in self._runners}
+        return {c: r.backend_fallback.runs_as if r.backend_fallback else self._choice.placed.get(c, self._choice.name)
+                for c, r in self._runners.items()}
 
     # -- planning ------------------------------------------------------------------------
 

@@ -94,6 +94,8 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
             key, call = f"{precision}/{label}", session_predictor(session, run.data)
             if any(c.id == key for c in configs):  # auto ran what a named backend already runs
                 run.log(f"{precision}/{backend} runs as {key}, already timed: skipped")
+                sessions.remove(session)
+                session.close()
                 continue
             configs.append(_Config(key, "ensemble", precision, label,
                                    tuple(m.name for m in run.bundle.members), call, load_ms, rss,

@@ -107,13 +107,14 @@ def _backend_checks(entry: Mapping[str, Any]) -> str:
 
 
 def _mixed_note(entry: Mapping[str, Any]) -> str:
-    """``mixed``: the graph chosen (and its backend, when not ONNX Runtime), and every candidate's batch-1
-    median timed at export (``<precision>@<backend>`` on another backend than ONNX Runtime)."""
+    """``mixed``: the graph chosen (and its backend, when not ONNX Runtime), and every candidate's median
+    per row timed at export at each batch size (``<precision>@<backend>``: on another backend)."""
     if "chosen" not in entry:
         return ""
-    times = ", ".join(f"{p} {ms:.2f}" for p, ms in entry.get("latency_ms_batch1", {}).items())
+    per_row = entry.get("latency_ms_per_row") or {"1": entry.get("latency_ms_batch1", {})}
+    times = "; ".join(f"b{b} " + ", ".join(f"{k} {ms:.2f}" for k, ms in row.items()) for b, row in per_row.items())
     where = f" on {entry['backend']}" if entry.get("backend") else ""
-    return f"uses {entry['chosen']}{where} (batch-1 ms: {times})"
+    return f"uses {entry['chosen']}{where} (ms per row: {times})"
 
 
 def print_bench_report(report: Mapping[str, Any]) -> None:
@@ -214,6 +215,16 @@ def comparison_table(report: Mapping[str, Any]) -> Table:
     return table
 
 
+def _peer_role(variant: str, best: str | None, min_cosine: float) -> str:
+    from mmedge.bench.peers import is_mmedge, peer_min_cosine
+
+    if variant == best:
+        return "best peer"
+    if variant == "mmedge int8":
+        return f"mmedge int8 vs best peer ({best})"
+    return "not counted: cosine below the bar" if not is_mmedge(variant) and min_cosine < peer_min_cosine() else ""
+
+
 def peers_table(peers: Mapping[str, Any]) -> Table:
     """A ``mmedge.peers/1`` report: per encoder and batch, each variant's median, ratio to the best peer, fidelity."""
     from mmedge.bench.peers import best_peer, peer_min_cosine
@@ -227,9 +238,7 @@ def peers_table(peers: Mapping[str, Any]) -> Table:
         for batch, entry in enc["batches"].items():
             medians, best = entry["median_ms"], best_peer(entry["median_ms"], fidelity)
             for variant, ms in medians.items():
-                role = "best peer" if variant == best else f"mmedge int8 vs best peer ({best})" \
-                    if variant == "mmedge int8" else "not counted: cosine below the bar" \
-                    if fidelity[variant]["min"] < peer_min_cosine() else ""
+                role = _peer_role(variant, best, fidelity[variant]["min"])
                 table.add_row(f"{modality} ({enc['encoder']})", batch, variant, f"{ms:.2f}",
                               f"{ms / medians[best]:.2f}" if best else "-", f"{fidelity[variant]['min']:.4f}", role)
         table.add_section()

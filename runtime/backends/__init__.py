@@ -8,8 +8,8 @@ and the choice of a backend for ``"auto"``.
 | `ort-cuda` | 30   | `OrtCudaLoader`     | `OrtRunner`      | ONNX graphs, ORT CUDA EP -> CPU EP             |
 | `openvino-gpu` | 40 | `OpenVINOGpuLoader` | `OpenVINORunner` | ONNX graphs, OpenVINO on an Intel GPU        |
 | `openvino-npu` | 50 | `OpenVINONpuLoader` | `OpenVINORunner` | ONNX graphs, OpenVINO on an Intel NPU        |
-| `openvino` | 80   | `OpenVINOLoader`    | `OpenVINORunner` | ONNX graphs, OpenVINO CPU (``auto``: x86 only)  |
 | `ort`      | 90   | `OrtLoader`         | `OrtRunner`      | ONNX graphs, ORT CPU EP                        |
+| `openvino` | 95   | `OpenVINOLoader`    | `OpenVINORunner` | ONNX graphs, OpenVINO CPU (by name, or placed) |
 
 Adding a backend is one module in this package: a ``BaseLoader`` subclass, a ``BaseRunner``
 subclass and one ``register_backend(Backend(...))`` call. Every module of the package is imported

@@ -5,7 +5,8 @@ load (missing CUDA or TensorRT libraries, an unsupported GPU), ONNX Runtime quie
 on the next provider in the list, down to the CPU. Every runner says so through its declared
 ability ``BaseRunner.backend_fallback``; ``honest_choice`` looks at every runner after loading:
 a backend fallback is refused (``strict=True``) or reported, in ``Session.backend`` (the slowest
-backend that really runs, by the order of the backend table), ``Session.backend_reason`` and a
+backend that really runs, by the order of the backend table; ``Session.backends`` per graph, with
+``mixed``'s placements), ``Session.backend_reason`` and a
 ``BackendFallbackWarning``.
 
 (Not to be confused with export's accuracy fallback to fp32, or a failed engine build.)

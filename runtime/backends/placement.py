@@ -12,13 +12,16 @@ asked for by name is never overridden: ``backend="ort"`` runs every graph on ONN
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Sequence
 
-from mmedge.errors import BackendUnavailable, MmedgeError
 from mmedge.runtime.backends.base import BaseRunner, GraphRef, LoadSettings
 from mmedge.runtime.backends.table import BACKENDS
 
-__all__ = ["PLACED_ON", "placements", "open_placed"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mmedge.runtime.backends import BackendChoice
+
+__all__ = ["PLACED_ON", "placements", "placement_problem", "open_placed"]
 
 PLACED_ON = "ort"  # the backend whose graphs mixed may place elsewhere: the one it timed the others against
 
@@ -43,7 +46,7 @@ def placements(chosen: str, graphs: Sequence[GraphRef], settings: LoadSettings) 
         want = graph.entry.backend
         if want in (None, chosen):
             continue
-        problem = _problem(want, graph, settings)
+        problem = placement_problem(want, graph, settings)
         if problem:
             notes.append(f"{graph.component} stays on {chosen!r}, not {want!r} as export's mixed timing chose "
                          f"({problem})")
@@ -53,20 +56,22 @@ def placements(chosen: str, graphs: Sequence[GraphRef], settings: LoadSettings) 
     return placed, notes
 
 
-def _problem(name: str, graph: GraphRef, settings: LoadSettings) -> str | None:
-    if name not in BACKENDS:
-        return f"no backend {name!r} is registered here"
-    row = BACKENDS[name]
-    try:
-        return row.availability() or row.loader.missing([graph], settings)
-    except BackendUnavailable as exc:
-        return str(exc)
+def placement_problem(name: str, graph: GraphRef, settings: LoadSettings) -> str | None:
+    """Why ``graph`` cannot run on backend ``name`` here under ``auto`` (None: it can): what the backend
+    needs for it (``BaseLoader.missing``: OpenVINO on x86, graphs verified at export), then whether it
+    is available. Export's ``mixed`` times a backend's candidates only where this is None."""
+    from mmedge.runtime.backends import _skip_reason  # auto's own rule, for one graph
+
+    return _skip_reason(BACKENDS[name], [graph], settings) if name in BACKENDS else \
+        f"no backend {name!r} is registered here"
 
 
-def open_placed(choice, graphs: Sequence[GraphRef], settings: LoadSettings) -> tuple[dict[str, BaseRunner], object]:
+def open_placed(choice: "BackendChoice", graphs: Sequence[GraphRef], settings: LoadSettings
+                ) -> tuple[dict[str, BaseRunner], "BackendChoice"]:
     """Activated runners for ``graphs`` (each on its placement, the rest on ``choice``'s backend), all
     deactivated again if one fails; and ``choice`` with the placements and their notes. Graphs whose
-    placement fails to load (an mmedge error) run on ``choice``'s backend, and the reason says so.
+    placement fails to load (any error of that backend) run on ``choice``'s backend, and the reason
+    says so. The runners are in ``graphs``' order.
 
     Args:
         choice: The ``BackendChoice`` made by ``resolve_backend``.
@@ -84,7 +89,7 @@ def open_placed(choice, graphs: Sequence[GraphRef], settings: LoadSettings) -> t
         for name, group in groups.items():
             try:
                 runners.update(open_runners(name, group, settings))
-            except MmedgeError as exc:
+            except Exception as exc:  # noqa: BLE001 - the placed backend's own errors (a broken install too)
                 if name == choice.name:
                     raise
                 notes.append(f"{', '.join(g.component for g in group)} back on {choice.name!r}: {name!r} failed to "
@@ -96,4 +101,5 @@ def open_placed(choice, graphs: Sequence[GraphRef], settings: LoadSettings) -> t
             runner.deactivate()
         raise
     reason = choice.reason + "".join(f"; {n}" for n in notes)
-    return runners, replace(choice, reason=reason, placed=placed)
+    ordered = {g.component: runners[g.component] for g in graphs}
+    return ordered, replace(choice, reason=reason, placed=MappingProxyType(placed))

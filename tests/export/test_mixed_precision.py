@@ -21,7 +21,8 @@ def test_fastest_prefers_fp32_on_a_tie():
 
 def test_a_candidate_faster_at_batch_1_but_much_slower_at_a_larger_batch_is_not_the_fastest():
     """OpenVINO's int8 text encoder here: 1.6 vs 1.7 ms at batch 1, 1.5 vs 0.65 ms per row at batch 7."""
-    timed = {"1": {"fp32": 3.0, "int8": 1.7, "int8@openvino": 1.6}, "7": {"fp32": 1.1, "int8": 0.65, "int8@openvino": 1.5}}
+    timed = {"1": {"fp32": 3.0, "int8": 1.7, "int8@openvino": 1.6},
+             "7": {"fp32": 1.1, "int8": 0.65, "int8@openvino": 1.5}}
     assert fastest(timed) == "int8"  # worst slowdown 1.06x against 2.3x
     assert fastest({"1": timed["1"]}) == fastest(timed["1"]) == "int8@openvino"  # batch 1 alone: the fastest there
     assert fastest({"1": {"fp32": 1.0, "int8": 1.0}, "7": {"fp32": 1.0, "int8": 1.0}}) == "fp32"

@@ -65,3 +65,21 @@ def test_a_placement_this_machine_cannot_take_stays_on_onnx_runtime_and_says_why
     want = {"unchecked": "auto takes OpenVINO only for graphs export verified on it",
             "arm": "x86 CPUs only (this is aarch64)", "unknown": "no backend 'no-such-backend' is registered here"}
     assert want[case] in reason
+
+
+def test_a_placed_backend_that_fails_to_load_leaves_the_graph_on_onnx_runtime(bundle_path, tools, tmp_path,
+                                                                            monkeypatch):
+    """A broken OpenVINO install (its loader raising a plain RuntimeError) must not break an auto Session."""
+    pytest.importorskip("openvino", reason="needs pip install 'mmedge[openvino]'")
+    from mmedge.runtime.backends.openvino import OpenVINOLoader
+
+    def broken(self):
+        raise RuntimeError("libopenvino.so: cannot open shared object file")
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(OpenVINOLoader, "__call__", broken)
+    folder = _placed_clone(bundle_path, tools, tmp_path / "b")
+    with Session(folder, threads=1, engine_dir=tmp_path / "e") as session:
+        assert set(session.backends.values()) == {"ort"} and session.backend_choice.placed == {}
+        assert f"{TEXT} back on 'ort': 'openvino' failed to load it (libopenvino.so" in session.backend_reason
+        assert list(session.backends)[0] == "encoder.image"  # the runners keep the bundle's component order
