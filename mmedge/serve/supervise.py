@@ -25,14 +25,14 @@ STUB_NAME = "triton_python_backend_stub"
 SERVER_NAME = "tritonserver"
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of ``pid`` from ``/proc/<pid>/stat``, or None if it is gone."""
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, parent pid, command name) of ``pid`` from ``/proc/<pid>/stat``, or None if it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
-    return fields[0], int(fields[1])
+    return fields[0], int(fields[1]), text[text.index("(") + 1:text.rindex(")")]
 
 
 def _alive(pid: int) -> bool:
@@ -42,7 +42,12 @@ def _alive(pid: int) -> bool:
 
 def child_pids(parent: int, name: str, contains: str = "") -> set[int]:
     """Live children of ``parent`` whose executable file is called ``name`` (and whose command line holds
-    ``contains``)."""
+    ``contains``).
+
+    The name is matched on the command line's first word or, where that is unreadable or empty (some
+    sandboxes' ``/proc``, a process mid-exec), on the kernel's command name (the executable's file name
+    cut to 15 characters).
+    """
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -52,10 +57,11 @@ def child_pids(parent: int, name: str, contains: str = "") -> set[int]:
         if stat is None or stat[1] != parent or stat[0] in ("Z", "X"):
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
         except OSError:
-            continue
-        if os.path.basename(argv[0]) == name and contains in " ".join(argv):
+            argv = [""]
+        named = os.path.basename(argv[0]) == name or (not argv[0] and stat[2] == name[:15])
+        if named and contains in " ".join(argv):
             found.add(pid)
     return found
 
