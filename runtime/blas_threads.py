@@ -10,6 +10,13 @@ work keeps its threads between calls.
 The limit is process-wide while it is held (BLAS libraries have one setting per process): the
 first of several concurrent holders sets it, the last one restores it. ``threadpoolctl`` finds the
 BLAS libraries; without it the limit does nothing and ``BlasLimit.active`` says so.
+
+threadpoolctl 3.8 lets only the first Python thread that sets a (non-OpenMP) OpenBLAS's limit set
+it again; in any other thread the call silently does nothing. A Session called from a camera or
+worker thread after the main thread had predicted once then ran its log-mel matmul on every BLAS
+thread (and gave results differing in the last bit from a main-thread call). The limit here is
+process-wide and taken under one lock, so it takes control of the setting each time it changes it
+(``_set_threads``).
 """
 from __future__ import annotations
 
@@ -46,6 +53,14 @@ def blas_threads() -> dict[str, int]:
     return {c.internal_api: int(c.get_num_threads()) for c in _controllers()}
 
 
+def _set_threads(controller: Any, threads: int) -> None:
+    """Sets one BLAS library's threads from whichever thread holds ``_LOCK`` (see the module docstring)."""
+    take_control = getattr(type(controller), "clear_controlling_thread", None)  # threadpoolctl >= 3.8
+    if take_control is not None:
+        take_control(force=True)
+    controller.set_num_threads(threads)
+
+
 class BlasLimit:
     """A re-entrant, thread-safe context manager holding BLAS to ``threads`` threads.
 
@@ -73,7 +88,7 @@ class BlasLimit:
             if _STATE["depth"] == 0:
                 _STATE["saved"] = [(c, c.get_num_threads()) for c in _controllers()]
                 for c, _n in _STATE["saved"]:
-                    c.set_num_threads(self.threads)
+                    _set_threads(c, self.threads)
             _STATE["depth"] += 1
         return self
 
@@ -84,5 +99,5 @@ class BlasLimit:
             _STATE["depth"] -= 1
             if _STATE["depth"] == 0:
                 for c, n in _STATE["saved"]:
-                    c.set_num_threads(n)
+                    _set_threads(c, n)
                 _STATE["saved"] = []

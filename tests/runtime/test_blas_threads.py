@@ -39,6 +39,25 @@ def test_concurrent_holders_restore_the_process_setting_once():
     assert blas_threads() == before
 
 
+def test_the_limit_holds_in_a_worker_thread_after_the_main_thread_set_it():
+    """threadpoolctl 3.8 ignores a non-OpenMP OpenBLAS limit set from any thread but the first that set one."""
+    with BlasLimit(1):  # the main thread sets (and, on threadpoolctl 3.8, takes control of) the limit first
+        pass
+    before, seen = blas_threads(), []
+
+    def worker() -> None:
+        with BlasLimit(1):
+            seen.append(blas_threads())
+        seen.append(blas_threads())
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert set(seen[0].values()) == {1} and seen[1] == before
+    with BlasLimit(1):  # and the main thread can still set it afterwards
+        assert set(blas_threads().values()) == {1}
+    assert blas_threads() == before
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1"])
 def test_a_bad_setting_is_a_config_error(bad, bundle_path):
     with pytest.raises(ConfigError, match="preprocess_threads must be a positive integer or None"):
