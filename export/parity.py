@@ -188,9 +188,10 @@ def _masked(fn: ModuleFn) -> ModuleFn:
     return lambda case: mask_sequences(fn(case))
 
 
-def onnx_fn(onnx_path: str | Path | bytes) -> ModuleFn:
-    """A ``ModuleFn`` that runs an ONNX graph (a file or a serialized model) in ONNX Runtime."""
-    sess = create_session(onnx_path)
+def onnx_fn(onnx_path: str | Path | bytes, disabled_optimizers: Sequence[str] = ()) -> ModuleFn:
+    """A ``ModuleFn`` that runs an ONNX graph (a file or a serialized model) in ONNX Runtime, with
+    ``disabled_optimizers`` off."""
+    sess = create_session(onnx_path, disabled_optimizers=disabled_optimizers)
     names = [o.name for o in sess.get_outputs()]
     return lambda case: dict(zip(names, sess.run(names, dict(case))))
 

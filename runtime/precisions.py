@@ -19,7 +19,7 @@ from mmedge.errors import ConfigError
 from mmedge.registry import Registry
 
 __all__ = ["REFERENCE", "PrecisionKind", "MeasuredOn", "TensorRTBuild", "Precision", "PRECISIONS", "register_precision",
-           "get_precision", "precision_names", "precisions", "tensorrt_precisions"]
+           "get_precision", "precision_names", "precisions", "tensorrt_precisions", "QDQ_AS_FLOAT"]
 
 REFERENCE = "fp32"  # the precision exported from PyTorch: every other is measured against it and reverts to it
 
@@ -149,6 +149,14 @@ def tensorrt_precisions() -> tuple[str, ...]:
     return tuple(p.name for p in built)
 
 
+# The ONNX Runtime optimizer that fuses Q/DQ pairs into its integer CPU kernels. A TensorRT graph's
+# simulation turns it off, so ONNX Runtime runs each DequantizeLinear -> float op -> QuantizeLinear
+# as written: the graph's own arithmetic, which TensorRT computes exactly (int32 accumulation). With
+# it on, the simulation was this CPU's integer kernels instead: on x86 CPUs without VNNI (AVX2 only)
+# their u8 x s8 products are summed in pairs into saturating int16 (the image encoder's int8-trt
+# graph measured min cosine 0.69 to fp32 that way, 0.96 as written; tests/export/test_quantize.py).
+QDQ_AS_FLOAT = ("QDQSelectorActionTransformer",)
+
 # WeightBiasQuantization turns a Conv's float bias into int32 with scale x_scale * w_scale; with
 # the float16 scales of int8-fp16-trt that product underflows in float16 and the outputs are
 # garbage (measured: image encoder cosine 0.23 vs fp32 with it, 0.996 without). TensorRT does
@@ -162,11 +170,11 @@ for _record in (
               "non-zero zero points, s8 weights)", mixed_candidate=True, roofline_peak="int8"),
     Precision("int8-trt", "NNCF int8 as explicit s8 symmetric Q/DQ for TensorRT (float32 outside Q/DQ)",
               measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), tensorrt=TensorRTBuild("int8-trt", 30),
-              roofline_peak="int8"),
+              ort_disabled_optimizers=QDQ_AS_FLOAT, roofline_peak="int8"),
     Precision("int8-fp16-trt", "the int8-trt graph with float16 outside Q/DQ, for TensorRT on Jetson",
               measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), derives_from="int8-trt",
               tensorrt=TensorRTBuild("int8-fp16-trt", 10, float16=True),
-              ort_disabled_optimizers=("WeightBiasQuantization",),
+              ort_disabled_optimizers=("WeightBiasQuantization", *QDQ_AS_FLOAT),
               roofline_peak="int8"),
     Precision("mixed", "per component, the fastest CPU graph and backend within the accuracy budget (--max-drop)",
               kind=PrecisionKind.SELECTED),

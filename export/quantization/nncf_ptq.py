@@ -34,6 +34,16 @@ MODEL_TYPES = ("cnn", "transformer", "head")
 # 0.9906 (MINMAX) -> 0.9957 (MINMAX + full bias correction; mean 0.9991), ONNX Runtime's quantize_static
 # 0.9925, at the same latency (python benchmarks/image_int8_fidelity.py).
 DEPTHWISE_RANGES = "minmax (global min / max over the calibration set), NNCF's full bias correction"
+# ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2 only: many edge boxes, AMD Zen 2/3)
+# add the products in pairs into int16, which saturates when both are large: with the global ranges
+# above, a CNN's activations reach the top of u8, and on such a CPU the image encoder's int8 graph
+# measured min cosine 0.907 to fp32 against 0.977 for the same graph without saturation (ORT's
+# Q/DQ fusion off; the tests' 12 images, 8 calibrating). Weights in a 7-bit range (NNCF's overflow
+# fix on every Conv and MatMul) keep each pair within int16: 0.963, the same with and without
+# fusion, so the graph computes the same on every x86 CPU. Only for the ONNX Runtime CPU target
+# (``saturation_safe``): TensorRT accumulates in int32. Transformers keep 8-bit weights (the text
+# encoder measured no saturation: 0.9535 fused vs 0.9543, and 0.9473 at 7 bits).
+SATURATION_SAFE_WEIGHTS = "s8 in a 7-bit range (NNCF overflow fix): no int16 saturation in u8 x s8 kernels without VNNI"
 # Op types kept in float by default, per model type (the type of an encoder is read from its graph:
 # ``graph_traits``); a graph with float Gather tables (embeddings) also keeps Gather in float.
 DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
@@ -46,7 +56,8 @@ DEFAULT_IGNORED: dict[str, tuple[str, ...]] = {
 
 def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *, model_type: str,
                   activations: ActivationScheme,
-                  ignored_types: Sequence[str] | None = None, subset_size: int = 300) -> tuple[Any, tuple[str, ...], int]:
+                  ignored_types: Sequence[str] | None = None, subset_size: int = 300,
+                  saturation_safe: bool = False) -> tuple[Any, tuple[str, ...], int]:
     """Runs NNCF PTQ on the fp32 graph ``src``.
 
     Args:
@@ -56,6 +67,8 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
         activations: Symmetric (NNCF's performance preset) or asymmetric (its mixed preset).
         ignored_types: Op types left in float; default ``ignored_for(model_type, graph_traits(src))``.
         subset_size: At most this many calibration batches are used.
+        saturation_safe: A CNN's Conv and MatMul weights in a 7-bit range (``SATURATION_SAFE_WEIGHTS``),
+            for ONNX Runtime's integer kernels on CPUs without VNNI.
 
     Returns:
         (the quantized ``onnx.ModelProto``, the ignored op types, the number of batches).
@@ -73,7 +86,9 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
     traits = graph_traits(model)
     ignored = tuple(ignored_for(model_type, traits) if ignored_types is None else ignored_types)
     depthwise = model_type == "cnn" and traits.depthwise_convs > 0
-    options = _options(activations, model_type, present_op_types(model, ignored), depthwise=depthwise)
+    seven_bit = saturation_safe and model_type == "cnn"
+    options = _options(activations, model_type, present_op_types(model, ignored), depthwise=depthwise,
+                       seven_bit=seven_bit)
     run = lambda: nncf.quantize(_copy(model), nncf.Dataset(batches),  # noqa: E731
                                 subset_size=min(subset_size, len(batches)), **options)
     quantized = run()
@@ -81,6 +96,8 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
         quantized = _closer_bias_correction(model, quantized, batches, options, run)
     if depthwise:
         _note(quantized, "mmedge.activation_ranges", DEPTHWISE_RANGES)
+    if seven_bit:
+        _note(quantized, "mmedge.weight_range", SATURATION_SAFE_WEIGHTS)
     return quantized, ignored, len(batches)
 
 
@@ -119,10 +136,13 @@ def _copy(model: Any) -> Any:
 
 def _min_cosine(reference: Any, candidate: Any, batches: Sequence[Mapping[str, np.ndarray]], limit: int = 64
                 ) -> float:
-    """Lowest per-row cosine of ``candidate``'s outputs to ``reference``'s (``parity.row_cosine``)."""
+    """Lowest per-row cosine of ``candidate``'s outputs to ``reference``'s (``parity.row_cosine``), the
+    candidate run as written (Q/DQ in float: ``QDQ_AS_FLOAT``), not as this CPU's integer kernels run it."""
     from mmedge.export.parity import onnx_fn, row_cosine
+    from mmedge.runtime.precisions import QDQ_AS_FLOAT
 
-    ref, cand = (onnx_fn(m.SerializeToString()) for m in (reference, candidate))
+    ref = onnx_fn(reference.SerializeToString())
+    cand = onnx_fn(candidate.SerializeToString(), disabled_optimizers=QDQ_AS_FLOAT)
     pairs = ((ref(feed), cand(feed)) for feed in batches[:limit])
     return min((row_cosine(r[name], c[name]) for r, c in pairs for name in r), default=1.0)
 
@@ -146,9 +166,10 @@ def _quiet() -> None:
 
 
 def _options(activations: ActivationScheme, model_type: str, ignored: Sequence[str], *,
-             depthwise: bool = False) -> dict[str, Any]:
+             depthwise: bool = False, seven_bit: bool = False) -> dict[str, Any]:
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, OverflowFix,
+                                                       QuantizationParameters)
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     # Per-tensor activations: ORT's integer conv has no per-channel activations, TensorRT neither.
@@ -161,6 +182,8 @@ def _options(activations: ActivationScheme, model_type: str, ignored: Sequence[s
     if depthwise:  # DEPTHWISE_RANGES
         options["advanced_parameters"].activations_range_estimator_params = RangeEstimatorParametersSet.MINMAX
         options["fast_bias_correction"] = False
+    if seven_bit:  # SATURATION_SAFE_WEIGHTS
+        options["advanced_parameters"].overflow_fix = OverflowFix.ENABLE
     if model_type == "transformer":
         options["model_type"] = nncf.ModelType.TRANSFORMER
     if ignored:
@@ -179,6 +202,7 @@ def describe(*, target: str, model_type: str, activations: str, ignored: Sequenc
         "ignored": list(ignored), "calibration_batches": batches,
         "quantized_nodes": summary["quantized_ops"], "quantize_linear": summary["quantize_linear"],
         "dequantize_linear": summary["dequantize_linear"], "notes": notes,
-        **{field: summary["metadata"][f"mmedge.{field}"] for field in ("bias_correction", "activation_ranges")
+        **{field: summary["metadata"][f"mmedge.{field}"] for field in ("bias_correction", "activation_ranges",
+                                                                         "weight_range")
            if f"mmedge.{field}" in summary.get("metadata", {})},
     }

@@ -2,7 +2,8 @@
 
 NNCF with asymmetric activations (its MIXED preset), then every activation QuantizeLinear's
 int8 zero point shifted +128 to uint8 (same scale, same grid: lossless) so ORT fuses
-Conv/MatMul into integer kernels; s8 per-channel weights; ``Gather`` left to NNCF in float and large embedding tables (1M elements, or a
+Conv/MatMul into integer kernels; s8 per-channel weights (a CNN's in a 7-bit range, so x86 CPUs
+without VNNI do not saturate: ``nncf_ptq.SATURATION_SAFE_WEIGHTS``); ``Gather`` left to NNCF in float and large embedding tables (1M elements, or a
 quarter of the graph's weights: ``graph_traits``) stored s8 per row instead (only the gathered rows
 are dequantized).
 """
@@ -32,7 +33,7 @@ class Int8OrtCpu(PrecisionPolicy):
         import onnx
 
         model, ignored, batches = nncf_quantize(src, calib, model_type=model_type,
-                                                activations=ActivationScheme.ASYMMETRIC)
+                                                activations=ActivationScheme.ASYMMETRIC, saturation_safe=True)
         shifted = shift_activations_to_uint8(model)
         tables = compress_gather_tables(model, min_elements=table_threshold(graph_traits(src)))
         onnx.checker.check_model(model)

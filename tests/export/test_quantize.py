@@ -12,12 +12,12 @@ from mmedge.encoders import create_encoder, freeze
 from mmedge.errors import CalibrationError, ExportError
 from mmedge.export.calibration_batches import calibration_batches, check_calibration
 from mmedge.export.onnx_export import export_encoder, export_head
-from mmedge.export.parity import check_reduced_precision, onnx_fn
+from mmedge.export.parity import check_reduced_precision, onnx_fn, row_cosine
 from mmedge.export.accuracy import measured_on
 from mmedge.export.quantization import POLICIES, assert_trt_qdq, export_precisions, qdq_summary
-from mmedge.export.quantization.nncf_ptq import DEPTHWISE_RANGES
+from mmedge.export.quantization.nncf_ptq import DEPTHWISE_RANGES, SATURATION_SAFE_WEIGHTS
 from mmedge.runtime.backends.ort import create_session
-from mmedge.runtime.precisions import get_precision
+from mmedge.runtime.precisions import QDQ_AS_FLOAT, get_precision
 from mmedge.fusion import create_fusion_head
 
 DIMS = {"image": 1280, "text": 384}
@@ -150,6 +150,34 @@ def test_a_depthwise_cnn_is_calibrated_on_global_ranges_with_full_bias_correctio
     assert all("activation_ranges" not in int8[name, precision][1] for name in ("text", "head"))
 
 
+def _weight_peaks(path) -> dict[str, int]:
+    """The largest |int8 weight| of each MatMul / Gemm and ungrouped Conv weight of a graph (depthwise
+    convs run in ONNX Runtime's depthwise kernel, which widens to int32 and cannot saturate)."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    grouped = lambda n: any(a.name == "group" and a.i > 1 for a in n.attribute)  # noqa: E731
+    return {n.input[0]: int(np.abs(inits[n.input[0]].astype(np.int16)).max()) for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8
+            and (user := consumers.get(n.output[0])) is not None and user.op_type in ("Conv", "MatMul", "Gemm")
+            and not grouped(user)}
+
+
+def test_cpu_int8_cnn_weights_cannot_saturate_int16_pairs(int8, graphs):
+    """x86 CPUs without VNNI add u8 x s8 products in pairs into int16: 255 * 64 * 2 fits, 255 * 127 * 2 does
+    not. The CPU graph's CNN weights stay within 7 bits, so it computes the same fused (this CPU's integer
+    kernels) as written (Q/DQ in float); TensorRT's graph and the transformer keep the full 8 bits."""
+    path, desc = int8["image", "int8"]
+    peaks = _weight_peaks(path)
+    assert peaks and max(peaks.values()) <= 64 and desc["weight_range"] == SATURATION_SAFE_WEIGHTS
+    assert max(_weight_peaks(int8["image", "int8-trt"][0]).values()) == 127
+    assert max(_weight_peaks(int8["text", "int8"][0]).values()) == 127 and "weight_range" not in int8["text", "int8"][1]
+    fused, as_written = onnx_fn(path), onnx_fn(path, disabled_optimizers=QDQ_AS_FLOAT)
+    _, _, _, evals = graphs
+    cosines = [row_cosine(fused(case)[name], out) for case in evals["image"] for name, out in as_written(case).items()]
+    assert min(cosines) >= 0.995, cosines  # 8-bit weights on an AVX2-only CPU: 0.83
+
+
 def test_text_int8_leaves_embeddings_in_float(int8):
     model = onnx.load(str(int8["text", "int8"][0]))
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -194,7 +222,8 @@ def test_int8_fp16_trt_is_a_precision_labelled_simulated():
     assert "int8-fp16-trt" in export_precisions() and POLICIES["int8-fp16-trt"].target == "tensorrt"
     assert get_precision("int8-fp16-trt").derives_from == "int8-trt"  # converted, not calibrated again
     assert "simulated on ONNX Runtime" in measured_on("int8-fp16-trt")
-    assert get_precision("int8-fp16-trt").ort_disabled_optimizers == ("WeightBiasQuantization",)
+    assert get_precision("int8-fp16-trt").ort_disabled_optimizers == ("WeightBiasQuantization", *QDQ_AS_FLOAT)
+    assert get_precision("int8-trt").ort_disabled_optimizers == QDQ_AS_FLOAT  # simulated as written, like TensorRT
     assert get_precision("int8").ort_disabled_optimizers == get_precision("fp32").ort_disabled_optimizers == ()
 
 

@@ -116,7 +116,7 @@ def test_open_folder_gives_validated_view(bundle_path):
 
 def test_graph_entries_carry_the_onnx_runtime_optimizers_kept_off(bundle_path, tmp_path, tools):
     """Export records them per graph entry; an entry written before that (no key) gets its
-    precision record's (old int8-fp16-trt bundles keep WeightBiasQuantization off)."""
+    precision record's (old int8-fp16-trt bundles keep WeightBiasQuantization and Q/DQ fusion off)."""
     folder = tools.clone(bundle_path, tmp_path / "b")
 
     def edit(m):
@@ -133,7 +133,7 @@ def test_graph_entries_carry_the_onnx_runtime_optimizers_kept_off(bundle_path, t
         off = {(c, p): b.graph_entry(c, p).ort_disabled_optimizers for c, p in [
             ("encoder.image", "int8-fp16-trt"), ("encoder.text", "int8-fp16-trt"), ("encoder.audio", "fp32"),
             ("encoder.audio", "not-registered"), ("encoder.image", "fp32")]}
-    assert off == {("encoder.image", "int8-fp16-trt"): ("WeightBiasQuantization",),
+    assert off == {("encoder.image", "int8-fp16-trt"): ("WeightBiasQuantization", "QDQSelectorActionTransformer"),
                    ("encoder.text", "int8-fp16-trt"): (), ("encoder.audio", "fp32"): ("ConstantFolding",),
                    ("encoder.audio", "not-registered"): (), ("encoder.image", "fp32"): ()}
     tools.edit_manifest(folder, lambda m: m["encoders"]["image"]["graphs"]["fp32"].update(
