@@ -6,7 +6,10 @@ NNCF call (u8 activations as the ``int8`` precision ships them), calibrated on t
 ``--calib`` training rows of the bundle's dataset (preprocessed by the runtime), and is judged on
 the first ``--eval`` test rows: the lowest and mean cosine of ``image_pooled`` to the fp32 graph's
 on ONNX Runtime, and the median batch-1 latency, interleaved with the others. ONNX Runtime's
-``quantize_static`` (MinMax, u8/s8 per-channel) is the peer.
+``quantize_static`` (MinMax, u8/s8 per-channel) is the peer. Each graph's cosines are taken twice:
+as this CPU's integer kernels compute it, and as written (Q/DQ in float: what a CPU with VNNI or
+TensorRT computes); they differ where this CPU lacks VNNI and a graph's u8 x s8 pair sums saturate
+int16 (``docs/quantization_notes.md``). The report names the CPU and whether it has VNNI.
 
     python benchmarks/image_int8_fidelity.py --bundle bundles/digits-av --json benchmarks/image_int8_fidelity.json
 """
@@ -74,6 +77,26 @@ def _shipped(fp32: Path, calib: list[Feed], out: Path) -> None:
     POLICIES["int8"].build(fp32, out, calib=calib, model_type="cnn")
 
 
+def _shipped_8bit(fp32: Path, calib: list[Feed], out: Path) -> None:
+    """The ``int8`` recipe before CNN weights were kept to 7 bits (``saturation_safe=False``)."""
+    import onnx
+
+    from mmedge.export.quantization.graph_surgery import shift_activations_to_uint8
+    from mmedge.export.quantization.nncf_ptq import ActivationScheme, nncf_quantize
+
+    model, _, _ = nncf_quantize(fp32, calib, model_type="cnn", activations=ActivationScheme.ASYMMETRIC)
+    shift_activations_to_uint8(model)
+    onnx.save(model, str(out))
+
+
+def _cpu() -> dict[str, Any]:
+    """This CPU's model name and whether it has VNNI (no int16 saturation in u8 x s8 kernels)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"model": name, "vnni": any(f in flags for f in ("avx512_vnni", "avx_vnni"))}
+
+
 def _ort_static(fp32: Path, calib: list[Feed], out: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -96,15 +119,17 @@ VARIANTS: dict[str, Callable[[Path, list[Feed], Path], None]] = {
     "nncf MEAN_QUANTILE, fast bias correction": _nncf_variant(True, "MEAN_QUANTILE"),
     "nncf MINMAX, full bias correction": _nncf_variant(False, "MINMAX"),
     "nncf MINMAX, fast bias correction, 1000 rows": _nncf_variant(True, "MINMAX", subset=1000),
+    "mmedge int8, 8-bit weights (before)": _shipped_8bit,
     "mmedge int8 as export builds it (now)": _shipped,
     "ort quantize_static MinMax (peer)": _ort_static,
 }
 
 
-def _run(path: Path, threads: int) -> Callable[[Feed], np.ndarray]:
+def _run(path: Path, threads: int, as_written: bool = False) -> Callable[[Feed], np.ndarray]:
     from mmedge.runtime.backends.ort import create_session
+    from mmedge.runtime.precisions import QDQ_AS_FLOAT
 
-    session = create_session(path, threads=threads)
+    session = create_session(path, threads=threads, disabled_optimizers=QDQ_AS_FLOAT if as_written else ())
     return lambda feed: session.run(None, feed)[0]
 
 
@@ -133,7 +158,7 @@ def main() -> None:
     ref = [reference(f) for f in evals]
     chosen = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only.split("|")}
     report: dict[str, Any] = {"schema": "mmedge.image_int8_fidelity/1", "command": ["python", *sys.argv],
-                              "calib_rows": len(calib), "eval_rows": len(evals),
+                              "calib_rows": len(calib), "eval_rows": len(evals), "cpu": _cpu(),
                               "variants": {}}
     with tempfile.TemporaryDirectory(prefix="mmedge-img-int8-") as tmp:
         runs = {}
@@ -142,7 +167,9 @@ def main() -> None:
             t = time.perf_counter()
             build(fp32, calib, out)
             runs[name] = _run(out, args.threads)
+            written = _cosines(ref, [_run(out, args.threads, as_written=True)(f) for f in evals])
             report["variants"][name] = {**_cosines(ref, [runs[name](f) for f in evals]),
+                                        **{f"{k}_as_written": v for k, v in written.items()},
                                         "build_s": time.perf_counter() - t}
             print(f"{name}: {report['variants'][name]}", flush=True)
         feed, times = evals[0], {name: [] for name in runs}
@@ -156,7 +183,7 @@ def main() -> None:
             report["variants"][name]["b1_ms"] = statistics.median(samples)
     for name, v in report["variants"].items():
         print(f"{name:42s} min {v['min_cosine']:.4f} (first 64 rows {v['min_cosine_64']:.4f}) "
-              f"mean {v['mean_cosine']:.4f} b1 {v['b1_ms']:.3f} ms")
+              f"mean {v['mean_cosine']:.4f}; as written min {v['min_cosine_as_written']:.4f} b1 {v['b1_ms']:.3f} ms")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 

@@ -51,13 +51,21 @@ def render_startup(report: Report, source: str) -> str:
 
 @register_renderer("mmedge.image_int8_fidelity/1")
 def render_image_int8_fidelity(report: Report, source: str) -> str:
-    """Each quantization recipe of the image encoder: cosines to fp32 and batch-1 latency."""
+    """Each quantization recipe of the image encoder: cosines to fp32 (this CPU's kernels, and as written
+    where the report has it) and batch-1 latency."""
+    written = all("min_cosine_as_written" in v for v in report["variants"].values())
     rows = [[name, f"{v['min_cosine_64']:.4f}", f"{v['min_cosine']:.4f}", f"{v['mean_cosine']:.4f}",
-             f"{v['b1_ms']:.3f}"] for name, v in report["variants"].items()]
+             *([f"{v['min_cosine_as_written']:.4f}"] if written else []), f"{v['b1_ms']:.3f}"]
+            for name, v in report["variants"].items()]
+    cpu = report.get("cpu")
+    where = (f" CPU: {cpu['model']}, {'with' if cpu['vnni'] else 'without'} VNNI; \"as written\": the same graph "
+             "with ONNX Runtime's Q/DQ fusion off (what a CPU with VNNI, or TensorRT, computes; "
+             "`docs/quantization_notes.md`)." if cpu else "")
     return (f"## Image encoder int8 fidelity (`{source}`)\n\n`{' '.join(report['command'])}`: the reference "
             "image encoder quantized by each recipe, calibrated on the first 300 training rows (NNCF's "
             f"subset; 1000 where named; ONNX Runtime's peer on all {report['calib_rows']} loaded); pooled "
             f"output's cosine to the fp32 graph on {report['eval_rows']} held-out rows (and on the first 64, as "
-            f"`mmedge bench --peers` quotes it); batch-1 latency interleaved, on a shared machine. {BUNDLE}\n\n"
+            f"`mmedge bench --peers` quotes it); batch-1 latency interleaved, on a shared machine.{where} {BUNDLE}\n\n"
             + markdown_table(["recipe", "min cosine, 64 rows", f"min cosine, {report['eval_rows']} rows",
-                              "mean cosine", "b1 ms"], rows))
+                              "mean cosine", *([f"min cosine as written, {report['eval_rows']} rows"] if written else []),
+                              "b1 ms"], rows))
