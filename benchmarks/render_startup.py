@@ -4,6 +4,8 @@ the image encoder's int8 fidelity (``benchmarks/image_int8_fidelity.py``). Impor
 """
 from __future__ import annotations
 
+import shlex
+
 from typing import Any, Mapping
 
 from render import markdown_table, register_renderer
@@ -61,7 +63,7 @@ def render_image_int8_fidelity(report: Report, source: str) -> str:
     where = (f" CPU: {cpu['model']}, {'with' if cpu['vnni'] else 'without'} VNNI; \"as written\": the same graph "
              "with ONNX Runtime's Q/DQ fusion off (what a CPU with VNNI, or TensorRT, computes; "
              "`docs/quantization_notes.md`)." if cpu else "")
-    return (f"## Image encoder int8 fidelity (`{source}`)\n\n`{' '.join(report['command'])}`: the reference "
+    return (f"## Image encoder int8 fidelity (`{source}`)\n\n`{shlex.join(report['command'])}`: the reference "
             "image encoder quantized by each recipe, calibrated on the first 300 training rows (NNCF's "
             f"subset; 1000 where named; ONNX Runtime's peer on all {report['calib_rows']} loaded); pooled "
             f"output's cosine to the fp32 graph on {report['eval_rows']} held-out rows (and on the first 64, as "
