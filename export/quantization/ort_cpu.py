@@ -3,9 +3,9 @@
 NNCF with asymmetric activations (its MIXED preset), then every activation QuantizeLinear's
 int8 zero point shifted +128 to uint8 (same scale, same grid: lossless) so ORT fuses
 Conv/MatMul into integer kernels; s8 per-channel weights in a 7-bit range (so x86 CPUs without
-VNNI do not saturate: ``nncf_ptq.SATURATION_SAFE_WEIGHTS``); ``Gather`` left to NNCF in float and large embedding tables (1M elements, or a
-quarter of the graph's weights: ``graph_traits``) stored s8 per row instead (only the gathered rows
-are dequantized).
+VNNI do not saturate: ``nncf_ptq.SATURATION_SAFE_WEIGHTS``); ``Gather`` left to NNCF in float and
+large embedding tables (1M elements, or a quarter of the graph's weights: ``graph_traits``) stored
+s8 per row instead (only the gathered rows are dequantized).
 """
 from __future__ import annotations
 
