@@ -78,7 +78,7 @@ def _shipped(fp32: Path, calib: list[Feed], out: Path) -> None:
 
 
 def _shipped_8bit(fp32: Path, calib: list[Feed], out: Path) -> None:
-    """The ``int8`` recipe before CNN weights were kept to 7 bits (``saturation_safe=False``)."""
+    """The ``int8`` recipe before its weights were kept to 7 bits (``saturation_safe=False``)."""
     import onnx
 
     from mmedge.export.quantization.graph_surgery import shift_activations_to_uint8
@@ -167,7 +167,8 @@ def main() -> None:
             t = time.perf_counter()
             build(fp32, calib, out)
             runs[name] = _run(out, args.threads)
-            written = _cosines(ref, [_run(out, args.threads, as_written=True)(f) for f in evals])
+            as_written = _run(out, args.threads, as_written=True)
+            written = _cosines(ref, [as_written(f) for f in evals])
             report["variants"][name] = {**_cosines(ref, [runs[name](f) for f in evals]),
                                         **{f"{k}_as_written": v for k, v in written.items()},
                                         "build_s": time.perf_counter() - t}

@@ -5,7 +5,6 @@ the image encoder's int8 fidelity (``benchmarks/image_int8_fidelity.py``). Impor
 from __future__ import annotations
 
 import shlex
-
 from typing import Any, Mapping
 
 from render import markdown_table, register_renderer

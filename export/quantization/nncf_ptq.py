@@ -88,7 +88,7 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
     ignored = tuple(ignored_for(model_type, traits) if ignored_types is None else ignored_types)
     depthwise = model_type == "cnn" and traits.depthwise_convs > 0
     options = _options(activations, model_type, present_op_types(model, ignored), depthwise=depthwise,
-                       seven_bit=saturation_safe)
+                       saturation_safe=saturation_safe)
     run = lambda: nncf.quantize(_copy(model), nncf.Dataset(batches),  # noqa: E731
                                 subset_size=min(subset_size, len(batches)), **options)
     quantized = run()
@@ -166,7 +166,7 @@ def _quiet() -> None:
 
 
 def _options(activations: ActivationScheme, model_type: str, ignored: Sequence[str], *,
-             depthwise: bool = False, seven_bit: bool = False) -> dict[str, Any]:
+             depthwise: bool = False, saturation_safe: bool = False) -> dict[str, Any]:
     import nncf
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, OverflowFix,
                                                        QuantizationParameters)
@@ -182,7 +182,7 @@ def _options(activations: ActivationScheme, model_type: str, ignored: Sequence[s
     if depthwise:  # DEPTHWISE_RANGES
         options["advanced_parameters"].activations_range_estimator_params = RangeEstimatorParametersSet.MINMAX
         options["fast_bias_correction"] = False
-    if seven_bit:  # SATURATION_SAFE_WEIGHTS
+    if saturation_safe:  # SATURATION_SAFE_WEIGHTS
         options["advanced_parameters"].overflow_fix = OverflowFix.ENABLE
     if model_type == "transformer":
         options["model_type"] = nncf.ModelType.TRANSFORMER
