@@ -89,6 +89,13 @@ def _shipped_8bit(fp32: Path, calib: list[Feed], out: Path) -> None:
     onnx.save(model, str(out))
 
 
+def _tensorrt_graph(fp32: Path, calib: list[Feed], out: Path) -> None:
+    """What ``mmedge export`` ships as ``int8-trt`` (TensorRT's s8 Q/DQ graph, run here by ONNX Runtime)."""
+    from mmedge.export.quantization import POLICIES
+
+    POLICIES["int8-trt"].build(fp32, out, calib=calib, model_type="cnn")
+
+
 def _cpu() -> dict[str, Any]:
     """This CPU's model name and whether it has VNNI (no int16 saturation in u8 x s8 kernels)."""
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -122,6 +129,7 @@ VARIANTS: dict[str, Callable[[Path, list[Feed], Path], None]] = {
     "mmedge int8, 8-bit weights (before)": _shipped_8bit,
     "mmedge int8 as export builds it (now)": _shipped,
     "ort quantize_static MinMax (peer)": _ort_static,
+    "mmedge int8-trt, TensorRT's graph": _tensorrt_graph,
 }
 
 

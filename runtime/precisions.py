@@ -153,8 +153,8 @@ def tensorrt_precisions() -> tuple[str, ...]:
 # simulation turns it off, so ONNX Runtime runs each DequantizeLinear -> float op -> QuantizeLinear
 # as written: the graph's own arithmetic, which TensorRT computes exactly (int32 accumulation). With
 # it on, the simulation was this CPU's integer kernels instead: on x86 CPUs without VNNI (AVX2 only)
-# their u8 x s8 products are summed in pairs into saturating int16 (the image encoder's int8-trt
-# graph measured min cosine 0.69 to fp32 that way, 0.96 as written; tests/export/test_quantize.py).
+# their 8-bit products are summed in pairs into saturating int16 (the image encoder's int8-trt
+# graph measured min cosine 0.57 to fp32 that way, 0.994 as written; benchmarks/image_int8_fidelity.py).
 QDQ_AS_FLOAT = ("QDQSelectorActionTransformer",)
 
 # WeightBiasQuantization turns a Conv's float bias into int32 with scale x_scale * w_scale; with

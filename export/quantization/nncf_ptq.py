@@ -35,15 +35,15 @@ MODEL_TYPES = ("cnn", "transformer", "head")
 # 0.9925, at the same latency (python benchmarks/image_int8_fidelity.py).
 DEPTHWISE_RANGES = "minmax (global min / max over the calibration set), NNCF's full bias correction"
 # ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2 only: many edge boxes, AMD Zen 2/3)
-# add the products in pairs into int16, which saturates when both are large. On such a CPU the image
-# encoder's int8 graph (8-bit weights) measured min cosine 0.907 to fp32 against 0.977 for the same
-# graph without saturation (ORT's Q/DQ fusion off; the tests' 12 images, 8 calibrating), and the
-# MiniLM text encoder's features 0.9957 to the same graph on aarch64 (.ci/aarch64_smoke.sh asks for
-# 0.999, which CI machines with VNNI passed). Weights in a 7-bit range (NNCF's overflow fix on every
-# Conv and MatMul) keep each pair within int16: the image graph then measured 0.963 fused and as
-# written alike, and the text features 1.000000 to aarch64's, so the graph computes the same on
-# every CPU, at one bit of weight resolution. Only for the ONNX Runtime CPU target
-# (``saturation_safe``): TensorRT accumulates in int32.
+# add the products in pairs into int16, which saturates when both are large. On such a CPU the
+# reference image encoder's int8 graph (8-bit weights) measured min cosine 0.9418 to fp32 against
+# 0.9954 for the same graph without saturation (ORT's Q/DQ fusion off), and the MiniLM text
+# encoder's features 0.9957 to the same graph on aarch64 (.ci/aarch64_smoke.sh asks for 0.999, which
+# CI machines with VNNI passed). Weights in a 7-bit range (NNCF's overflow fix on every Conv and
+# MatMul) keep each pair within int16: the image graph then measured 0.9930 fused and as written
+# alike, and the text features 1.000000 to aarch64's, so the graph computes the same on every CPU, at
+# one bit of weight resolution (benchmarks/image_int8_fidelity.py; docs/quantization_notes.md). Only
+# for the ONNX Runtime CPU target (``saturation_safe``): TensorRT accumulates in int32.
 SATURATION_SAFE_WEIGHTS = "s8 in a 7-bit range (NNCF overflow fix): no int16 saturation in u8 x s8 kernels without VNNI"
 # Op types kept in float by default, per model type (the type of an encoder is read from its graph:
 # ``graph_traits``); a graph with float Gather tables (embeddings) also keeps Gather in float.

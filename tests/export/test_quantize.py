@@ -175,7 +175,7 @@ def test_cpu_int8_weights_cannot_saturate_int16_pairs(int8, graphs, name):
     fused, as_written = onnx_fn(path), onnx_fn(path, disabled_optimizers=QDQ_AS_FLOAT)
     _, _, _, evals = graphs
     cosines = [row_cosine(fused(case)[out], got) for case in evals[name] for out, got in as_written(case).items()]
-    assert min(cosines) >= 0.995, cosines  # the image graph with 8-bit weights on an AVX2-only CPU: 0.83
+    assert min(cosines) >= 0.995, cosines  # 8-bit weights on an AVX2-only CPU fail this (docs/quantization_notes.md)
 
 
 def test_text_int8_leaves_embeddings_in_float(int8):
