@@ -1,15 +1,17 @@
-"""Image encoder int8 fidelity (issue 18 item 6): NNCF's calibration options on the reference image
-encoder, each graph's min / mean pooled cosine to the fp32 graph on held-out rows, and its latency.
+"""Encoder int8 fidelity (issue 18 item 6): NNCF's calibration options on the reference image (or
+text) encoder, each graph's min / mean pooled cosine to the fp32 graph on held-out rows, and its latency.
 
-Every variant quantizes the bundle's own fp32 image graph with ``mmedge.export.quantization``'s
-NNCF call (u8 activations as the ``int8`` precision ships them), calibrated on the first
-``--calib`` training rows of the bundle's dataset (preprocessed by the runtime), and is judged on
-the first ``--eval`` test rows: the lowest and mean cosine of ``image_pooled`` to the fp32 graph's
-on ONNX Runtime, and the median batch-1 latency, interleaved with the others. ONNX Runtime's
-``quantize_static`` (MinMax, u8/s8 per-channel) is the peer. Each graph's cosines are taken twice:
-as this CPU's integer kernels compute it, and as written (Q/DQ in float: what a CPU with VNNI or
-TensorRT computes); they differ where this CPU lacks VNNI and a graph's u8 x s8 pair sums saturate
-int16 (``docs/quantization_notes.md``). The report names the CPU and whether it has VNNI.
+Every variant quantizes the bundle's own fp32 graph with ``mmedge.export.quantization``'s NNCF
+call (u8 activations as the ``int8`` precision ships them), calibrated on the first ``--calib``
+training rows of the bundle's dataset (preprocessed by the runtime), and is judged on the first
+``--eval`` test rows: the lowest and mean cosine of the pooled output to the fp32 graph's on ONNX
+Runtime, and the median latency at batch 1 and 8, interleaved with the others. ONNX Runtime's
+``quantize_static`` (MinMax, u8/s8 per-channel) is the peer. Each graph's cosines are taken three
+times: with the runtime's sessions (``mmedge.runtime.backends.ort.create_session``: exact 8-bit
+products on every CPU), with ONNX Runtime's default kernels (on an x86 CPU without VNNI their u8 x s8
+products are added in pairs into int16, which saturates: ``mmedge.runtime.int8_kernels``), and as
+written (Q/DQ in float: what a CPU with VNNI or TensorRT computes). The report names the CPU and
+whether it has VNNI.
 
     python benchmarks/image_int8_fidelity.py --bundle bundles/digits-av --json benchmarks/image_int8_fidelity.json
 """
@@ -27,28 +29,34 @@ from typing import Any, Callable
 import numpy as np
 
 Feed = dict[str, np.ndarray]
+Build = Callable[[Path, list[Feed], Path, str], None]  # (fp32 graph, calibration, out, NNCF model type)
 
 
-def _feeds(bundle_path: Path, calib_rows: int, eval_rows: int) -> tuple[list[Feed], list[Feed]]:
-    """Calibration batches (one row each, as export's) from the train split; eval rows from the test split."""
+MODEL_TYPES = {"image": "cnn", "text": "transformer"}
+
+
+def _feeds(bundle_path: Path, encoder: str, calib_rows: int, eval_rows: int
+           ) -> tuple[list[Feed], list[Feed], Feed]:
+    """Calibration batches (one row each, as export's) from the train split; eval rows from the test
+    split; and a batch of 8 test rows (for timing), each preprocessed by the runtime."""
     from mmedge.bench.context import load_dataset
-    from mmedge.runtime import Bundle
-    from mmedge.runtime.preprocess import preprocess_images
+    from mmedge.runtime import Bundle, Session
 
     bundle = Bundle.open(bundle_path)
     data, _ = load_dataset(bundle, None)
-    spec, name = bundle.specs["image"], bundle.encoders["image"].inputs[0].name
+    with Session(bundle_path, backend="ort") as session:
+        preprocess = session._preprocessors[encoder]
 
-    def rows(split: str, n: int) -> list[Feed]:
-        part = data.split(split)
-        return [{name: preprocess_images([part.images[i]], spec)} for i in range(min(n, len(part)))]
-    return rows("train", calib_rows), rows("test", eval_rows)
+    def rows(split: str, n: int, batch: int = 1) -> list[Feed]:
+        part = getattr(data.split(split), "images" if encoder == "image" else "texts")
+        return [preprocess(list(part[i:i + batch])) for i in range(0, min(n, len(part)), batch)]
+    return rows("train", calib_rows), rows("test", eval_rows), rows("test", 8, 8)[0]
 
 
-def _nncf_variant(fast_bias: bool | None = True, estimator: str | None = None, subset: int = 300
-                  ) -> Callable[[Path, list[Feed], Path], None]:
-    """An NNCF recipe: ``fast_bias`` True (fast), False (NNCF's full BiasCorrection) or None (off)."""
-    def build(fp32: Path, calib: list[Feed], out: Path) -> None:
+def _nncf_variant(fast_bias: bool | None = True, estimator: str | None = None, subset: int = 300) -> Build:
+    """An NNCF recipe for the CNN (image) encoder: ``fast_bias`` True (fast), False (NNCF's full
+    BiasCorrection) or None (off)."""
+    def build(fp32: Path, calib: list[Feed], out: Path, model_type: str) -> None:
         import nncf
         import onnx
 
@@ -70,41 +78,37 @@ def _nncf_variant(fast_bias: bool | None = True, estimator: str | None = None, s
     return build
 
 
-def _shipped(fp32: Path, calib: list[Feed], out: Path) -> None:
-    """What ``mmedge export`` ships as the ``int8`` precision (``POLICIES["int8"]``)."""
-    from mmedge.export.quantization import POLICIES
+def _shipped(precision: str) -> Build:
+    """What ``mmedge export`` ships as ``precision`` (``POLICIES[precision]``)."""
+    def build(fp32: Path, calib: list[Feed], out: Path, model_type: str) -> None:
+        from mmedge.export.quantization import POLICIES
 
-    POLICIES["int8"].build(fp32, out, calib=calib, model_type="cnn")
+        POLICIES[precision].build(fp32, out, calib=calib, model_type=model_type)
+    return build
 
 
-def _shipped_8bit(fp32: Path, calib: list[Feed], out: Path) -> None:
-    """The ``int8`` recipe before its weights were kept to 7 bits (``saturation_safe=False``)."""
+def _shipped_7bit(fp32: Path, calib: list[Feed], out: Path, model_type: str) -> None:
+    """The ``int8`` recipe with its weights kept to 7 bits (``saturation_safe``: 2026-12-06 to 12-07)."""
     import onnx
 
     from mmedge.export.quantization.graph_surgery import shift_activations_to_uint8
     from mmedge.export.quantization.nncf_ptq import ActivationScheme, nncf_quantize
 
-    model, _, _ = nncf_quantize(fp32, calib, model_type="cnn", activations=ActivationScheme.ASYMMETRIC)
+    model, _, _ = nncf_quantize(fp32, calib, model_type=model_type, activations=ActivationScheme.ASYMMETRIC,
+                                saturation_safe=True)
     shift_activations_to_uint8(model)
     onnx.save(model, str(out))
 
 
-def _tensorrt_graph(fp32: Path, calib: list[Feed], out: Path) -> None:
-    """What ``mmedge export`` ships as ``int8-trt`` (TensorRT's s8 Q/DQ graph, run here by ONNX Runtime)."""
-    from mmedge.export.quantization import POLICIES
-
-    POLICIES["int8-trt"].build(fp32, out, calib=calib, model_type="cnn")
-
-
 def _cpu() -> dict[str, Any]:
     """This CPU's model name and whether it has VNNI (no int16 saturation in u8 x s8 kernels)."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return {"model": name, "vnni": any(f in flags for f in ("avx512_vnni", "avx_vnni"))}
+    from mmedge.runtime.int8_kernels import VNNI_FLAGS, cpu_flags
+    from mmedge.runtime.probes import cpu_model
+
+    return {"model": cpu_model(), "vnni": bool((cpu_flags() or frozenset()) & VNNI_FLAGS)}
 
 
-def _ort_static(fp32: Path, calib: list[Feed], out: Path) -> None:
+def _ort_static(fp32: Path, calib: list[Feed], out: Path, model_type: str) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -117,7 +121,7 @@ def _ort_static(fp32: Path, calib: list[Feed], out: Path) -> None:
                     weight_type=QuantType.QInt8, per_channel=True)
 
 
-VARIANTS: dict[str, Callable[[Path, list[Feed], Path], None]] = {
+VARIANTS: dict[str, Build] = {
     "nncf fast bias correction (before)": _nncf_variant(True),
     "nncf no bias correction": _nncf_variant(None),
     "nncf full bias correction": _nncf_variant(False),
@@ -126,19 +130,44 @@ VARIANTS: dict[str, Callable[[Path, list[Feed], Path], None]] = {
     "nncf MEAN_QUANTILE, fast bias correction": _nncf_variant(True, "MEAN_QUANTILE"),
     "nncf MINMAX, full bias correction": _nncf_variant(False, "MINMAX"),
     "nncf MINMAX, fast bias correction, 1000 rows": _nncf_variant(True, "MINMAX", subset=1000),
-    "mmedge int8, 8-bit weights (before)": _shipped_8bit,
-    "mmedge int8 as export builds it (now)": _shipped,
+    "mmedge int8, 7-bit weights (before)": _shipped_7bit,
+    "mmedge int8 as export builds it (now)": _shipped("int8"),
     "ort quantize_static MinMax (peer)": _ort_static,
-    "mmedge int8-trt, TensorRT's graph": _tensorrt_graph,
+    "mmedge int8-trt, TensorRT's graph": _shipped("int8-trt"),
 }
+CNN_ONLY = ("nncf ",)  # the calibration experiments above set CNN options
 
 
-def _run(path: Path, threads: int, as_written: bool = False) -> Callable[[Feed], np.ndarray]:
+KERNELS = ("runtime", "default_kernels", "as_written")  # how each graph's cosines are taken (module docstring)
+
+
+def _run(path: Path, threads: int, kernels: str = "runtime") -> Callable[[Feed], np.ndarray]:
+    """The graph's pooled output, computed as ``kernels`` says."""
+    import onnxruntime as ort
+
     from mmedge.runtime.backends.ort import create_session
     from mmedge.runtime.precisions import QDQ_AS_FLOAT
 
-    session = create_session(path, threads=threads, disabled_optimizers=QDQ_AS_FLOAT if as_written else ())
+    if kernels == "default_kernels":  # the runtime's threads and pool, ONNX Runtime's default u8 x s8 kernels
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    else:
+        session = create_session(path, threads=threads, disabled_optimizers=QDQ_AS_FLOAT if kernels == "as_written" else ())
     return lambda feed: session.run(None, feed)[0]
+
+
+def _timed(runs: dict[tuple[str, str], Callable[[Feed], np.ndarray]], feed: Feed, iters: int) -> dict[tuple[str, str], float]:
+    """Median ms of each run on ``feed``, interleaved, after 10 warm-up rounds."""
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    for it in range(iters + 10):
+        for key, fn in runs.items():
+            t = time.perf_counter()
+            fn(feed)
+            if it >= 10:
+                times[key].append((time.perf_counter() - t) * 1000.0)
+    return {key: statistics.median(samples) for key, samples in times.items()}
 
 
 def _cosines(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
@@ -149,50 +178,55 @@ def _cosines(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()), "min_cosine_64": float(cos[:64].min())}
 
 
+def _wanted(variant: str, only: str, encoder: str) -> bool:
+    """Whether ``--only`` names the variant (without it: every variant that applies to the encoder)."""
+    if only:
+        return variant in only.split("|")
+    return encoder == "image" or not variant.startswith(CNN_ONLY)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=Path("bundles/digits-av"))
+    ap.add_argument("--encoder", choices=sorted(MODEL_TYPES), default="image")
     ap.add_argument("--calib", type=int, default=1000,
                     help="training rows calibrating the variants (each uses at most its own subset: 300 by default)")
     ap.add_argument("--eval", type=int, default=300, help="held-out rows the cosines are taken on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--only", default="", help="variant names separated by | (default: all)")
+    ap.add_argument("--only", default="", help="variant names separated by | (default: all, the image encoder's)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    calib, evals = _feeds(args.bundle, args.calib, args.eval)
-    fp32 = args.bundle / "encoders/image.fp32.onnx"
+    calib, evals, batch8 = _feeds(args.bundle, args.encoder, args.calib, args.eval)
+    fp32 = args.bundle / f"encoders/{args.encoder}.fp32.onnx"
     reference = _run(fp32, args.threads)
     ref = [reference(f) for f in evals]
-    chosen = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only.split("|")}
+    chosen = {k: v for k, v in VARIANTS.items() if _wanted(k, args.only, args.encoder)}
     report: dict[str, Any] = {"schema": "mmedge.image_int8_fidelity/1", "command": ["python", *sys.argv],
-                              "calib_rows": len(calib), "eval_rows": len(evals), "cpu": _cpu(),
+                              "encoder": args.encoder, "calib_rows": len(calib), "eval_rows": len(evals), "cpu": _cpu(),
                               "variants": {}}
-    with tempfile.TemporaryDirectory(prefix="mmedge-img-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mmedge-int8-fidelity-") as tmp:
         runs = {}
         for i, (name, build) in enumerate(chosen.items()):
             out = Path(tmp) / f"v{i}.onnx"
             t = time.perf_counter()
-            build(fp32, calib, out)
-            runs[name] = _run(out, args.threads)
-            as_written = _run(out, args.threads, as_written=True)
-            written = _cosines(ref, [as_written(f) for f in evals])
-            report["variants"][name] = {**_cosines(ref, [runs[name](f) for f in evals]),
-                                        **{f"{k}_as_written": v for k, v in written.items()},
-                                        "build_s": time.perf_counter() - t}
-            print(f"{name}: {report['variants'][name]}", flush=True)
-        feed, times = evals[0], {name: [] for name in runs}
-        for it in range(args.iters + 10):
-            for name, fn in runs.items():
-                t = time.perf_counter()
-                fn(feed)
-                if it >= 10:
-                    times[name].append((time.perf_counter() - t) * 1000.0)
-        for name, samples in times.items():
-            report["variants"][name]["b1_ms"] = statistics.median(samples)
+            build(fp32, calib, out, MODEL_TYPES[args.encoder])
+            entry = report["variants"][name] = {"build_s": time.perf_counter() - t}
+            for kernels in KERNELS:
+                fn = _run(out, args.threads, kernels)
+                suffix = "" if kernels == "runtime" else f"_{kernels}"
+                entry.update({f"{k}{suffix}": v for k, v in _cosines(ref, [fn(f) for f in evals]).items()})
+                if kernels != "as_written":
+                    runs[name, kernels] = fn
+            print(f"{name}: {entry}", flush=True)
+        for batch, feed in (("b1", evals[0]), ("b8", batch8)):
+            for (name, kernels), ms in _timed(runs, feed, args.iters).items():
+                report["variants"][name][f"{batch}_ms" + ("" if kernels == "runtime" else f"_{kernels}")] = ms
     for name, v in report["variants"].items():
-        print(f"{name:42s} min {v['min_cosine']:.4f} (first 64 rows {v['min_cosine_64']:.4f}) "
-              f"mean {v['mean_cosine']:.4f}; as written min {v['min_cosine_as_written']:.4f} b1 {v['b1_ms']:.3f} ms")
+        print(f"{name:42s} min {v['min_cosine']:.4f} (first 64 rows {v['min_cosine_64']:.4f}) mean {v['mean_cosine']:.4f}; "
+              f"default kernels {v['min_cosine_default_kernels']:.4f}; as written {v['min_cosine_as_written']:.4f}; "
+              f"b1 {v['b1_ms']:.3f} / {v['b1_ms_default_kernels']:.3f} ms, b8 {v['b8_ms']:.3f} / "
+              f"{v['b8_ms_default_kernels']:.3f} ms (runtime / default kernels)")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 

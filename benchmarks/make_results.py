@@ -21,7 +21,7 @@ import render_ensemble  # noqa: E402,F401  (registers the ensemble seeds and cos
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_batching_tail.json", "serve_soak.json",
            "multi_camera.json",
            "ensemble_seeds.json", "ensemble_cost.json", "ensemble_cost_match.json", "pretrained_reference.json", "startup.json",
-           "image_int8_fidelity.json", "image_int8_saturation.json")
+           "image_int8_fidelity.json", "image_int8_saturation.json", "text_int8_saturation.json")
 
 
 def main() -> None:

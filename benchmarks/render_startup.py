@@ -50,23 +50,33 @@ def render_startup(report: Report, source: str) -> str:
             f"and memory go (warm cache):\n\n{where}\n")
 
 
+# Columns of an int8 fidelity report shown where every variant has them (older reports lack the later ones).
+_FIDELITY_COLUMNS = (("min_cosine_default_kernels", "min cosine, ONNX Runtime's default kernels", "{:.4f}"),
+                     ("min_cosine_as_written", "min cosine as written", "{:.4f}"),
+                     ("b1_ms", "b1 ms", "{:.3f}"), ("b8_ms", "b8 ms", "{:.3f}"),
+                     ("b1_ms_default_kernels", "b1 ms, default kernels", "{:.3f}"),
+                     ("b8_ms_default_kernels", "b8 ms, default kernels", "{:.3f}"))
+
+
 @register_renderer("mmedge.image_int8_fidelity/1")
 def render_image_int8_fidelity(report: Report, source: str) -> str:
-    """Each quantization recipe of the image encoder: cosines to fp32 (this CPU's kernels, and as written
-    where the report has it) and batch-1 latency."""
-    written = all("min_cosine_as_written" in v for v in report["variants"].values())
+    """Each quantization recipe of an encoder: cosines to fp32 (the runtime's kernels, ONNX Runtime's
+    default ones and as written, where the report has them) and latency."""
+    variants = report["variants"].values()
+    extra = [(key, title, fmt) for key, title, fmt in _FIDELITY_COLUMNS if all(key in v for v in variants)]
     rows = [[name, f"{v['min_cosine_64']:.4f}", f"{v['min_cosine']:.4f}", f"{v['mean_cosine']:.4f}",
-             *([f"{v['min_cosine_as_written']:.4f}"] if written else []), f"{v['b1_ms']:.3f}"]
-            for name, v in report["variants"].items()]
-    cpu = report.get("cpu")
-    where = (f" CPU: {cpu['model']}, {'with' if cpu['vnni'] else 'without'} VNNI; \"as written\": the same graph "
-             "with ONNX Runtime's Q/DQ fusion off (what a CPU with VNNI, or TensorRT, computes; "
+             *(fmt.format(v[key]) for key, _, fmt in extra)] for name, v in report["variants"].items()]
+    cpu, encoder = report.get("cpu"), report.get("encoder", "image")
+    kernels = ("the runtime's sessions (exact 8-bit products on every CPU: `mmedge.runtime.int8_kernels`); "
+               "\"default kernels\": ONNX Runtime's own u8 x s8 kernels, which saturate on x86 CPUs without VNNI; "
+               if any(key == "min_cosine_default_kernels" for key, _, _ in extra) else "")
+    where = (f" CPU: {cpu['model']}, {'with' if cpu['vnni'] else 'without'} VNNI. Cosines: {kernels}\"as written\": "
+             "the same graph with ONNX Runtime's Q/DQ fusion off (what a CPU with VNNI, or TensorRT, computes; "
              "`docs/quantization_notes.md`)." if cpu else "")
-    return (f"## Image encoder int8 fidelity (`{source}`)\n\n`{shlex.join(report['command'])}`: the reference "
-            "image encoder quantized by each recipe, calibrated on the first 300 training rows (NNCF's "
+    return (f"## {encoder.capitalize()} encoder int8 fidelity (`{source}`)\n\n`{shlex.join(report['command'])}`: the "
+            f"reference {encoder} encoder quantized by each recipe, calibrated on the first 300 training rows (NNCF's "
             f"subset; 1000 where named; ONNX Runtime's peer on all {report['calib_rows']} loaded); pooled "
             f"output's cosine to the fp32 graph on {report['eval_rows']} held-out rows (and on the first 64, as "
-            f"`mmedge bench --peers` quotes it); batch-1 latency interleaved, on a shared machine.{where} {BUNDLE}\n\n"
+            f"`mmedge bench --peers` quotes it); latency interleaved, on a shared machine.{where} {BUNDLE}\n\n"
             + markdown_table(["recipe", "min cosine, 64 rows", f"min cosine, {report['eval_rows']} rows",
-                              "mean cosine", *([f"min cosine as written, {report['eval_rows']} rows"] if written else []),
-                              "b1 ms"], rows))
+                              "mean cosine", *(title for _, title, _ in extra)], rows))

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["rss_bytes", "peak_rss_bytes", "TegrastatsSampler", "parse_tegrastats", "numpy_matmul_peak",
+__all__ = ["cpu_model", "rss_bytes", "peak_rss_bytes", "TegrastatsSampler", "parse_tegrastats", "numpy_matmul_peak",
            "measure_import_ms", "environment"]
 
 
@@ -164,7 +164,8 @@ _PACKAGES = ("mmedge", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch
              "tensorrt-cu13", "cuda-python", "cuda-bindings", "tokenizers", "opencv-python-headless", "psutil")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()`` or the machine)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("model name", "hardware", "cpu model")):
@@ -190,7 +191,7 @@ def environment(threads: int) -> dict[str, Any]:
         providers = list(ort.get_available_providers())
     except ImportError:  # pragma: no cover - the base install has it
         providers = []
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_model": _cpu_model(),
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_model": cpu_model(),
             "cpu_count_logical": os.cpu_count(), "cpu_count_physical": psutil.cpu_count(logical=False),
             "versions": {p: _version(p) for p in _PACKAGES},
             "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},

@@ -34,16 +34,14 @@ MODEL_TYPES = ("cnn", "transformer", "head")
 # 0.9906 (MINMAX) -> 0.9957 (MINMAX + full bias correction; mean 0.9991), ONNX Runtime's quantize_static
 # 0.9925, at the same latency (python benchmarks/image_int8_fidelity.py).
 DEPTHWISE_RANGES = "minmax (global min / max over the calibration set), NNCF's full bias correction"
-# ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2 only: many edge boxes, AMD Zen 2/3)
-# add the products in pairs into int16, which saturates when both are large. On such a CPU the
-# reference image encoder's int8 graph (8-bit weights) measured min cosine 0.9418 to fp32 against
-# 0.9954 for the same graph without saturation (ORT's Q/DQ fusion off), and the MiniLM text
-# encoder's features 0.9957 to the same graph on aarch64 (.ci/aarch64_smoke.sh asks for 0.999, which
-# CI machines with VNNI passed). Weights in a 7-bit range (NNCF's overflow fix on every Conv and
-# MatMul) keep each pair within int16: the image graph then measured 0.9930 fused and as written
-# alike, and the text features 1.000000 to aarch64's, so the graph computes the same on every CPU, at
-# one bit of weight resolution (benchmarks/image_int8_fidelity.py; docs/quantization_notes.md). Only
-# for the ONNX Runtime CPU target (``saturation_safe``): TensorRT accumulates in int32.
+# Weights in a 7-bit range (NNCF's overflow fix on every Conv and MatMul): what OpenVINO's and ONNX
+# Runtime's default u8 x s8 kernels need to be exact on x86 CPUs without VNNI (their products are
+# added in pairs into int16: ``mmedge.runtime.int8_kernels``), at one bit of weight resolution. No
+# shipped precision uses it since the runtime asks ONNX Runtime for exact kernels there instead: on
+# the reference encoders (300 held-out rows, AVX2-only CPU) 7-bit weights gave min cosine to fp32
+# 0.9930 (image) and 0.9868 (text) against 0.9957 and 0.9950 for 8-bit weights on the exact kernels
+# (benchmarks/image_int8_fidelity.py; docs/quantization_notes.md). Kept for that comparison and for
+# graphs meant for OpenVINO on such CPUs.
 SATURATION_SAFE_WEIGHTS = "s8 in a 7-bit range (NNCF overflow fix): no int16 saturation in u8 x s8 kernels without VNNI"
 # Op types kept in float by default, per model type (the type of an encoder is read from its graph:
 # ``graph_traits``); a graph with float Gather tables (embeddings) also keeps Gather in float.
@@ -68,8 +66,8 @@ def nncf_quantize(src: str | Path, calib: Iterable[Mapping[str, np.ndarray]], *,
         activations: Symmetric (NNCF's performance preset) or asymmetric (its mixed preset).
         ignored_types: Op types left in float; default ``ignored_for(model_type, graph_traits(src))``.
         subset_size: At most this many calibration batches are used.
-        saturation_safe: Conv and MatMul weights in a 7-bit range (``SATURATION_SAFE_WEIGHTS``), for ONNX
-            Runtime's integer kernels on CPUs without VNNI.
+        saturation_safe: Conv and MatMul weights in a 7-bit range (``SATURATION_SAFE_WEIGHTS``), for
+            OpenVINO's integer kernels on x86 CPUs without VNNI (no shipped precision uses it).
 
     Returns:
         (the quantized ``onnx.ModelProto``, the ignored op types, the number of batches).

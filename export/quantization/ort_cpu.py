@@ -2,8 +2,9 @@
 
 NNCF with asymmetric activations (its MIXED preset), then every activation QuantizeLinear's
 int8 zero point shifted +128 to uint8 (same scale, same grid: lossless) so ORT fuses
-Conv/MatMul into integer kernels; s8 per-channel weights in a 7-bit range (so x86 CPUs without
-VNNI do not saturate: ``nncf_ptq.SATURATION_SAFE_WEIGHTS``); ``Gather`` left to NNCF in float and
+Conv/MatMul into integer kernels; s8 per-channel weights over the full 8 bits (exact on x86 CPUs
+without VNNI too: the runtime asks ONNX Runtime for its u8 x u8 kernels there,
+``mmedge.runtime.int8_kernels``); ``Gather`` left to NNCF in float and
 large embedding tables (1M elements, or a quarter of the graph's weights: ``graph_traits``) stored
 s8 per row instead (only the gathered rows are dequantized).
 """
@@ -33,7 +34,7 @@ class Int8OrtCpu(PrecisionPolicy):
         import onnx
 
         model, ignored, batches = nncf_quantize(src, calib, model_type=model_type,
-                                                activations=ActivationScheme.ASYMMETRIC, saturation_safe=True)
+                                                activations=ActivationScheme.ASYMMETRIC)
         shifted = shift_activations_to_uint8(model)
         tables = compress_gather_tables(model, min_elements=table_threshold(graph_traits(src)))
         onnx.checker.check_model(model)

@@ -34,6 +34,9 @@ ONNX Runtime, at the precision's own ``min_cosine``; ``mmedge.export.backend_che
 Runtime's; a small conv text encoder that fails to run at some shapes), so an unverified graph —
 a bundle exported without openvino, or one OpenVINO disagreed on — stays on ONNX Runtime;
 ``backend="openvino"`` by name still runs it.
+int8 on x86 CPUs without VNNI: OpenVINO's CPU kernels add u8 x s8 products in pairs into a saturating
+int16 there (``mmedge.runtime.int8_kernels``) and, unlike ONNX Runtime, cannot be told not to; under
+``auto`` such a graph runs on ONNX Runtime (a backend fallback), by name on OpenVINO with a warning.
 Precision: every graph runs at f32 inference precision (``INFERENCE_PRECISION_HINT=f32``): the
 graph's own precision (fp16 weights, int8 Q/DQ) is what the bundle promises, and what export
 checked. OpenVINO's CPU default on bf16/AMX CPUs is bf16, which export cannot check for CPUs that
@@ -62,11 +65,11 @@ from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
 from mmedge.runtime.backends.fallback import BackendFallbackWarning
 from mmedge.runtime.backends.table import Backend, get_backend, register_backend
+from mmedge.runtime.int8_kernels import X86_MACHINES, int8_pairs_saturate
 
 __all__ = ["CompiledGraph", "OpenVINOLoader", "OpenVINOGpuLoader", "OpenVINONpuLoader", "OpenVINORunner", "X86_MACHINES",
            "CACHE_FOLDER", "VERIFIED_KEY", "verified_on_openvino", "cache_folder"]
 
-X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 CACHE_FOLDER = "openvino-cache"
 VERIFIED_KEY = "openvino"  # GraphEntry.backends key export records its OpenVINO check under
 INFERENCE_PRECISION = "f32"  # every graph (see the module docstring: bf16 is neither checked nor safe)
@@ -284,7 +287,22 @@ class OpenVINORunner(BaseRunner):
         graph = self.loader()
         self._compiled, self._local, self.per_row = graph.compiled, threading.local(), graph.per_row
         self._lock = threading.Lock()
+        if graph.per_row and self.loader.device == "CPU" and int8_pairs_saturate():
+            self._saturating_cpu()
         return graph.inputs, graph.outputs
+
+    def _saturating_cpu(self) -> None:
+        """An int8 graph on an x86 CPU without VNNI, where OpenVINO's u8 x s8 kernels saturate int16
+        (``mmedge.runtime.int8_kernels``): under ``auto`` it runs on ONNX Runtime, which computes it exactly;
+        asked for by name it runs here, with a warning."""
+        why = (f"OpenVINO's int8 CPU kernels add u8 x s8 products in pairs into int16 on this x86 CPU without VNNI, "
+               f"which saturates ({self.path.name}; ONNX Runtime's kernels that add the same way gave the reference "
+               "image encoder min cosine 0.94 to fp32); ONNX Runtime computes it exactly")
+        if self.loader.rescue is None:
+            warnings.warn(f"mmedge: {why}: use backend='ort' for this precision", UserWarning, stacklevel=4)
+            return
+        self._rescued, self._fallback = self.loader.rescue(), BackendFallback("ort", f"{why}; it runs there")
+        warnings.warn(f"mmedge: {self._fallback.detail}", BackendFallbackWarning, stacklevel=4)
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._rescued is not None:

@@ -34,7 +34,7 @@ from mmedge.runtime.backends.base import GraphRef, LoadSettings
 __all__ = ["CACHE_FOLDER", "OFF_VARIABLE", "cache_folder", "cache_entry", "cpu_fingerprint", "publish"]
 
 CACHE_FOLDER = "onnxruntime-cache"
-_FORMAT = 1  # bump when what an entry holds changes
+_FORMAT = 2  # bump when what an entry holds changes (2: optimized with session.x64quantprecision)
 OFF_VARIABLE = "MMEDGE_ORT_CACHE"  # "0": no cache
 
 

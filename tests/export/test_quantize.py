@@ -15,7 +15,7 @@ from mmedge.export.onnx_export import export_encoder, export_head
 from mmedge.export.parity import check_reduced_precision, onnx_fn, row_cosine
 from mmedge.export.accuracy import measured_on
 from mmedge.export.quantization import POLICIES, assert_trt_qdq, export_precisions, qdq_summary
-from mmedge.export.quantization.nncf_ptq import DEPTHWISE_RANGES, SATURATION_SAFE_WEIGHTS
+from mmedge.export.quantization.nncf_ptq import DEPTHWISE_RANGES
 from mmedge.runtime.backends.ort import create_session
 from mmedge.runtime.precisions import QDQ_AS_FLOAT, get_precision
 from mmedge.fusion import create_fusion_head
@@ -164,18 +164,18 @@ def _weight_peaks(path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", ["image", "text", "head"])
-def test_cpu_int8_weights_cannot_saturate_int16_pairs(int8, graphs, name):
-    """x86 CPUs without VNNI add u8 x s8 products in pairs into int16: 255 * 64 * 2 fits, 255 * 127 * 2 does
-    not. The CPU graph's weights stay within 7 bits, so it computes the same fused (this CPU's integer
-    kernels) as written (Q/DQ in float); TensorRT's graph keeps the full 8 bits."""
+def test_cpu_int8_computes_its_8_bit_weights_exactly(int8, graphs, name):
+    """x86 CPUs without VNNI add u8 x s8 products in pairs into int16 (255 * 127 * 2 does not fit); the
+    runtime's sessions ask ONNX Runtime for exact kernels there (``session.x64quantprecision``), so the
+    CPU graph's full 8-bit weights compute the same fused (this CPU's integer kernels) as written (Q/DQ
+    in float), as TensorRT's graph does."""
     path, desc = int8[name, "int8"]
-    peaks = _weight_peaks(path)
-    assert peaks and max(peaks.values()) <= 64 and desc["weight_range"] == SATURATION_SAFE_WEIGHTS
+    assert max(_weight_peaks(path).values()) == 127 and "weight_range" not in desc
     assert max(_weight_peaks(int8[name, "int8-trt"][0]).values()) == 127
     fused, as_written = onnx_fn(path), onnx_fn(path, disabled_optimizers=QDQ_AS_FLOAT)
     _, _, _, evals = graphs
     cosines = [row_cosine(fused(case)[out], got) for case in evals[name] for out, got in as_written(case).items()]
-    assert min(cosines) >= 0.995, cosines  # 8-bit weights on an AVX2-only CPU fail this (docs/quantization_notes.md)
+    assert min(cosines) >= 0.995, cosines  # without the option an AVX2-only CPU fails this (docs/quantization_notes.md)
 
 
 def test_text_int8_leaves_embeddings_in_float(int8):
