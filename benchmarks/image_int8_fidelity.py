@@ -145,13 +145,12 @@ def _run(path: Path, threads: int, kernels: str = "runtime") -> Callable[[Feed],
     """The graph's pooled output, computed as ``kernels`` says."""
     import onnxruntime as ort
 
-    from mmedge.runtime.backends.ort import create_session
+    from mmedge.runtime.backends.ort import EXACT_INT8_OPTION, create_session, session_options
     from mmedge.runtime.precisions import QDQ_AS_FLOAT
 
-    if kernels == "default_kernels":  # the runtime's threads and pool, ONNX Runtime's default u8 x s8 kernels
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if kernels == "default_kernels":  # the runtime's options but ONNX Runtime's default u8 x s8 kernels
+        options = session_options(threads)
+        options.add_session_config_entry(EXACT_INT8_OPTION, "0")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     else:
         session = create_session(path, threads=threads, disabled_optimizers=QDQ_AS_FLOAT if kernels == "as_written" else ())
@@ -179,10 +178,8 @@ def _cosines(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
 
 
 def _wanted(variant: str, only: str, encoder: str) -> bool:
-    """Whether ``--only`` names the variant (without it: every variant that applies to the encoder)."""
-    if only:
-        return variant in only.split("|")
-    return encoder == "image" or not variant.startswith(CNN_ONLY)
+    """Whether the variant applies to the encoder and ``--only`` names it (without it: every one that applies)."""
+    return (not only or variant in only.split("|")) and (encoder == "image" or not variant.startswith(CNN_ONLY))
 
 
 def main() -> None:
@@ -201,6 +198,9 @@ def main() -> None:
     fp32 = args.bundle / f"encoders/{args.encoder}.fp32.onnx"
     reference = _run(fp32, args.threads)
     ref = [reference(f) for f in evals]
+    unknown = [k for k in args.only.split("|") if args.only and k not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; valid: {list(VARIANTS)}")
     chosen = {k: v for k, v in VARIANTS.items() if _wanted(k, args.only, args.encoder)}
     report: dict[str, Any] = {"schema": "mmedge.image_int8_fidelity/1", "command": ["python", *sys.argv],
                               "encoder": args.encoder, "calib_rows": len(calib), "eval_rows": len(evals), "cpu": _cpu(),

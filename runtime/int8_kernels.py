@@ -9,9 +9,12 @@ EPYC: min cosine to fp32 0.9418 on ONNX Runtime's default kernels and 0.9409 on 
 
 ONNX Runtime computes such graphs exactly when asked (``session.x64quantprecision``: its
 ``Avx2WeightS8ToU8`` rewrite moves the weights to u8 and the products to u8 x u8 kernels, which
-widen to int16 before multiplying); ``mmedge.runtime.backends.ort.session_options`` always asks, and
-the option does nothing on other CPUs. OpenVINO has no such option, so ``auto`` keeps int8 graphs off
-OpenVINO's CPU device on these CPUs (``OpenVINOLoader.missing``).
+widen to int16 before multiplying); ``mmedge.runtime.backends.ort.session_options`` asks where
+``int8_pairs_saturate`` (ONNX Runtime would apply it on every x86 CPU with AVX2, giving up VNNI's faster
+exact kernels). OpenVINO has no such option, so ``auto`` and ``mixed`` keep int8 graphs off OpenVINO's
+CPU device on these CPUs (``OpenVINOLoader.missing``). Triton's ONNX Runtime backend cannot be given
+the option either: serve int8 bundles on such CPUs with ``graph_backend="python"``
+(``mmedge.serve.model_repository``), whose sessions are the runtime's.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})  # /proc/cpuinfo names of in
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (None where it cannot be read)."""
+    """The CPU's feature flags from ``/proc/cpuinfo``; elsewhere (Windows, macOS) those of numpy's own CPU
+    detection that show VNNI, in ``/proc/cpuinfo``'s names (numpy knows AVX512-VNNI, not AVX-VNNI: such a
+    CPU counts as lacking VNNI, and gets the exact, slower kernels); None where neither can be read."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -35,7 +40,18 @@ def cpu_flags() -> frozenset[str] | None:
                     return frozenset(value.split())
     except OSError:
         pass
-    return None
+    return _numpy_flags()
+
+
+def _numpy_flags() -> frozenset[str] | None:
+    try:  # numpy's table of the CPU's features (a private module, present in numpy 1.x and 2.x)
+        from numpy._core._multiarray_umath import __cpu_features__ as found
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as found
+        except ImportError:
+            return None
+    return frozenset({"avx512_vnni"} if found.get("AVX512VNNI") else set()) | {"numpy-detected"}
 
 
 def int8_pairs_saturate() -> bool:

@@ -151,10 +151,10 @@ def tensorrt_precisions() -> tuple[str, ...]:
 
 # The ONNX Runtime optimizer that fuses Q/DQ pairs into its integer CPU kernels. A TensorRT graph's
 # simulation turns it off, so ONNX Runtime runs each DequantizeLinear -> float op -> QuantizeLinear
-# as written: the graph's own arithmetic, which TensorRT computes exactly (int32 accumulation). With
-# it on, the simulation was this CPU's integer kernels instead: on x86 CPUs without VNNI (AVX2 only)
-# their 8-bit products are summed in pairs into saturating int16 (the image encoder's int8-trt
-# graph measured min cosine 0.57 to fp32 that way, 0.994 as written; benchmarks/image_int8_fidelity.py).
+# as written: the graph's own arithmetic, which TensorRT computes exactly (int32 accumulation), not the
+# export machine's integer kernels (ONNX Runtime's default ones, on x86 CPUs without VNNI, sum 8-bit
+# products in pairs into a saturating int16: the image encoder's int8-trt graph measured min cosine
+# 0.57 to fp32 that way, 0.994 as written; benchmarks/image_int8_fidelity.py, mmedge.runtime.int8_kernels).
 QDQ_AS_FLOAT = ("QDQSelectorActionTransformer",)
 
 # WeightBiasQuantization turns a Conv's float bias into int32 with scale x_scale * w_scale; with

@@ -39,7 +39,7 @@ DEPTHWISE_RANGES = "minmax (global min / max over the calibration set), NNCF's f
 # added in pairs into int16: ``mmedge.runtime.int8_kernels``), at one bit of weight resolution. No
 # shipped precision uses it since the runtime asks ONNX Runtime for exact kernels there instead: on
 # the reference encoders (300 held-out rows, AVX2-only CPU) 7-bit weights gave min cosine to fp32
-# 0.9930 (image) and 0.9868 (text) against 0.9957 and 0.9950 for 8-bit weights on the exact kernels
+# 0.9930 (image) and 0.9868 (text) against 0.9957 and 0.9956 for 8-bit weights on the exact kernels
 # (benchmarks/image_int8_fidelity.py; docs/quantization_notes.md). Kept for that comparison and for
 # graphs meant for OpenVINO on such CPUs.
 SATURATION_SAFE_WEIGHTS = "s8 in a 7-bit range (NNCF overflow fix): no int16 saturation in u8 x s8 kernels without VNNI"

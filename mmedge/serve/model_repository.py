@@ -17,7 +17,9 @@ client may leave out, since a Triton ensemble runs all its steps. ``tensorrt_pla
 for a component where ``mmedge build`` left engines (``<bundle>/engines/<device-key>/``, or
 ``engine_dir``); several device keys become ``cc_model_filenames`` per compute capability.
 With ``graph_backend="python"`` the graphs run through onnxruntime inside Python-backend
-models (``steps.OnnxGraph``), for Triton builds without the ONNX Runtime backend.
+models (``steps.OnnxGraph``), for Triton builds without the ONNX Runtime backend, and for int8
+bundles on x86 CPUs without VNNI, whose exact kernels only the runtime's sessions ask for
+(``mmedge.runtime.int8_kernels``; Triton's ONNX Runtime backend takes no such session option).
 The Python-backend models import ``mmedge.runtime``: install ``mmedge`` where Triton runs them.
 """
 from __future__ import annotations

@@ -35,8 +35,8 @@ Runtime's; a small conv text encoder that fails to run at some shapes), so an un
 a bundle exported without openvino, or one OpenVINO disagreed on — stays on ONNX Runtime;
 ``backend="openvino"`` by name still runs it.
 int8 on x86 CPUs without VNNI: OpenVINO's CPU kernels add u8 x s8 products in pairs into a saturating
-int16 there (``mmedge.runtime.int8_kernels``) and, unlike ONNX Runtime, cannot be told not to; under
-``auto`` such a graph runs on ONNX Runtime (a backend fallback), by name on OpenVINO with a warning.
+int16 there (``mmedge.runtime.int8_kernels``) and, unlike ONNX Runtime, cannot be told not to; ``auto``
+and ``mixed`` keep such graphs on ONNX Runtime (``missing``), by name OpenVINO runs them with a warning.
 Precision: every graph runs at f32 inference precision (``INFERENCE_PRECISION_HINT=f32``): the
 graph's own precision (fp16 weights, int8 Q/DQ) is what the bundle promises, and what export
 checked. OpenVINO's CPU default on bf16/AMX CPUs is bf16, which export cannot check for CPUs that
@@ -121,6 +121,11 @@ def _quantized(model: Any) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
 
 
+def _int8(graph: GraphRef) -> bool:
+    """Whether export recorded Q/DQ nodes in this graph (an int8 precision, or ``mixed`` choosing one)."""
+    return bool((graph.entry.quantization or {}).get("quantize_linear"))
+
+
 def verified_on_openvino(graph: GraphRef) -> bool:
     """Whether export ran this graph on OpenVINO and found it within its precision's ``min_cosine``."""
     return bool(((graph.entry.backends or {}).get(VERIFIED_KEY) or {}).get("ok"))
@@ -174,12 +179,18 @@ class OpenVINOLoader(BaseLoader):
 
     @classmethod
     def missing(cls, graphs: Sequence[GraphRef], settings: LoadSettings | None) -> str | None:
-        """What ``auto`` asks before an OpenVINO row (the GPU/NPU rows, or the CPU row where a plug-in ranks
-        it before ``ort``): the CPU row on x86 only, and only graphs export verified on OpenVINO
+        """What ``auto`` asks before an OpenVINO row (the GPU/NPU rows, the CPU row where a plug-in ranks
+        it before ``ort``, and ``mixed``'s placements): the CPU row on x86 only, not for int8 graphs where
+        its kernels saturate (``int8_pairs_saturate``), and only graphs export verified on OpenVINO
         (``verified_on_openvino``); others stay on ONNX Runtime."""
         machine = platform.machine().lower()
         if cls.device == "CPU" and machine not in X86_MACHINES:
             return f"auto takes OpenVINO on x86 CPUs only (this is {machine}); ask for backend='openvino' by name"
+        if cls.device == "CPU" and int8_pairs_saturate():
+            saturating = [g.component for g in graphs if _int8(g)]
+            if saturating:
+                return (f"OpenVINO's int8 CPU kernels saturate on this x86 CPU without VNNI and ONNX Runtime's run "
+                        f"{', '.join(saturating)} exactly (mmedge.runtime.int8_kernels)")
         unverified = [g.component for g in graphs if not verified_on_openvino(g)]
         if unverified:
             return (f"auto takes OpenVINO only for graphs export verified on it, and {', '.join(unverified)} were not "
@@ -292,17 +303,13 @@ class OpenVINORunner(BaseRunner):
         return graph.inputs, graph.outputs
 
     def _saturating_cpu(self) -> None:
-        """An int8 graph on an x86 CPU without VNNI, where OpenVINO's u8 x s8 kernels saturate int16
-        (``mmedge.runtime.int8_kernels``): under ``auto`` it runs on ONNX Runtime, which computes it exactly;
-        asked for by name it runs here, with a warning."""
-        why = (f"OpenVINO's int8 CPU kernels add u8 x s8 products in pairs into int16 on this x86 CPU without VNNI, "
-               f"which saturates ({self.path.name}; ONNX Runtime's kernels that add the same way gave the reference "
-               "image encoder min cosine 0.94 to fp32); ONNX Runtime computes it exactly")
-        if self.loader.rescue is None:
-            warnings.warn(f"mmedge: {why}: use backend='ort' for this precision", UserWarning, stacklevel=4)
-            return
-        self._rescued, self._fallback = self.loader.rescue(), BackendFallback("ort", f"{why}; it runs there")
-        warnings.warn(f"mmedge: {self._fallback.detail}", BackendFallbackWarning, stacklevel=4)
+        """Warns that this int8 graph runs on an x86 CPU without VNNI, where OpenVINO's u8 x s8 kernels add the
+        products in pairs into a saturating int16 (``mmedge.runtime.int8_kernels``; ``auto`` never places such
+        a graph here: ``OpenVINOLoader.missing``)."""
+        warnings.warn(f"mmedge: OpenVINO's int8 CPU kernels add u8 x s8 products in pairs into int16 on this x86 CPU "
+                      f"without VNNI, which saturates ({self.path.name}; ONNX Runtime's kernels that add the same way "
+                      "gave the reference image encoder min cosine 0.94 to fp32): backend='ort' computes it exactly",
+                      UserWarning, stacklevel=2)
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._rescued is not None:

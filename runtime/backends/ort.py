@@ -24,8 +24,12 @@ from mmedge.runtime.backends import ort_cache
 from mmedge.runtime.backends.base import (BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings,
                                           TensorMeta)
 from mmedge.runtime.backends.table import Backend, backend_order, register_backend
+from mmedge.runtime.int8_kernels import int8_pairs_saturate
 
-__all__ = ["create_session", "session_options", "OrtLoader", "OrtCudaLoader", "OrtTensorRTLoader", "OrtRunner"]
+__all__ = ["create_session", "session_options", "EXACT_INT8_OPTION", "OrtLoader", "OrtCudaLoader", "OrtTensorRTLoader", "OrtRunner"]
+
+EXACT_INT8_OPTION = "session.x64quantprecision"  # ONNX Runtime's u8 x u8 kernels where u8 x s8 ones overflow
+EXACT_INT8_FIRST_PASS = "QDQS8ToU8Transformer"  # the option's rewrite of Q/DQ weights before fusion (see create_session)
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -36,7 +40,7 @@ _ORT_DTYPES = {
 
 def session_options(threads: int | None = None) -> Any:
     """The runtime's ``onnxruntime.SessionOptions``: all graph optimizations, no spinning pool threads,
-    no CPU memory arena, exact 8-bit integer products on every CPU.
+    no CPU memory arena, exact 8-bit integer products on every CPU (``EXACT_INT8_OPTION`` where needed).
 
     Args:
         threads: ``intra_op_num_threads`` (None: ONNX Runtime's default, all cores).
@@ -50,10 +54,12 @@ def session_options(threads: int | None = None) -> Any:
     # A session runs several graphs in turn: idle pool threads must sleep, not spin, or
     # each graph's threads steal the cores from the next one (measured: 2-5x slower).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # Exact 8-bit products on x86 CPUs without VNNI (mmedge.runtime.int8_kernels): u8 x u8 kernels
-    # instead of u8 x s8 ones that saturate int16 there; nothing changes on other CPUs. Reference
-    # image encoder, int8, AVX2-only CPU: min cosine to fp32 0.9418 -> 0.9957 (exact: 0.9954).
-    options.add_session_config_entry("session.x64quantprecision", "1")
+    if int8_pairs_saturate():
+        # Exact 8-bit products on x86 CPUs without VNNI (mmedge.runtime.int8_kernels): u8 x u8 kernels
+        # instead of u8 x s8 ones that saturate int16 there. Reference image encoder, int8, AVX2-only
+        # CPU: min cosine to fp32 0.9418 -> 0.9957 (exact: 0.9954). Only there: ONNX Runtime applies the
+        # option on every x86 CPU with AVX2, and with VNNI its u8 x s8 kernels are exact and faster.
+        options.add_session_config_entry(EXACT_INT8_OPTION, "1")
     # No CPU memory arena: the reference int8 bundle's process held 2-7 MiB less after its first
     # predictions over runs on a shared machine, at the same latency at batch 1 and 8
     # (benchmarks/startup.py, interleaved).
@@ -93,8 +99,18 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
     source = graph if isinstance(graph, bytes) else str(graph)
-    return ort.InferenceSession(source, sess_options=options, providers=list(providers),
-                                disabled_optimizers=list(disabled_optimizers))
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers),
+                                    disabled_optimizers=list(disabled_optimizers))
+    except Exception:
+        if not int8_pairs_saturate() or EXACT_INT8_FIRST_PASS in disabled_optimizers:
+            raise
+        # ONNX Runtime 1.32's first exact-int8 rewrite fails to initialize some graphs ("AddInitializedOrtValue
+        # Attempt to replace the existing tensor": ONNX Runtime's quantize_static of a small audio CNN);
+        # without it the later rewrite (Avx2WeightS8ToU8Transformer, on the fused integer nodes) still
+        # makes the products exact (tests/runtime/test_int8_kernels.py).
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers),
+                                    disabled_optimizers=[*disabled_optimizers, EXACT_INT8_FIRST_PASS])
 
 
 @contextlib.contextmanager

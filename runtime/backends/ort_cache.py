@@ -12,7 +12,8 @@ bit-identical outputs and the same steady-state latency (``python benchmarks/sta
 Where: ``<engine_dir>/onnxruntime-cache`` when the Session's engine root is outside the bundle,
 else mmedge's user cache (``cache_root()/onnxruntime``), because a Session never writes into a
 bundle folder. Entries are named by a hash of everything the optimized graph depends on (the
-graph's sha256 from the manifest, the optimizers left off, ONNX Runtime's version, the CPU), so
+graph's sha256 from the manifest, the optimizers left off, ONNX Runtime's version, the CPU, which
+also decides the session options, such as ``ort.EXACT_INT8_OPTION``; ``_FORMAT`` when those change), so
 one cache serves every bundle, and a changed graph or upgrade is a new entry, never a stale one.
 A location that cannot be written just runs without the cache; an entry ONNX Runtime cannot
 load is ignored and written again. ``MMEDGE_ORT_CACHE=0`` in the environment turns the cache off
@@ -34,7 +35,7 @@ from mmedge.runtime.backends.base import GraphRef, LoadSettings
 __all__ = ["CACHE_FOLDER", "OFF_VARIABLE", "cache_folder", "cache_entry", "cpu_fingerprint", "publish"]
 
 CACHE_FOLDER = "onnxruntime-cache"
-_FORMAT = 2  # bump when what an entry holds changes (2: optimized with session.x64quantprecision)
+_FORMAT = 2  # bump when what an entry holds changes (2: session.x64quantprecision where int8 saturates)
 OFF_VARIABLE = "MMEDGE_ORT_CACHE"  # "0": no cache
 
 
