@@ -4,8 +4,8 @@ A u8 x s8 matrix product on an x86 CPU without VNNI (AVX2 only: many edge boxes,
 Intel before Ice Lake) is computed with ``vpmaddubsw``, which adds the products in pairs into a
 saturating int16: 255 * 127 * 2 does not fit. VNNI (``vpdpbusd``), ARM and TensorRT accumulate in
 int32. Measured on the reference image encoder's int8 graph (8-bit weights) on an AVX2-only AMD
-EPYC: min cosine to fp32 0.9418 on ONNX Runtime's default kernels and 0.9409 on OpenVINO's, against
-0.9954 for the same graph computed exactly (``benchmarks/image_int8_fidelity.py``).
+EPYC: min cosine to fp32 0.9418 on ONNX Runtime's default kernels, against 0.9957 on the exact ones
+(``benchmarks/image_int8_fidelity.py``, ``benchmarks/RESULTS.md``).
 
 ONNX Runtime computes such graphs exactly when asked (``session.x64quantprecision``: its
 ``Avx2WeightS8ToU8`` rewrite moves the weights to u8 and the products to u8 x u8 kernels, which

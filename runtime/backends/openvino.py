@@ -189,8 +189,8 @@ class OpenVINOLoader(BaseLoader):
         if cls.device == "CPU" and int8_pairs_saturate():
             saturating = [g.component for g in graphs if _int8(g)]
             if saturating:
-                return (f"OpenVINO's int8 CPU kernels saturate on this x86 CPU without VNNI and ONNX Runtime's run "
-                        f"{', '.join(saturating)} exactly (mmedge.runtime.int8_kernels)")
+                return (f"OpenVINO's int8 CPU kernels saturate on this x86 CPU without VNNI; ONNX Runtime's kernels "
+                        f"run {', '.join(saturating)} exactly (mmedge.runtime.int8_kernels)")
         unverified = [g.component for g in graphs if not verified_on_openvino(g)]
         if unverified:
             return (f"auto takes OpenVINO only for graphs export verified on it, and {', '.join(unverified)} were not "
