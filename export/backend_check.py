@@ -12,6 +12,7 @@ instead of failing the export: the graph still ships, on ONNX Runtime.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from mmedge.progress import log
 from mmedge.runtime.backends import backend_order
 from mmedge.runtime.backends.base import GraphRef, LoadSettings
 from mmedge.runtime.backends.table import Backend
+from mmedge.runtime.int8_kernels import SaturatingInt8Warning
 from mmedge.runtime.manifest import GraphEntry, Manifest
 from mmedge.runtime.merged_heads import HEADS
 from mmedge.runtime.precisions import REFERENCE, get_precision
@@ -60,7 +62,8 @@ def check_graph(backend: Backend, graph: GraphRef, precision: str, reference: Mo
     """
     required = get_precision(precision).min_cosine
     try:
-        with tempfile.TemporaryDirectory(prefix="mmedge-check-") as engines:
+        with tempfile.TemporaryDirectory(prefix="mmedge-check-") as engines, warnings.catch_warnings():
+            warnings.simplefilter("ignore", SaturatingInt8Warning)  # the check records what the backend computes
             settings = LoadSettings(graph.path.parent, precision, Path(engines), threads)
             with backend.runner(backend.loader.for_session(settings)(graph)) as runner:
                 rows = [r for case in cases for r in compare_outputs(

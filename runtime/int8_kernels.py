@@ -21,10 +21,14 @@ from __future__ import annotations
 import functools
 import platform
 
-__all__ = ["X86_MACHINES", "VNNI_FLAGS", "cpu_flags", "int8_pairs_saturate"]
+__all__ = ["X86_MACHINES", "VNNI_FLAGS", "SaturatingInt8Warning", "cpu_flags", "int8_pairs_saturate"]
 
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})  # /proc/cpuinfo names of int32-accumulating u8 x s8
+
+
+class SaturatingInt8Warning(UserWarning):
+    """An int8 graph runs where its products may saturate (OpenVINO asked for by name on such a CPU)."""
 
 
 @functools.lru_cache(maxsize=1)

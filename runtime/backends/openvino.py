@@ -65,7 +65,7 @@ from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
 from mmedge.runtime.backends.fallback import BackendFallbackWarning
 from mmedge.runtime.backends.table import Backend, get_backend, register_backend
-from mmedge.runtime.int8_kernels import X86_MACHINES, int8_pairs_saturate
+from mmedge.runtime.int8_kernels import X86_MACHINES, SaturatingInt8Warning, int8_pairs_saturate
 
 __all__ = ["CompiledGraph", "OpenVINOLoader", "OpenVINOGpuLoader", "OpenVINONpuLoader", "OpenVINORunner", "X86_MACHINES",
            "CACHE_FOLDER", "VERIFIED_KEY", "verified_on_openvino", "cache_folder"]
@@ -309,7 +309,7 @@ class OpenVINORunner(BaseRunner):
         warnings.warn(f"mmedge: OpenVINO's int8 CPU kernels add u8 x s8 products in pairs into int16 on this x86 CPU "
                       f"without VNNI, which saturates ({self.path.name}; ONNX Runtime's kernels that add the same way "
                       "gave the reference image encoder min cosine 0.94 to fp32): backend='ort' computes it exactly",
-                      UserWarning, stacklevel=2)
+                      SaturatingInt8Warning, stacklevel=2)
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._rescued is not None:

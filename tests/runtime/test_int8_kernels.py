@@ -116,7 +116,7 @@ def test_openvino_by_name_warns_that_its_int8_kernels_saturate_here(quantized_gr
     from mmedge.runtime.backends import openvino
 
     monkeypatch.setattr(openvino, "int8_pairs_saturate", lambda: True)
-    with pytest.warns(UserWarning, match="backend='ort' computes it exactly"):
+    with pytest.warns(int8_kernels.SaturatingInt8Warning, match="backend='ort' computes it exactly"):
         with openvino.OpenVINORunner(openvino.OpenVINOLoader(quantized_graph, threads=1)):
             pass
     monkeypatch.setattr(openvino, "int8_pairs_saturate", lambda: False)
