@@ -18,6 +18,7 @@ whether it has VNNI.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from mmedge.runtime.timing import run_interleaved
 
 Feed = dict[str, np.ndarray]
 Build = Callable[[Path, list[Feed], Path, str], None]  # (fp32 graph, calibration, out, NNCF model type)
@@ -102,8 +105,8 @@ def _shipped_7bit(fp32: Path, calib: list[Feed], out: Path, model_type: str) -> 
 
 def _cpu() -> dict[str, Any]:
     """This CPU's model name and whether it has VNNI (no int16 saturation in u8 x s8 kernels)."""
-    from mmedge.runtime.int8_kernels import VNNI_FLAGS, cpu_flags
-    from mmedge.runtime.probes import cpu_model
+    from mmedge.runtime.cpu import cpu_flags, cpu_model
+    from mmedge.runtime.int8_kernels import VNNI_FLAGS
 
     return {"model": cpu_model(), "vnni": bool((cpu_flags() or frozenset()) & VNNI_FLAGS)}
 
@@ -157,18 +160,6 @@ def _run(path: Path, threads: int, kernels: str = "runtime") -> Callable[[Feed],
     return lambda feed: session.run(None, feed)[0]
 
 
-def _timed(runs: dict[tuple[str, str], Callable[[Feed], np.ndarray]], feed: Feed, iters: int) -> dict[tuple[str, str], float]:
-    """Median ms of each run on ``feed``, interleaved, after 10 warm-up rounds."""
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
-    for it in range(iters + 10):
-        for key, fn in runs.items():
-            t = time.perf_counter()
-            fn(feed)
-            if it >= 10:
-                times[key].append((time.perf_counter() - t) * 1000.0)
-    return {key: statistics.median(samples) for key, samples in times.items()}
-
-
 def _cosines(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
     """Lowest and mean row cosine over every eval row, and the lowest over the first 64 (what
     ``mmedge bench --peers`` quotes: its ``peer_eval`` default)."""
@@ -194,13 +185,13 @@ def main() -> None:
     ap.add_argument("--only", default="", help="variant names separated by | (default: all, the image encoder's)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    unknown = [k for k in args.only.split("|") if args.only and k not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; valid: {list(VARIANTS)}")
     calib, evals, batch8 = _feeds(args.bundle, args.encoder, args.calib, args.eval)
     fp32 = args.bundle / f"encoders/{args.encoder}.fp32.onnx"
     reference = _run(fp32, args.threads)
     ref = [reference(f) for f in evals]
-    unknown = [k for k in args.only.split("|") if args.only and k not in VARIANTS]
-    if unknown:
-        ap.error(f"unknown variants {unknown}; valid: {list(VARIANTS)}")
     chosen = {k: v for k, v in VARIANTS.items() if _wanted(k, args.only, args.encoder)}
     report: dict[str, Any] = {"schema": "mmedge.image_int8_fidelity/1", "command": ["python", *sys.argv],
                               "encoder": args.encoder, "calib_rows": len(calib), "eval_rows": len(evals), "cpu": _cpu(),
@@ -219,9 +210,13 @@ def main() -> None:
                 if kernels != "as_written":
                     runs[name, kernels] = fn
             print(f"{name}: {entry}", flush=True)
+        keys = list(runs)
         for batch, feed in (("b1", evals[0]), ("b8", batch8)):
-            for (name, kernels), ms in _timed(runs, feed, args.iters).items():
-                report["variants"][name][f"{batch}_ms" + ("" if kernels == "runtime" else f"_{kernels}")] = ms
+            samples = run_interleaved({str(i): functools.partial(runs[k], feed) for i, k in enumerate(keys)},
+                                      iters=args.iters, warmup=10)
+            for i, (name, kernels) in enumerate(keys):
+                field = f"{batch}_ms" + ("" if kernels == "runtime" else f"_{kernels}")
+                report["variants"][name][field] = statistics.median(samples[str(i)])
     for name, v in report["variants"].items():
         print(f"{name:42s} min {v['min_cosine']:.4f} (first 64 rows {v['min_cosine_64']:.4f}) mean {v['mean_cosine']:.4f}; "
               f"default kernels {v['min_cosine_default_kernels']:.4f}; as written {v['min_cosine_as_written']:.4f}; "

@@ -18,10 +18,11 @@ the option either: serve int8 bundles on such CPUs with ``graph_backend="python"
 """
 from __future__ import annotations
 
-import functools
 import platform
 
-__all__ = ["X86_MACHINES", "VNNI_FLAGS", "SaturatingInt8Warning", "cpu_flags", "int8_pairs_saturate"]
+from mmedge.runtime.cpu import cpu_flags
+
+__all__ = ["X86_MACHINES", "VNNI_FLAGS", "SaturatingInt8Warning", "int8_pairs_saturate"]
 
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})  # /proc/cpuinfo names of int32-accumulating u8 x s8
@@ -31,36 +32,9 @@ class SaturatingInt8Warning(UserWarning):
     """An int8 graph runs where its products may saturate (OpenVINO asked for by name on such a CPU)."""
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags from ``/proc/cpuinfo``; elsewhere (Windows, macOS) those of numpy's own CPU
-    detection that show VNNI, in ``/proc/cpuinfo``'s names (numpy knows AVX512-VNNI, not AVX-VNNI: such a
-    CPU counts as lacking VNNI, and gets the exact, slower kernels); None where neither can be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return _numpy_flags()
-
-
-def _numpy_flags() -> frozenset[str] | None:
-    try:  # numpy's table of the CPU's features (a private module, present in numpy 1.x and 2.x)
-        from numpy._core._multiarray_umath import __cpu_features__ as found
-    except ImportError:
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as found
-        except ImportError:
-            return None
-    return frozenset({"avx512_vnni"} if found.get("AVX512VNNI") else set()) | {"numpy-detected"}
-
-
 def int8_pairs_saturate() -> bool:
     """Whether u8 x s8 kernels may saturate here: an x86 CPU without VNNI, or one whose flags cannot be
-    read (assumed to lack it)."""
+    read (assumed to lack it; ``mmedge.runtime.cpu.cpu_flags``)."""
     if platform.machine().lower() not in X86_MACHINES:
         return False
     flags = cpu_flags()

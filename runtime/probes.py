@@ -20,7 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["cpu_model", "rss_bytes", "peak_rss_bytes", "TegrastatsSampler", "parse_tegrastats", "numpy_matmul_peak",
+from mmedge.runtime.cpu import cpu_model
+
+__all__ = ["rss_bytes", "peak_rss_bytes", "TegrastatsSampler", "parse_tegrastats", "numpy_matmul_peak",
            "measure_import_ms", "environment"]
 
 
@@ -162,17 +164,6 @@ def measure_import_ms(statement: str = "import mmedge.runtime", *, repeats: int 
 _ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "ORT_", "MMEDGE_", "CUDA_", "TORCH_")
 _PACKAGES = ("mmedge", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "nncf", "tensorrt", "tensorrt-cu12",
              "tensorrt-cu13", "cuda-python", "cuda-bindings", "tokenizers", "opencv-python-headless", "psutil")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()`` or the machine)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:

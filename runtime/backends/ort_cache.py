@@ -31,6 +31,7 @@ from typing import Sequence
 
 from mmedge.atomic import temp_sibling
 from mmedge.runtime.backends.base import GraphRef, LoadSettings
+from mmedge.runtime.cpu import cpuinfo
 
 __all__ = ["CACHE_FOLDER", "OFF_VARIABLE", "cache_folder", "cache_entry", "cpu_fingerprint", "publish"]
 
@@ -49,16 +50,9 @@ def cache_folder(settings: LoadSettings) -> Path:
 def cpu_fingerprint() -> str:
     """The machine and its CPU's model and feature flags (what ONNX Runtime's kernels and layouts
     are chosen by); on systems without ``/proc/cpuinfo``, ``platform.processor()``."""
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "flags", "Features", "CPU part") and key not in found:
-                    found[key] = value.strip()
-    except OSError:
-        found["processor"] = platform.processor()
+    info = cpuinfo()
+    found = {k: v for k, v in info.items() if k in ("model name", "flags", "Features", "CPU part")} if info \
+        else {"processor": platform.processor()}
     return json.dumps([platform.machine(), sorted(found.items())])
 
 

@@ -71,7 +71,9 @@ def test_int8_pairs_saturate_on_x86_cpus_without_vnni(monkeypatch, machine, flag
 
 
 def test_this_cpus_flags_are_read():
-    flags = int8_kernels.cpu_flags()
+    from mmedge.runtime.cpu import cpu_flags
+
+    flags = cpu_flags()
     if platform.system() == "Linux":
         assert flags and ("avx2" in flags or "asimd" in flags or "fpu" in flags)
 
