@@ -15,13 +15,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from render import render_results  # noqa: E402  (benchmarks/render.py)
-import render_startup  # noqa: E402,F401  (registers the start-up and image int8 fidelity renderers)
+import render_startup  # noqa: E402,F401  (registers the start-up, image int8 fidelity and encoder lanes renderers)
 import render_serving  # noqa: E402,F401  (registers the batching-tail renderer)
 import render_ensemble  # noqa: E402,F401  (registers the ensemble seeds and cost renderers)
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_batching_tail.json", "serve_soak.json",
            "multi_camera.json",
            "ensemble_seeds.json", "ensemble_cost.json", "ensemble_cost_match.json", "pretrained_reference.json", "startup.json",
-           "image_int8_fidelity.json", "image_int8_saturation.json", "text_int8_saturation.json")
+           "image_int8_fidelity.json", "image_int8_saturation.json", "text_int8_saturation.json", "encoder_lanes.json")
 
 
 def main() -> None:

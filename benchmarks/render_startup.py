@@ -1,6 +1,6 @@
-"""RESULTS.md sections for issue 18 items 7 and 6: start-up and memory (``benchmarks/startup.py``) and
-the image encoder's int8 fidelity (``benchmarks/image_int8_fidelity.py``). Imported by
-``make_results.py``, which registers them with ``render.py``.
+"""RESULTS.md sections for issue 18: start-up and memory (``benchmarks/startup.py``), the encoders' int8
+fidelity (``benchmarks/image_int8_fidelity.py``) and the encoders at once (``benchmarks/encoder_lanes.py``).
+Imported by ``make_results.py``, which registers them with ``render.py``.
 """
 from __future__ import annotations
 
@@ -80,3 +80,21 @@ def render_image_int8_fidelity(report: Report, source: str) -> str:
             f"`mmedge bench --peers` quotes it); latency interleaved, on a shared machine.{where} {BUNDLE}\n\n"
             + markdown_table(["recipe", "min cosine, 64 rows", f"min cosine, {report['eval_rows']} rows",
                               "mean cosine", *(title for _, title, _ in extra)], rows))
+
+
+@register_renderer("mmedge.encoder_lanes/1")
+def render_encoder_lanes(report: Report, source: str) -> str:
+    """Whole ``Session.predict`` calls with the encoders at once and in turn, side by side."""
+    rows = [[f"{r['precision']}/{r['backend']}", r["batch"], f"{r['lanes']['p50_ms']:.2f}",
+             f"{r['lanes']['p90_ms']:.2f}", f"{r['in_turn']['p50_ms']:.2f}", f"{r['in_turn']['p90_ms']:.2f}",
+             f"{r['lanes_over_in_turn']:.3f}×", "yes" if r["disturbed"] else ""] for r in report["rows"]]
+    env = report["environment"]
+    plans = "; ".join(f"{key}: {ways['lanes']['reason']}" for key, ways in report["plans"].items())
+    return (f"## Encoders at once (`{source}`)\n\n`{report['command']}`, {report['created']}, {env['cpu']} "
+            f"({env['cpus']} cores, load average {env['load_average'][0]:.1f} at the end), {env['threads']} threads, "
+            f"{env['iters']} iterations. Per precision and backend, a default Session (encoders at once: "
+            "`mmedge.runtime.encoder_lanes`) and one with `encoder_lanes=1` (in turn, every graph on every thread: "
+            "the runtime before lanes) predict the same real test rows, interleaved with each other; text cache "
+            f"off, one BLAS thread. {BUNDLE} Plans: {plans}.\n\n"
+            + markdown_table(["config", "batch", "at once p50 ms", "p90", "in turn p50 ms", "p90",
+                              "at once / in turn", "disturbed (p90/p50 > 1.3)"], rows))

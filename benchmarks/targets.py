@@ -113,10 +113,14 @@ def _disturbed(report: Report, comparison: Mapping[str, Any]) -> str:
 
 
 def _largest_stages(config: Mapping[str, Any], top: int = 3) -> str:
+    """The longest stages and their share of the call (encoders in lanes overlap: the shares then add up
+    to more than the call)."""
     stages = {k: v["p50"] for k, v in config["stages_ms"].items() if k != "total"}
     total = config["stages_ms"]["total"]["p50"]
+    lanes = (config.get("lanes") or {}).get("lanes", 1)
     return "largest stages: " + ", ".join(f"{k} {v:.2f} ms ({v / total:.0%})"
-                                          for k, v in sorted(stages.items(), key=lambda kv: -kv[1])[:top])
+                                          for k, v in sorted(stages.items(), key=lambda kv: -kv[1])[:top]) + \
+        (f" of {total:.2f} ms, the encoders in {lanes} lanes at once" if lanes > 1 else "")
 
 
 def _extra_stages(report: Report, comparison: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from mmedge.export.components import Component
 from mmedge.progress import log
 from mmedge.runtime.backends import BaseRunner, GraphRef, LoadSettings, open_runners
 from mmedge.runtime.backends.placement import PLACED_ON, placement_problem
+from mmedge.runtime.encoder_lanes import LanePlan, plan_lanes
 from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, precisions
 
@@ -82,19 +83,22 @@ def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[
         comps: The components, their graphs built (and checked on the other backends).
         work: The folder holding the graphs.
         cases: Parity cases (every component's inputs), at several batch sizes.
-        threads: Intra-op threads of every backend (None: all cores).
+        threads: The Session's threads (None: all cores). Each graph is timed on the threads a
+            Session gives it on a CPU (``mmedge.runtime.encoder_lanes.plan_lanes``: its share when the
+            encoders run at once).
 
     Returns:
         component -> batch size (``"1"``, ``"7"``) -> ``candidate_key`` -> ms per row.
     """
     from mmedge.runtime.timing import run_interleaved
 
+    plan = plan_lanes(None, threads=threads, encoders=sum(c.kind == "encoder" for c in comps), cpu_backend=True)
     sizes = sorted({int(next(iter(c.values())).shape[0]) for c in cases})
     groups = {b: [c for c in cases if next(iter(c.values())).shape[0] == b] for b in sorted({sizes[0], sizes[-1]})}
     out: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="mmedge-mixed-") as engines, ExitStack() as opened:
         for comp in comps:
-            runners = _runners(comp, work, threads, Path(engines), opened)
+            runners = _runners(comp, work, plan, Path(engines), opened)
             out[comp.key] = {}
             for batch, group in groups.items():
                 samples = run_interleaved({k: _over(r, group) for k, r in runners.items()}, iters=iters, warmup=warmup)
@@ -102,7 +106,7 @@ def component_latencies(comps: Sequence[Component], work: Path, cases: Sequence[
     return out
 
 
-def _runners(comp: Component, work: Path, threads: int | None, engines: Path, opened: ExitStack
+def _runners(comp: Component, work: Path, plan: LanePlan, engines: Path, opened: ExitStack
              ) -> dict[str, BaseRunner]:
     """candidate key -> an activated runner (the runtime's own loader and runner, deactivated by ``opened``):
     every candidate graph on ONNX Runtime, and, for an encoder, on each other checked backend where a
@@ -112,7 +116,7 @@ def _runners(comp: Component, work: Path, threads: int | None, engines: Path, op
     others = checked_backends() if comp.kind == "encoder" else ()
     for precision, entry in _candidates(comp).items():
         graph = GraphRef(comp.key, work / str(entry.file), entry)
-        settings = LoadSettings(work, precision, engines, threads, auto=True)
+        settings = LoadSettings(work, precision, engines, plan.graph_threads, auto=True, lanes=plan.lanes)
         for name in (PLACED_ON, *(b.name for b in others if placement_problem(b.name, graph, settings) is None)):
             try:
                 runner = open_runners(name, [graph], settings)[comp.key]

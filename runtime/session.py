@@ -4,8 +4,9 @@ numpy + onnxruntime (or TensorRT): never torch. One Session may be shared by thr
 """
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -15,6 +16,7 @@ from mmedge.errors import BundleError, InputError
 from mmedge.runtime import user_inputs as _inputs
 from mmedge.runtime.blas_threads import BlasLimit
 from mmedge.runtime.bundle import Bundle, MemberInfo
+from mmedge.runtime.encoder_lanes import EncoderLanes, LanePlan, plan_lanes
 from mmedge.runtime.ensemble import ensemble_prediction
 from mmedge.runtime.graph_checks import check_graphs, check_logits, length_axis_dynamic
 from mmedge.runtime.modalities import (InputOptions, Modality, Preprocess, PreprocessContext, check_given,
@@ -75,9 +77,13 @@ class Session:
             log-mel matmul, resizes), so that numpy's busy-waiting pool does not fight the
             backend's threads; the process's setting is restored after each call
             (``mmedge.runtime.blas_threads``). None: leave numpy's setting alone.
+        encoder_lanes: How many encoders run at once (``mmedge.runtime.encoder_lanes``), every graph then
+            on ``threads // lanes`` threads; None: one per encoder up to ``threads`` (all cores) on a CPU
+            backend, one on a GPU backend; 1: one after another, every graph on ``threads``.
 
     Attributes:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
+        lane_plan: How the encoders run (``LanePlan``: lanes, threads per encoder graph, why).
 
     Raises:
         BundleError: an invalid bundle, a precision it does not have (valid ones listed), a graph
@@ -92,13 +98,14 @@ class Session:
                  threads: int | None = None, text_cache_size: int = 256,
                  engine_dir: str | Path | None = None, members: Sequence[str] | None = None,
                  auto_build: bool = False, cuda_graph: bool = False, limits: Limits | None = None,
-                 strict: bool = False, preprocess_threads: int | None = 1) -> None:
-        check_session_config(threads, text_cache_size, limits)
+                 strict: bool = False, preprocess_threads: int | None = 1, encoder_lanes: int | None = None) -> None:
+        check_session_config(threads, text_cache_size, limits, encoder_lanes)
         self._blas_limit = BlasLimit(preprocess_threads)
         self._owns_bundle = not isinstance(bundle, Bundle)
         self.bundle = Bundle.open(bundle, limits=limits) if self._owns_bundle else bundle
         self.limits = limits if limits is not None else self.bundle.limits
         self._runners: dict[str, BaseRunner] = {}
+        self._lanes = EncoderLanes(1)
         try:
             self._members = self.bundle.members if members is None else tuple(map(self.bundle.member, members))
             problem = self.bundle.precision_problem(precision)
@@ -112,10 +119,14 @@ class Session:
             if auto_build:
                 self._build_missing(backend, graphs, settings)
             choice = resolve_backend(backend, graphs=graphs, settings=settings)
+            self.lane_plan: LanePlan = plan_lanes(encoder_lanes, threads=threads, cpu_backend=get_backend(choice.name).cpu,
+                                        encoders=sum(g.component.startswith("encoder.") for g in graphs))
+            settings = replace(settings, lanes=self.lane_plan.lanes, threads=self.lane_plan.graph_threads)
             self._runners, choice = open_placed(choice, graphs, settings)  # mixed: graphs on other CPU backends
             self._choice = honest_choice(choice, self._runners, strict=strict)
             self._preprocessors = self._make_preprocessors()
             check_graphs(self.bundle, self._runners, check_merged(self), self._preprocessors)
+            self._lanes = EncoderLanes(self.lane_plan.lanes)
         except BaseException:
             self.close()
             raise
@@ -288,9 +299,10 @@ class Session:
         check_given(list(given))
         plan = self._plan(list(given))
         items = self._split(plan.modalities, given, options)
+        jobs = {m: functools.partial(self._encode, m, items[m], options, timings) for m in plan.modalities}
         feats: dict[str, np.ndarray] = {}
-        for modality in plan.modalities:
-            feats.update(self._encode(modality, items[modality], options, timings))
+        for out in self._lanes.run(jobs).values():  # at once on a CPU backend (runtime/encoder_lanes.py)
+            feats.update(out)
         pred = merged_prediction(self, plan, feats, timings)  # one graph for every head and the rule, when present
         pred = pred or self._combine(plan, {m.name: self._run_head(m, feats, timings) for m in plan.members}, timings)
         timings["total"] = _ms(start)
@@ -375,7 +387,9 @@ class Session:
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Frees every runner (and the bundle's temporary folder if this Session opened it)."""
+        """Frees every runner, the lane threads (and the bundle's temporary folder if this Session opened it)."""
+        if getattr(self, "_lanes", None) is not None:
+            self._lanes.close()
         for runner in getattr(self, "_runners", {}).values():
             runner.deactivate()
         self._runners = {}

@@ -46,6 +46,7 @@ class _Config:
     load_ms: float = 0.0
     rss_delta_bytes: int = 0
     graph_bytes: int = 0
+    lanes: Mapping[str, Any] | None = None  # the Session's lane plan (runtime/encoder_lanes.py); None: PyTorch
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
                 continue
             configs.append(_Config(key, "ensemble", precision, label,
                                    tuple(m.name for m in run.bundle.members), call, load_ms, rss,
-                                   context.graph_bytes(run.bundle, precision, None)))
+                                   context.graph_bytes(run.bundle, precision, None), _lanes(session)))
             if len(run.acc_rows):
                 run.log(f"accuracy of {key} on {len(run.acc_rows)} test samples")
                 accuracy[key] = _accuracy(lambda r, c=call: _probs(c(r)), run)
@@ -108,8 +109,13 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
                 sessions.append(single)
                 configs.append(_Config(f"{key}/member={member}", "member", precision, backend_label(single), (member,),
                                        session_predictor(single, run.data), load_ms, rss,
-                                       context.graph_bytes(run.bundle, precision, member)))
+                                       context.graph_bytes(run.bundle, precision, member), _lanes(single)))
     return configs, accuracy
+
+
+def _lanes(session: Any) -> dict[str, Any]:
+    plan = session.lane_plan
+    return {"lanes": plan.lanes, "graph_threads": plan.graph_threads, "reason": plan.reason}
 
 
 def backend_label(session: Any) -> str:
@@ -151,7 +157,7 @@ def _time_batch(opts: BenchOptions, configs: Sequence[_Config], rows: list[int])
                               on_result=lambda name, r: stages[name].append(dict(_timings_of(r))))
     batch = len(rows)
     return [fairness.mark_disturbed({"id": f"{c.id}/b{batch}", "kind": c.kind, "precision": c.precision, "backend": c.backend,
-             "batch": batch, "members": list(c.members), "threads": opts.threads, "load_ms": c.load_ms,
+             "batch": batch, "members": list(c.members), "threads": opts.threads, "lanes": c.lanes, "load_ms": c.load_ms,
              "rss_delta_bytes": int(c.rss_delta_bytes), "graph_bytes": c.graph_bytes,
              "latency_ms": LatencyStats.from_samples(samples[c.id], batch=batch).to_dict(),
              "stages_ms": {k: v.to_dict() for k, v in stage_stats(stages[c.id], batch=batch).items()},

@@ -79,6 +79,8 @@ class LoadSettings:
         cuda_graph: Capture CUDA graphs for repeated input shapes (TensorRT).
         auto: The backend was chosen by ``auto``, not by name: a backend that fails to run a graph at
             run time may hand that graph to ONNX Runtime (a backend fallback, warned and reported).
+        lanes: How many encoder graphs run at once (``mmedge.runtime.encoder_lanes``; 1: in turn);
+            ``threads`` is then each graph's share.
     """
 
     bundle_source: Path
@@ -87,6 +89,7 @@ class LoadSettings:
     threads: int | None = None
     cuda_graph: bool = False
     auto: bool = False
+    lanes: int = 1
 
     def cache_folder(self, name: str) -> Path:
         """Where a backend caches what it compiles for this Session: ``<engine_dir>/<name>-cache``, or

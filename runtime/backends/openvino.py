@@ -150,6 +150,8 @@ class OpenVINOLoader(BaseLoader):
         read: Returns the graph's verified bytes, compiled instead of reading ``path`` again.
         rescue: Makes an activated ONNX Runtime runner of the same graph, for a graph OpenVINO fails to run
             at run time (set when ``auto`` chose OpenVINO; None: the failure is a ``BundleError``).
+        pinned: ``ENABLE_CPU_PINNING`` (None: OpenVINO's default). False when encoders run at once
+            (``LoadSettings.lanes``): pinned one-thread graphs all take the same core.
 
     Attributes:
         device: The OpenVINO device (``"CPU"``, ``"GPU"``, ``"NPU"``).
@@ -161,6 +163,7 @@ class OpenVINOLoader(BaseLoader):
     cache_dir: Path | None = None
     read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
     rescue: Callable[[], BaseRunner] | None = field(default=None, repr=False, compare=False)
+    pinned: bool | None = None
 
     device: ClassVar[str] = "CPU"
     verified_at_export: ClassVar[bool] = True
@@ -200,17 +203,20 @@ class OpenVINOLoader(BaseLoader):
 
     @classmethod
     def for_session(cls, settings: LoadSettings) -> Callable[[GraphRef], "OpenVINOLoader"]:
-        """Threads from the Session, f32 inference, the compiled-blob cache (``cache_folder``)."""
+        """Threads from the Session (unpinned when encoders run at once), f32 inference, the compiled-blob cache."""
         cache = _cache_dir(cache_folder(settings))
-        hint = INFERENCE_PRECISION
+        hint, pinned = INFERENCE_PRECISION, (False if settings.lanes > 1 else None)
         return lambda graph: cls(graph.path, threads=settings.threads, inference_precision=hint, cache_dir=cache,
-                                 read=graph.read, rescue=_on_ort(graph, settings) if settings.auto else None)
+                                 read=graph.read, rescue=_on_ort(graph, settings) if settings.auto else None,
+                                 pinned=pinned)
 
     def config(self) -> dict[str, Any]:
         """The ``compile_model`` properties."""
         out: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads is not None and self.device == "CPU":
             out["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.pinned is not None and self.device == "CPU":
+            out["ENABLE_CPU_PINNING"] = self.pinned
         if self.inference_precision is not None:
             out["INFERENCE_PRECISION_HINT"] = self.inference_precision
         if self.cache_dir is not None:
@@ -386,4 +392,4 @@ register_backend(Backend("openvino-gpu", rank=40, loader=OpenVINOGpuLoader, runn
 register_backend(Backend("openvino-npu", rank=50, loader=OpenVINONpuLoader, runner=OpenVINORunner,
                          summary="ONNX graphs, OpenVINO on an Intel NPU"))
 register_backend(Backend("openvino", rank=95, loader=OpenVINOLoader, runner=OpenVINORunner,
-                         summary="ONNX graphs, OpenVINO on the CPU (by name: auto takes ONNX Runtime first)"))
+                         summary="ONNX graphs, OpenVINO on the CPU (by name: auto takes ONNX Runtime first)", cpu=True))

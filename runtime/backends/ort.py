@@ -354,4 +354,4 @@ register_backend(Backend("ort-trt", rank=20, loader=OrtTensorRTLoader, runner=Or
 register_backend(Backend("ort-cuda", rank=30, loader=OrtCudaLoader, runner=OrtRunner,
                          summary="ONNX graphs, ONNX Runtime CUDA EP -> CPU EP"))
 register_backend(Backend("ort", rank=90, loader=OrtLoader, runner=OrtRunner,
-                         summary="ONNX graphs, ONNX Runtime CPU EP"))
+                         summary="ONNX graphs, ONNX Runtime CPU EP", cpu=True))

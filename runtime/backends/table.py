@@ -30,6 +30,8 @@ class Backend:
         loader: The loader class: availability, install hint, how artifacts are made.
         runner: The runner class, constructed with one loader.
         summary: What it runs, in a few words (docs, messages).
+        cpu: Its graphs run on CPU threads the Session sets (``LoadSettings.threads``), so a Session may
+            run its encoders at once (``mmedge.runtime.encoder_lanes``).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Backend:
     loader: type[BaseLoader]
     runner: type[BaseRunner]
     summary: str = ""
+    cpu: bool = False
 
     def availability(self) -> str | None:
         """None when this backend can run here, else why not."""
