@@ -137,7 +137,8 @@ def _bundle_info(bundle: Path) -> dict[str, Any]:
     with Bundle.open(bundle) as b:
         ens = b.manifest.ensemble
         return {"path": str(bundle), "name": b.name, "members": [m.name for m in b.members], "rule": ens.method,
-                "precisions": b.precisions(), "merged_graphs": {p: g.file for p, g in (ens.graphs or {}).items()},
+                "precisions": b.precisions(), "not_ok": {p: b.precision_problem(p) for p in ("fp32", "fp16", "int8", "mixed")
+                                                           if p not in b.precisions()}, "merged_graphs": {p: g.file for p, g in (ens.graphs or {}).items()},
                 "merged_parity_max_abs_diff": {p: g.parity["max_abs_diff"] for p, g in (ens.graphs or {}).items()
                                                if g.parity}}
 

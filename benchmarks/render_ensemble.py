@@ -69,6 +69,7 @@ def render_ensemble_cost(report: Report, source: str) -> str:
             "so every member trained stays in it (the graphs, so the latency, are the full recipe's; only accuracy differs)"
             if recipe else f"the bundle `{b['path']}`")
     env = report["environment"]
+    missing = "".join(f"Not timed: {p} ({why}).\n" for p, why in (b.get("not_ok") or {}).items())
     return "\n".join([
         f"## The ensemble's cost: one graph for all heads vs the member chosen on validation ({source})\n",
         f"```bash\n{report['command']}\n```\n",
@@ -83,4 +84,4 @@ def render_ensemble_cost(report: Report, source: str) -> str:
         f"side by side, not the times; configurations with p90/p50 > {report['disturbed_p90_over_p50']} are "
         f"marked disturbed. Goal: ensemble / chosen member <= {report['goal']}×.\n",
         markdown_table(["precision", "batch", "member ms", "ensemble (merged) ms", "ensemble (separate) ms",
-                        "ensemble / member", "separate / member", "merged / separate", "disturbed"], rows)])
+                        "ensemble / member", "separate / member", "merged / separate", "disturbed"], rows), missing])

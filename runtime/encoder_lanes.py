@@ -4,10 +4,10 @@ A bundle's encoders do not depend on each other, so on a CPU backend a ``Session
 preprocessing and graph side by side ("lanes") instead of one after another, and every graph gets
 ``threads // lanes`` intra-op threads instead of all of them. Small graphs at edge batch sizes use
 two threads poorly (each operator's split costs a thread wake-up), so two one-thread graphs at once
-finish well before the two in turn on two threads; the heads, which need every encoder's features,
-run after the lanes, and a one-thread heads graph is faster too at batch 1 to 8 (the merged heads of
-four members on 2 cores: 0.83 vs 1.01 ms at batch 1, 2.06 vs 2.38 at 8, 10.7 vs 10.2 at 32).
-``python benchmarks/encoder_lanes.py`` measures whole ``Session.predict`` calls both ways, side by side.
+finish well before the two in turn on two threads. The heads, which need every encoder's features,
+run after the lanes on the same share (small graphs too: one thread serves them as well at edge
+batch sizes). ``python benchmarks/encoder_lanes.py`` measures whole ``Session.predict`` calls both
+ways, side by side (RESULTS.md, "Encoders at once").
 
 The lanes are Python threads (``concurrent.futures``): ONNX Runtime and OpenVINO release the GIL while
 a graph runs (OpenVINO's graphs are compiled unpinned then: pinned one-thread graphs share one core).

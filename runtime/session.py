@@ -83,7 +83,7 @@ class Session:
 
     Attributes:
         backend: The backend name in use; ``backend_reason`` says why it was chosen.
-        lane_plan: How the encoders run (``LanePlan``: lanes, threads per encoder graph, why).
+        lane_plan: How the encoders run (``LanePlan``: lanes, threads per graph, why).
 
     Raises:
         BundleError: an invalid bundle, a precision it does not have (valid ones listed), a graph
@@ -119,8 +119,9 @@ class Session:
             if auto_build:
                 self._build_missing(backend, graphs, settings)
             choice = resolve_backend(backend, graphs=graphs, settings=settings)
-            self.lane_plan: LanePlan = plan_lanes(encoder_lanes, threads=threads, cpu_backend=get_backend(choice.name).cpu,
-                                        encoders=sum(g.component.startswith("encoder.") for g in graphs))
+            encoders = sum(g.component.startswith("encoder.") for g in graphs)
+            self.lane_plan: LanePlan = plan_lanes(encoder_lanes, threads=threads, encoders=encoders,
+                                                  cpu_backend=get_backend(choice.name).cpu)
             settings = replace(settings, lanes=self.lane_plan.lanes, threads=self.lane_plan.graph_threads)
             self._runners, choice = open_placed(choice, graphs, settings)  # mixed: graphs on other CPU backends
             self._choice = honest_choice(choice, self._runners, strict=strict)
