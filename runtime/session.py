@@ -25,7 +25,7 @@ from mmedge.runtime.limits import Limits
 from mmedge.runtime.merged_heads import check_merged, head_components, merged_prediction
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.session_config import check_session_config
-from mmedge.runtime.streams import capture_frames
+from mmedge.runtime.streams import capture_frames, open_capture
 from mmedge.runtime.similarity import query_step, session_similarity, similarity_modalities
 from mmedge.runtime.text_cache import CacheInfo, TextCache
 from mmedge.runtime.backends import (BackendChoice, BaseRunner, GraphRef, LoadSettings, backend_order, get_backend,
@@ -301,9 +301,8 @@ class Session:
         plan = self._plan(list(given))
         items = self._split(plan.modalities, given, options)
         jobs = {m: functools.partial(self._encode, m, items[m], options, timings) for m in plan.modalities}
-        feats: dict[str, np.ndarray] = {}
-        for out in self._lanes.run(jobs).values():  # at once on a CPU backend (runtime/encoder_lanes.py)
-            feats.update(out)
+        encoded = self._lanes.run(jobs)  # at once on a CPU backend (runtime/encoder_lanes.py)
+        feats = {name: array for out in encoded.values() for name, array in out.items()}
         pred = merged_prediction(self, plan, feats, timings)  # one graph for every head and the rule, when present
         pred = pred or self._combine(plan, {m.name: self._run_head(m, feats, timings) for m in plan.members}, timings)
         timings["total"] = _ms(start)
@@ -347,16 +346,9 @@ class Session:
             InputError: a bad ``source``, ``text``, ``every`` or ``max_frames``, a bundle that needs
                 more than frames and ``text``, or a source that cannot be opened.
         """
-        import cv2
-
         _inputs.check_stream_args(source, text, every, max_frames, self.limits)
         step = query_step(self, queries, text) if queries is not None else self._predict_step(text)
-        capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-        if not capture.isOpened():
-            capture.release()
-            raise InputError(f"cannot open video source {source!r}; pass a camera index (e.g. 0) or a readable "
-                             "video file")
-        return capture_frames(capture, step, every, max_frames)
+        return capture_frames(open_capture(source), step, every, max_frames)
 
     def _predict_step(self, text: Any) -> Any:
         self._plan(["image"] + (["text"] if text is not None else []))
@@ -389,8 +381,7 @@ class Session:
 
     def close(self) -> None:
         """Frees every runner, the lane threads (and the bundle's temporary folder if this Session opened it)."""
-        if getattr(self, "_lanes", None) is not None:
-            self._lanes.close()
+        self._lanes.close()
         for runner in getattr(self, "_runners", {}).values():
             runner.deactivate()
         self._runners = {}

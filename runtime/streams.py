@@ -23,7 +23,7 @@ from mmedge.errors import InputError
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.user_inputs import check_stream_args
 
-__all__ = ["StreamPrediction", "StreamStats", "capture_frames", "multi_stream", "prediction_row"]
+__all__ = ["StreamPrediction", "StreamStats", "open_capture", "capture_frames", "multi_stream", "prediction_row"]
 
 Source = int | str | Path
 _WAIT_S = 0.5  # longest wait for a frame before the sources are checked for their end again
@@ -158,19 +158,34 @@ def _check(sources: Any, text: Any, fps: Any, max_age: Any, max_ticks: Any, limi
     return list(sources)
 
 
+def open_capture(source: Source) -> Any:
+    """An opened ``cv2.VideoCapture`` of a camera index or video file.
+
+    Raises:
+        InputError: the source cannot be opened.
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+    if not capture.isOpened():
+        capture.release()
+        raise InputError(f"cannot open video source {source!r}; pass a camera index (e.g. 0) or a readable "
+                         "video file")
+    return capture
+
+
 def _open(sources: Sequence[Source], fps: float | None) -> list[tuple[Any, float | None]]:
     """Each source's capture and read interval (seconds; 0: as the camera delivers; None: lockstep)."""
     import cv2
 
     opened: list[tuple[Any, float | None]] = []
     for source in sources:
-        capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-        if not capture.isOpened():
-            capture.release()
+        try:
+            capture = open_capture(source)
+        except InputError:
             for other, _ in opened:
                 other.release()
-            raise InputError(f"cannot open video source {source!r}; pass camera indices (e.g. 0) or readable "
-                             "video files")
+            raise
         if isinstance(source, int):
             opened.append((capture, 1.0 / fps if fps else 0.0))
             continue

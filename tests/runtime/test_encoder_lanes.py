@@ -92,10 +92,15 @@ def test_the_longest_job_of_the_last_call_goes_first():
 
 
 def test_close_stops_the_lane_threads(bundle_path, rng):
+    before = set(threading.enumerate())  # other Sessions' lanes (the session-scoped fixture's) stay
+
+    def own_lanes():
+        return [t for t in threading.enumerate() if t.name.startswith("mmedge-lane") and t not in before]
+
     with Session(bundle_path, threads=2) as s:
         s.predict(image=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), text="seven")
-        assert any(t.name.startswith("mmedge-lane") for t in threading.enumerate())
-    assert not any(t.name.startswith("mmedge-lane") and t.is_alive() for t in threading.enumerate())
+        assert own_lanes()
+    assert not own_lanes()
 
 
 def test_a_session_in_lanes_gives_what_it_gives_in_turn(bundle_path, rng):
