@@ -9,19 +9,20 @@ run after the lanes on the same share (small graphs too: one thread serves them 
 batch sizes). ``python benchmarks/encoder_lanes.py`` measures whole ``Session.predict`` calls both
 ways, side by side (RESULTS.md, "Encoders at once").
 
-The lanes are Python threads (``concurrent.futures``): ONNX Runtime and OpenVINO release the GIL while
-a graph runs (OpenVINO's graphs are compiled unpinned then: pinned one-thread graphs share one core).
-Each lane takes the next encoder, longest first by its last measured time, so with fewer lanes than
-encoders the long one does not queue behind another. GPU backends keep one lane.
+The lanes are the calling thread and ``lanes - 1`` pool threads (``concurrent.futures``): ONNX Runtime
+and OpenVINO release the GIL while a graph runs (OpenVINO's graphs are compiled unpinned then: pinned
+one-thread graphs share one core). Each lane takes the next encoder, longest first by its last
+measured time, so with fewer lanes than encoders the long one does not queue behind another. GPU
+backends keep one lane.
 """
 from __future__ import annotations
 
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from mmedge.errors import ConfigError
 
@@ -89,7 +90,8 @@ def plan_lanes(requested: int | None, *, threads: int | None, encoders: int, cpu
 
 
 class EncoderLanes:
-    """Runs one call's encoders on ``lanes`` threads, longest first; thread-safe.
+    """Runs one call's encoders on ``lanes`` threads (the caller's and ``lanes - 1`` pool threads), longest
+    first; thread-safe.
 
     Args:
         lanes: How many run at once (1: in the caller's thread, in order, no pool).
@@ -103,7 +105,9 @@ class EncoderLanes:
         self._last_ms: dict[str, float] = {}
 
     def run(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T]:
-        """Runs every job and returns their results by name (in ``jobs``' order).
+        """Runs every job and returns their results by name (in ``jobs``' order). The calling thread is
+        one of the lanes (``lanes - 1`` pool threads join it): every lane takes the next job, longest
+        first, until none is left.
 
         Args:
             jobs: name -> a callable (one encoder's preprocessing and graph). Each job's time is kept
@@ -114,11 +118,28 @@ class EncoderLanes:
         """
         if self.lanes == 1 or len(jobs) < 2:
             return {name: job() for name, job in jobs.items()}
-        pool = self._executor()
-        futures: dict[str, Future] = {name: pool.submit(self._timed, name, jobs[name])
-                                      for name in lane_order(list(jobs), self._last_ms)}
-        wait(futures.values())
-        return {name: futures[name].result() for name in jobs}
+        queue, lock = iter(lane_order(list(jobs), self._last_ms)), threading.Lock()
+        outcomes: dict[str, tuple[bool, Any]] = {}
+
+        def lane() -> None:
+            while True:
+                with lock:
+                    name = next(queue, None)
+                if name is None:
+                    return
+                try:
+                    outcomes[name] = (True, self._timed(name, jobs[name]))
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+                    outcomes[name] = (False, exc)
+
+        helpers = [self._executor().submit(lane) for _ in range(min(self.lanes, len(jobs)) - 1)]
+        lane()
+        wait(helpers)
+        for name in jobs:
+            ok, value = outcomes[name]
+            if not ok:
+                raise value
+        return {name: outcomes[name][1] for name in jobs}
 
     def _timed(self, name: str, job: Callable[[], T]) -> T:
         start = time.perf_counter()
@@ -130,7 +151,7 @@ class EncoderLanes:
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="mmedge-lane")
+                self._pool = ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="mmedge-lane")
             return self._pool
 
     def close(self) -> None:
