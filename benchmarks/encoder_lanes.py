@@ -11,6 +11,7 @@ numpy in this process. Prints and writes p50 / p90 per batch and the ratio lanes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -21,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.bench.fairness import DISTURBED_P90_OVER_P50 as DISTURBED  # the bench's rule
+
 SCHEMA = "mmedge.encoder_lanes/1"
-DISTURBED = 1.3  # p90 / p50 above this: the run was disturbed (the bench's rule)
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -58,8 +60,7 @@ def _pair(args: argparse.Namespace, precision: str, backend: str, inputs: dict[i
     ways = {"lanes": None, "in_turn": 1}
     sessions = {w: Session(args.bundle, precision=precision, backend=backend, encoder_lanes=lanes,
                            threads=args.threads, text_cache_size=0) for w, lanes in ways.items()}
-    plans = {w: {"lanes": s.lane_plan.lanes, "graph_threads": s.lane_plan.graph_threads,
-                 "reason": s.lane_plan.reason, "backends": s.backends} for w, s in sessions.items()}
+    plans = {w: {**dataclasses.asdict(s.lane_plan), "backends": s.backends} for w, s in sessions.items()}
     rows = []
     try:
         for batch, feed in inputs.items():

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.bench.fairness import DISTURBED_P90_OVER_P50 as DISTURBED  # the bench's rule
+
 SCHEMA = "mmedge.ensemble_cost/1"
 GOAL = 1.05  # ensemble p50 / chosen member p50
-DISTURBED = 1.3  # p90 / p50 above this: the run was disturbed (the bench's rule)
 WAYS = ("merged", "separate", "member")
 
 
@@ -137,8 +138,9 @@ def _bundle_info(bundle: Path) -> dict[str, Any]:
     with Bundle.open(bundle) as b:
         ens = b.manifest.ensemble
         return {"path": str(bundle), "name": b.name, "members": [m.name for m in b.members], "rule": ens.method,
-                "precisions": b.precisions(), "not_ok": {p: b.precision_problem(p) for p in ("fp32", "fp16", "int8", "mixed")
-                                                           if p not in b.precisions()}, "merged_graphs": {p: g.file for p, g in (ens.graphs or {}).items()},
+                "precisions": b.precisions(), "not_ok": {p: b.precision_problem(p) for p in b.precision_status
+                                                         if p not in b.precisions()},
+                "merged_graphs": {p: g.file for p, g in (ens.graphs or {}).items()},
                 "merged_parity_max_abs_diff": {p: g.parity["max_abs_diff"] for p, g in (ens.graphs or {}).items()
                                                if g.parity}}
 

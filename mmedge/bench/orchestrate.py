@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -100,7 +100,7 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
                 continue
             configs.append(_Config(key, "ensemble", precision, label,
                                    tuple(m.name for m in run.bundle.members), call, load_ms, rss,
-                                   context.graph_bytes(run.bundle, precision, None), _lanes(session)))
+                                   context.graph_bytes(run.bundle, precision, None), asdict(session.lane_plan)))
             if len(run.acc_rows):
                 run.log(f"accuracy of {key} on {len(run.acc_rows)} test samples")
                 accuracy[key] = _accuracy(lambda r, c=call: _probs(c(r)), run)
@@ -109,13 +109,8 @@ def _runtime_configs(run: _Run, member: str | None, sessions: list[Any]) -> tupl
                 sessions.append(single)
                 configs.append(_Config(f"{key}/member={member}", "member", precision, backend_label(single), (member,),
                                        session_predictor(single, run.data), load_ms, rss,
-                                       context.graph_bytes(run.bundle, precision, member), _lanes(single)))
+                                       context.graph_bytes(run.bundle, precision, member), asdict(single.lane_plan)))
     return configs, accuracy
-
-
-def _lanes(session: Any) -> dict[str, Any]:
-    plan = session.lane_plan
-    return {"lanes": plan.lanes, "graph_threads": plan.graph_threads, "reason": plan.reason}
 
 
 def backend_label(session: Any) -> str:

@@ -18,7 +18,8 @@ JSON report, ``"schema": "mmedge.bench/1"`` (``validate_report`` checks it)::
     member_choice rule ("most accurate member on the validation split"), chosen | null,
                   validation_samples, validation_accuracy{member: acc}, note
     configs       [{id, kind: ensemble|member|torch, precision, backend, batch, members, threads,
-                    lanes{lanes, graph_threads, reason} | null (the Session's encoder lanes), load_ms, rss_delta_bytes, graph_bytes, latency_ms{n, batch, p50, p90, p99,
+                    lanes{lanes, graph_threads, reason} | null (the Session's encoder lanes), load_ms,
+                    rss_delta_bytes, graph_bytes, latency_ms{n, batch, p50, p90, p99,
                     mean, min, max, std, throughput_per_s}, stages_ms{stage: same}, samples_ms,
                     flops_per_sample, roofline{peak_gops, peak_kind, e2e{...}, compute{...}} | null,
                     pid (only "torch/eager (own process)", timed alone in a child process),
