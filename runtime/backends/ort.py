@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -86,7 +87,8 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
             (``session.end_profiling()`` returns the path).
         optimized: ``graph`` is already optimized (written by ``save_optimized`` for these
             providers and this CPU): load it with graph optimization off.
-        save_optimized: Also write the optimized graph to this file (``ort_cache``).
+        save_optimized: Also write the optimized graph to this file, its initializers of
+            ``ort_cache.EXTERNAL_MIN_BYTES`` or more to ``ort_cache.WEIGHTS_FILE`` beside it (``ort_cache``).
     """
     import onnxruntime as ort
 
@@ -95,6 +97,10 @@ def create_session(graph: str | Path | bytes, *, threads: int | None = None,
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if save_optimized is not None:
         options.optimized_model_filepath = str(save_optimized)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                         ort_cache.WEIGHTS_FILE)
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                         str(ort_cache.EXTERNAL_MIN_BYTES))
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
@@ -222,29 +228,30 @@ class OrtLoader(BaseLoader):
 
     def _from_cache(self, providers: list[Any]) -> Any:
         """The session from the cached optimized graph, or None (no entry, or one ONNX Runtime refuses)."""
-        if self.cache is None or not self.cache.is_file():
+        graph = self.cache / ort_cache.GRAPH_FILE if self.cache is not None else None
+        if graph is None or not graph.is_file():
             return None
         try:
-            return create_session(self.cache, threads=self.threads, providers=providers,
+            return create_session(graph, threads=self.threads, providers=providers,
                                   disabled_optimizers=self.disabled_optimizers, optimized=True)
         except Exception:  # a damaged entry: optimize the bundle's graph again and rewrite it
             return None
 
     def _optimize(self, providers: list[Any]) -> Any:
         """The session from the bundle's verified graph; its optimized form is cached when there is a place."""
-        save = ort_cache.publish(self.cache) if self.cache is not None else None
+        folder = ort_cache.publish(self.cache) if self.cache is not None else None
         try:
             with _verified_source(self.path, self.read() if self.read is not None else None) as source:
                 session = create_session(source, threads=self.threads, providers=providers,
-                                         disabled_optimizers=self.disabled_optimizers, save_optimized=save)
-            if save is not None and save.is_file():
-                with contextlib.suppress(OSError):  # another process's entry, or a full disk: keep running
-                    os.replace(save, self.cache)
-            return session
-        finally:
-            if save is not None:
-                with contextlib.suppress(OSError):
-                    save.unlink()
+                                         disabled_optimizers=self.disabled_optimizers,
+                                         save_optimized=folder / ort_cache.GRAPH_FILE if folder else None)
+        except BaseException:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if folder is not None:
+            ort_cache.commit(folder, self.cache)
+        return session
 
 
 @dataclass(frozen=True)

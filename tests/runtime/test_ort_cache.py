@@ -6,7 +6,8 @@ import pytest
 
 from mmedge.runtime import Session
 from mmedge.runtime.backends import GraphRef, LoadSettings
-from mmedge.runtime.backends.ort_cache import CACHE_FOLDER, OFF_VARIABLE, cache_entry, cache_folder
+from mmedge.runtime.backends.ort_cache import (CACHE_FOLDER, GRAPH_FILE, OFF_VARIABLE, WEIGHTS_FILE, cache_entry,
+                                               cache_folder)
 from mmedge.runtime.integrity import cache_root
 
 
@@ -15,7 +16,8 @@ def _inputs(rng):
 
 
 def _entries(folder):
-    return sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+    """The cached graph files (one per entry folder)."""
+    return sorted(folder.glob(f"*/{GRAPH_FILE}")) if folder.is_dir() else []
 
 
 def test_a_second_session_loads_the_cached_graphs_and_predicts_the_same(bundle_path, tmp_path, rng, monkeypatch):
@@ -29,6 +31,7 @@ def test_a_second_session_loads_the_cached_graphs_and_predicts_the_same(bundle_p
     with Session(bundle_path, backend="ort", threads=1, engine_dir=engines) as second:
         again = second.predict(**inputs)
     assert {p: p.stat().st_ino for p in _entries(engines / CACHE_FOLDER)} == written  # read, not written again
+    assert not [p for p in (engines / CACHE_FOLDER).iterdir() if p.name.startswith(".")]  # no temporary folder left
     monkeypatch.setenv(OFF_VARIABLE, "0")
     with Session(bundle_path, backend="ort", threads=1, engine_dir=tmp_path / "off") as uncached:
         plain = uncached.predict(**inputs)
@@ -37,15 +40,36 @@ def test_a_second_session_loads_the_cached_graphs_and_predicts_the_same(bundle_p
         np.testing.assert_array_equal(pred.probabilities, plain.probabilities)
 
 
-def test_a_damaged_entry_is_ignored_and_written_again(bundle_path, tmp_path, rng):
+def test_the_weights_are_stored_beside_the_graph(bundle_path, tmp_path, rng):
+    """Large initializers go to WEIGHTS_FILE (loaded without a protobuf copy); the graph file keeps the rest."""
+    import onnx
+
+    engines = tmp_path / "engines"
+    with Session(bundle_path, backend="ort", threads=1, engine_dir=engines) as session:
+        session.predict(**_inputs(rng))
+    text = cache_entry(LoadSettings(session.bundle.source, "fp32", engines),
+                       GraphRef.from_bundle(session.bundle, "encoder.text", "fp32"), ())
+    weights = (text / WEIGHTS_FILE).stat().st_size
+    assert weights > 10 * (text / GRAPH_FILE).stat().st_size
+    model = onnx.load(text / GRAPH_FILE, load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+@pytest.mark.parametrize("damage", ["graph", "weights", "no weights"])
+def test_a_damaged_entry_is_ignored_and_written_again(bundle_path, tmp_path, rng, damage):
     engines, inputs = tmp_path / "engines", _inputs(rng)
     with Session(bundle_path, backend="ort", threads=1, engine_dir=engines) as first:
         expected = first.predict(**inputs).probabilities
     for entry in _entries(engines / CACHE_FOLDER):
-        entry.write_bytes(b"not an onnx graph")
+        weights = entry.parent / WEIGHTS_FILE
+        if damage == "graph":
+            entry.write_bytes(b"not an onnx graph")
+        elif weights.is_file():
+            weights.unlink() if damage == "no weights" else weights.write_bytes(b"short")
     with Session(bundle_path, backend="ort", threads=1, engine_dir=engines) as second:
         np.testing.assert_array_equal(second.predict(**inputs).probabilities, expected)
     assert all(e.stat().st_size > 1000 for e in _entries(engines / CACHE_FOLDER))
+    assert any((e.parent / WEIGHTS_FILE).stat().st_size > 1000 for e in _entries(engines / CACHE_FOLDER))
 
 
 def test_a_session_never_writes_its_cache_into_the_bundle(bundle_path, tools, tmp_path, rng):
