@@ -11,10 +11,11 @@ bit-identical outputs and the same steady-state latency (``python benchmarks/sta
 
 An entry is a folder: the optimized graph (``GRAPH_FILE``) and its weights beside it
 (``WEIGHTS_FILE``, ONNX external data: every initializer of ``EXTERNAL_MIN_BYTES`` or more). ONNX
-Runtime maps or reads external weights straight into its tensors, where weights inside the graph
-file are parsed into a protobuf and copied out of it: on the reference int8 text encoder (24 MB)
-a session from an entry with external weights held 21 MiB less resident memory and loaded in
-26-33 ms instead of 65 ms, with bit-identical outputs (``python benchmarks/startup.py``). An
+Runtime reads external weights straight into its tensors, where weights inside the graph file are
+parsed into a protobuf and copied out of it. ``python benchmarks/startup.py`` on the reference
+bundle (2 cores): a fresh int8 process held 110 MiB after loading from a warm cache and 131 MiB with
+the cache off, where entries with the weights inside the graph file saved 3 MiB (128 / 131 MiB, the
+2026-12-03 run); the int8 text encoder's session opens from the cache in 23 ms; outputs are bit-identical (``tests/runtime/test_ort_cache.py``). An
 entry is written in a temporary sibling folder and swapped in whole (``mmedge.atomic.replace_dir``),
 so a reader never sees a graph without its weights.
 
