@@ -41,7 +41,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from mmedge.atomic import make_temp_dir, replace_dir
+from mmedge.atomic import make_temp_dir, replace_dir, sweep_stale
 from mmedge.runtime.backends.base import GraphRef, LoadSettings
 from mmedge.runtime.cpu import cpuinfo
 
@@ -87,8 +87,11 @@ def cache_entry(settings: LoadSettings, graph: GraphRef, disabled_optimizers: Se
 
 def publish(entry: Path) -> Path | None:
     """A new temporary sibling folder of ``entry`` for ONNX Runtime to write ``GRAPH_FILE`` and
-    ``WEIGHTS_FILE`` into, or None when it cannot be created (a read-only or blocked location)."""
+    ``WEIGHTS_FILE`` into, or None when it cannot be created (a read-only or blocked location).
+    Temporary folders that killed writers left for this entry are removed first."""
     try:
+        if entry.parent.is_dir():
+            sweep_stale(entry)
         return make_temp_dir(entry)
     except OSError:
         return None

@@ -1,6 +1,10 @@
 """ONNX Runtime's optimized graphs cached on disk (``runtime/backends/ort_cache.py``)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -79,6 +83,21 @@ def test_a_session_never_writes_its_cache_into_the_bundle(bundle_path, tools, tm
         session.predict(**_inputs(rng))
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert len(_entries(cache_root() / "onnxruntime")) >= 5
+
+
+def test_a_killed_writers_temporary_folder_is_removed(bundle_path, tmp_path, rng):
+    engines = tmp_path / "engines"
+    with Session(bundle_path, backend="ort", threads=1, engine_dir=engines) as session:
+        session.predict(**_inputs(rng))
+    entry = _entries(engines / CACHE_FOLDER)[0].parent
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = entry.with_name(f".{entry.name}.tmp-{int(gone.stdout)}-deadbeef")
+    stale.mkdir()
+    (stale / GRAPH_FILE).write_bytes(b"half written")
+    shutil.rmtree(entry)  # the next Session writes this entry again
+    with Session(bundle_path, backend="ort", threads=1, engine_dir=engines) as session:
+        session.predict(**_inputs(rng))
+    assert not stale.exists() and (entry / GRAPH_FILE).is_file()
 
 
 def test_an_unwritable_location_runs_without_the_cache(bundle_path, tmp_path, rng):
