@@ -15,9 +15,10 @@ Runtime reads external weights straight into its tensors, where weights inside t
 parsed into a protobuf and copied out of it. ``python benchmarks/startup.py`` on the reference
 bundle (2 cores): a fresh int8 process held 110 MiB after loading from a warm cache and 131 MiB with
 the cache off, where entries with the weights inside the graph file saved 3 MiB (128 / 131 MiB, the
-2026-12-03 run); the int8 text encoder's session opens from the cache in 23 ms; outputs are bit-identical (``tests/runtime/test_ort_cache.py``). An
-entry is written in a temporary sibling folder and swapped in whole (``mmedge.atomic.replace_dir``),
-so a reader never sees a graph without its weights.
+2026-12-03 run); the int8 text encoder's session opens from the cache in 23 ms; outputs are
+bit-identical (``tests/runtime/test_ort_cache.py``). An entry is written in a temporary sibling
+folder and swapped in whole (``mmedge.atomic.replace_dir``), so a reader never sees a graph without
+its weights.
 
 Where: ``<engine_dir>/onnxruntime-cache`` when the Session's engine root is outside the bundle,
 else mmedge's user cache (``cache_root()/onnxruntime``), because a Session never writes into a
