@@ -44,7 +44,8 @@ class BenchOptions:
         peer_eval: Held-out rows of the peers' fidelity cosines.
         members_compare: Also time the member that is most accurate on the validation split.
         footprint: Measure each precision in a fresh torch-free process (resident memory,
-            time to first prediction).
+            time to first prediction), started twice: the second start is reported, the first
+            (which after an export also writes ONNX Runtime's graph cache) beside it.
         background_load: Time the runtime's ensembles again beside a thread of numpy work
             (``mmedge.bench.background``) and report p50 / p90 / p99 with and without it.
         command: The command line recorded in the report (default: ``sys.argv``).

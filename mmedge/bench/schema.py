@@ -34,8 +34,11 @@ JSON report, ``"schema": "mmedge.bench/1"`` (``validate_report`` checks it)::
     memory        rss_start_bytes, rss_end_bytes, peak_rss_bytes (this process: it may hold torch),
                   torch_free_process{precision: {backend, rss_after_import/load/predict_bytes,
                   peak_rss_bytes, start_ms, import_ms, load_ms, first_predict_ms, first_prediction_s,
-                  heavy_modules_imported, modules_loaded}}
-                  (a fresh interpreter where importing torch fails: mmedge.runtime.footprint)
+                  heavy_modules_imported, modules_loaded, first_start{first_prediction_s, load_ms,
+                  peak_rss_bytes}}}
+                  (a fresh interpreter where importing torch fails: mmedge.runtime.footprint; started
+                  twice: the figures are the second start's, first_start the first's, which after an
+                  install or export also verifies the bundle and writes ONNX Runtime's graph cache)
     device        tegrastats: {available, ...}
     peers         (only with --peers) the ``mmedge.peers/1`` report of ``mmedge.bench.peers``
 """

@@ -51,7 +51,9 @@ def bench(
                                          help="Also time the member most accurate on the validation split, to "
                                               "compare with the ensemble."),
     footprint: bool = typer.Option(_d("footprint"), "--footprint/--no-footprint",
-                                   help="Measure each precision in a fresh torch-free process (RSS, first prediction)."),
+                                   help="Measure each precision in a fresh torch-free process (RSS, first "
+                                        "prediction), started twice: the second start is reported, the first "
+                                        "beside it."),
     background_load: bool = typer.Option(_d("background_load"), "--background-load", help="Also time the runtime "
                                          "beside a thread of numpy work (a busy app): p50/p90/p99 with and without."),
     seed: int = typer.Option(_d("seed"), help="Seed of the interleaving order and the accuracy subset."),

@@ -150,8 +150,11 @@ def _extra_lines(report: Mapping[str, Any]) -> list[str]:
     mem = report["memory"]
     lines.append(f"peak RSS {mem['peak_rss_bytes'] / 2**20:.0f} MiB (start {mem['rss_start_bytes'] / 2**20:.0f} MiB)")
     for precision, fp in mem.get("torch_free_process", {}).items():
-        lines.append(f"torch-free process, {precision}: RSS {fp['rss_after_predict_bytes'] / 2**20:.0f} MiB after "
-                     f"load and first prediction; first prediction {fp['first_prediction_s']:.2f} s after process start")
+        first = fp.get("first_start")
+        lines.append(f"torch-free process, {precision}: RSS {fp['rss_after_load_bytes'] / 2**20:.0f} MiB after load, "
+                     f"{fp['rss_after_predict_bytes'] / 2**20:.0f} MiB after the first prediction; first prediction "
+                     f"{fp['first_prediction_s']:.2f} s after process start"
+                     + (f" (the first start: {first['first_prediction_s']:.2f} s)" if first else ""))
     choice = report.get("member_choice") or {}
     if choice.get("note"):
         lines.append(f"member comparison: {choice['note']}")

@@ -83,7 +83,7 @@ def test_short_bench_run_writes_every_section(built, checkpoint, jsonl, tmp_path
     assert report["member_choice"]["chosen"] == "cross_attention"  # 0.7 > 0.5 on validation
     footprint = report["memory"]["torch_free_process"]["fp32"]
     assert footprint["heavy_modules_imported"] == [] and footprint["rss_after_predict_bytes"] > 0
-    assert footprint["first_prediction_s"] > 0
+    assert footprint["first_prediction_s"] > 0 and footprint["first_start"]["first_prediction_s"] > 0  # two starts
     assert set(report["flops"]["per_sample"]) == {"encoder.image", "encoder.text", "encoder.audio",
                                                    "head.concat", "head.cross_attention"}
     assert report["environment"]["threads"] == {"ort_intra_op": 1, "torch": 1}
