@@ -102,14 +102,14 @@ def is_mmedge(variant: str) -> bool:
     return variant in MMEDGE_VARIANTS
 
 
-def best_peer(median_ms: Mapping[str, float], fidelity: Mapping[str, Mapping[str, float]] | None = None) -> str | None:
+Fidelity = Mapping[str, Mapping[str, float]]
+
+
+def best_peer(median_ms: Mapping[str, float], fidelity: Fidelity | None = None) -> str | None:
     """The fastest variant that is not mmedge's and keeps the answers: its min cosine to PyTorch fp32
     (``fidelity``, when given) at least ``peer_min_cosine()``, the bar mmedge's own int8 graphs must
     pass (a peer whose outputs are far from the model's is not what a user would ship). None: none."""
-    bar = peer_min_cosine()
-    others = {k: v for k, v in median_ms.items() if not is_mmedge(k)
-              and (fidelity is None or fidelity.get(k, {}).get("min", 1.0) >= bar)}
-    return min(others, key=lambda k: others[k]) if others else None
+    return _fastest(median_ms, fidelity, mmedge=False)
 
 
 def peer_min_cosine() -> float:
@@ -119,15 +119,19 @@ def peer_min_cosine() -> float:
     return get_precision("int8").min_cosine
 
 
-def fastest_mmedge(median_ms: Mapping[str, float], fidelity: Mapping[str, Mapping[str, float]] | None = None
-                   ) -> str | None:
+def fastest_mmedge(median_ms: Mapping[str, float], fidelity: Fidelity | None = None) -> str | None:
     """mmedge's fastest variant that keeps the answers (None when there is none): the same bar as
     ``best_peer`` (``fidelity``, when given), so a variant mmedge would not ship here, such as
     OpenVINO's int8 kernels that saturate on x86 CPUs without VNNI, does not count for it either."""
+    return _fastest(median_ms, fidelity, mmedge=True)
+
+
+def _fastest(median_ms: Mapping[str, float], fidelity: Fidelity | None, *, mmedge: bool) -> str | None:
+    """The fastest of mmedge's variants (``mmedge``) or of the others whose min cosine passes ``peer_min_cosine()``."""
     bar = peer_min_cosine()
-    ours = {k: v for k, v in median_ms.items() if is_mmedge(k)
+    kept = {k: v for k, v in median_ms.items() if is_mmedge(k) == mmedge
             and (fidelity is None or fidelity.get(k, {}).get("min", 1.0) >= bar)}
-    return min(ours, key=lambda k: ours[k]) if ours else None
+    return min(kept, key=lambda k: kept[k]) if kept else None
 
 
 def _dataset(bundle: Any, ref: Any, data: str | None) -> Any:
