@@ -2,6 +2,8 @@
 validation."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 import pytest
@@ -14,6 +16,7 @@ from mmedge.export.calibration_batches import calibration_batches, check_calibra
 from mmedge.export.onnx_export import export_encoder, export_head
 from mmedge.export.parity import check_reduced_precision, onnx_fn, row_cosine
 from mmedge.export.accuracy import measured_on
+from mmedge.export.quantization.attention_fusion import MS_DOMAIN, fuse_attention, pack_projections
 from mmedge.export.quantization import POLICIES, assert_trt_qdq, export_precisions, qdq_summary
 from mmedge.export.quantization.nncf_ptq import DEPTHWISE_RANGES
 from mmedge.runtime.backends.ort import create_session
@@ -268,3 +271,40 @@ def test_ort_weight_bias_quantization_breaks_fp16_qdq(int8, graphs):
     off = get_precision("int8-fp16-trt").ort_disabled_optimizers
     assert cosine(create_session(path, disabled_optimizers=off)) >= 0.95
     assert cosine(create_session(path)) < 0.9
+
+
+def test_cpu_int8_text_runs_each_attention_as_one_fused_node(int8):
+    """The ONNX Runtime CPU graph of MiniLM: each of its 6 self-attentions is one MultiHeadAttention over one
+    packed Q/K/V MatMul (``attention_fusion``); TensorRT's graphs and the cross-attention head keep standard ops."""
+    model = onnx.load(str(int8["text", "int8"][0]))
+    ops = Counter((n.domain, n.op_type) for n in model.graph.node)
+    assert ops[MS_DOMAIN, "MultiHeadAttention"] == 6 and ops["", "Split"] == 6 and not ops["", "Softmax"]
+    assert int8["text", "int8"][1]["attention"].startswith("6 self-attentions")
+    for key in (("text", "int8-trt"), ("text", "int8-fp16-trt"), ("head", "int8"), ("image", "int8")):
+        assert not any(n.domain for n in onnx.load(str(int8[key][0])).graph.node), key
+        assert "attention" not in int8[key][1]
+
+
+def test_attention_fusion_computes_what_the_graph_did(graphs):
+    """Fused and packed, MiniLM's fp32 graph gives the same outputs on padded batches of several lengths."""
+    out, infos, _, evals = graphs
+    model = onnx.load(str(infos["text"].file))
+    assert (fuse_attention(model), pack_projections(model)) == (6, 6)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out / "text.fused.onnx"))
+    before, after = onnx_fn(infos["text"].file), onnx_fn(out / "text.fused.onnx")
+    cases = [*evals["text"], *[{k: v[:, :n] for k, v in case.items()} for case in evals["text"] for n in (5, 9)]]
+    assert any(case["attention_mask"].min() == 0 for case in cases)  # padding is masked in some rows
+    for case in cases:
+        want, got = before(case), after(case)
+        for name, w in want.items():
+            np.testing.assert_allclose(got[name], w, atol=2e-4, rtol=1e-4, err_msg=name)
+
+
+def test_attention_fusion_leaves_other_graphs_alone(graphs):
+    """The cross-attention head's single-head attention is not the multi-head pattern: nothing changes."""
+    _, infos, _, _ = graphs
+    model = onnx.load(str(infos["head"].file))
+    nodes = [n.SerializeToString() for n in model.graph.node]
+    assert (fuse_attention(model), pack_projections(model)) == (0, 0)
+    assert [n.SerializeToString() for n in model.graph.node] == nodes
