@@ -121,12 +121,25 @@ def _match(g: _Graph, softmax: Any) -> _Attention | None:
     v = _heads(g, av.input[1], _SPLIT) if av is not None and av.input[0] == softmax.output[0] else None
     back = g.only_consumer(av.output[0], "Transpose") if v is not None else None
     merge = g.only_consumer(back.output[0], "Reshape") if back is not None and _perm(back) == _SPLIT else None
-    heads = (g.dims.get(q[1].output[0]) or [None] * 4)[2] if q is not None else None
-    if q is None or k is None or merge is None or not heads:
+    if q is None or k is None or merge is None or (heads := _head_count(g, q, k, v, merge, bias)) is None:
         return None
     (query, qq), (key, kq), (value, vq) = (_unquantized(g, x[2]) for x in (q, k, v))
     nodes = [softmax, add, scaled, qk, av, back, merge, *q[:2], *k[:2], *v[:2], *qq, *kq, *vq]
-    return _Attention(query, key, value, bias, merge.output[0], scale, int(heads), nodes)
+    return _Attention(query, key, value, bias, merge.output[0], scale, heads, nodes)
+
+
+def _head_count(g: _Graph, q: tuple, k: tuple, v: tuple, merge: Any, bias: str) -> int | None:
+    """The head count where the shapes say the pattern is multi-head attention as ``MultiHeadAttention``
+    computes it: Q, K and V split into the same (batch, tokens, heads, size), merged back to rank 3, and
+    a rank-4 mask with a row per query and a column per key (the op broadcasts only batch and heads)."""
+    split = [g.dims.get(x[1].output[0]) for x in (q, k, v)]
+    mask, merged = g.dims.get(bias), g.dims.get(merge.output[0])
+    if any(d is None or len(d) != 4 for d in split) or mask is None or len(mask) != 4 or merged is None:
+        return None
+    heads = {d[2] for d in split}
+    if len(heads) != 1 or None in heads or len(merged) != 3 or 1 in mask[2:]:
+        return None
+    return heads.pop()
 
 
 def _mha(att: _Attention, index: int) -> Any:
@@ -168,7 +181,7 @@ def _projection(g: _Graph, tensor: str) -> _Projection | None:
     add = g.node(tensor, "Add")
     mm = next((n for n in (g.node(i, "MatMul") for i in add.input) if n is not None), None) if add else None
     bias = next((i for i in add.input if i in g.consts), None) if mm is not None else None
-    if bias is None or g.consts[bias].ndim != 1 or mm.output[0] not in add.input:
+    if bias is None or g.consts[bias].ndim != 1:
         return None
     dq = g.node(mm.input[1], "DequantizeLinear")
     if dq is not None and len(dq.input) == 3 and all(i in g.consts for i in dq.input):
