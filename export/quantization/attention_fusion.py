@@ -60,7 +60,7 @@ class _Graph:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
                 self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
         self.dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                     for v in graph.value_info}
+                     for v in (*graph.input, *graph.value_info, *graph.output)}
 
     def node(self, tensor: str, op: str) -> Any | None:
         """The producer of ``tensor`` if it is an ``op`` whose output nothing else reads."""

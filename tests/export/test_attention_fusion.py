@@ -1,0 +1,72 @@
+"""``attention_fusion`` on a hand-built two-head attention: fused where MultiHeadAttention computes the
+same, left alone where the mask's shape would need a broadcast the op does not do."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mmedge.export.parity import onnx_fn
+from mmedge.export.quantization.attention_fusion import MS_DOMAIN, fuse_attention, pack_projections
+
+HIDDEN, HEADS = 8, 2
+
+
+def _attention(mask_rows: str | int) -> onnx.ModelProto:
+    """softmax(Q K^T * 0.5 + mask) V over x's projections, written as the dynamo exporter writes it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([0, 0, HEADS, HIDDEN // HEADS], np.int64), "split"),
+             numpy_helper.from_array(np.array([0, 0, HIDDEN], np.int64), "merge"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "scale")]
+    nodes = []
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        inits += [numpy_helper.from_array(rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32), f"w{name}"),
+                  numpy_helper.from_array(rng.standard_normal(HIDDEN).astype(np.float32), f"b{name}")]
+        nodes += [helper.make_node("MatMul", ["x", f"w{name}"], [f"{name}_mm"]),
+                  helper.make_node("Add", [f"{name}_mm", f"b{name}"], [name]),
+                  helper.make_node("Reshape", [name, "split"], [f"{name}_4d"]),
+                  helper.make_node("Transpose", [f"{name}_4d"], [f"{name}_t"], perm=perm)]
+    nodes += [helper.make_node("MatMul", ["q_t", "k_t"], ["scores"]),
+              helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+              helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+              helper.make_node("Softmax", ["masked"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v_t"], ["context"]),
+              helper.make_node("Transpose", ["context"], ["context_t"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["context_t", "merge"], ["y"])]
+    graph = helper.make_graph(nodes, "attention", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "tokens", HIDDEN]),
+        helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", 1, mask_rows, "tokens"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "tokens", HIDDEN])], inits)
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+def _mask(batch: int, tokens: int, rows: int) -> np.ndarray:
+    keep = np.ones((batch, 1, rows, tokens), bool)
+    keep[1:, ..., tokens // 2:] = False  # padding after the first half, rows after the first
+    return np.where(keep, 0.0, np.finfo(np.float32).min).astype(np.float32)
+
+
+def test_a_fused_and_packed_attention_computes_what_the_graph_did(tmp_path):
+    model = _attention("tokens")
+    before = tmp_path / "before.onnx"
+    onnx.save(model, str(before))
+    assert (fuse_attention(model), pack_projections(model)) == (1, 1)
+    onnx.checker.check_model(model)
+    ops = [(n.domain, n.op_type) for n in model.graph.node]
+    assert (MS_DOMAIN, "MultiHeadAttention") in ops and ("", "Softmax") not in ops and ops.count(("", "MatMul")) == 1
+    after = tmp_path / "after.onnx"
+    onnx.save(model, str(after))
+    run_before, run_after = onnx_fn(before), onnx_fn(after)
+    rng = np.random.default_rng(1)
+    for batch, tokens in ((1, 5), (3, 7)):
+        case = {"x": rng.standard_normal((batch, tokens, HIDDEN)).astype(np.float32), "mask": _mask(batch, tokens, tokens)}
+        np.testing.assert_allclose(run_after(case)["y"], run_before(case)["y"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_mask_that_needs_broadcasting_over_queries_is_left_alone():
+    """MultiHeadAttention's attention_bias broadcasts batch and heads only: a (batch, 1, 1, keys) mask stays
+    unfused (the same graph with a row per query is fused, above)."""
+    model = _attention(1)
+    nodes = [n.SerializeToString() for n in model.graph.node]
+    assert (fuse_attention(model), pack_projections(model)) == (0, 0)
+    assert [n.SerializeToString() for n in model.graph.node] == nodes
