@@ -36,6 +36,8 @@ def write_set(name: str) -> Path:
     data = build_dataset(name, seed=0)
     folder = HERE / name
     folder.mkdir(exist_ok=True)
+    for stale in [*folder.glob("*.png"), *folder.glob("*.wav")]:  # samples of an earlier dataset version
+        stale.unlink()
     lines = []
     for i in stratified_rows(np.asarray(data.y), np.asarray(data.splits["train"]), PER_CLASS[name]):
         row = {"label": data.labels[int(data.y[i])]}
