@@ -364,11 +364,14 @@ class OpenVINORunner(BaseRunner):
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         try:
-            results = request.infer({i: feed[name] for i, name in enumerate(self.input_names)})
+            # Synchronous: OpenVINO may read the caller's arrays in place and hand back its own output
+            # buffers (no copy either way; measured 5% at batch 1 on the reference image encoder)...
+            results = request.infer({i: feed[name] for i, name in enumerate(self.input_names)},
+                                    share_inputs=True, share_outputs=True)
         except Exception as exc:  # openvino's RuntimeError: the graph failed on valid inputs
             raise BundleError(f"OpenVINO failed running {self.path.name}: {str(exc)[:300]}; the graph may be "
                               "damaged: re-export or re-copy the bundle") from exc
-        # The request reuses its output buffers on the next call: copy.
+        # ...which the request reuses on its next call: one copy here.
         return {name: np.array(results[i]) for i, name in enumerate(self.output_names)}
 
     def _deactivate(self) -> None:

@@ -133,7 +133,13 @@ def test_outputs_keep_their_onnx_names_when_openvino_folds_them(tmp_path):
     with OpenVINORunner(OpenVINOLoader(path, threads=1, read=path.read_bytes)) as runner:
         assert runner.output_names == ("probabilities",)
         out = runner.infer({"x": np.ones((2, 4), np.float32)})
+        # Inputs are read in place and outputs handed over from OpenVINO's buffers: a later call changes
+        # neither the caller's arrays nor an earlier result.
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        later = runner.infer({"x": x})
+        np.testing.assert_array_equal(x, np.arange(8, dtype=np.float32).reshape(2, 4))
     np.testing.assert_allclose(out["probabilities"], 2.0)
+    np.testing.assert_allclose(later["probabilities"], 2.0 * x)
 
 
 def test_a_damaged_graph_is_a_bundle_error(tmp_path):
