@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.export.quantization.graph_surgery import drop_unused_initializers
+
 __all__ = ["fuse_attention", "pack_projections", "MS_DOMAIN"]
 
 MS_DOMAIN = "com.microsoft"
@@ -203,7 +205,9 @@ def _packable(g: _Graph, mha: Any) -> list[_Projection] | None:
 
 
 def _concat(g: _Graph, names: list[str], name: str) -> Any:
-    return _const(np.concatenate([g.consts[n] for n in names], axis=-1), name)
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.concatenate([g.consts[n] for n in names], axis=-1), name)
 
 
 def pack_projections(model: Any) -> int:
@@ -211,7 +215,7 @@ def pack_projections(model: Any) -> int:
     (weights, per-channel scales and biases concatenated; a ``Split`` feeds the attention), so ONNX
     Runtime runs one GEMM where it ran three on the same input; the integer products are the same.
     Returns how many attentions were packed."""
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     g, packed = _Graph(model.graph), {}
     for k, mha in enumerate(n for n in model.graph.node if n.op_type == "MultiHeadAttention" and n.domain == MS_DOMAIN):
@@ -221,7 +225,8 @@ def pack_projections(model: Any) -> int:
         p = f"mmedge_qkv_{k}"
         inits = [_concat(g, [q.weights[i] for q in parts], f"{p}_w{i}") for i in range(len(parts[0].weights))]
         sizes = [g.consts[q.bias].shape[0] for q in parts]
-        inits += [_concat(g, [q.bias for q in parts], f"{p}_b"), _const(np.asarray(sizes, np.int64), f"{p}_split")]
+        inits += [_concat(g, [q.bias for q in parts], f"{p}_b"),
+                  numpy_helper.from_array(np.asarray(sizes, np.int64), f"{p}_split")]
         model.graph.initializer.extend(inits)
         weight = [f"{p}_w0"]
         nodes = []
@@ -239,12 +244,6 @@ def pack_projections(model: Any) -> int:
     return len(packed)
 
 
-def _const(value: np.ndarray, name: str) -> Any:
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(value, name)
-
-
 def _replace_nodes(graph: Any, nodes: list[Any]) -> None:
     """Sets ``graph``'s nodes to ``nodes`` less those nothing reads any more (shape
     computations of the removed Reshapes), and drops the initializers and shapes left unused."""
@@ -257,8 +256,7 @@ def _replace_nodes(graph: Any, nodes: list[Any]) -> None:
         nodes = live
     del graph.node[:]
     graph.node.extend(nodes)
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
+    drop_unused_initializers(graph)
     produced = {o for n in nodes for o in n.output}
     for info in [v for v in graph.value_info if v.name not in produced]:
         graph.value_info.remove(info)

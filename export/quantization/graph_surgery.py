@@ -10,8 +10,8 @@ import numpy as np
 
 from mmedge.errors import ExportError
 
-__all__ = ["toposort", "compress_gather_tables", "shift_activations_to_uint8", "make_trt_symmetric",
-           "qdq_summary", "assert_trt_qdq", "present_op_types"]
+__all__ = ["toposort", "drop_unused_initializers", "compress_gather_tables", "shift_activations_to_uint8",
+           "make_trt_symmetric", "qdq_summary", "assert_trt_qdq", "present_op_types"]
 
 
 def toposort(graph: Any) -> None:
@@ -28,6 +28,16 @@ def toposort(graph: Any) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def drop_unused_initializers(graph: Any) -> int:
+    """Removes the initializers no node of ``graph`` reads (NNCF, the s8 rewrite and graph rewrites leave
+    old scales and weights behind); returns how many."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    unused = [i for i in graph.initializer if i.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    return len(unused)
 
 
 def compress_gather_tables(model: Any, *, min_elements: int = 1 << 20) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from mmedge.errors import ExportError
 from mmedge.export.quantization.base import PrecisionPolicy, register_policy
-from mmedge.export.quantization.graph_surgery import assert_trt_qdq, qdq_summary, toposort
+from mmedge.export.quantization.graph_surgery import assert_trt_qdq, drop_unused_initializers, qdq_summary, toposort
 
 FP16_QDQ_MIN_OPSET = 19  # QuantizeLinear / DequantizeLinear take float16 scales from opset 19
 
@@ -33,15 +33,6 @@ def _scale_types(model: Any) -> Counter:
     inits = {i.name: i.data_type for i in model.graph.initializer}
     return Counter(inits.get(n.input[1], 0) for n in model.graph.node
                    if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
-
-
-def _drop_unused_initializers(model: Any) -> int:
-    """Removes initializers no node reads (NNCF / the s8 rewrite leave old scales behind)."""
-    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-    unused = [i for i in model.graph.initializer if i.name not in used]
-    for init in unused:
-        model.graph.initializer.remove(init)
-    return len(unused)
 
 
 def _subnormal_scales(model: Any) -> int:
@@ -91,7 +82,7 @@ class Int8Fp16TensorRT(PrecisionPolicy):
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        _drop_unused_initializers(model)
+        drop_unused_initializers(model.graph)
         opset = next(o for o in model.opset_import if o.domain in ("", "ai.onnx"))
         if opset.version < FP16_QDQ_MIN_OPSET:
             raise ExportError(f"{graph} has opset {opset.version}; float16 Q/DQ scales need opset >= "
