@@ -26,7 +26,7 @@ from mmedge.export.onnx_export import GraphInfo, export_encoder, export_head, he
 from mmedge.export.parity import check_parity, check_reduced_precision, mask_sequences, require_parity, torch_fn
 from mmedge.errors import CalibrationError, ExportError
 from mmedge.export.diagnose import graph_failure
-from mmedge.export.quantization import policy
+from mmedge.export.quantization import NothingToQuantize, policy
 from mmedge.export.quantization.graph_traits import graph_traits
 from mmedge.progress import log
 from mmedge.runtime.manifest import GraphEntry
@@ -104,6 +104,9 @@ def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Ar
         _make_reduced(comp, precision, work, calib, cases)
     except CalibrationError:
         raise  # the user's data, not the graph: say so
+    except NothingToQuantize as why:
+        comp.graphs[precision] = replace(comp.graphs[REFERENCE], kept_float=str(why), parity=None)
+        log(f"  {comp.key}: {precision} keeps the fp32 graph ({why})")
     except Exception as err:  # noqa: BLE001 - NNCF, the converters and ONNX Runtime raise their own types
         build_fallback(comp, precision, graph_failure(work / comp.rel(REFERENCE), err))
 

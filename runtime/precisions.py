@@ -168,6 +168,9 @@ for _record in (
               mixed_candidate=True, tensorrt=TensorRTBuild("fp16", 20, float16=True)),
     Precision("int8", "the ONNX Runtime CPU graph: NNCF int8 for its integer kernels (u8 activations with "
               "non-zero zero points, s8 per-channel weights)", mixed_candidate=True, roofline_peak="int8"),
+    Precision("int8-dynamic", "ONNX Runtime's dynamic int8 (Optimum's CPU recipe): attention fused, s8 per-channel "
+              "MatMul weights, inputs quantized per call; convolutions float", mixed_candidate=True,
+              roofline_peak="int8"),
     Precision("int8-trt", "NNCF int8 as explicit s8 symmetric Q/DQ for TensorRT (float32 outside Q/DQ)",
               measured_on=MeasuredOn.SIMULATED, build_fallback=("fp16",), tensorrt=TensorRTBuild("int8-trt", 30),
               ort_disabled_optimizers=QDQ_AS_FLOAT, roofline_peak="int8"),

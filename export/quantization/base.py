@@ -17,7 +17,13 @@ from mmedge.errors import ConfigError
 from mmedge.registry import Registry
 from mmedge.runtime.precisions import REFERENCE, PrecisionKind, get_precision
 
-__all__ = ["PrecisionPolicy", "POLICIES", "register_policy", "policy"]
+__all__ = ["PrecisionPolicy", "NothingToQuantize", "POLICIES", "register_policy", "policy"]
+
+
+class NothingToQuantize(Exception):
+    """A policy's precision would change nothing in this graph (``int8-dynamic`` of a CNN, whose
+    convolutions it keeps float): the component uses its fp32 graph for it, with this reason
+    (``GraphEntry.kept_float``), rather than a second copy of the same graph."""
 
 
 class PrecisionPolicy(abc.ABC):
@@ -47,6 +53,9 @@ class PrecisionPolicy(abc.ABC):
 
         Returns:
             A manifest-ready description of what was done.
+
+        Raises:
+            NothingToQuantize: the precision changes nothing in this graph (nothing written).
         """
 
 

@@ -5,8 +5,8 @@ and real held-out inputs of the dataset, timed interleaved (warm-up excluded, me
 the same thread count:
 
 - PyTorch eager and ``torch.compile`` (the checkpoint's module);
-- mmedge fp32 and int8 (the bundle's graphs, opened by the runtime's session factory; int8
-  only where the bundle has it);
+- mmedge fp32, int8 and int8-dynamic (the bundle's graphs, opened by the runtime's session factory;
+  a quantized one only where the bundle has it as its own graph);
 - the peer: for a transformer text encoder, Optimum's CPU recipe (legacy ONNX export,
   ONNX Runtime's BERT optimizer, ``quantize_dynamic`` per-channel); for the others, ONNX
   Runtime's ``quantize_static`` (QDQ, u8 activations, s8 per-channel weights) on the
@@ -49,11 +49,13 @@ from mmedge.bench.options import BenchOptions
 from mmedge.bench.schema import PEERS_SCHEMA
 from mmedge.errors import DataError
 
-__all__ = ["run_peers", "best_peer", "peer_min_cosine", "fastest_mmedge", "is_mmedge", "MMEDGE_VARIANTS"]
+__all__ = ["run_peers", "best_peer", "peer_min_cosine", "fastest_mmedge", "is_mmedge", "MMEDGE_VARIANTS", "CPU_PRECISIONS"]
 
 Feed = dict[str, np.ndarray]
 Fn = Callable[[Feed], np.ndarray]
-MMEDGE_VARIANTS = ("mmedge fp32", "mmedge int8", "mmedge fp32 (openvino)", "mmedge int8 (openvino)")
+CPU_PRECISIONS = ("int8", "int8-dynamic")  # the bundle's quantized CPU graphs compared, besides fp32
+MMEDGE_VARIANTS = ("mmedge fp32", *(f"mmedge {p}" for p in CPU_PRECISIONS), "mmedge fp32 (openvino)",
+                   "mmedge int8 (openvino)")
 
 
 @dataclass(frozen=True)
@@ -209,11 +211,13 @@ def _cosines(ref: Fn, fn: Fn, evals: list[Feed]) -> dict[str, float]:
 
 
 def _onnx_variants(m: str, enc: Any, bundle: Any, calib: list[Feed], work: Path) -> dict[str, Path]:
-    """The ONNX graphs compared: mmedge's fp32 and int8, and the peer recipe's."""
+    """The ONNX graphs compared: mmedge's fp32 and quantized CPU graphs (each one its own graph, not one
+    kept in fp32), and the peer recipe's."""
     graphs = bundle.encoders[m].graphs
     out = {"mmedge fp32": bundle.root / graphs["fp32"].file}
-    if "int8" in graphs and bundle.precision_problem("int8") is None:
-        out["mmedge int8"] = bundle.root / graphs["int8"].file
+    for p in CPU_PRECISIONS:
+        if p in graphs and graphs[p].built and bundle.precision_problem(p) is None:
+            out[f"mmedge {p}"] = bundle.root / graphs[p].file
     if m == "text":
         out["peer: Optimum CPU recipe"] = _optimum_text(enc, calib[0], work)
     else:

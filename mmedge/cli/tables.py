@@ -219,12 +219,12 @@ def comparison_table(report: Mapping[str, Any]) -> Table:
 
 
 def _peer_role(variant: str, best: str | None, min_cosine: float) -> str:
-    from mmedge.bench.peers import is_mmedge, peer_min_cosine
+    from mmedge.bench.peers import CPU_PRECISIONS, is_mmedge, peer_min_cosine
 
     if variant == best:
         return "best peer"
-    if variant == "mmedge int8":
-        return f"mmedge int8 vs best peer ({best})"
+    if variant in {f"mmedge {p}" for p in CPU_PRECISIONS}:
+        return f"{variant} vs best peer ({best})"
     return "not counted: cosine below the bar" if not is_mmedge(variant) and min_cosine < peer_min_cosine() else ""
 
 

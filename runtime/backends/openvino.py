@@ -122,8 +122,9 @@ def _quantized(model: Any) -> bool:
 
 
 def _int8(graph: GraphRef) -> bool:
-    """Whether export recorded Q/DQ nodes in this graph (an int8 precision, or ``mixed`` choosing one)."""
-    return bool((graph.entry.quantization or {}).get("quantize_linear"))
+    """Whether export recorded Q/DQ or dynamic quantization in this graph (an int8 precision, or ``mixed``'s choice)."""
+    how = graph.entry.quantization or {}
+    return bool(how.get("quantize_linear") or how.get("dynamic_quantize_linear"))
 
 
 def verified_on_openvino(graph: GraphRef) -> bool:

@@ -26,3 +26,16 @@ def test_derived_precision_falls_back_when_its_source_graph_was_not_built(tmp_pa
     assert entry.build_fallback == "fp16" and entry.file == "encoders/x.fp16.onnx"  # the record's fallback
     assert "converts the int8-trt graph of encoder.x, which could not be built" in entry.failed["error"]
     assert entry.failed["precision"] == "int8-fp16-trt" and entry.kept_float is None
+
+
+def test_a_precision_that_changes_nothing_keeps_the_fp32_graph(tmp_path):
+    """``int8-dynamic`` of a graph with no MatMul weight and no embedding table: the entry is the fp32
+    graph with the reason (no second copy of the same graph, no failure recorded)."""
+    _identity(tmp_path / "encoders/x.fp32.onnx")
+    comp = Component("encoder.x", "encoders/x", module=None, kind="encoder", model_type="cnn")
+    comp.graphs = {"fp32": GraphEntry(file="encoders/x.fp32.onnx")}
+    make_reduced(comp, "int8-dynamic", tmp_path, calib=[], cases=[])
+    entry = comp.graphs["int8-dynamic"]
+    assert entry.file == "encoders/x.fp32.onnx" and not entry.built and entry.failed is None
+    assert "has neither" in entry.kept_float
+    assert not (tmp_path / "encoders/x.int8-dynamic.onnx").exists()

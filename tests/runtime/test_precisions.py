@@ -9,14 +9,14 @@ from mmedge.runtime.precisions import (PRECISIONS, MeasuredOn, Precision, Precis
 
 
 def test_built_in_records():
-    assert precision_names() == ("fp32", "fp16", "int8", "int8-trt", "int8-fp16-trt", "mixed")
+    assert precision_names() == ("fp32", "fp16", "int8", "int8-dynamic", "int8-trt", "int8-fp16-trt", "mixed")
     assert precision_names(kind=PrecisionKind.SELECTED) == ("mixed",)
     assert tensorrt_precisions() == ("int8-fp16-trt", "fp16", "int8-trt", "fp32")  # best first
     fp16_trt = get_precision("int8-fp16-trt")
     assert fp16_trt.derives_from == "int8-trt" and fp16_trt.build_fallback == ("fp16",)
     assert fp16_trt.ort_disabled_optimizers == ("WeightBiasQuantization", "QDQSelectorActionTransformer")
     assert fp16_trt.measured_on is MeasuredOn.SIMULATED and fp16_trt.accuracy_label.startswith("simulated")
-    assert [p for p in precision_names() if PRECISIONS[p].mixed_candidate] == ["fp32", "fp16", "int8"]
+    assert [p for p in precision_names() if PRECISIONS[p].mixed_candidate] == ["fp32", "fp16", "int8", "int8-dynamic"]
     assert get_precision("int8").tensorrt is None and get_precision("fp16").min_cosine == 0.999
 
 
