@@ -11,7 +11,11 @@ ONNX Runtime's CPU provider runs as one kernel. A fake-quantized Q, K or V (NNCF
 ``QuantizeLinear`` -> ``DequantizeLinear`` on the projection's output) is taken before its
 quantizer: the attention runs in float either way, so the pair only added rounding and two nodes.
 
-Only the ONNX Runtime CPU target uses it: TensorRT and OpenVINO do not run com.microsoft ops.
+``attention_ops`` then writes a packed attention over a padding mask as one ``com.microsoft.Attention``
+(``int8-dynamic``, whose quantizer makes it a ``QAttention``).
+
+Only the ONNX Runtime CPU targets use it (``int8``, ``int8-dynamic``): TensorRT does not run
+com.microsoft ops (OpenVINO reads some; export checks each graph on it).
 A pattern that differs anywhere (other permutations, a shared intermediate, no static head
 count) is left as it was; the function returns how many attentions it fused.
 """
@@ -24,7 +28,7 @@ import numpy as np
 
 from mmedge.export.quantization.graph_surgery import drop_unused_initializers
 
-__all__ = ["fuse_attention", "pack_projections", "MS_DOMAIN"]
+__all__ = ["fuse_attention", "pack_projections", "attention_ops", "MS_DOMAIN"]
 
 MS_DOMAIN = "com.microsoft"
 _SPLIT = [0, 2, 1, 3]      # (B, S, N, D) -> (B, N, S, D), and back
@@ -242,6 +246,75 @@ def pack_projections(model: Any) -> int:
         kept = [m for n in model.graph.node if id(n) not in gone for m in (*packed.get(id(n), ([], ()))[0], n)]
         _replace_nodes(model.graph, kept)
     return len(packed)
+
+
+def attention_ops(model: Any) -> int:
+    """Turns each packed float projection and its attention (``pack_projections``' ``MatMul`` + ``Add`` +
+    ``Split`` feeding a ``MultiHeadAttention``) into one ``com.microsoft.Attention`` (the packed weight and
+    bias as its own, the graph's scale), where the attention's bias is a padding mask: ``Where(keep, 0,
+    fill)`` with one row per query (``(batch, 1, queries, keys)``), given to ``Attention`` as the 0/1
+    ``mask_index`` it is, with ``fill`` as its ``mask_filter_value``. ``quantize_dynamic`` makes each one a
+    ``QAttention`` (the projection's integer GEMM and the attention in one kernel, as in Optimum's graph).
+    Float weights only (``int8-dynamic``'s graph before quantization); returns how many it turned."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g, turned, masks, nodes = _Graph(model.graph), 0, {}, []
+    for node in model.graph.node:
+        parts = _packed(g, node) if node.op_type == "MultiHeadAttention" and node.domain == MS_DOMAIN else None
+        if parts is None:
+            nodes.append(node)
+            continue
+        (x, weight, bias, fill), attention_bias = parts, node.input[5]
+        mask = f"{attention_bias}_mmedge_keep"
+        if attention_bias not in masks:
+            masks[attention_bias] = [helper.make_node("Equal", [attention_bias, f"{mask}_zero"], [f"{mask}_eq"]),
+                                     helper.make_node("Cast", [f"{mask}_eq"], [f"{mask}_i"], to=TensorProto.INT32),
+                                     helper.make_node("Squeeze", [f"{mask}_i", f"{mask}_axis"], [mask])]
+            model.graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), f"{mask}_zero"),
+                                            numpy_helper.from_array(np.array([1], np.int64), f"{mask}_axis")])
+            nodes += masks[attention_bias]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        nodes.append(helper.make_node("Attention", [x, weight, bias, mask], list(node.output), name=node.name,
+                                      domain=MS_DOMAIN, num_heads=attrs["num_heads"], scale=attrs["scale"],
+                                      mask_filter_value=fill))
+        turned += 1
+    if turned:
+        _replace_nodes(model.graph, nodes)  # the Split, Add and MatMul are read by nothing now
+    return turned
+
+
+def _packed(g: _Graph, mha: Any) -> tuple[str, str, str, float] | None:
+    """(input, packed float weight, packed bias, mask fill) of a ``MultiHeadAttention`` fed by ``pack_projections``'
+    ``Split`` of equal parts, whose only other input is a padding mask (``_padding_fill``); else None."""
+    fill = _padding_fill(g, mha.input[5]) if len(mha.input) == 6 and not any(mha.input[3:5]) else None
+    if fill is None:
+        return None
+    split = g.producer.get(mha.input[0])
+    sizes = g.consts.get(split.input[1]) if split is not None and split.op_type == "Split" and len(split.input) > 1 else None
+    if sizes is None or list(split.output) != list(mha.input[:3]) or len(set(sizes.tolist())) != 1 or \
+            any(len(g.consumers.get(o, [])) != 1 for o in split.output):
+        return None
+    add = g.node(split.input[0], "Add")
+    matmul = g.node(add.input[0], "MatMul") if add is not None else None
+    if matmul is None or len(g.dims.get(matmul.input[0]) or ()) != 3:  # Attention takes (batch, tokens, hidden)
+        return None
+    weight, bias = g.consts.get(matmul.input[1]), g.consts.get(add.input[1])
+    ok = weight is not None and bias is not None and weight.dtype == np.float32 and weight.ndim == 2 and \
+        bias.shape == (weight.shape[1],) == (int(sizes.sum()),)
+    return (matmul.input[0], matmul.input[1], add.input[1], fill) if ok else None
+
+
+def _padding_fill(g: _Graph, bias: str) -> float | None:
+    """The fill value if ``bias`` is ``Where(keep, 0, fill)`` of shape (batch, 1, queries, keys) with a
+    large negative scalar ``fill`` (a padding mask: 0 where a key is attended); else None."""
+    where = g.producer.get(bias)
+    dims = g.dims.get(bias)
+    if where is None or where.op_type != "Where" or dims is None or len(dims) != 4 or dims[1] != 1:
+        return None
+    zero, fill = g.consts.get(where.input[1]), g.consts.get(where.input[2])
+    if zero is None or fill is None or zero.any() or fill.size != 1 or float(fill.reshape(())) > -1e4:
+        return None
+    return float(fill.reshape(()))
 
 
 def _replace_nodes(graph: Any, nodes: list[Any]) -> None:

@@ -2,7 +2,10 @@
 
 Optimum's CPU recipe for transformers, on mmedge's graph: self-attentions fused into ONNX
 Runtime's ``MultiHeadAttention`` and their Q/K/V projections packed into one ``MatMul``
-(``attention_fusion``, as for ``int8``), then ``onnxruntime.quantization.quantize_dynamic``: the
+(``attention_fusion``, as for ``int8``), each with a padding mask then written as one
+``com.microsoft.Attention`` over the packed projection (``attention_ops``), then
+``onnxruntime.quantization.quantize_dynamic``: each ``Attention`` a ``QAttention`` (the projection's
+integer GEMM and the attention in one kernel, Optimum's graph's), and the
 weights of every ``MatMul`` with a constant weight s8 per output channel, its input quantized to
 u8 per call from that call's own range (ONNX Runtime fuses it into ``DynamicQuantizeMatMul``:
 no SmoothQuant ``Mul`` and no separate ``QuantizeLinear`` as in NNCF's static graph), and
@@ -26,7 +29,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mmedge.export.quantization.attention_fusion import fuse_attention, pack_projections
+from mmedge.export.quantization.attention_fusion import attention_ops, fuse_attention, pack_projections
 from mmedge.export.quantization.base import NothingToQuantize, PrecisionPolicy, register_policy
 from mmedge.export.quantization.graph_surgery import compress_gather_tables
 from mmedge.export.quantization.graph_traits import graph_traits, table_threshold
@@ -46,43 +49,49 @@ class Int8Dynamic(PrecisionPolicy):
         model = onnx.load(str(src))
         fused = fuse_attention(model)
         packed = pack_projections(model) if fused else 0
+        merged = attention_ops(model) if packed else 0
         tables = compress_gather_tables(model, min_elements=table_threshold(graph_traits(src)))
-        matmuls = _quantize(model, dst)
-        if not (fused or matmuls or tables):
+        ops = _quantize(model, dst)
+        if not (fused or ops["MatMulInteger"] or tables):
             dst.unlink()
             raise NothingToQuantize(f"{self.name} quantizes MatMul weights and embedding tables, and this graph has "
                                     "neither (its convolutions stay float)")
-        return _describe(self.target, model_type, matmuls, fused, packed, tables)
+        return _describe(self.target, model_type, ops, (fused, packed, merged), tables)
 
 
-def _quantize(model: Any, dst: Path) -> int:
-    """``quantize_dynamic`` of ``model`` into ``dst`` (checked); returns how many MatMuls it made integer."""
+def _quantize(model: Any, dst: Path) -> dict[str, int]:
+    """``quantize_dynamic`` of ``model`` into ``dst`` (checked); returns the integer ops it made
+    (``MatMulInteger``, ``QAttention``) and its per-call quantizers (``DynamicQuantizeLinear``)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="mmedge-int8-dynamic-") as tmp, _quiet_preprocess_hint():
         fused = Path(tmp) / "fused.onnx"
         onnx.save(model, str(fused))
-        quantize_dynamic(fused, dst, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+        quantize_dynamic(fused, dst, op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+                         weight_type=QuantType.QInt8,
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     out = onnx.load(str(dst))
     onnx.checker.check_model(out)
-    return sum(n.op_type == "MatMulInteger" for n in out.graph.node)
+    return {op: sum(n.op_type == op for n in out.graph.node)
+            for op in ("MatMulInteger", "QAttention", "DynamicQuantizeLinear")}
 
 
-def _describe(target: str, model_type: str, matmuls: int, fused: int, packed: int, tables: Sequence[str]
-              ) -> dict[str, Any]:
-    """The manifest's ``quantization`` entry."""
+def _describe(target: str, model_type: str, ops: Mapping[str, int], attention: tuple[int, int, int],
+              tables: Sequence[str]) -> dict[str, Any]:
+    """The manifest's ``quantization`` entry (``attention``: fused, packed, turned into ``Attention``)."""
     import onnxruntime
 
+    fused, packed, merged = attention
     info: dict[str, Any] = {
         "tool": f"onnxruntime {onnxruntime.__version__} quantize_dynamic", "target": target, "model_type": model_type,
         "activations": "u8 per call (dynamic: each call's own range)", "weights": "s8 per-channel symmetric",
-        "quantized_nodes": {"MatMul": matmuls}, "dynamic_quantize_linear": matmuls,
-        "notes": "convolutions stay float; no calibration"}
+        "quantized_nodes": {"MatMul": ops["MatMulInteger"], "Attention": ops["QAttention"]},
+        "dynamic_quantize_linear": ops["DynamicQuantizeLinear"], "notes": "convolutions stay float; no calibration"}
     if fused:
         info["attention"] = (f"{fused} self-attentions fused into com.microsoft.MultiHeadAttention (float), "
-                             f"Q/K/V projections packed into one MatMul in {packed}")
+                             f"Q/K/V projections packed into one MatMul in {packed}, {merged} of them with their "
+                             "packed projection as one com.microsoft.Attention (QAttention once quantized)")
     if tables:
         info["embedding_tables"] = f"{', '.join(tables)}: s8 per-row, gathered before dequantization"
     return info

@@ -311,8 +311,8 @@ def test_attention_fusion_leaves_other_graphs_alone(graphs):
 
 
 def test_int8_dynamic_is_the_fused_graph_with_dynamic_integer_matmuls(graphs):
-    """``int8-dynamic`` of MiniLM: its attentions fused, every weight MatMul an integer one on inputs quantized
-    per call; it keeps the answers on padded batches. The cross-attention head's weight MatMuls are quantized,
+    """``int8-dynamic`` of MiniLM: each attention and its packed projection one QAttention, every other weight
+    MatMul an integer one on inputs quantized per call; it keeps the answers on padded batches. The cross-attention head's weight MatMuls are quantized,
     its attention products (no constant weight) stay float. The CNN has nothing it quantizes: nothing is written."""
     out, infos, _, evals = graphs
     how_text: dict = {}
@@ -321,14 +321,16 @@ def test_int8_dynamic_is_the_fused_graph_with_dynamic_integer_matmuls(graphs):
         how = POLICIES["int8-dynamic"].build(infos[name].file, dst, model_type=MODEL_TYPES[name])
         how_text = how if name == "text" else how_text
         ops = Counter((n.domain, n.op_type) for n in onnx.load(str(dst)).graph.node)
-        assert ops["", "MatMulInteger"] == how["quantized_nodes"]["MatMul"] == how["dynamic_quantize_linear"] > 0
-        assert ops["", "DynamicQuantizeLinear"] <= how["dynamic_quantize_linear"]  # packed Q/K/V share one
+        assert ops["", "MatMulInteger"] == how["quantized_nodes"]["MatMul"] > 0
+        assert ops[MS_DOMAIN, "QAttention"] == how["quantized_nodes"]["Attention"]
+        assert ops["", "DynamicQuantizeLinear"] == how["dynamic_quantize_linear"] > 0
         assert not ops["", "QuantizeLinear"], "no calibrated quantizer: inputs are quantized per call"
         report = check_reduced_precision(infos[name].file, dst, evals[name], precision="int8-dynamic")
         assert report["min_cosine"] >= floor and report["within_threshold"], (name, report["min_cosine"])
     assert ops["", "MatMul"] > 0  # the head's attention products, on two activations
     text = Counter((n.domain, n.op_type) for n in onnx.load(str(out / "text.int8-dynamic.onnx")).graph.node)
-    assert text[MS_DOMAIN, "MultiHeadAttention"] == 6 and not text["", "Softmax"] and not text["", "MatMul"]
+    assert text[MS_DOMAIN, "QAttention"] == 6 and not text[MS_DOMAIN, "MultiHeadAttention"]
+    assert not text["", "Softmax"] and not text["", "MatMul"]
     assert "word_embeddings" in how_text["embedding_tables"]  # s8 per row, as int8 stores it
     with pytest.raises(NothingToQuantize, match="has neither"):
         POLICIES["int8-dynamic"].build(infos["image"].file, out / "image.int8-dynamic.onnx", model_type="cnn")
