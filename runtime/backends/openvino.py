@@ -11,21 +11,21 @@ provider list):
 
 Why ONNX Runtime comes before OpenVINO on the CPU: with every graph pinned to f32 inference
 precision (below), OpenVINO was measured no faster end to end on this x86 CPU and slower at batch 8:
-`bash benchmarks/run_reference.sh` on an idle machine (2 cores, interleaved in one run), runtime /
-PyTorch eager at batch 1 fp32 0.61 on OpenVINO vs 0.64 on ONNX Runtime, int8 0.46 vs 0.46; at batch 8
-int8 0.76 vs 0.48 (its int8 audio encoder 1.6x slower); on a shared machine (`mmedge demo`) fp32 0.76
-vs 0.61 (``docs/backends.md``). The faster OpenVINO figures measured before (image
-fp32 0.83 vs 1.64 ms, text fp32 2.15 vs 6.95 ms) were taken at OpenVINO's default inference
-precision, bf16 on this AMX CPU, which is neither what an fp32 bundle promises nor safe in 2026.4
-(below). The rule ``auto`` applies before taking OpenVINO (an x86 CPU, every graph checked at
-export: ``missing``) stays for its GPU and NPU rows and for a plug-in that ranks it earlier.
+`bash benchmarks/run_reference.sh` on an idle machine (2 cores, interleaved in one run), runtime / PyTorch
+eager at batch 1 fp32 0.61 on OpenVINO vs 0.64 on ONNX Runtime, int8 0.46 vs 0.46; at batch 8 int8 0.76
+vs 0.48 (its int8 audio encoder 1.6x slower); on a shared machine (`mmedge demo`) fp32 0.76 vs 0.61
+(``docs/backends.md``). The faster OpenVINO figures measured before (image fp32 0.83 vs 1.64 ms, text fp32
+2.15 vs 6.95 ms) were taken at OpenVINO's default inference precision, bf16 on this AMX CPU, which is
+neither what an fp32 bundle promises nor safe in 2026.4 (below). The rule ``auto`` applies before taking
+OpenVINO (an x86 CPU, every graph checked at export: ``missing``) stays for its GPU and NPU rows and for a
+plug-in that ranks it earlier.
 
-Each graph is compiled with ``PERFORMANCE_HINT=LATENCY``, the Session's threads
-(``INFERENCE_NUM_THREADS``), and compiled blobs cached on disk (``CACHE_DIR``) so a second start
-skips compilation: ``<engine_dir>/openvino-cache`` when the Session's engine root is outside the
-bundle, else mmedge's user cache (``<cache_root>/openvino``: ``$MMEDGE_CACHE_DIR``...), because a
-Session never writes into a bundle folder (its file list and hashes are the contract). OpenVINO
-names each blob after the model and the compile settings, so one cache serves every bundle.
+Each graph is compiled with ``PERFORMANCE_HINT=LATENCY``, the Session's threads (``INFERENCE_NUM_THREADS``),
+and compiled blobs cached on disk (``CACHE_DIR``) so a second start skips compilation:
+``<engine_dir>/openvino-cache`` when the Session's engine root is outside the bundle, else mmedge's user
+cache (``<cache_root>/openvino``: ``$MMEDGE_CACHE_DIR``...), because a Session never writes into a bundle
+folder (its file list and hashes are the contract). OpenVINO names each blob after the model and the
+compile settings, so one cache serves every bundle.
 
 Which graphs ``auto`` runs here: only those export verified on OpenVINO (``GraphEntry.backends``:
 export runs every graph on OpenVINO when it is installed and compares it with the fp32 graph on
@@ -63,6 +63,7 @@ import numpy as np
 
 from mmedge.errors import BundleError
 from mmedge.runtime.backends.base import BackendFallback, BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
+from mmedge.runtime.backends.device_nodes import missing_device_node
 from mmedge.runtime.backends.fallback import BackendFallbackWarning
 from mmedge.runtime.backends.table import Backend, get_backend, register_backend
 from mmedge.runtime.int8_kernels import X86_MACHINES, SaturatingInt8Warning, int8_pairs_saturate
@@ -123,8 +124,7 @@ def _quantized(model: Any) -> bool:
 
 def _int8(graph: GraphRef) -> bool:
     """Whether export recorded Q/DQ or dynamic quantization in this graph (an int8 precision, or ``mixed``'s choice)."""
-    how = graph.entry.quantization or {}
-    return bool(how.get("quantize_linear") or how.get("dynamic_quantize_linear"))
+    return any((graph.entry.quantization or {}).get(k) for k in ("quantize_linear", "dynamic_quantize_linear"))
 
 
 def verified_on_openvino(graph: GraphRef) -> bool:
@@ -177,6 +177,8 @@ class OpenVINOLoader(BaseLoader):
             return "openvino is not installed"
         if cls.device == "CPU":
             return None
+        if absent := missing_device_node(cls.device):  # no device node: no need to import openvino (~35 MiB) to ask
+            return absent
         devices = _core().available_devices
         return None if any(d.split(".")[0] == cls.device for d in devices) else \
             f"OpenVINO sees no {cls.device} (devices: {devices})"
@@ -265,7 +267,6 @@ def _cache_dir(folder: Path) -> Path | None:
 @dataclass(frozen=True)
 class OpenVINOGpuLoader(OpenVINOLoader):
     """OpenVINO on an Intel GPU."""
-
     device: ClassVar[str] = "GPU"
     verified_at_export: ClassVar[bool] = False  # export checks the CPU device; these rely on that check
 
@@ -273,7 +274,6 @@ class OpenVINOGpuLoader(OpenVINOLoader):
 @dataclass(frozen=True)
 class OpenVINONpuLoader(OpenVINOLoader):
     """OpenVINO on an Intel NPU."""
-
     device: ClassVar[str] = "NPU"
     verified_at_export: ClassVar[bool] = False  # export checks the CPU device; these rely on that check
 
