@@ -15,7 +15,7 @@ from mmedge.errors import MmedgeError
 from mmedge.export.backend_check import checked_backends
 from mmedge.export.accuracy_control import AccuracyControlReport, control_accuracy
 from mmedge.export.bundle_writer import write_bundle
-from mmedge.export.components import Component, accuracy_revert
+from mmedge.export.components import Component, keep_fp32
 from mmedge.export.manifest_builder import build_manifest, bundle_files
 from mmedge.export.mixed_precision import choose_mixed, component_latencies, mixed_candidates
 from mmedge.evaluation import TorchReference, evaluate_bundle, score
@@ -142,7 +142,7 @@ def assess_precisions(comps: list[Component], src: "ExportSources", work: Path, 
 def _assess_built(run: AccuracyRun, precision: str) -> None:
     reason = f"accuracy drop > {run.config.max_drop} points with {precision}"
     report = control_accuracy(run.comps, precision, evaluate=lambda: run.evaluate(precision),
-                              revert=lambda comp: accuracy_revert(comp, precision, reason),
+                              revert=lambda comp: keep_fp32(comp, precision, reason),
                               max_drop=run.config.max_drop)
     run.record(precision, report)
 

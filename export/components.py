@@ -7,7 +7,7 @@ measured and recorded. Two ways a graph entry can point at another precision's g
 
 - build fallback (``build_fallback``): the graph could not be built; the entry records the
   failure and uses the first built precision of the record's ``build_fallback`` (else fp32);
-- accuracy revert (``accuracy_revert``): the graph was built, but the ensemble lost too much
+- accuracy revert (``keep_fp32``): the graph was built, but the ensemble lost too much
   accuracy with it (``export.accuracy_control``); the entry uses the fp32 graph.
 
 (The runtime's backend fallback, when a backend cannot run a graph, is a third thing:
@@ -32,7 +32,7 @@ from mmedge.progress import log
 from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.precisions import REFERENCE, get_precision
 
-__all__ = ["Component", "export_fp32", "make_reduced", "build_fallback", "accuracy_revert"]
+__all__ = ["Component", "export_fp32", "make_reduced", "build_fallback", "keep_fp32"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -105,7 +105,7 @@ def make_reduced(comp: Component, precision: str, work: Path, calib: Sequence[Ar
     except CalibrationError:
         raise  # the user's data, not the graph: say so
     except NothingToQuantize as why:
-        comp.graphs[precision] = replace(comp.graphs[REFERENCE], kept_float=str(why), parity=None)
+        keep_fp32(comp, precision, str(why))
         log(f"  {comp.key}: {precision} keeps the fp32 graph ({why})")
     except Exception as err:  # noqa: BLE001 - NNCF, the converters and ONNX Runtime raise their own types
         build_fallback(comp, precision, graph_failure(work / comp.rel(REFERENCE), err))
@@ -156,8 +156,9 @@ def _derived(source: Mapping[str, Any], how: Mapping[str, Any], name: str) -> di
     return {**source, **how, "derived_from": name, **({"notes": notes} if notes else {})}
 
 
-def accuracy_revert(comp: Component, precision: str, reason: str) -> None:
-    """Makes ``precision`` of this component point at its fp32 graph (the ensemble lost too much with it)."""
+def keep_fp32(comp: Component, precision: str, reason: str) -> None:
+    """Makes ``precision`` of this component point at its fp32 graph, saying why (``kept_float``): an accuracy
+    revert (the ensemble lost too much with it), or a policy with nothing to quantize in it."""
     comp.graphs[precision] = replace(comp.graphs[REFERENCE], kept_float=reason, parity=None)
 
 

@@ -258,7 +258,7 @@ def attention_ops(model: Any) -> int:
     Float weights only (``int8-dynamic``'s graph before quantization); returns how many it turned."""
     from onnx import TensorProto, helper, numpy_helper
 
-    g, turned, masks, nodes = _Graph(model.graph), 0, {}, []
+    g, turned, masks, nodes = _Graph(model.graph), 0, set(), []
     for node in model.graph.node:
         parts = _packed(g, node) if node.op_type == "MultiHeadAttention" and node.domain == MS_DOMAIN else None
         if parts is None:
@@ -266,13 +266,13 @@ def attention_ops(model: Any) -> int:
             continue
         (x, weight, bias, fill), attention_bias = parts, node.input[5]
         mask = f"{attention_bias}_mmedge_keep"
-        if attention_bias not in masks:
-            masks[attention_bias] = [helper.make_node("Equal", [attention_bias, f"{mask}_zero"], [f"{mask}_eq"]),
-                                     helper.make_node("Cast", [f"{mask}_eq"], [f"{mask}_i"], to=TensorProto.INT32),
-                                     helper.make_node("Squeeze", [f"{mask}_i", f"{mask}_axis"], [mask])]
+        if attention_bias not in masks:  # one 0/1 mask per bias, shared by the layers that read it
+            masks.add(attention_bias)
+            nodes += [helper.make_node("Equal", [attention_bias, f"{mask}_zero"], [f"{mask}_eq"]),
+                      helper.make_node("Cast", [f"{mask}_eq"], [f"{mask}_i"], to=TensorProto.INT32),
+                      helper.make_node("Squeeze", [f"{mask}_i", f"{mask}_axis"], [mask])]
             model.graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), f"{mask}_zero"),
                                             numpy_helper.from_array(np.array([1], np.int64), f"{mask}_axis")])
-            nodes += masks[attention_bias]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         nodes.append(helper.make_node("Attention", [x, weight, bias, mask], list(node.output), name=node.name,
                                       domain=MS_DOMAIN, num_heads=attrs["num_heads"], scale=attrs["scale"],

@@ -58,21 +58,26 @@ def _mask(batch: int, tokens: int, rows: int) -> np.ndarray:
     return np.where(_keep(batch, tokens, rows), 0.0, FILL).astype(np.float32)
 
 
-def test_a_fused_and_packed_attention_computes_what_the_graph_did(tmp_path):
-    model = _attention("tokens")
-    before = tmp_path / "before.onnx"
-    onnx.save(model, str(before))
-    assert (fuse_attention(model), pack_projections(model)) == (1, 1)
-    onnx.checker.check_model(model)
-    ops = [(n.domain, n.op_type) for n in model.graph.node]
-    assert (MS_DOMAIN, "MultiHeadAttention") in ops and ("", "Softmax") not in ops and ops.count(("", "MatMul")) == 1
-    after = tmp_path / "after.onnx"
-    onnx.save(model, str(after))
-    run_before, run_after = onnx_fn(before), onnx_fn(after)
+def _assert_same_outputs(tmp_path, after: onnx.ModelProto, *, keep: bool) -> None:
+    """``after`` (the rewritten graph) gives the hand-built graph's outputs at batch 1 and 3, rows padded."""
+    onnx.checker.check_model(after)
+    paths = {"before": _attention("tokens", keep=keep), "after": after}
+    for name, model in paths.items():
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    run_before, run_after = (onnx_fn(tmp_path / f"{name}.onnx") for name in paths)
     rng = np.random.default_rng(1)
     for batch, tokens in ((1, 5), (3, 7)):
-        case = {"x": rng.standard_normal((batch, tokens, HIDDEN)).astype(np.float32), "mask": _mask(batch, tokens, tokens)}
+        mask = {"keep": _keep(batch, tokens, tokens)} if keep else {"mask": _mask(batch, tokens, tokens)}
+        case = {"x": rng.standard_normal((batch, tokens, HIDDEN)).astype(np.float32), **mask}
         np.testing.assert_allclose(run_after(case)["y"], run_before(case)["y"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_fused_and_packed_attention_computes_what_the_graph_did(tmp_path):
+    model = _attention("tokens")
+    assert (fuse_attention(model), pack_projections(model)) == (1, 1)
+    ops = [(n.domain, n.op_type) for n in model.graph.node]
+    assert (MS_DOMAIN, "MultiHeadAttention") in ops and ("", "Softmax") not in ops and ops.count(("", "MatMul")) == 1
+    _assert_same_outputs(tmp_path, model, keep=False)
 
 
 def test_a_mask_that_needs_broadcasting_over_queries_is_left_alone():
@@ -88,20 +93,11 @@ def test_a_packed_attention_over_a_padding_mask_becomes_one_attention_op(tmp_pat
     """``attention_ops``: the packed projection and the attention over ``Where(keep, 0, FILL)`` as one
     ``com.microsoft.Attention`` (a 0/1 mask, FILL as its mask_filter_value): the same outputs with padding."""
     model = _attention("tokens", keep=True)
-    before = tmp_path / "before.onnx"
-    onnx.save(model, str(before))
     assert (fuse_attention(model), pack_projections(model), attention_ops(model)) == (1, 1, 1)
-    onnx.checker.check_model(model)
     ops = [(n.domain, n.op_type) for n in model.graph.node]
     assert (MS_DOMAIN, "Attention") in ops and (MS_DOMAIN, "MultiHeadAttention") not in ops
     assert ("", "MatMul") not in ops and ("", "Split") not in ops
-    after = tmp_path / "after.onnx"
-    onnx.save(model, str(after))
-    run_before, run_after = onnx_fn(before), onnx_fn(after)
-    rng = np.random.default_rng(2)
-    for batch, tokens in ((1, 5), (3, 7)):
-        case = {"x": rng.standard_normal((batch, tokens, HIDDEN)).astype(np.float32), "keep": _keep(batch, tokens, tokens)}
-        np.testing.assert_allclose(run_after(case)["y"], run_before(case)["y"], atol=1e-5, rtol=1e-5)
+    _assert_same_outputs(tmp_path, model, keep=True)
 
 
 def test_an_attention_over_any_other_bias_stays_multi_head_attention():

@@ -143,7 +143,7 @@ def test_int8_files_are_much_smaller(bundle):
 
 def test_fallback_keeps_heads_then_least_faithful_encoders_in_float():
     from mmedge.export.accuracy_control import control_accuracy
-    from mmedge.export.components import Component, accuracy_revert
+    from mmedge.export.components import Component, keep_fp32
     from mmedge.runtime.manifest import GraphEntry
 
     def comp(key, kind, cos):
@@ -155,7 +155,7 @@ def test_fallback_keeps_heads_then_least_faithful_encoders_in_float():
     comps = [comp("encoder.image", "encoder", 0.99), comp("encoder.text", "encoder", 0.95),
              comp("head.a", "head", 0.9), comp("head.b", "head", 0.999)]
     report = control_accuracy(comps, "int8", evaluate=lambda: ({"ensemble": 0.5}, 5.0), max_drop=1.0,
-                              revert=lambda c: accuracy_revert(c, "int8", "test"))
+                              revert=lambda c: keep_fp32(c, "int8", "test"))
     plan = [list(step.components) for step in report.steps]
     assert plan == [["head.a", "head.b"], ["encoder.text"], ["encoder.image"]]
     assert report.all_reference and not report.within_budget
