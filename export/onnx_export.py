@@ -28,6 +28,7 @@ SEQUENCE_AXES: dict[str, dict[int, str]] = {
 # Output dims computed from an input dim (the audio CNN pools frames /16) get these labels.
 DERIVED_DIMS = {"frames": "audio_steps", "tokens": "tokens", "batch": "batch"}
 LEGACY_OPSET = 17
+_FOLD_LIMIT = 1 << 22  # elements: any weight of a fusion head
 
 
 @dataclass(frozen=True)
@@ -113,23 +114,24 @@ def export_head(head: Any, path: str | Path, *, example_feats: Mapping[str, np.n
         The graph's ``GraphInfo``.
     """
     head.eval()
-    return _export(head_forward(head), Path(path), tuple(head.input_names()), ("logits",), example_feats)
+    return _export(head_forward(head), Path(path), tuple(head.input_names()), ("logits",), example_feats,
+                   fold_weights=True)
 
 
 def _export(module: Any, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...],
-            example: Mapping[str, np.ndarray]) -> GraphInfo:
+            example: Mapping[str, np.ndarray], *, fold_weights: bool = False) -> GraphInfo:
     _check_example(path.name, inputs, example)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {n: {0: "batch", **SEQUENCE_AXES.get(n, {})} for n in inputs}
     notes: list[str] = []
     fn = torch_fn(module, inputs, outputs)
     try:
-        exporter = _export_verified(module, path, inputs, outputs, example, axes, fn, "dynamo", notes)
+        exporter = _export_verified(module, path, inputs, outputs, example, axes, fn, "dynamo", notes, fold_weights)
     except Exception as err:  # noqa: BLE001 - any dynamo failure leads to the legacy fallback
         notes.append(f"dynamo exporter failed ({type(err).__name__}: {str(err)[:200]}); used the legacy exporter")
         warnings.warn(f"{path.name}: {notes[-1]}", stacklevel=3)
         try:
-            exporter = _export_verified(module, path, inputs, outputs, example, axes, fn, "legacy", notes)
+            exporter = _export_verified(module, path, inputs, outputs, example, axes, fn, "legacy", notes, fold_weights)
         except ParityError:
             raise
         except Exception as legacy:  # noqa: BLE001 - both exporters failed: say where
@@ -159,12 +161,18 @@ def _first_line(err: Exception) -> str:
 
 def _export_verified(module: Any, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...],
                      example: Mapping[str, np.ndarray], axes: dict[str, dict[int, str]], fn: Any,
-                     exporter: str, notes: list[str]) -> str:
+                     exporter: str, notes: list[str], fold_weights: bool = False) -> str:
     """Exports, then checks parity at the example and with every dynamic axis changed.
 
     A non-batch axis whose check fails is made static (noted); a batch failure raises.
+    ``fold_weights``: see ``fold_weight_math`` (the parity checks run on the folded graph).
     """
-    _run_exporter(exporter, module, path, inputs, outputs, example, axes)
+    def export(axes: dict[str, dict[int, str]]) -> None:
+        _run_exporter(exporter, module, path, inputs, outputs, example, axes)
+        if fold_weights:
+            fold_weight_math(path)
+
+    export(axes)
     for dim in sorted({d for a in axes.values() for d in a.values()}):
         cases = [vary_axis(example, axes, dim, size) for size in _probe_sizes(example, axes, dim)]
         # sizes the model itself refuses (a text over its max positions) are not probed
@@ -176,9 +184,23 @@ def _export_verified(module: Any, path: Path, inputs: tuple[str, ...], outputs: 
                 raise ParityError(f"{path.name}: dynamic batch does not work with the {exporter} exporter: {err}") from err
             notes.append(f"dynamic '{dim}' failed in ONNX Runtime ({str(err)[:160]}); kept static")
             axes = {n: {a: d for a, d in ax.items() if d != dim} for n, ax in axes.items()}
-            _run_exporter(exporter, module, path, inputs, outputs, example, axes)
+            export(axes)
     require_parity(check_parity(fn, path, [dict(example)], atol=1e-4))
     return exporter
+
+
+def fold_weight_math(path: Path) -> None:
+    """Folds what a graph computes from its weights alone (cross-attention's ``Wq Wk^T``) into
+    initializers, whatever their size. The dynamo exporter's own folding stops at 8192-element
+    inputs, which would leave such products to every load and hide the folded weight from the
+    quantizers, which look for constant MatMul weights. For heads (small weights) only."""
+    import onnx
+    import onnxscript.optimizer
+
+    model = onnxscript.optimizer.optimize(onnx.load(str(path)), input_size_limit=_FOLD_LIMIT,
+                                          output_size_limit=_FOLD_LIMIT)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path))
 
 
 def _reference_runs(fn: Any, case: Mapping[str, np.ndarray]) -> bool:

@@ -8,7 +8,7 @@ import torch
 from mmedge.errors import ConfigError, RegistryError
 from mmedge.fusion import FUSION_HEADS, create_fusion_head, list_fusion_heads, register_fusion_head
 from mmedge.fusion.contrastive import info_nce
-from mmedge.fusion.cross_attention import cross_attention
+from mmedge.fusion.cross_attention import cross_attention, pooled_cross_attention
 
 DIMS = {"image": 24, "text": 16, "audio": 8}
 LENGTHS = {"image": 5, "text": 7, "audio": 3}
@@ -110,6 +110,20 @@ def test_cross_attention_matches_the_formulas_with_padding():
         assert float(a[i, :, v2:].abs().sum()) == 0.0  # padded keys get no weight
         np.testing.assert_allclose(t1[i, :v1].numpy(), rt1, atol=1e-4)  # H1~ = A H2
         np.testing.assert_allclose(t2[i, :v2].numpy(), rt2, atol=1e-4)  # H2~ = A^T H1
+
+
+def test_pooled_cross_attention_is_the_masked_means_of_the_formulas():
+    g = torch.Generator().manual_seed(2)
+    b, n1, n2, d = 3, 6, 5, 8
+    h1, h2 = torch.randn(b, n1, d, generator=g), torch.randn(b, n2, d, generator=g)
+    wq, wk = torch.randn(d, d, generator=g), torch.randn(d, d, generator=g)
+    m1 = torch.tensor([[1.0] * v + [0.0] * (n1 - v) for v in (6, 4, 1)])
+    m2 = torch.tensor([[1.0] * v + [0.0] * (n2 - v) for v in (5, 2, 3)])
+    _, t1, t2 = cross_attention(h1, h2, wq, wk, m1, m2)
+    p1, p2 = pooled_cross_attention(h1, h2, wq @ wk.T / np.sqrt(d), m1, m2)
+    for i, (v1, v2) in enumerate(((6, 5), (4, 2), (1, 3))):  # plain means over the valid rows
+        np.testing.assert_allclose(p1[i].numpy(), t1[i, :v1].mean(0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(p2[i].numpy(), t2[i, :v2].mean(0).numpy(), atol=1e-5)
 
 
 def test_cross_attention_head_ignores_padding_content():
