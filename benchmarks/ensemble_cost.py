@@ -5,8 +5,11 @@ per precision and batch, three ways through ``mmedge.runtime.Session`` (ONNX Run
 the ensemble with its merged heads graph (every head and the rule as one graph: the bundle as export
 writes it now), the same ensemble with separate heads (the bundle without ``ensemble.graphs``: how
 older bundles run), and the member chosen on validation alone (the bench's rule:
-``mmedge.bench.context.most_accurate_member``). Inputs are real test rows, prepared once; the text cache
-is off. Goal: ensemble / chosen member <= 1.05 at batch 1 and 8, every precision.
+``mmedge.bench.context.most_accurate_member``), from its own bundle: the same checkpoint exported as
+when ensemble selection keeps that member alone (``member_bundle``: its head and rule as one graph). The three share one set of encoder runners per precision
+(``share_encoders``: the same graphs, so the same work; sessions of one graph differ by up to 20% within
+a run), so they differ only in what follows the encoders, which is also timed (``heads_ms``). Inputs are
+real test rows, prepared once; the text cache is off. Goal: ensemble / chosen member <= 1.05 at batch 1 and 8, every precision.
 
     nice python benchmarks/ensemble_cost.py --json benchmarks/ensemble_cost.json
 
@@ -28,7 +31,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,8 +63,37 @@ def _bundle(args: argparse.Namespace) -> Path:
                                     train=dataclasses.replace(recipe.train, epochs=args.epochs,
                                                               encoder_epochs=args.encoder_epochs)), checkpoint)
     if not (bundle / "manifest.json").is_file():
-        export_checkpoint(checkpoint, bundle, config=ExportConfig(precisions=tuple(args.precisions),
-                                                                  eval_samples=args.eval_samples, threads=args.threads))
+        export_checkpoint(checkpoint, bundle, config=_export_config(args))
+    return bundle
+
+
+def _export_config(args: argparse.Namespace) -> Any:
+    from mmedge.export.exporter import ExportConfig
+
+    return ExportConfig(precisions=tuple(args.precisions), eval_samples=args.eval_samples, threads=args.threads)
+
+
+def member_bundle(args: argparse.Namespace, member: str) -> Path | None:
+    """The chosen member alone, exported from the same checkpoint as when ensemble selection keeps only
+    it (weight 1, the others 0 and so left out): its head and rule as one graph, as a user would deploy
+    it. None with ``--bundle`` (no checkpoint): the member then runs from the ensemble's bundle
+    (``Session(members=[member])``: its separate head and the numpy rule)."""
+    from mmedge.export.exporter import export_checkpoint
+
+    if args.bundle is not None:
+        return None
+    work = args.work / f"member-{member}"
+    checkpoint, bundle = work / "checkpoint", work / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
+        shutil.copytree(args.work / "checkpoint", checkpoint)
+        meta = json.loads((checkpoint / "recipe.json").read_text())
+        for m in meta["members"]:
+            m["weight"] = 1.0 if m["name"] == member else 0.0
+        meta["ensemble"] = {"method": "weighted_mean"}
+        (checkpoint / "recipe.json").write_text(json.dumps(meta, indent=2))
+        export_checkpoint(checkpoint, bundle, config=_export_config(args))
     return bundle
 
 
@@ -82,12 +114,28 @@ def separate_heads_copy(bundle: Path, dst: Path) -> Path:
     return dst
 
 
-def _sessions(bundle: Path, separate: Path, precision: str, member: str, threads: int) -> dict[str, Any]:
+def _sessions(bundle: Path, separate: Path, alone: Path | None, precision: str, member: str, threads: int
+              ) -> dict[str, Any]:
+    """The three ways at one precision, on one set of encoder runners (see ``share_encoders``)."""
     from mmedge.runtime import Session
 
     common = dict(precision=precision, backend="ort", threads=threads, text_cache_size=0)
-    return {"merged": Session(bundle, **common), "separate": Session(separate, **common),
-            "member": Session(bundle, members=[member], **common)}
+    ways = {"merged": Session(bundle, **common), "separate": Session(separate, **common),
+            "member": Session(alone, **common) if alone else Session(bundle, members=[member], **common)}
+    for way in ("separate", "member"):
+        share_encoders(ways["merged"], ways[way])
+    return ways
+
+
+def share_encoders(source: Any, target: Any) -> None:
+    """Makes ``target`` run ``source``'s encoder runners (the same graphs, precision and threads), freeing its
+    own. Sessions of one graph differ by up to 20% within a run (where the runtime's allocations land); the
+    encoders are the same work for the ensemble and the member, so the ways share them and differ only in
+    what follows the encoders. Closing both Sessions is safe (``deactivate`` is idempotent)."""
+    for name, runner in source._runners.items():
+        if name.startswith("encoder."):
+            target._runners[name].deactivate()
+            target._runners[name] = runner
 
 
 def _stats(samples: list[float], batch: int) -> dict[str, float]:
@@ -95,8 +143,24 @@ def _stats(samples: list[float], batch: int) -> dict[str, float]:
     return {"p50_ms": p50, "p90_ms": p90, "per_sample_ms": p50 / batch, "p90_over_p50": p90 / p50}
 
 
-def measure(bundle: Path, separate: Path, *, precisions: list[str], batches: list[int], iters: int, warmup: int,
-            threads: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def paired_ratio(num: list[float], den: list[float]) -> dict[str, float]:
+    """Median and quartiles of ``num[i] / den[i]``: samples of the same interleaved iteration, taken
+    within one pass over the configurations, so a slow spell of the shared machine moves both."""
+    ratios = np.asarray(num) / np.asarray(den)
+    return {"median": float(np.median(ratios)), "q25": float(np.percentile(ratios, 25)),
+            "q75": float(np.percentile(ratios, 75))}
+
+
+def _heads_ms(stages: list[dict[str, float]]) -> float:
+    """Median ms of what follows the encoders in one call: the heads (merged graph or one per member) and
+    the numpy rule when it runs."""
+    return float(np.median([sum(v for k, v in t.items() if k == "heads" or k.startswith("head.") or k == "ensemble")
+                            for t in stages]))
+
+
+def measure(bundle: Path, separate: Path, alone: Callable[[str], Path | None], *, precisions: list[str],
+            batches: list[int], iters: int, warmup: int, threads: int, seed: int = 0
+            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every (precision, way) timed interleaved per batch; one row per (precision, batch)."""
     from mmedge.bench.context import load_test_split, most_accurate_member
     from mmedge.evaluation import raw_inputs
@@ -109,7 +173,8 @@ def measure(bundle: Path, separate: Path, *, precisions: list[str], batches: lis
         modalities, runners = opened.modalities, {}
     if member is None:
         raise SystemExit(f"{bundle} records no validation accuracy per member: re-export it")
-    sessions = {p: _sessions(bundle, separate, p, member, threads) for p in precisions}
+    member_alone = alone(member)
+    sessions = {p: _sessions(bundle, separate, member_alone, p, member, threads) for p in precisions}
     for p, ways in sessions.items():
         runners[p] = {w: sorted(s._runners) for w, s in ways.items()}
     rows = []
@@ -117,19 +182,29 @@ def measure(bundle: Path, separate: Path, *, precisions: list[str], batches: lis
         for batch in batches:
             inputs = raw_inputs(data, [i % len(data) for i in range(batch)], modalities)
             fns = {f"{p}/{w}": (lambda s=s: s.predict(**inputs)) for p, ways in sessions.items() for w, s in ways.items()}
-            samples = run_interleaved(fns, iters=iters, warmup=warmup, rng_seed=seed + batch)
+            stages: dict[str, list[dict[str, float]]] = {name: [] for name in fns}
+            samples = run_interleaved(fns, iters=iters, warmup=warmup, rng_seed=seed + batch,
+                                      on_result=lambda name, pred: stages[name].append(pred.timings_ms))
             for p in precisions:
-                stats = {w: _stats(samples[f"{p}/{w}"], batch) for w in WAYS}
-                rows.append({"precision": p, "batch": batch, **stats,
-                             "ensemble_over_member": stats["merged"]["p50_ms"] / stats["member"]["p50_ms"],
-                             "separate_over_member": stats["separate"]["p50_ms"] / stats["member"]["p50_ms"],
-                             "merged_over_separate": stats["merged"]["p50_ms"] / stats["separate"]["p50_ms"],
-                             "disturbed": any(stats[w]["p90_over_p50"] > DISTURBED for w in WAYS)})
+                rows.append(_row(p, batch, {w: samples[f"{p}/{w}"] for w in WAYS},
+                                 {w: _heads_ms(stages[f"{p}/{w}"]) for w in WAYS}))
     finally:
         for ways in sessions.values():
             for s in ways.values():
                 s.close()
-    return rows, {"member": member, "choice": choice, "runners": runners}
+    return rows, {"member": member, "choice": choice, "runners": runners,
+                  "member_bundle": str(member_alone) if member_alone else None}
+
+
+def _row(precision: str, batch: int, samples: dict[str, list[float]], heads_ms: dict[str, float]) -> dict[str, Any]:
+    stats = {w: _stats(samples[w], batch) for w in WAYS}
+    return {"precision": precision, "batch": batch, **stats,
+            "ensemble_over_member": stats["merged"]["p50_ms"] / stats["member"]["p50_ms"],
+            "paired_ensemble_over_member": paired_ratio(samples["merged"], samples["member"]),
+            "separate_over_member": stats["separate"]["p50_ms"] / stats["member"]["p50_ms"],
+            "merged_over_separate": stats["merged"]["p50_ms"] / stats["separate"]["p50_ms"],
+            "heads_ms": heads_ms,
+            "disturbed": any(stats[w]["p90_over_p50"] > DISTURBED for w in WAYS)}
 
 
 def _bundle_info(bundle: Path) -> dict[str, Any]:
@@ -174,8 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bundle = _bundle(args)
     separate = separate_heads_copy(bundle, args.work / "separate-heads")
     precisions = [p for p in args.precisions if p in _bundle_info(bundle)["precisions"]]
-    rows, chosen = measure(bundle, separate, precisions=precisions, batches=args.batches, iters=args.iters,
-                           warmup=args.warmup, threads=args.threads)
+    rows, chosen = measure(bundle, separate, lambda member: member_bundle(args, member), precisions=precisions,
+                           batches=args.batches, iters=args.iters, warmup=args.warmup, threads=args.threads)
     report = {"schema": SCHEMA, "command": "python benchmarks/ensemble_cost.py " + " ".join(argv or sys.argv[1:]),
               "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "goal": GOAL,
               "disturbed_p90_over_p50": DISTURBED, "seconds": round(time.time() - start, 1),
@@ -187,7 +262,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "warmup": args.warmup, "load_average": os.getloadavg()}}
     atomic_write(args.json, json.dumps(report, indent=2) + "\n")
     for r in rows:
-        print(f"{r['precision']:>6} b{r['batch']}: ensemble/member {r['ensemble_over_member']:.3f}x, separate heads/"
+        print(f"{r['precision']:>6} b{r['batch']}: ensemble/member {r['ensemble_over_member']:.3f}x (paired "
+              f"{r['paired_ensemble_over_member']['median']:.3f}x; after the encoders {r['heads_ms']['merged']:.2f} vs "
+              f"{r['heads_ms']['member']:.2f} ms), separate heads/"
               f"member {r['separate_over_member']:.3f}x, merged/separate {r['merged_over_separate']:.3f}x"
               + (" (disturbed)" if r["disturbed"] else ""))
     return report
