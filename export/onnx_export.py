@@ -170,7 +170,10 @@ def _export_verified(module: Any, path: Path, inputs: tuple[str, ...], outputs: 
     def export(axes: dict[str, dict[int, str]]) -> None:
         _run_exporter(exporter, module, path, inputs, outputs, example, axes)
         if fold_weights:
-            fold_weight_math(path)
+            try:
+                fold_weight_math(path)
+            except Exception as err:  # noqa: BLE001 - the optimizer's own failure: the graph stays as exported
+                notes.append(f"weight-only math left unfolded ({type(err).__name__}: {str(err)[:160]})")
 
     export(axes)
     for dim in sorted({d for a in axes.values() for d in a.values()}):
@@ -199,8 +202,8 @@ def fold_weight_math(path: Path) -> None:
 
     model = onnxscript.optimizer.optimize(onnx.load(str(path)), input_size_limit=_FOLD_LIMIT,
                                           output_size_limit=_FOLD_LIMIT)
+    onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    onnx.checker.check_model(str(path))
 
 
 def _reference_runs(fn: Any, case: Mapping[str, np.ndarray]) -> bool:

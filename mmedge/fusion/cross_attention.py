@@ -84,9 +84,9 @@ class CrossAttentionHead(FusionHead):
     Each modality's sequence is projected to ``hidden`` (H_m = LN(seq) W_m). For each pair
     (m1, m2): ``A``, ``H1~``, ``H2~`` as above, mean-pooled over valid positions. The
     classifier sees the pooled ``H1~``, ``H2~`` of every pair and the pooled ``H_m``.
-    ``forward`` computes those means directly (:func:`pooled_cross_attention`: in the reference
-    ``digits-av`` ensemble's exported head, 0.62 -> 0.47 ms at batch 1 and 1.70 -> 1.15 ms at
-    batch 8, cold cache, ONNX Runtime on 2 threads); :meth:`attend` gives ``A``, ``H1~``, ``H2~`` themselves.
+    ``forward`` computes those means directly (:func:`pooled_cross_attention`, a smaller and faster
+    exported graph: ``benchmarks/heads_cold.py`` times it); :meth:`attend` gives ``A``, ``H1~``,
+    ``H2~`` themselves.
     """
 
     uses = ("seq", "mask")
