@@ -2,15 +2,15 @@
 
 In a Session the heads run right after the encoders, whose weights have pushed the heads' out of the
 caches, so at batch 1 a head's time is mostly its weights read from memory. This times every head graph
-of one precision (each member's and the merged heads graph) interleaved, ``warm`` (called back to back)
+of one precision (each member's and the merged heads graph) interleaved, ``warm`` (nothing evicted between calls)
 and ``cold`` (a pass over a buffer larger than the last-level cache before each call), at batch 1 and 8,
 on feature inputs of the bundle's own shapes (random values; the images' 64 patches, ``--tokens`` text
 tokens, ``--audio-steps`` audio steps).
 
-    python benchmarks/heads_cold.py --bundle bundles/digits-av [--precision fp32] [--threads 1]
+    python benchmarks/heads_cold.py --bundle bundles/digits-av [--bundle other] [--precision fp32] [--threads 1]
 
-Compare two bundles (e.g. before and after a change to a head) by running it on each in turn: quote the
-ratios within one run, not the times.
+Several ``--bundle`` (e.g. exported before and after a change to a head) are timed in the same run,
+interleaved: quote their ratios, not the times.
 """
 from __future__ import annotations
 
@@ -48,17 +48,21 @@ def main(argv: list[str] | None = None) -> None:
     from mmedge.runtime.backends.ort import create_session
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, action="append", required=True, help="repeat to compare bundles")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (a Session's heads: 1 in lanes)")
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--audio-steps", type=int, default=13)
     parser.add_argument("--iters", type=int, default=200)
     args = parser.parse_args(argv)
-    sessions = {name: create_session(path, threads=args.threads) for name, path in _graphs(args.bundle, args.precision).items()}
+    sessions = {f"{label}{name}": create_session(path, threads=args.threads)
+                for i, bundle in enumerate(args.bundle)
+                for label in [f"[{i}] " if len(args.bundle) > 1 else ""]
+                for name, path in _graphs(bundle, args.precision).items()}
     buffer = np.zeros(EVICT_BYTES, np.uint8)
     sizes = {"tokens": args.tokens, "audio_steps": args.audio_steps}
-    print(f"{args.bundle} {args.precision}, {args.threads} thread(s), median ms of {args.iters} interleaved calls")
+    print(", ".join(f"[{i}] {b}" for i, b in enumerate(args.bundle)) + f"; {args.precision}, {args.threads} thread(s), "
+          f"median ms of {args.iters} interleaved calls")
     for batch in (1, 8):
         feeds = {name: _feeds(s, batch, sizes) for name, s in sessions.items()}
         for mode in ("warm", "cold"):
