@@ -6,10 +6,11 @@ the ensemble with its merged heads graph (every head and the rule as one graph: 
 writes it now), the same ensemble with separate heads (the bundle without ``ensemble.graphs``: how
 older bundles run), and the member chosen on validation alone (the bench's rule:
 ``mmedge.bench.context.most_accurate_member``), from its own bundle: the same checkpoint exported as
-when ensemble selection keeps that member alone (``member_bundle``: its head and rule as one graph). The three share one set of encoder runners per precision
-(``share_encoders``: the same graphs, so the same work; sessions of one graph differ by up to 20% within
-a run), so they differ only in what follows the encoders, which is also timed (``heads_ms``). Inputs are
-real test rows, prepared once; the text cache is off. Goal: ensemble / chosen member <= 1.05 at batch 1 and 8, every precision.
+when ensemble selection keeps that member alone (``member_bundle``: its head and rule as one graph).
+The three share one set of encoder runners per precision (``share_encoders``: the same graphs, so the
+same work; sessions of one graph differ by up to 20% within a run), so they differ only in what follows
+the encoders, which is also timed (``heads_ms``). Inputs are real test rows, prepared once; the text
+cache is off. Goal: ensemble / chosen member <= 1.05 at batch 1 and 8, every precision.
 
     nice python benchmarks/ensemble_cost.py --json benchmarks/ensemble_cost.json
 

@@ -2,10 +2,10 @@
 
 In a Session the heads run right after the encoders, whose weights have pushed the heads' out of the
 caches, so at batch 1 a head's time is mostly its weights read from memory. This times every head graph
-of one precision (each member's and the merged heads graph) interleaved, ``warm`` (nothing evicted between calls)
-and ``cold`` (a pass over a buffer larger than the last-level cache before each call), at batch 1 and 8,
-on feature inputs of the bundle's own shapes (random values; the images' 64 patches, ``--tokens`` text
-tokens, ``--audio-steps`` audio steps).
+of one precision (each member's and the merged heads graph) interleaved, ``warm`` (nothing evicted
+between calls) and ``cold`` (a pass over a buffer larger than the last-level cache before each call),
+at batch 1 and 8, on feature inputs of the bundle's own shapes (random values; the images' 64 patches,
+``--tokens`` text tokens, ``--audio-steps`` audio steps).
 
     python benchmarks/heads_cold.py --bundle bundles/digits-av [--bundle other] [--precision fp32] [--threads 1]
 

@@ -191,8 +191,8 @@ def _ensemble_cost_rows(costs: Sequence[tuple[str, Report]]) -> list[list[str]]:
             disturbed = " (disturbed)" if r["disturbed"] else ""
             ratio = ensemble_ratio(r)
             heads = r.get("heads_ms")
-            where = (f"after the encoders: {heads['merged']:.2f} ms for every head and the rule vs {heads['member']:.2f} "
-                     f"for the member's (ratio of medians {r['ensemble_over_member']:.3f}×)" if heads else
+            where = (f"after the encoders: {heads['merged']:.2f} ms for every head and the rule vs "
+                     f"{heads['member']:.2f} for the member's (ratio of medians {r['ensemble_over_member']:.3f}×)" if heads else
                      f"the other heads and the rule, in one graph (separate heads: {r['separate_over_member']:.3f}×)")
             rows.append([f"ensemble of {len(members)} ({', '.join(members)}; one heads graph) / {cost['member']}, "
                          f"{r['precision']} b{r['batch']} ({source})", f"≤ {TARGETS['ensemble_vs_member']}×",
