@@ -68,6 +68,15 @@ def _bundle(args: argparse.Namespace) -> Path:
     return bundle
 
 
+def cpu_precisions() -> tuple[str, ...]:
+    """Export's default precisions but the ones made for another backend (TensorRT's Q/DQ graphs, which
+    ONNX Runtime only simulates)."""
+    from mmedge.export.quantization import export_precisions
+    from mmedge.runtime.precisions import MeasuredOn, get_precision
+
+    return tuple(p for p in export_precisions() if get_precision(p).measured_on is not MeasuredOn.SIMULATED)
+
+
 def _export_config(args: argparse.Namespace) -> Any:
     from mmedge.export.exporter import ExportConfig
 
@@ -232,7 +241,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encoder-epochs", type=int, default=3)
     parser.add_argument("--eval-samples", type=int, default=100, help="export's accuracy rows per precision")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmedge-ensemble-cost"))
-    parser.add_argument("--precisions", type=lambda s: s.split(","), default=["fp32", "fp16", "int8", "mixed"])
+    parser.add_argument("--precisions", type=lambda s: s.split(","), default=list(cpu_precisions()),
+                        help="default: every precision export makes by default that ONNX Runtime's CPU runs as built")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
