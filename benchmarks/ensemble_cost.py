@@ -164,7 +164,7 @@ def paired_ratio(num: list[float], den: list[float]) -> dict[str, float]:
 def _heads_ms(stages: list[dict[str, float]]) -> float:
     """Median ms of what follows the encoders in one call: the heads (merged graph or one per member) and
     the numpy rule when it runs."""
-    return float(np.median([sum(v for k, v in t.items() if k == "heads" or k.startswith("head.") or k == "ensemble")
+    return float(np.median([sum(v for k, v in t.items() if k in ("heads", "ensemble") or k.startswith("head."))
                             for t in stages]))
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 EVICT_BYTES = 64 << 20  # more than the last-level cache of the CPUs this runs on (32 MiB here)
 
 
-def _feeds(session: object, batch: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+def _feeds(session: Any, batch: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     out = {}
     for i in session.get_inputs():
@@ -43,6 +44,20 @@ def _graphs(bundle: Path, precision: str) -> dict[str, Path]:
     return graphs
 
 
+def _median_ms(sessions: dict[str, Any], feeds: dict[str, dict[str, np.ndarray]], iters: int,
+               evict: np.ndarray | None) -> dict[str, float]:
+    """Every session once per pass, in turn, ``iters`` passes; ``evict``: written before each call."""
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(iters):
+        for name, session in sessions.items():
+            if evict is not None:
+                evict += 1  # writes every line of the buffer: the caches now hold it
+            start = time.perf_counter()
+            session.run(None, feeds[name])
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: float(np.median(v)) for name, v in samples.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Prints median ms per call, warm and cold, per head graph and batch."""
     from mmedge.runtime.backends.ort import create_session
@@ -55,26 +70,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--audio-steps", type=int, default=13)
     parser.add_argument("--iters", type=int, default=200)
     args = parser.parse_args(argv)
-    sessions = {f"{label}{name}": create_session(path, threads=args.threads)
-                for i, bundle in enumerate(args.bundle)
-                for label in [f"[{i}] " if len(args.bundle) > 1 else ""]
-                for name, path in _graphs(bundle, args.precision).items()}
-    buffer = np.zeros(EVICT_BYTES, np.uint8)
+    sessions = {}
+    for i, bundle in enumerate(args.bundle):
+        label = f"[{i}] " if len(args.bundle) > 1 else ""
+        for name, path in _graphs(bundle, args.precision).items():
+            sessions[label + name] = create_session(path, threads=args.threads)
     sizes = {"tokens": args.tokens, "audio_steps": args.audio_steps}
     print(", ".join(f"[{i}] {b}" for i, b in enumerate(args.bundle)) + f"; {args.precision}, {args.threads} thread(s), "
           f"median ms of {args.iters} interleaved calls")
     for batch in (1, 8):
         feeds = {name: _feeds(s, batch, sizes) for name, s in sessions.items()}
-        for mode in ("warm", "cold"):
-            samples: dict[str, list[float]] = {name: [] for name in sessions}
-            for _ in range(args.iters):
-                for name, session in sessions.items():
-                    if mode == "cold":
-                        buffer += 1  # writes every line of the buffer: the caches now hold it
-                    start = time.perf_counter()
-                    session.run(None, feeds[name])
-                    samples[name].append((time.perf_counter() - start) * 1000)
-            print(f"  b{batch} {mode}: " + ", ".join(f"{n} {np.median(v):.3f}" for n, v in samples.items()))
+        for mode, evict in (("warm", None), ("cold", np.zeros(EVICT_BYTES, np.uint8))):
+            ms = _median_ms(sessions, feeds, args.iters, evict)
+            print(f"  b{batch} {mode}: " + ", ".join(f"{n} {v:.3f}" for n, v in ms.items()))
 
 
 if __name__ == "__main__":

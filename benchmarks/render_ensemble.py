@@ -60,8 +60,10 @@ def render_ensemble_cost(report: Report, source: str) -> str:
     """The section of one ``benchmarks/ensemble_cost.py`` run: the ensemble's latency over the chosen member's."""
     b = report["bundle"]
     rows = [[r["precision"], r["batch"], f"{r['member']['p50_ms']:.2f}", f"{r['merged']['p50_ms']:.2f}",
-             f"{r['separate']['p50_ms']:.2f}", *_paired_cells(r), f"{r['separate_over_member']:.3f}×",
-             f"{r['merged_over_separate']:.3f}×", *_heads_cells(r), "yes" if r["disturbed"] else ""]
+             f"{r['separate']['p50_ms']:.2f}", f"{r['ensemble_over_member']:.3f}×",
+             _paired(r["paired_ensemble_over_member"]),
+             f"{r['separate_over_member']:.3f}×", f"{r['merged_over_separate']:.3f}×",
+             f"{r['heads_ms']['member']:.2f} / {r['heads_ms']['merged']:.2f}", "yes" if r["disturbed"] else ""]
             for r in report["rows"]]
     recipe = report.get("recipe")
     kept = (f"only the members {', '.join(recipe['members'])} kept" if recipe and recipe.get("members")
@@ -83,13 +85,12 @@ def render_ensemble_cost(report: Report, source: str) -> str:
         + (f"; *member*: the chosen member's own bundle (`{report['member_bundle']}`: the same checkpoint exported as "
            "when selection keeps that member alone, its head and rule as one graph)" if report.get("member_bundle")
            else "; *member*: the chosen member run from the ensemble's bundle (its head and the numpy rule)")
-        + (". The three share one set of encoder runners per precision (the same graphs: Sessions of one graph "
-           "differ by up to 20% within a run), so they differ only in what runs after the encoders (*after the "
-           "encoders*: the heads and the rule, medians of the Session's own stage timings). *paired*: the median "
-           "over iterations of ensemble / member from the same pass over the configurations (a slow spell of the "
-           "machine moves both; quartiles in brackets), the figure the targets table quotes"
-           if "paired_ensemble_over_member" in report["rows"][0] else "")
-        + ". Merged graph vs separate heads + numpy rule, "
+        + ". The three share one set of encoder runners per precision (the same graphs: Sessions of one graph "
+        "differ by up to 20% within a run), so they differ only in what runs after the encoders (*after the "
+        "encoders*: the heads and the rule, medians of the Session's own stage timings). *paired*: the median "
+        "over iterations of ensemble / member from the same pass over the configurations (a slow spell of the "
+        "machine moves both; quartiles in brackets), the figure the targets table quotes. Merged graph vs separate "
+        "heads + numpy rule, "
         f"max abs diff on the export's parity cases: {b['merged_parity_max_abs_diff']}. The machine was shared with "
         f"other jobs (load average {env['load_average'][0]:.1f} on {env['cpus']} CPUs): quote the ratios, measured "
         f"side by side, not the times; configurations with p90/p50 > {report['disturbed_p90_over_p50']} are "
@@ -99,14 +100,6 @@ def render_ensemble_cost(report: Report, source: str) -> str:
                         "merged / separate", "after the encoders, member / ensemble ms", "disturbed"], rows), missing])
 
 
-def _paired_cells(row: dict[str, Any]) -> list[str]:
-    paired = row.get("paired_ensemble_over_member")
-    if paired is None:  # a report from before the paired figure
-        return [f"**{row['ensemble_over_member']:.3f}×**", ""]
-    return [f"{row['ensemble_over_member']:.3f}×",
-            f"**{paired['median']:.3f}×** ({paired['q25']:.3f}–{paired['q75']:.3f})"]
-
-
-def _heads_cells(row: dict[str, Any]) -> list[str]:
-    heads = row.get("heads_ms")
-    return [f"{heads['member']:.2f} / {heads['merged']:.2f}" if heads else ""]
+def _paired(paired: dict[str, float]) -> str:
+    """The paired ratio's median (bold: the targets table quotes it) and quartiles."""
+    return f"**{paired['median']:.3f}×** ({paired['q25']:.3f}–{paired['q75']:.3f})"

@@ -174,13 +174,6 @@ def _disturbed_note(report: Report) -> str:
             "disturbed side are marked not quotable.")
 
 
-def ensemble_ratio(row: Mapping[str, Any]) -> float:
-    """Ensemble / member of one ``ensemble_cost`` row: the paired median where the report has it (the same
-    pass's two calls, so the machine's slow spells cancel), else the ratio of the medians."""
-    paired = row.get("paired_ensemble_over_member")
-    return paired["median"] if paired else row["ensemble_over_member"]
-
-
 def _ensemble_cost_rows(costs: Sequence[tuple[str, Report]]) -> list[list[str]]:
     """Ensemble (merged heads graph) / the member chosen on validation, from each (file name, report) of
     ``benchmarks/ensemble_cost.py`` (one per ensemble timed: every member kept, the members selection kept...)."""
@@ -189,11 +182,9 @@ def _ensemble_cost_rows(costs: Sequence[tuple[str, Report]]) -> list[list[str]]:
         members = cost["bundle"]["members"]
         for r in cost["rows"]:
             disturbed = " (disturbed)" if r["disturbed"] else ""
-            ratio = ensemble_ratio(r)
-            heads = r.get("heads_ms")
+            ratio, heads = r["paired_ensemble_over_member"]["median"], r["heads_ms"]  # paired: slow spells cancel
             where = (f"after the encoders: {heads['merged']:.2f} ms for every head and the rule vs "
-                     f"{heads['member']:.2f} for the member's (ratio of medians {r['ensemble_over_member']:.3f}×)" if heads else
-                     f"the other heads and the rule, in one graph (separate heads: {r['separate_over_member']:.3f}×)")
+                     f"{heads['member']:.2f} for the member's (ratio of medians {r['ensemble_over_member']:.3f}×)")
             rows.append([f"ensemble of {len(members)} ({', '.join(members)}; one heads graph) / {cost['member']}, "
                          f"{r['precision']} b{r['batch']} ({source})", f"≤ {TARGETS['ensemble_vs_member']}×",
                          f"{ratio:.3f}×" + disturbed, _NOT_QUOTABLE if r["disturbed"] else

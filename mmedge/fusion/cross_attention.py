@@ -104,14 +104,18 @@ class CrossAttentionHead(FusionHead):
 
     def attend(self, feats: Features) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(A, H1~, H2~) for every pair, in ``self.pairs`` order."""
-        h = {m: self.proj[m](feats[f"{m}_seq"]) for m in self.modalities}  # (B, N_m, d)
+        h = self._projected(feats)
         return [
             cross_attention(h[m1], h[m2], self.wq[i], self.wk[i], feats[f"{m1}_mask"], feats[f"{m2}_mask"])
             for i, (m1, m2) in enumerate(self.pairs)
         ]
 
+    def _projected(self, feats: Features) -> dict[str, torch.Tensor]:
+        """``H_m = LN(seq_m) W_m``, (B, N_m, d), per modality."""
+        return {m: self.proj[m](feats[f"{m}_seq"]) for m in self.modalities}
+
     def forward(self, feats: Features) -> torch.Tensor:
-        h = {m: self.proj[m](feats[f"{m}_seq"]) for m in self.modalities}
+        h = self._projected(feats)
         scale = 1.0 / math.sqrt(self.hidden)
         parts = []
         for i, (m1, m2) in enumerate(self.pairs):
