@@ -17,11 +17,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mmedge.errors import BundleError
+from mmedge.runtime.backends.base import BaseRunner
 from mmedge.runtime.bundle import Bundle, MemberInfo
 from mmedge.runtime.ensemble import prediction_of
 
-__all__ = ["HEADS", "ENSEMBLE_OUTPUT", "member_output", "has_merged", "head_components", "check_merged",
-           "merged_prediction", "prediction_from_outputs"]
+__all__ = ["HEADS", "ENSEMBLE_OUTPUT", "member_output", "has_merged", "head_components", "member_head",
+           "check_merged", "merged_prediction", "prediction_from_outputs"]
 
 HEADS = "heads"  # the merged graph's component name (``Bundle.graph_entry(HEADS, precision)``)
 ENSEMBLE_OUTPUT = "probabilities"
@@ -40,14 +41,46 @@ def has_merged(bundle: Bundle, precision: str) -> bool:
 
 
 def head_components(session: Any) -> list[str]:
-    """The head components a ``Session`` loads: the merged graph when it runs every member of a bundle
-    that has one at its precision (plus the separate heads when a modality is optional: calls without it
-    run some members only), else one graph per member head."""
+    """The head components a ``Session`` loads when it opens: the merged graph when it runs every member
+    of a bundle that has one at its precision, else one graph per member head. With the merged graph, the
+    members' own heads, which run only for calls that leave an optional modality out, are loaded at the
+    first such call (``member_head``): a Session that always gets every modality never loads them
+    (reference int8 bundle: 13-20 ms and 2.2 MiB less to open, ``benchmarks/startup.py``)."""
     bundle, precision, members = session.bundle, session.precision, session._members
-    separate = [f"head.{m.name}" for m in members]
     if tuple(members) != tuple(bundle.members) or not has_merged(bundle, precision):
-        return separate
-    return [HEADS, *(separate if bundle.optional_modalities else [])]
+        return [f"head.{m.name}" for m in members]
+    return [HEADS]
+
+
+def member_head(session: Any, member: MemberInfo) -> BaseRunner:
+    """``member``'s own head runner; one ``head_components`` left for later is loaded (on the Session's
+    backend and placement, with its strictness) and checked against the manifest now, once (thread-safe).
+
+    Raises:
+        BundleError: the head's graph does not match the manifest, or cannot be loaded.
+        BackendUnavailable: it fell back to another backend in a strict Session.
+    """
+    from mmedge.runtime.backends import GraphRef
+    from mmedge.runtime.backends.fallback import honest_choice
+    from mmedge.runtime.backends.placement import open_placed
+    from mmedge.runtime.graph_checks import check_graphs
+
+    component = f"head.{member.name}"
+    runner = session._runners.get(component)
+    if runner is not None:
+        return runner
+    with session._load_lock:
+        if component not in session._runners:
+            graph = GraphRef.from_bundle(session.bundle, component, session.precision)
+            runners, _ = open_placed(session._choice, (graph,), session._settings)
+            try:
+                check_graphs(session.bundle, runners, (member,), {})
+                session._choice = honest_choice(session._choice, runners, strict=session._strict)
+            except BaseException:
+                runners[component].deactivate()
+                raise
+            session._runners = {**session._runners, **runners}  # a new dict: other threads may be reading the old
+    return session._runners[component]
 
 
 def check_merged(session: Any) -> tuple[MemberInfo, ...]:

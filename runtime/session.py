@@ -5,6 +5,7 @@ numpy + onnxruntime (or TensorRT): never torch. One Session may be shared by thr
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from mmedge.runtime.graph_checks import check_graphs, check_logits, length_axis_
 from mmedge.runtime.modalities import (InputOptions, Modality, Preprocess, PreprocessContext, check_given,
                                        encoder_feed, get_modality)
 from mmedge.runtime.limits import Limits
-from mmedge.runtime.merged_heads import check_merged, head_components, merged_prediction
+from mmedge.runtime.merged_heads import check_merged, head_components, member_head, merged_prediction
 from mmedge.runtime.prediction import Prediction
 from mmedge.runtime.session_config import check_session_config
 from mmedge.runtime.streams import capture_frames, open_capture
@@ -105,7 +106,7 @@ class Session:
         self.bundle = Bundle.open(bundle, limits=limits) if self._owns_bundle else bundle
         self.limits = limits if limits is not None else self.bundle.limits
         self._runners: dict[str, BaseRunner] = {}
-        self._lanes = EncoderLanes(1)
+        self._lanes, self._load_lock = EncoderLanes(1), threading.Lock()
         try:
             self._members = self.bundle.members if members is None else tuple(map(self.bundle.member, members))
             problem = self.bundle.precision_problem(precision)
@@ -122,9 +123,9 @@ class Session:
             encoders = sum(g.component.startswith("encoder.") for g in graphs)
             self.lane_plan: LanePlan = plan_lanes(encoder_lanes, threads=threads, encoders=encoders,
                                                   cpu_backend=get_backend(choice.name).cpu)
-            settings = replace(settings, lanes=self.lane_plan.lanes, threads=self.lane_plan.graph_threads)
-            self._runners, choice = open_placed(choice, graphs, settings)  # mixed: graphs on other CPU backends
-            self._choice = honest_choice(choice, self._runners, strict=strict)
+            self._settings = replace(settings, lanes=self.lane_plan.lanes, threads=self.lane_plan.graph_threads)
+            self._runners, choice = open_placed(choice, graphs, self._settings)  # mixed: graphs on other CPU backends
+            self._choice, self._strict = honest_choice(choice, self._runners, strict=strict), strict
             self._preprocessors = self._make_preprocessors()
             check_graphs(self.bundle, self._runners, check_merged(self), self._preprocessors)
             self._lanes = EncoderLanes(self.lane_plan.lanes)
@@ -316,7 +317,7 @@ class Session:
     def _run_head(self, member: MemberInfo, feats: dict[str, np.ndarray], timings: dict[str, float]) -> np.ndarray:
         component = f"head.{member.name}"
         start = time.perf_counter()
-        out = self._runners[component].infer({n: feats[n] for n in member.inputs})
+        out = member_head(self, member).infer({n: feats[n] for n in member.inputs})
         timings[component] = _ms(start)
         batch = len(feats[member.inputs[0]])
         return check_logits(member, out[member.output], len(self.bundle.labels), batch)  # (B, C)

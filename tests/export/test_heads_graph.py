@@ -130,8 +130,10 @@ def test_session_runs_the_merged_graph_as_one_runner_and_predicts_the_same(merge
             np.testing.assert_allclose(got.member_probabilities[name], want.member_probabilities[name],
                                        atol=MERGED_ATOL, rtol=0)
         assert got.labels == want.labels and got.members == want.members
+        assert not any(c.startswith("head.") for c in merged._runners)  # loaded at the first call needing them
         partial = merged.predict(image=images, text=TEXTS)  # audio is optional: the separate heads run
         assert partial.skipped_members == ("cross_attention",) and HEADS not in partial.timings_ms
+        assert "head.concat" in merged._runners and "head.concat" in merged.backends
         np.testing.assert_allclose(partial.probabilities, separate.predict(image=images, text=TEXTS).probabilities,
                                    atol=1e-6)
 

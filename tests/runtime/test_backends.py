@@ -131,3 +131,49 @@ def test_no_module_but_a_backends_own_names_a_backend(rel):
     tree = ast.parse((REPO / rel).read_text(encoding="utf-8"))
     literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert not literals & set(BACKENDS), sorted(literals & set(BACKENDS))
+
+
+class _Timed(BaseRunner):
+    """Records where and when it was activated; ``fail`` raises instead (activation order is the thing tested)."""
+
+    def __init__(self, name: str, size: int, tmp: Path, fail: bool = False, wait_s: float = 0.05) -> None:
+        path = tmp / f"{name}.onnx"
+        path.write_bytes(b"\0" * size)
+        super().__init__(ReferenceLoader(path))
+        self.fail, self.wait_s, self.span = fail, wait_s, None
+
+    def _activate(self):
+        import threading
+        import time
+
+        start = time.perf_counter()
+        time.sleep(self.wait_s)
+        self.span = (start, time.perf_counter(), threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError(f"{self.path.name} failed")
+        return (), ()
+
+    def _infer(self, feed):
+        return {}
+
+
+def test_activate_all_loads_graphs_side_by_side_largest_first_and_raises_the_first_failure(tmp_path):
+    from mmedge.runtime.backends import activate_all
+
+    runners = [_Timed("small", 10, tmp_path), _Timed("large", 1000, tmp_path), _Timed("mid", 100, tmp_path)]
+    activate_all(runners, workers=2)
+    assert all(r.is_active for r in runners)
+    small, large, mid = (r.span for r in runners)
+    assert large[0] <= small[0] and large[0] <= mid[0]  # the largest graph starts first
+    assert max(large[0], mid[0]) < min(large[1], mid[1])  # two at once
+    assert all(span[2].startswith("mmedge-load") for span in (small, large, mid))
+
+    in_turn = [_Timed("a", 10, tmp_path), _Timed("b", 20, tmp_path)]
+    activate_all(in_turn, workers=1)  # a GPU backend's graphs: one at a time, in the caller's thread
+    assert in_turn[0].span[1] <= in_turn[1].span[0] and "mmedge-load" not in in_turn[0].span[2]
+
+    failing = [_Timed("ok", 10, tmp_path), _Timed("bad1", 20, tmp_path, fail=True),
+               _Timed("bad2", 30, tmp_path, fail=True, wait_s=0.0), _Timed("slow", 5, tmp_path, wait_s=0.2)]
+    with pytest.raises(RuntimeError, match="bad1.onnx failed"):  # the first in the given order, not in time
+        activate_all(failing, workers=2)
+    assert failing[3].span is not None  # every activation finished before it raised
