@@ -21,6 +21,15 @@ def _machine(report: Report) -> str:
             + (f" (load average {load[0]:.1f} at the start)" if load else "") + f", {m.get('utc', '')}")
 
 
+def _bytecode(report: Report) -> str:
+    b = report.get("bytecode")
+    if not b:
+        return ""
+    return (" The runtime's modules were byte-compiled first, as `pip install` leaves them (`compile_bytecode`; "
+            f"PYTHONDONTWRITEBYTECODE={b.get('PYTHONDONTWRITEBYTECODE')} here)." if b.get("compiled") else
+            " The runtime's modules could not be byte-compiled: fresh processes compiled them from source.")
+
+
 @register_renderer("mmedge.startup/1")
 def render_startup(report: Report, source: str) -> str:
     """Fresh-process start-up and memory per precision / backend / cache, steady state, where it goes."""
@@ -39,7 +48,8 @@ def render_startup(report: Report, source: str) -> str:
             f"`{' '.join(report['command'])}`, {report['threads']} threads, on {_machine(report)}. {BUNDLE} Medians of "
             "fresh processes (interleaved); first prediction counted from the spawn call (process, interpreter "
             "and numpy included: `start`); memory is the process's resident set (peak: `VmHWM`). `cache`: ONNX "
-            "Runtime's optimized graphs on disk (`runtime/backends/ort_cache.py`), `off` as before it.\n\n"
+            "Runtime's optimized graphs on disk (`runtime/backends/ort_cache.py`), `off` as before it."
+            + _bytecode(report) + "\n\n"
             + markdown_table(["config", "first prediction s", "start ms", "import ms", "open ms", "predict ms",
                               "RSS loaded MiB", "RSS predicted MiB", "peak MiB", "backend"], rows)
             + f"\nFirst start (empty cache, bundle verified in full): {first}.\n\n"
