@@ -16,7 +16,6 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mmedge.errors import BundleError
-from mmedge.runtime.archive import extract_archive
 from mmedge.runtime.integrity import Identity, read_file, resolve_inside, sha256_file, verify_files
 from mmedge.runtime.limits import DEFAULT_LIMITS, Limits, checked_limits
 from mmedge.runtime.manifest import EncoderInfo, EnsembleInfo, GraphEntry, Manifest, MemberInfo, TensorInfo
@@ -24,6 +23,13 @@ from mmedge.runtime.manifest import EncoderInfo, EnsembleInfo, GraphEntry, Manif
 __all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "EnsembleInfo", "sha256_file"]
 
 _FIX = "re-export or re-copy the bundle"
+
+
+def _extracted(archive: Path, limits: Limits) -> Path:
+    """``archive`` (a ``.mmedge`` file) unpacked into a temporary folder; zipfile is loaded only for archives."""
+    from mmedge.runtime.archive import extract_archive
+
+    return extract_archive(archive, limits)
 
 
 def _read_manifest(root: Path, limits: Limits) -> tuple[Any, str]:
@@ -95,7 +101,7 @@ class Bundle:
         source = Path(path)
         if not source.exists():
             raise BundleError(f"bundle not found: {source}; pass a bundle folder or a .mmedge file")
-        tmp = extract_archive(source, limits) if source.is_file() else None
+        tmp = _extracted(source, limits) if source.is_file() else None
         try:
             return cls._load(Path(tmp.name) if tmp else source, source, tmp, verify, limits)
         except BaseException:

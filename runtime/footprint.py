@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,6 +48,9 @@ def measure_footprint(bundle: str | Path, precision: str, inputs: Mapping[str, A
     Raises:
         RuntimeError: the child process failed (its stderr is in the message).
     """
+    import subprocess  # here: the child, which runs this module, does not load the parent's tools
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="mmedge-footprint-") as tmp:
         npz = Path(tmp) / "inputs.npz"
         _save_inputs(npz, inputs)
