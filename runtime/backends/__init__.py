@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from mmedge.errors import BackendUnavailable
-from mmedge.runtime.encoder_lanes import usable_cores
 from mmedge.runtime.backends.base import BaseLoader, BaseRunner, GraphRef, LoadSettings, TensorMeta
 from mmedge.runtime.backends.table import BACKENDS, Backend, backend_order, get_backend, register_backend
 
 __all__ = ["BACKENDS", "Backend", "BackendChoice", "BaseLoader", "BaseRunner", "GraphRef", "LoadSettings",
-           "TensorMeta", "activate_all", "available_backends", "backend_order", "get_backend", "open_runners",
-           "register_backend", "resolve_backend"]
+           "TensorMeta", "available_backends", "backend_order", "get_backend", "open_runners", "register_backend",
+           "resolve_backend"]
 
 
 @dataclass(frozen=True)
@@ -124,42 +121,13 @@ def open_runners(backend: str | Backend, graphs: Sequence[GraphRef], settings: L
     runners: dict[str, BaseRunner] = {}
     try:
         for graph in graphs:
-            runners[graph.component] = row.runner(make(graph))
-        activate_all(list(runners.values()), workers=usable_cores() if row.cpu else 1)
+            runners[graph.component] = runner = row.runner(make(graph))
+            runner.activate()
     except BaseException:
         for runner in runners.values():
             runner.deactivate()
         raise
     return runners
-
-
-def activate_all(runners: Sequence[BaseRunner], *, workers: int) -> None:
-    """Activates ``runners``, up to ``workers`` at once, largest graph file first.
-
-    ONNX Runtime and OpenVINO release the GIL while they load and optimize a graph, so on a CPU backend
-    a Session's graphs load side by side (``open_runners`` passes one worker per usable core; GPU
-    backends load one at a time): the text encoder, most of the load time, no longer waits for the others.
-
-    Raises:
-        The first failure in ``runners``' order, once every activation has finished (the caller
-        deactivates them all).
-    """
-    if workers < 2 or len(runners) < 2:
-        for runner in runners:
-            runner.activate()
-        return
-    ordered = sorted(runners, key=lambda r: -_size(r.path))
-    with ThreadPoolExecutor(min(workers, len(runners)), thread_name_prefix="mmedge-load") as pool:
-        done = {id(r): pool.submit(r.activate) for r in ordered}
-    for runner in runners:
-        done[id(runner)].result()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _import_backend_modules() -> None:
