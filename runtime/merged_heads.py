@@ -44,8 +44,9 @@ def head_components(session: Any) -> list[str]:
     """The head components a ``Session`` loads when it opens: the merged graph when it runs every member
     of a bundle that has one at its precision, else one graph per member head. With the merged graph, the
     members' own heads, which run only for calls that leave an optional modality out, are loaded at the
-    first such call (``member_head``): a Session that always gets every modality never loads them
-    (reference int8 bundle: 13-20 ms and 2.2 MiB less to open, ``benchmarks/startup.py``)."""
+    first such call (``member_head``): a Session that always gets every modality never loads them (each
+    is a session of its own: the reference int8 bundle's contrastive head takes 13-20 ms and 2.2 MiB,
+    ``benchmarks/startup.py``'s breakdown)."""
     bundle, precision, members = session.bundle, session.precision, session._members
     if tuple(members) != tuple(bundle.members) or not has_merged(bundle, precision):
         return [f"head.{m.name}" for m in members]
