@@ -20,7 +20,8 @@ import render_serving  # noqa: E402,F401  (registers the batching-tail renderer)
 import render_ensemble  # noqa: E402,F401  (registers the ensemble seeds and cost renderers)
 DEFAULT = ("results.json", "peers.json", "fuzz.json", "soak.json", "serve_load.json", "serve_batching_tail.json", "serve_soak.json",
            "multi_camera.json",
-           "ensemble_seeds.json", "ensemble_cost.json", "ensemble_cost_match.json", "pretrained_reference.json", "startup.json",
+           "ensemble_seeds.json", "ensemble_cost.json", "ensemble_cost_match.json", "ensemble_cost_library.json",
+           "pretrained_reference.json", "startup.json",
            "image_int8_fidelity.json", "image_int8_saturation.json", "text_int8_saturation.json", "encoder_lanes.json")
 
 

@@ -34,10 +34,21 @@ def render_ensemble_seeds(report: Report, source: str) -> str:
                   f"{100 * s['chosen_mean']:.2f} ± {100 * s['chosen_std']:.2f}% (mean ± std over {s['runs']} runs); "
                   f"gain {s['gain_points_mean']:+.2f} points on average (min {s['gain_points_min']:+.2f}, max "
                   f"{s['gain_points_max']:+.2f}); ensemble >= chosen in {s['runs_at_least_chosen']}/{s['runs']} runs: "
-                  f"goal **{ {True: 'met', False: 'missed', None: 'not judged (too few runs)'}[s['goal_met']]}**.\n"]
+                  f"goal **{ {True: 'met', False: 'missed', None: 'not judged (too few runs)'}[s['goal_met']]}**.\n"
+                  + _four_heads(s.get("four_heads"))]
     if report.get("analysis"):
         parts.append(report["analysis"] + "\n")
     return "\n".join(parts)
+
+
+def _four_heads(s: Mapping[str, Any] | None) -> str:
+    if not s:
+        return ""
+    return (f"\nSelection over the four heads alone (the same trained heads, the further seeds left out: the recipe "
+            f"before its library): ensemble {100 * s['ensemble_mean']:.2f} ± {100 * s['ensemble_std']:.2f}%, chosen "
+            f"member {100 * s['chosen_mean']:.2f} ± {100 * s['chosen_std']:.2f}%, gain {s['gain_points_mean']:+.2f} "
+            f"points (min {s['gain_points_min']:+.2f}); ensemble >= chosen in {s['runs_at_least_chosen']}/{s['runs']} "
+            "runs.\n")
 
 
 def seed_spread_table(runs: list[dict[str, Any]]) -> str:
@@ -73,6 +84,8 @@ def render_ensemble_cost(report: Report, source: str) -> str:
             if recipe else f"the bundle `{b['path']}`")
     env = report["environment"]
     missing = "".join(f"Not timed: {p} ({why}).\n" for p, why in (b.get("not_ok") or {}).items())
+    missing += "".join(f"Not timed: {p} (the member's own bundle: {why}).\n"
+                       for p, why in (report.get("member_not_ok") or {}).items())
     return "\n".join([
         f"## The ensemble's cost: one graph for all heads vs the member chosen on validation ({source})\n",
         f"```bash\n{report['command']}\n```\n",

@@ -12,7 +12,10 @@ def test_builtin_recipes():
     assert list_recipes() == ["digits-av", "digits-match"]
     av = get_recipe("digits-av")
     assert av.modalities == ("image", "text", "audio")
-    assert [m.head for m in av.members] == ["concat", "bilinear", "cross_attention", "contrastive"]
+    assert [m.head for m in av.members[:4]] == ["concat", "bilinear", "cross_attention", "contrastive"]
+    assert [(m.name, m.seed) for m in av.members[4:]] == [("contrastive_2", 13), ("contrastive_3", 23),
+                                                          ("concat_2", 10), ("cross_attention_2", 12)]
+    assert len({m.name for m in av.members}) == len({m.seed for m in av.members}) == 8
     assert get_recipe("digits-match").task == "matching"
 
 
