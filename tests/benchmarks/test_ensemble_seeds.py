@@ -57,3 +57,18 @@ def test_pieces_run_side_by_side_merge_in_seed_order():
     assert [r["seed"] for r in merged["recipes"]["av"]["runs"]] == [0, 3, 4]
     assert merged["recipes"]["av"]["summary"]["runs"] == 3 and merged["recipes"]["match"]["summary"]["runs"] == 1
     assert merged["recipes"]["av"]["summary"]["gain_points_mean"] == pytest.approx(5.0 / 3)
+
+
+def test_selection_over_the_four_heads_alone_is_summarized_and_rendered_beside_the_library(tmp_path):
+    import json
+
+    runs = [dict(_run(0, 0.90, 0.91), four_heads={"chosen_test": 0.89, "ensemble_test": 0.89}),
+            dict(_run(1, 0.80, 0.81), four_heads={"chosen_test": 0.80, "ensemble_test": 0.802})]
+    s = summarize(runs, required=2)
+    assert s["four_heads"]["gain_points_mean"] == pytest.approx(0.1) and s["four_heads"]["goal_met"] is False
+    assert "four_heads" not in summarize([_run(0, 0.9, 0.9)])  # older runs: no such record
+    report = {"schema": SCHEMA, "command": "c", "created": "now", "goal_points": 0.3,
+              "recipes": {"digits-av": {"runs": runs, "summary": s}}}
+    (tmp_path / "seeds.json").write_text(json.dumps(report))
+    text = render_results([tmp_path / "seeds.json"])
+    assert "Selection over the four heads alone" in text and "ensemble 84.60 ± 4.40%" in text and "gain +0.10" in text
