@@ -25,13 +25,6 @@ __all__ = ["Bundle", "TensorInfo", "GraphEntry", "EncoderInfo", "MemberInfo", "E
 _FIX = "re-export or re-copy the bundle"
 
 
-def _extracted(archive: Path, limits: Limits) -> Path:
-    """``archive`` (a ``.mmedge`` file) unpacked into a temporary folder; zipfile is loaded only for archives."""
-    from mmedge.runtime.archive import extract_archive
-
-    return extract_archive(archive, limits)
-
-
 def _read_manifest(root: Path, limits: Limits) -> tuple[Any, str]:
     path = root / "manifest.json"
     if not path.exists():
@@ -101,7 +94,9 @@ class Bundle:
         source = Path(path)
         if not source.exists():
             raise BundleError(f"bundle not found: {source}; pass a bundle folder or a .mmedge file")
-        tmp = _extracted(source, limits) if source.is_file() else None
+        from mmedge.runtime.archive import extract_archive  # here: zipfile is loaded only to open an archive
+
+        tmp = extract_archive(source, limits) if source.is_file() else None
         try:
             return cls._load(Path(tmp.name) if tmp else source, source, tmp, verify, limits)
         except BaseException:

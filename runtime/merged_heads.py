@@ -61,15 +61,18 @@ def member_head(session: Any, member: MemberInfo) -> BaseRunner:
         BundleError: the head's graph does not match the manifest, or cannot be loaded.
         BackendUnavailable: it fell back to another backend in a strict Session.
     """
+    runner = session._runners.get(f"head.{member.name}")
+    return runner if runner is not None else _load_head(session, member)
+
+
+def _load_head(session: Any, member: MemberInfo) -> BaseRunner:
+    """``member_head``'s first call for a deferred head: loads and checks it under the Session's lock."""
     from mmedge.runtime.backends import GraphRef
     from mmedge.runtime.backends.fallback import honest_choice
     from mmedge.runtime.backends.placement import open_placed
     from mmedge.runtime.graph_checks import check_graphs
 
     component = f"head.{member.name}"
-    runner = session._runners.get(component)
-    if runner is not None:
-        return runner
     with session._load_lock:
         if component not in session._runners:
             graph = GraphRef.from_bundle(session.bundle, component, session.precision)
